@@ -1,0 +1,99 @@
+//! Strict text encodings shared by every format: canonical, padded standard
+//! base64 (RFC 4648 §4) and canonical unsigned decimals.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+/// Why a base64 field was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Base64Error {
+    #[error("not canonical padded standard base64")]
+    Invalid,
+    #[error("decodes to {actual} bytes, expected {expected}")]
+    WrongLength { expected: usize, actual: usize },
+}
+
+/// Decodes standard base64 with padding, rejecting anything that does not
+/// re-encode to the same text (non-zero trailing bits, missing or extra
+/// padding, whitespace, the URL alphabet).
+pub fn decode_base64(text: &str) -> Result<Vec<u8>, Base64Error> {
+    let bytes = STANDARD.decode(text).map_err(|_| Base64Error::Invalid)?;
+    // The engine already rejects non-canonical trailing bits and padding;
+    // the round trip makes the rule explicit and independent of its config.
+    if STANDARD.encode(&bytes) != text {
+        return Err(Base64Error::Invalid);
+    }
+    Ok(bytes)
+}
+
+/// Encodes standard padded base64.
+pub fn encode_base64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+/// Why a decimal field was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecimalError {
+    #[error("empty number")]
+    Empty,
+    #[error("not an ASCII decimal number")]
+    NotDigits,
+    #[error("leading zero")]
+    LeadingZero,
+    #[error("number does not fit in 64 bits")]
+    Overflow,
+}
+
+/// Parses an ASCII decimal with no sign, no leading zeroes (except `0`
+/// itself), no whitespace, fitting in a u64.
+pub fn parse_decimal(text: &str) -> Result<u64, DecimalError> {
+    let bytes = text.as_bytes();
+    if bytes.is_empty() {
+        return Err(DecimalError::Empty);
+    }
+    if !bytes.iter().all(u8::is_ascii_digit) {
+        return Err(DecimalError::NotDigits);
+    }
+    if bytes.len() > 1 && bytes[0] == b'0' {
+        return Err(DecimalError::LeadingZero);
+    }
+    let mut value: u64 = 0;
+    for &b in bytes {
+        value = value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(u64::from(b - b'0')))
+            .ok_or(DecimalError::Overflow)?;
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_are_canonical() {
+        assert_eq!(parse_decimal("0"), Ok(0));
+        assert_eq!(parse_decimal("18446744073709551615"), Ok(u64::MAX));
+        assert_eq!(
+            parse_decimal("18446744073709551616"),
+            Err(DecimalError::Overflow)
+        );
+        assert_eq!(parse_decimal("00"), Err(DecimalError::LeadingZero));
+        assert_eq!(parse_decimal("01"), Err(DecimalError::LeadingZero));
+        for bad in ["+1", "-1", " 1", "1 ", "1e3", "0x1", "١"] {
+            assert_eq!(parse_decimal(bad), Err(DecimalError::NotDigits), "{bad:?}");
+        }
+        assert_eq!(parse_decimal(""), Err(DecimalError::Empty));
+    }
+
+    #[test]
+    fn base64_is_strict() {
+        assert_eq!(decode_base64("AAE=").unwrap(), vec![0, 1]);
+        // Non-zero trailing bits, missing padding, URL alphabet, whitespace.
+        for bad in ["AAF=", "AAE", "AA==AA==", "-_8=", "AA E=", "AAE=\n", "A==="] {
+            assert_eq!(decode_base64(bad), Err(Base64Error::Invalid), "{bad:?}");
+        }
+        assert_eq!(decode_base64("").unwrap(), Vec::<u8>::new());
+    }
+}

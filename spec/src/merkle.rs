@@ -1,0 +1,841 @@
+//! RFC 6962 / RFC 9162 Merkle trees: hashing, an incremental compact range,
+//! proof generation over stored hashes, and proof verification.
+//!
+//! Normative description: `spec/merkle.md`.
+//!
+//! # Stored-hash layout
+//!
+//! A log stores, for every leaf it appends, the leaf hash followed by the
+//! hash of every complete subtree that the leaf completes. Leaf `x` adds
+//! `1 + trailing_ones(x)` hashes, so a tree of `n` leaves holds exactly
+//! `2n - popcount(n)` hashes, appended in order and never rewritten. The hash
+//! of the complete subtree at `level` covering leaves
+//! `[i·2^level, (i+1)·2^level)` lives at [`stored_hash_index`]`(level, i)`.
+//! Every root, inclusion proof and consistency proof then needs O(log n)
+//! reads, done in one [`HashReader::read_hashes`] call.
+
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// Length of every hash in this crate: SHA-256.
+pub const HASH_LEN: usize = 32;
+
+/// Longest proof any tree of at most 2^64 - 1 leaves can need.
+pub const MAX_PROOF_LEN: usize = 64;
+
+/// A SHA-256 tree hash.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Hash(pub [u8; HASH_LEN]);
+
+impl Hash {
+    /// Parses a hash from exactly 32 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, HashLengthError> {
+        let array: [u8; HASH_LEN] = bytes.try_into().map_err(|_| HashLengthError(bytes.len()))?;
+        Ok(Hash(array))
+    }
+
+    /// Parses strict, canonical, padded standard base64 of exactly 32 bytes.
+    pub fn from_base64(text: &str) -> Result<Self, crate::encoding::Base64Error> {
+        let bytes = crate::encoding::decode_base64(text)?;
+        Hash::from_slice(&bytes).map_err(|e| crate::encoding::Base64Error::WrongLength {
+            expected: HASH_LEN,
+            actual: e.0,
+        })
+    }
+
+    /// Standard padded base64, as used in checkpoints and proofs.
+    pub fn to_base64(&self) -> String {
+        crate::encoding::encode_base64(&self.0)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; HASH_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hash({})", self.to_base64())
+    }
+}
+
+impl fmt::Display for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_base64())
+    }
+}
+
+/// A byte string that should have been a 32-byte hash had this length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("hash must be 32 bytes, got {0}")]
+pub struct HashLengthError(pub usize);
+
+/// Root of the empty tree: `SHA-256("")`.
+pub fn empty_root() -> Hash {
+    Hash(Sha256::digest([]).into())
+}
+
+/// `SHA-256(0x00 || data)`.
+pub fn leaf_hash(data: &[u8]) -> Hash {
+    let mut hasher = Sha256::new();
+    hasher.update([0u8]);
+    hasher.update(data);
+    Hash(hasher.finalize().into())
+}
+
+/// `SHA-256(0x01 || left || right)`.
+pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
+    let mut block = [0u8; 1 + 2 * HASH_LEN];
+    block[0] = 1;
+    block[1..33].copy_from_slice(&left.0);
+    block[33..].copy_from_slice(&right.0);
+    Hash(Sha256::digest(block).into())
+}
+
+/// Root of the tree whose leaf hashes are `leaves` (RFC 6962 MTH), computed
+/// with O(log n) memory.
+pub fn root_from_leaf_hashes(leaves: &[Hash]) -> Hash {
+    let mut range = CompactRange::new();
+    for leaf in leaves {
+        range.append(*leaf);
+    }
+    range.root()
+}
+
+// ---------------------------------------------------------------------------
+// Compact range
+// ---------------------------------------------------------------------------
+
+/// The right edge of a tree: one hash per set bit of its size, holding the
+/// complete subtrees a tree of that size decomposes into. Appending a leaf
+/// costs amortised O(1) hashes; memory is O(log n).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CompactRange {
+    size: u64,
+    /// Complete-subtree hashes, largest (leftmost) first.
+    peaks: Vec<Hash>,
+}
+
+impl CompactRange {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rebuilds a range from its size and peaks (largest first), e.g. after
+    /// reading them back from storage.
+    pub fn from_parts(size: u64, peaks: Vec<Hash>) -> Result<Self, CompactRangeError> {
+        if peaks.len() != size.count_ones() as usize {
+            return Err(CompactRangeError::PeakCount {
+                size,
+                expected: size.count_ones() as usize,
+                actual: peaks.len(),
+            });
+        }
+        Ok(CompactRange { size, peaks })
+    }
+
+    /// Reads the peaks of a tree of `size` leaves from stored hashes.
+    pub fn from_storage<R: HashReader + ?Sized>(size: u64, reader: &R) -> Result<Self, ProveError> {
+        let indexes: Vec<u64> = peak_subtrees(0, size)
+            .map(|(level, index)| stored_hash_index(level, index))
+            .collect();
+        let peaks = read_exact(reader, &indexes)?;
+        Ok(CompactRange { size, peaks })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Complete-subtree hashes, largest (leftmost) first.
+    pub fn peaks(&self) -> &[Hash] {
+        &self.peaks
+    }
+
+    /// Appends a leaf hash. Returns the hashes a log must store for this leaf,
+    /// in stored-hash order: the leaf hash, then each subtree it completes.
+    pub fn append(&mut self, leaf: Hash) -> StoredHashes {
+        assert!(self.size < u64::MAX, "tree size overflow");
+        let mut stored = StoredHashes {
+            hashes: [Hash::default(); MAX_PROOF_LEN + 1],
+            len: 0,
+        };
+        stored.push(leaf);
+        let mut hash = leaf;
+        let mut size = self.size;
+        while size & 1 == 1 {
+            let left = self.peaks.pop().expect("a set bit always has a peak");
+            hash = node_hash(&left, &hash);
+            stored.push(hash);
+            size >>= 1;
+        }
+        self.peaks.push(hash);
+        self.size += 1;
+        debug_assert_eq!(self.peaks.len(), self.size.count_ones() as usize);
+        stored
+    }
+
+    /// Root of the tree of the current size.
+    pub fn root(&self) -> Hash {
+        let mut iter = self.peaks.iter().rev();
+        let Some(last) = iter.next() else {
+            return empty_root();
+        };
+        iter.fold(*last, |acc, left| node_hash(left, &acc))
+    }
+}
+
+/// The stored hashes produced by one [`CompactRange::append`] call.
+#[derive(Clone, Copy)]
+pub struct StoredHashes {
+    hashes: [Hash; MAX_PROOF_LEN + 1],
+    len: usize,
+}
+
+impl StoredHashes {
+    fn push(&mut self, hash: Hash) {
+        self.hashes[self.len] = hash;
+        self.len += 1;
+    }
+
+    pub fn as_slice(&self) -> &[Hash] {
+        &self.hashes[..self.len]
+    }
+}
+
+impl fmt::Debug for StoredHashes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompactRangeError {
+    #[error("a compact range of size {size} has {expected} peaks, got {actual}")]
+    PeakCount {
+        size: u64,
+        expected: usize,
+        actual: usize,
+    },
+}
+
+// ---------------------------------------------------------------------------
+// Stored-hash layout
+// ---------------------------------------------------------------------------
+
+/// Number of hashes stored for a tree of `size` leaves: `2·size - popcount(size)`.
+pub fn stored_hash_count(size: u64) -> u64 {
+    // Computed in u128 so size up to u64::MAX cannot overflow; callers never
+    // approach that, but the arithmetic stays exact anyway.
+    (2 * size as u128 - size.count_ones() as u128) as u64
+}
+
+/// Index in stored-hash order of the complete subtree at `level` covering
+/// leaves `[index·2^level, (index+1)·2^level)`.
+pub fn stored_hash_index(level: u32, index: u64) -> u64 {
+    assert!(level < 64, "subtree level out of range");
+    // The subtree is completed by its last leaf, which stores its leaf hash
+    // and then `level` more hashes; this one is the last of those.
+    let last_leaf = ((index + 1) << level) - 1;
+    stored_hash_count(last_leaf) + level as u64
+}
+
+/// Decomposes `[start, end)` into maximal aligned complete subtrees, left to
+/// right, as `(level, index)` pairs. For the ranges RFC 6962 proofs use
+/// (`start` aligned to a power of two at least `end - start`), folding these
+/// from the right gives `MTH(D[start:end])`.
+fn peak_subtrees(start: u64, end: u64) -> impl Iterator<Item = (u32, u64)> {
+    let mut pos = start;
+    std::iter::from_fn(move || {
+        if pos >= end {
+            return None;
+        }
+        let align = if pos == 0 { 63 } else { pos.trailing_zeros() };
+        let fit = 63 - (end - pos).leading_zeros();
+        let level = align.min(fit);
+        let item = (level, pos >> level);
+        pos += 1u64 << level;
+        Some(item)
+    })
+}
+
+/// Reads stored hashes by index: the only view of storage the Merkle code
+/// needs, so a log can back it with redb and tests with a `Vec`.
+pub trait HashReader {
+    /// Returns the stored hashes at `indexes`, in the same order.
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, StorageError>;
+}
+
+/// An error reported by a [`HashReader`].
+#[derive(Debug, thiserror::Error)]
+#[error("reading stored hashes: {0}")]
+pub struct StorageError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+impl HashReader for [Hash] {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, StorageError> {
+        indexes
+            .iter()
+            .map(|&i| {
+                usize::try_from(i)
+                    .ok()
+                    .and_then(|i| self.get(i).copied())
+                    .ok_or_else(|| StorageError(format!("stored hash {i} does not exist").into()))
+            })
+            .collect()
+    }
+}
+
+impl HashReader for Vec<Hash> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, StorageError> {
+        self.as_slice().read_hashes(indexes)
+    }
+}
+
+fn read_exact<R: HashReader + ?Sized>(
+    reader: &R,
+    indexes: &[u64],
+) -> Result<Vec<Hash>, ProveError> {
+    let hashes = reader.read_hashes(indexes)?;
+    if hashes.len() != indexes.len() {
+        return Err(ProveError::Storage(StorageError(
+            format!(
+                "asked for {} stored hashes, got {}",
+                indexes.len(),
+                hashes.len()
+            )
+            .into(),
+        )));
+    }
+    Ok(hashes)
+}
+
+/// An in-memory log of stored hashes: a reference [`HashReader`] for tests,
+/// benchmarks and tools that rebuild a tree.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryTree {
+    range: CompactRange,
+    stored: Vec<Hash>,
+}
+
+impl MemoryTree {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn append(&mut self, leaf: Hash) {
+        let new = self.range.append(leaf);
+        self.stored.extend_from_slice(new.as_slice());
+    }
+
+    pub fn size(&self) -> u64 {
+        self.range.size()
+    }
+
+    pub fn root(&self) -> Hash {
+        self.range.root()
+    }
+
+    pub fn stored(&self) -> &[Hash] {
+        &self.stored
+    }
+}
+
+impl HashReader for MemoryTree {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, StorageError> {
+        self.stored.read_hashes(indexes)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Proof generation
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProveError {
+    #[error("leaf index {index} is not below tree size {size}")]
+    IndexOutOfRange { index: u64, size: u64 },
+    #[error("old size {old_size} is larger than new size {new_size}")]
+    OldSizeTooLarge { old_size: u64, new_size: u64 },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A subtree `[start, end)` whose MTH appears in a proof.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    start: u64,
+    end: u64,
+}
+
+/// Largest power of two strictly less than `n` (n ≥ 2).
+fn split_point(n: u64) -> u64 {
+    debug_assert!(n >= 2);
+    1u64 << (63 - (n - 1).leading_zeros())
+}
+
+/// Reads the MTH of every span with one storage call.
+fn span_hashes<R: HashReader + ?Sized>(
+    reader: &R,
+    spans: &[Span],
+) -> Result<Vec<Hash>, ProveError> {
+    let mut indexes = Vec::new();
+    let mut counts = Vec::with_capacity(spans.len());
+    for span in spans {
+        let before = indexes.len();
+        indexes.extend(peak_subtrees(span.start, span.end).map(|(l, i)| stored_hash_index(l, i)));
+        counts.push(indexes.len() - before);
+    }
+    let hashes = read_exact(reader, &indexes)?;
+    let mut out = Vec::with_capacity(spans.len());
+    let mut offset = 0;
+    for count in counts {
+        let part = &hashes[offset..offset + count];
+        offset += count;
+        let (last, rest) = part.split_last().expect("a span is never empty");
+        out.push(
+            rest.iter()
+                .rev()
+                .fold(*last, |acc, left| node_hash(left, &acc)),
+        );
+    }
+    Ok(out)
+}
+
+/// Root of the tree of `size` leaves, from stored hashes.
+pub fn tree_root<R: HashReader + ?Sized>(size: u64, reader: &R) -> Result<Hash, ProveError> {
+    if size == 0 {
+        return Ok(empty_root());
+    }
+    Ok(span_hashes(
+        reader,
+        &[Span {
+            start: 0,
+            end: size,
+        }],
+    )?[0])
+}
+
+/// RFC 6962 `PATH(index, D[0:size])`: the inclusion proof for a leaf, ordered
+/// from the leaf's sibling up to the root's child.
+pub fn prove_inclusion<R: HashReader + ?Sized>(
+    index: u64,
+    size: u64,
+    reader: &R,
+) -> Result<Vec<Hash>, ProveError> {
+    if index >= size {
+        return Err(ProveError::IndexOutOfRange { index, size });
+    }
+    // Walk down from the root; each level contributes the sibling span.
+    let mut spans = Vec::new();
+    let (mut start, mut end) = (0u64, size);
+    while end - start > 1 {
+        let k = split_point(end - start);
+        if index - start < k {
+            spans.push(Span {
+                start: start + k,
+                end,
+            });
+            end = start + k;
+        } else {
+            spans.push(Span {
+                start,
+                end: start + k,
+            });
+            start += k;
+        }
+    }
+    spans.reverse();
+    span_hashes(reader, &spans)
+}
+
+/// RFC 6962 `PROOF(old_size, D[0:new_size])`. Empty when `old_size` is 0 or
+/// equal to `new_size` (see `spec/merkle.md`).
+pub fn prove_consistency<R: HashReader + ?Sized>(
+    old_size: u64,
+    new_size: u64,
+    reader: &R,
+) -> Result<Vec<Hash>, ProveError> {
+    if old_size > new_size {
+        return Err(ProveError::OldSizeTooLarge { old_size, new_size });
+    }
+    if old_size == 0 || old_size == new_size {
+        return Ok(Vec::new());
+    }
+    // SUBPROOF(m, D[start:end], b), unrolled.
+    let mut spans = Vec::new();
+    let (mut start, mut end, mut m, mut whole) = (0u64, new_size, old_size, true);
+    loop {
+        let n = end - start;
+        if m == n {
+            if !whole {
+                spans.push(Span { start, end });
+            }
+            break;
+        }
+        let k = split_point(n);
+        if m <= k {
+            spans.push(Span {
+                start: start + k,
+                end,
+            });
+            end = start + k;
+        } else {
+            spans.push(Span {
+                start,
+                end: start + k,
+            });
+            start += k;
+            m -= k;
+            whole = false;
+        }
+    }
+    spans.reverse();
+    span_hashes(reader, &spans)
+}
+
+// ---------------------------------------------------------------------------
+// Proof verification (RFC 9162 §2.1.3.2 and §2.1.4.2)
+// ---------------------------------------------------------------------------
+
+/// Why an inclusion proof did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InclusionError {
+    #[error("leaf index {index} is not below tree size {size}")]
+    IndexOutOfRange { index: u64, size: u64 },
+    #[error(
+        "proof has {actual} hashes, a leaf at index {index} of a tree of size {size} needs {expected}"
+    )]
+    WrongProofLength {
+        index: u64,
+        size: u64,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("proof hash {position} is {length} bytes, not 32")]
+    BadHashLength { position: usize, length: usize },
+    #[error("computed root {computed} does not match the expected root {expected}")]
+    RootMismatch { computed: Hash, expected: Hash },
+}
+
+/// Why a consistency proof did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsistencyError {
+    #[error("old size {old_size} is larger than new size {new_size}")]
+    OldSizeTooLarge { old_size: u64, new_size: u64 },
+    #[error("proof has {actual} hashes, sizes {old_size} -> {new_size} need {expected}")]
+    WrongProofLength {
+        old_size: u64,
+        new_size: u64,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("proof hash {position} is {length} bytes, not 32")]
+    BadHashLength { position: usize, length: usize },
+    #[error("old root of the empty tree must be SHA-256(\"\"), got {0}")]
+    EmptyTreeRoot(Hash),
+    #[error("equal sizes but different roots {old_root} and {new_root}")]
+    RootsDiffer { old_root: Hash, new_root: Hash },
+    #[error("proof computes old root {computed}, expected {expected}")]
+    OldRootMismatch { computed: Hash, expected: Hash },
+    #[error("proof computes new root {computed}, expected {expected}")]
+    NewRootMismatch { computed: Hash, expected: Hash },
+}
+
+/// Number of hashes in an inclusion proof for `index < size`: the number of
+/// steps the RFC 9162 walk takes before `sn` reaches 0.
+pub fn inclusion_proof_len(index: u64, size: u64) -> usize {
+    assert!(index < size, "inclusion_proof_len needs index < size");
+    walk_len(index, size - 1)
+}
+
+/// Number of hashes a consistency proof between `0 < old_size < new_size`
+/// carries (RFC 9162 §2.1.4.1; the old root is not sent for a power-of-two
+/// old size).
+pub fn consistency_proof_len(old_size: u64, new_size: u64) -> usize {
+    let full = consistency_path_len(old_size, new_size);
+    if old_size.is_power_of_two() {
+        full - 1
+    } else {
+        full
+    }
+}
+
+/// Length of the path RFC 9162 §2.1.4.2 walks after step 2 (with the old
+/// root prepended for a power-of-two old size).
+pub fn consistency_path_len(old_size: u64, new_size: u64) -> usize {
+    assert!(
+        0 < old_size && old_size < new_size,
+        "consistency lengths need 0 < old < new"
+    );
+    let (fn_, sn) = consistency_start(old_size, new_size);
+    1 + walk_len(fn_, sn)
+}
+
+/// Steps 3–4 of RFC 9162 §2.1.4.2.
+fn consistency_start(old_size: u64, new_size: u64) -> (u64, u64) {
+    let (mut fn_, mut sn) = (old_size - 1, new_size - 1);
+    while fn_ & 1 == 1 {
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    (fn_, sn)
+}
+
+/// One step of the RFC 9162 walk: whether the path element is a left
+/// sibling, with `(fn, sn)` advanced.
+fn walk_step(fn_: &mut u64, sn: &mut u64) -> bool {
+    let left = *fn_ & 1 == 1 || *fn_ == *sn;
+    if left && *fn_ & 1 == 0 {
+        while *fn_ & 1 == 0 && *fn_ != 0 {
+            *fn_ >>= 1;
+            *sn >>= 1;
+        }
+    }
+    *fn_ >>= 1;
+    *sn >>= 1;
+    left
+}
+
+fn walk_len(mut fn_: u64, mut sn: u64) -> usize {
+    let mut steps = 0;
+    while sn != 0 {
+        walk_step(&mut fn_, &mut sn);
+        steps += 1;
+    }
+    steps
+}
+
+/// Verifies that `leaf` is at `index` in the tree of `size` leaves with root
+/// `root` (RFC 9162 §2.1.3.2).
+pub fn verify_inclusion(
+    index: u64,
+    size: u64,
+    leaf: &Hash,
+    proof: &[Hash],
+    root: &Hash,
+) -> Result<(), InclusionError> {
+    let computed = root_from_inclusion_proof(index, size, leaf, proof)?;
+    if computed != *root {
+        return Err(InclusionError::RootMismatch {
+            computed,
+            expected: *root,
+        });
+    }
+    Ok(())
+}
+
+/// Like [`verify_inclusion`] with hashes given as byte strings of any length,
+/// for callers holding unparsed input: any length other than 32 is an error
+/// (position `usize::MAX` names the leaf or root rather than a proof hash).
+pub fn verify_inclusion_bytes(
+    index: u64,
+    size: u64,
+    leaf: &[u8],
+    proof: &[Vec<u8>],
+    root: &[u8],
+) -> Result<(), InclusionError> {
+    let bad = |position, length| InclusionError::BadHashLength { position, length };
+    let leaf = Hash::from_slice(leaf).map_err(|e| bad(usize::MAX, e.0))?;
+    let root = Hash::from_slice(root).map_err(|e| bad(usize::MAX, e.0))?;
+    let proof = proof
+        .iter()
+        .enumerate()
+        .map(|(i, h)| Hash::from_slice(h).map_err(|e| bad(i, e.0)))
+        .collect::<Result<Vec<_>, _>>()?;
+    verify_inclusion(index, size, &leaf, &proof, &root)
+}
+
+/// Computes the root implied by an inclusion proof.
+pub fn root_from_inclusion_proof(
+    index: u64,
+    size: u64,
+    leaf: &Hash,
+    proof: &[Hash],
+) -> Result<Hash, InclusionError> {
+    if index >= size {
+        return Err(InclusionError::IndexOutOfRange { index, size });
+    }
+    let expected = inclusion_proof_len(index, size);
+    if proof.len() != expected {
+        return Err(InclusionError::WrongProofLength {
+            index,
+            size,
+            expected,
+            actual: proof.len(),
+        });
+    }
+    let (mut fn_, mut sn) = (index, size - 1);
+    let mut r = *leaf;
+    for p in proof {
+        assert!(sn != 0, "inclusion length check admitted a long proof");
+        r = if walk_step(&mut fn_, &mut sn) {
+            node_hash(p, &r)
+        } else {
+            node_hash(&r, p)
+        };
+    }
+    assert!(sn == 0, "inclusion length check admitted a short proof");
+    Ok(r)
+}
+
+/// Verifies that the tree `(new_size, new_root)` extends `(old_size,
+/// old_root)`: RFC 9162 §2.1.4.2 for `0 < old_size < new_size`, plus the
+/// size-0 and equal-size rules of `spec/merkle.md`.
+pub fn verify_consistency(
+    old_size: u64,
+    new_size: u64,
+    old_root: &Hash,
+    new_root: &Hash,
+    proof: &[Hash],
+) -> Result<(), ConsistencyError> {
+    if old_size > new_size {
+        return Err(ConsistencyError::OldSizeTooLarge { old_size, new_size });
+    }
+    if old_size == 0 || old_size == new_size {
+        if !proof.is_empty() {
+            return Err(ConsistencyError::WrongProofLength {
+                old_size,
+                new_size,
+                expected: 0,
+                actual: proof.len(),
+            });
+        }
+        if old_size == 0 && *old_root != empty_root() {
+            return Err(ConsistencyError::EmptyTreeRoot(*old_root));
+        }
+        if old_size == new_size && old_root != new_root {
+            return Err(ConsistencyError::RootsDiffer {
+                old_root: *old_root,
+                new_root: *new_root,
+            });
+        }
+        return Ok(());
+    }
+    let (old_computed, new_computed) =
+        roots_from_consistency_proof(old_size, new_size, old_root, proof)?;
+    if old_computed != *old_root {
+        return Err(ConsistencyError::OldRootMismatch {
+            computed: old_computed,
+            expected: *old_root,
+        });
+    }
+    if new_computed != *new_root {
+        return Err(ConsistencyError::NewRootMismatch {
+            computed: new_computed,
+            expected: *new_root,
+        });
+    }
+    Ok(())
+}
+
+/// Like [`verify_consistency`] with hashes given as byte strings of any
+/// length: any length other than 32 is an error.
+pub fn verify_consistency_bytes(
+    old_size: u64,
+    new_size: u64,
+    old_root: &[u8],
+    new_root: &[u8],
+    proof: &[Vec<u8>],
+) -> Result<(), ConsistencyError> {
+    let bad = |position, length| ConsistencyError::BadHashLength { position, length };
+    let old_root = Hash::from_slice(old_root).map_err(|e| bad(usize::MAX, e.0))?;
+    let new_root = Hash::from_slice(new_root).map_err(|e| bad(usize::MAX, e.0))?;
+    let proof = proof
+        .iter()
+        .enumerate()
+        .map(|(i, h)| Hash::from_slice(h).map_err(|e| bad(i, e.0)))
+        .collect::<Result<Vec<_>, _>>()?;
+    verify_consistency(old_size, new_size, &old_root, &new_root, &proof)
+}
+
+/// Computes `(old root, new root)` from a consistency proof for
+/// `0 < old_size < new_size`. The claimed `old_root` is used only where RFC
+/// 9162 prepends it to the path (power-of-two old size).
+pub fn roots_from_consistency_proof(
+    old_size: u64,
+    new_size: u64,
+    old_root: &Hash,
+    proof: &[Hash],
+) -> Result<(Hash, Hash), ConsistencyError> {
+    if old_size == 0 || old_size >= new_size {
+        return Err(ConsistencyError::OldSizeTooLarge { old_size, new_size });
+    }
+    let expected = consistency_proof_len(old_size, new_size);
+    if proof.len() != expected {
+        return Err(ConsistencyError::WrongProofLength {
+            old_size,
+            new_size,
+            expected,
+            actual: proof.len(),
+        });
+    }
+    if old_size.is_power_of_two() {
+        let mut path = Vec::with_capacity(proof.len() + 1);
+        path.push(*old_root);
+        path.extend_from_slice(proof);
+        roots_from_consistency_path(old_size, new_size, &path)
+    } else {
+        roots_from_consistency_path(old_size, new_size, proof)
+    }
+}
+
+/// Steps 3–6 of RFC 9162 §2.1.4.2 on a full path (step 2 already applied:
+/// for a power-of-two old size, the path starts with the hash of the first
+/// `old_size` leaves). Returns `(fr, sr)`.
+///
+/// Used directly by split-view evidence, where the first hash is the one the
+/// larger tree actually holds rather than the claimed old root.
+pub fn roots_from_consistency_path(
+    old_size: u64,
+    new_size: u64,
+    path: &[Hash],
+) -> Result<(Hash, Hash), ConsistencyError> {
+    if old_size == 0 || old_size >= new_size {
+        return Err(ConsistencyError::OldSizeTooLarge { old_size, new_size });
+    }
+    let expected = consistency_path_len(old_size, new_size);
+    if path.len() != expected {
+        return Err(ConsistencyError::WrongProofLength {
+            old_size,
+            new_size,
+            expected,
+            actual: path.len(),
+        });
+    }
+    let (mut fn_, mut sn) = consistency_start(old_size, new_size);
+    let (mut fr, mut sr) = (path[0], path[0]);
+    for c in &path[1..] {
+        assert!(sn != 0, "consistency length check admitted a long path");
+        if walk_step(&mut fn_, &mut sn) {
+            fr = node_hash(c, &fr);
+            sr = node_hash(c, &sr);
+        } else {
+            sr = node_hash(&sr, c);
+        }
+    }
+    assert!(sn == 0, "consistency length check admitted a short path");
+    Ok((fr, sr))
+}
+
+/// The full consistency path for `0 < old_size < new_size` as RFC 9162
+/// step 2 would build it, but with the first element taken from the new
+/// tree: for a power-of-two old size, `MTH(D[0:old_size])` is prepended.
+/// Given the new root, this path proves what the first `old_size` leaves of
+/// the new tree hash to — the basis of split-view evidence.
+pub fn prove_consistency_path<R: HashReader + ?Sized>(
+    old_size: u64,
+    new_size: u64,
+    reader: &R,
+) -> Result<Vec<Hash>, ProveError> {
+    if old_size == 0 || old_size >= new_size {
+        return Err(ProveError::OldSizeTooLarge { old_size, new_size });
+    }
+    let proof = prove_consistency(old_size, new_size, reader)?;
+    if !old_size.is_power_of_two() {
+        return Ok(proof);
+    }
+    let mut path = Vec::with_capacity(proof.len() + 1);
+    path.push(tree_root(old_size, reader)?);
+    path.extend(proof);
+    Ok(path)
+}

@@ -1,0 +1,286 @@
+//! Message types. Version 1 of the protocol; later issues extend these
+//! enums by appending variants (indices are part of the format: never
+//! reorder or remove one).
+
+use super::{BoundedBytes, BoundedVec};
+use crate::merkle::{HASH_LEN, Hash, MAX_PROOF_LEN};
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use std::fmt;
+
+/// Default and largest entry size, in bytes.
+pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
+/// Most entries in one append request.
+pub const MAX_APPEND_ENTRIES: usize = 4096;
+/// Most entries returned by one `GetEntries`.
+pub const MAX_GET_ENTRIES: usize = 1024;
+/// Most entries in one consensus block.
+pub const MAX_BLOCK_ENTRIES: usize = 65_536;
+/// Most signatures in a certificate (replicas in a cluster).
+pub const MAX_REPLICAS: usize = 256;
+/// Most blocks in one sync response.
+pub const MAX_SYNC_BLOCKS: usize = 64;
+/// Largest note carried in a message.
+pub const MAX_NOTE_TEXT: usize = crate::note::MAX_NOTE_BYTES;
+/// Largest free-text error message.
+pub const MAX_ERROR_TEXT: usize = 1024;
+
+pub type Entry = BoundedBytes<MAX_ENTRY_BYTES>;
+pub type NoteText = BoundedBytes<MAX_NOTE_TEXT>;
+
+impl Serialize for Hash {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Hash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Hash;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a {HASH_LEN}-byte hash")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Hash, E> {
+                Hash::from_slice(v).map_err(|_| E::invalid_length(v.len(), &self))
+            }
+        }
+        deserializer.deserialize_bytes(V)
+    }
+}
+
+/// An Ed25519 signature: exactly 64 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signature64(pub [u8; 64]);
+
+impl fmt::Debug for Signature64 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature64({:02x}{:02x}…)", self.0[0], self.0[1])
+    }
+}
+
+impl Serialize for Signature64 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Signature64 {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Signature64;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a 64-byte signature")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Signature64, E> {
+                let array: [u8; 64] = v
+                    .try_into()
+                    .map_err(|_| E::invalid_length(v.len(), &self))?;
+                Ok(Signature64(array))
+            }
+        }
+        deserializer.deserialize_bytes(V)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Client protocol
+// ---------------------------------------------------------------------------
+
+/// Which leaf an inclusion proof is for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeafRef {
+    Index(u64),
+    LeafHash(Hash),
+}
+
+/// A client's request to any replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum ClientRequest {
+    /// Append entries; answered with one receipt per entry once committed.
+    Append {
+        entries: BoundedVec<Entry, MAX_APPEND_ENTRIES>,
+    },
+    /// The latest quorum checkpoint.
+    GetCheckpoint,
+    GetInclusionProof {
+        leaf: LeafRef,
+        tree_size: u64,
+    },
+    GetConsistencyProof {
+        old_size: u64,
+        new_size: u64,
+    },
+    GetEntries {
+        start: u64,
+        count: u32,
+    },
+}
+
+/// Error codes a replica returns; the connection survives all of them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    TooLarge,
+    Malformed,
+    Overloaded { retry_after_ms: u64 },
+    NotFound,
+    Internal,
+}
+
+/// One committed entry's receipt: a C2SP tlog-proof, whose checkpoint
+/// carries at least the replica quorum of signatures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    pub index: u64,
+    /// The tlog-proof text.
+    pub tlog_proof: NoteText,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum ClientResponse {
+    Receipts {
+        receipts: BoundedVec<Receipt, MAX_APPEND_ENTRIES>,
+    },
+    Checkpoint {
+        note: NoteText,
+    },
+    InclusionProof {
+        index: u64,
+        tree_size: u64,
+        hashes: BoundedVec<Hash, MAX_PROOF_LEN>,
+    },
+    ConsistencyProof {
+        old_size: u64,
+        new_size: u64,
+        hashes: BoundedVec<Hash, MAX_PROOF_LEN>,
+    },
+    Entries {
+        start: u64,
+        entries: BoundedVec<Entry, MAX_GET_ENTRIES>,
+    },
+    Error {
+        code: ErrorCode,
+        message: BoundedBytes<MAX_ERROR_TEXT>,
+    },
+}
+
+// ---------------------------------------------------------------------------
+// Replica-to-replica protocol (consensus, checkpoint signatures, sync)
+// ---------------------------------------------------------------------------
+
+/// Index of a replica in the cluster configuration.
+pub type ReplicaId = u16;
+
+/// A signature by one replica inside a certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaSignature {
+    pub replica: ReplicaId,
+    pub signature: Signature64,
+}
+
+/// 2f+1 votes for one block: a quorum certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuorumCert {
+    pub epoch: u64,
+    pub round: u64,
+    pub block_id: Hash,
+    /// Round of the certified block's parent: votes bind it.
+    pub parent_round: u64,
+    pub signatures: BoundedVec<ReplicaSignature, MAX_REPLICAS>,
+}
+
+/// A proposed block: a batch of entries extending the block its QC certifies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Block {
+    pub epoch: u64,
+    pub round: u64,
+    pub author: ReplicaId,
+    pub parent_id: Hash,
+    /// Certificate for the parent block.
+    pub justify: QuorumCert,
+    pub entries: BoundedVec<Entry, MAX_BLOCK_ENTRIES>,
+}
+
+/// A vote for a block.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vote {
+    pub epoch: u64,
+    pub round: u64,
+    pub block_id: Hash,
+    pub parent_round: u64,
+    pub voter: ReplicaId,
+    pub signature: Signature64,
+}
+
+/// A replica's timeout for a round, carrying its highest QC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeout {
+    pub epoch: u64,
+    pub round: u64,
+    pub high_qc: QuorumCert,
+    pub sender: ReplicaId,
+    pub signature: Signature64,
+}
+
+/// One signer's part of a timeout certificate: the round of its highest QC
+/// is what it signed alongside the timeout round.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutSignature {
+    pub replica: ReplicaId,
+    pub high_qc_round: u64,
+    pub signature: Signature64,
+}
+
+/// 2f+1 timeouts for one round, with the highest QC among them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutCert {
+    pub epoch: u64,
+    pub round: u64,
+    pub high_qc: QuorumCert,
+    pub signatures: BoundedVec<TimeoutSignature, MAX_REPLICAS>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum ConsensusMessage {
+    Proposal {
+        block: Block,
+        timeout_cert: Option<TimeoutCert>,
+        signature: Signature64,
+    },
+    Vote(Vote),
+    Timeout(Timeout),
+    /// A replica's signature on the checkpoint it computed after commit.
+    CheckpointSignature {
+        size: u64,
+        root: Hash,
+        replica: ReplicaId,
+        note_signature: Signature64,
+    },
+    /// Entries forwarded toward upcoming leaders.
+    Forward {
+        entries: BoundedVec<Entry, MAX_APPEND_ENTRIES>,
+    },
+    /// Ask for committed blocks from `from_round` on.
+    SyncRequest {
+        from_round: u64,
+        max_blocks: u16,
+    },
+    /// Blocks with the certificates that commit them.
+    SyncResponse {
+        blocks: BoundedVec<Block, MAX_SYNC_BLOCKS>,
+        commit_qc: Option<QuorumCert>,
+    },
+}
