@@ -223,17 +223,27 @@ pub enum CompactRangeError {
 // Stored-hash layout
 // ---------------------------------------------------------------------------
 
+/// Largest tree the stored-hash layout addresses: 2^62 leaves, so that
+/// every stored-hash index fits in a u64.
+pub const MAX_STORED_TREE_SIZE: u64 = 1 << 62;
+
 /// Number of hashes stored for a tree of `size` leaves: `2·size - popcount(size)`.
 pub fn stored_hash_count(size: u64) -> u64 {
-    // Computed in u128 so size up to u64::MAX cannot overflow; callers never
-    // approach that, but the arithmetic stays exact anyway.
-    (2 * size as u128 - size.count_ones() as u128) as u64
+    assert!(
+        size <= MAX_STORED_TREE_SIZE,
+        "tree size beyond the stored-hash layout"
+    );
+    2 * size - u64::from(size.count_ones())
 }
 
 /// Index in stored-hash order of the complete subtree at `level` covering
 /// leaves `[index·2^level, (index+1)·2^level)`.
 pub fn stored_hash_index(level: u32, index: u64) -> u64 {
-    assert!(level < 64, "subtree level out of range");
+    assert!(level < 63, "subtree level out of range");
+    assert!(
+        index < (MAX_STORED_TREE_SIZE >> level),
+        "subtree beyond the stored-hash layout"
+    );
     // The subtree is completed by its last leaf, which stores its leaf hash
     // and then `level` more hashes; this one is the last of those.
     let last_leaf = ((index + 1) << level) - 1;
@@ -838,4 +848,266 @@ pub fn prove_consistency_path<R: HashReader + ?Sized>(
     path.push(tree_root(old_size, reader)?);
     path.extend(proof);
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 6962 MTH, straight from the definition.
+    fn reference_root(leaves: &[Hash]) -> Hash {
+        match leaves.len() {
+            0 => empty_root(),
+            1 => leaves[0],
+            n => {
+                let k = split_point(n as u64) as usize;
+                node_hash(&reference_root(&leaves[..k]), &reference_root(&leaves[k..]))
+            }
+        }
+    }
+
+    fn tree(n: u64) -> (Vec<Hash>, MemoryTree) {
+        let leaves: Vec<Hash> = (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let mut tree = MemoryTree::new();
+        for leaf in &leaves {
+            tree.append(*leaf);
+        }
+        (leaves, tree)
+    }
+
+    fn flip(hash: &Hash, bit: usize) -> Hash {
+        let mut out = *hash;
+        out.0[bit / 8] ^= 1 << (bit % 8);
+        out
+    }
+
+    #[test]
+    fn known_hashes() {
+        assert_eq!(
+            empty_root().to_base64(),
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+        );
+        // RFC 6962 leaf of the empty string.
+        assert_eq!(
+            leaf_hash(b"").to_base64(),
+            "bjQLnP+zepicpUTmu3gKLHiQHT+zNzh2hRGjBhevoB0="
+        );
+    }
+
+    #[test]
+    fn stored_layout_and_roots() {
+        let (leaves, tree) = tree(300);
+        assert_eq!(tree.stored().len() as u64, stored_hash_count(300));
+        for n in 0..=300u64 {
+            let want = reference_root(&leaves[..n as usize]);
+            assert_eq!(tree_root(n, &tree).unwrap(), want, "size {n}");
+            let range = CompactRange::from_storage(n, &tree).unwrap();
+            assert_eq!(range.root(), want);
+        }
+        for level in 0..8u32 {
+            for index in 0..(300u64 >> level) {
+                let start = (index << level) as usize;
+                let want = reference_root(&leaves[start..start + (1 << level)]);
+                assert_eq!(
+                    tree.stored()[stored_hash_index(level, index) as usize],
+                    want
+                );
+            }
+        }
+        assert_eq!(root_from_leaf_hashes(&leaves), reference_root(&leaves));
+        assert!(CompactRange::from_parts(3, vec![Hash::default()]).is_err());
+    }
+
+    /// For every size 1..=128 and every index / old size: generated proofs
+    /// verify, and every single-bit flip of a proof hash, the root or the
+    /// leaf makes verification fail.
+    #[test]
+    fn exhaustive_proofs_and_bit_flips() {
+        const MAX: u64 = 128;
+        let (leaves, tree) = tree(MAX);
+        let roots: Vec<Hash> = (0..=MAX).map(|n| tree_root(n, &tree).unwrap()).collect();
+        let sizes: Vec<u64> = (1..=MAX).collect();
+        std::thread::scope(|scope| {
+            for chunk in [0usize, 1] {
+                let (leaves, tree, roots, sizes) = (&leaves, &tree, &roots, &sizes);
+                scope.spawn(move || {
+                    for &n in sizes.iter().skip(chunk).step_by(2) {
+                        let root = roots[n as usize];
+                        for i in 0..n {
+                            let leaf = leaves[i as usize];
+                            let proof = prove_inclusion(i, n, tree).unwrap();
+                            assert_eq!(proof.len(), inclusion_proof_len(i, n));
+                            verify_inclusion(i, n, &leaf, &proof, &root).unwrap();
+                            for bit in 0..256 {
+                                assert!(
+                                    verify_inclusion(i, n, &flip(&leaf, bit), &proof, &root)
+                                        .is_err()
+                                );
+                                assert!(
+                                    verify_inclusion(i, n, &leaf, &proof, &flip(&root, bit))
+                                        .is_err()
+                                );
+                                for p in 0..proof.len() {
+                                    let mut bad = proof.clone();
+                                    bad[p] = flip(&bad[p], bit);
+                                    assert!(
+                                        verify_inclusion(i, n, &leaf, &bad, &root).is_err(),
+                                        "inclusion {i}/{n} hash {p} bit {bit}"
+                                    );
+                                }
+                            }
+                            // Wrong index, wrong size, extra or missing hash.
+                            for j in 0..n {
+                                if j != i {
+                                    assert!(verify_inclusion(j, n, &leaf, &proof, &root).is_err());
+                                }
+                            }
+                            let mut longer = proof.clone();
+                            longer.push(leaf);
+                            assert!(verify_inclusion(i, n, &leaf, &longer, &root).is_err());
+                            if !proof.is_empty() {
+                                assert!(verify_inclusion(i, n, &leaf, &proof[1..], &root).is_err());
+                            }
+                        }
+                        for m in 0..=n {
+                            let old = roots[m as usize];
+                            let proof = prove_consistency(m, n, tree).unwrap();
+                            verify_consistency(m, n, &old, &root, &proof).unwrap();
+                            if m == 0 || m == n {
+                                assert!(proof.is_empty());
+                            } else {
+                                assert_eq!(proof.len(), consistency_proof_len(m, n));
+                                let path = prove_consistency_path(m, n, tree).unwrap();
+                                assert_eq!(
+                                    roots_from_consistency_path(m, n, &path).unwrap(),
+                                    (old, root)
+                                );
+                            }
+                            for bit in 0..256 {
+                                assert!(
+                                    verify_consistency(m, n, &flip(&old, bit), &root, &proof)
+                                        .is_err(),
+                                    "old root {m}->{n}"
+                                );
+                                // From size 0 every new root is consistent (spec/merkle.md).
+                                if m > 0 {
+                                    assert!(
+                                        verify_consistency(m, n, &old, &flip(&root, bit), &proof)
+                                            .is_err(),
+                                        "new root {m}->{n}"
+                                    );
+                                }
+                                for p in 0..proof.len() {
+                                    let mut bad = proof.clone();
+                                    bad[p] = flip(&bad[p], bit);
+                                    assert!(
+                                        verify_consistency(m, n, &old, &root, &bad).is_err(),
+                                        "consistency {m}->{n} hash {p} bit {bit}"
+                                    );
+                                }
+                            }
+                            if m > 0 && m < n {
+                                // The proof is bound to its sizes.
+                                assert!(
+                                    verify_consistency(
+                                        m,
+                                        n - 1,
+                                        &old,
+                                        &roots[n as usize - 1],
+                                        &proof
+                                    )
+                                    .is_err()
+                                        || m == n - 1
+                                );
+                                let mut longer = proof.clone();
+                                longer.push(old);
+                                assert!(verify_consistency(m, n, &old, &root, &longer).is_err());
+                            }
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
+    fn edge_cases() {
+        let (leaves, tree) = tree(8);
+        let root = tree.root();
+        assert_eq!(
+            verify_inclusion(8, 8, &leaves[0], &[], &root),
+            Err(InclusionError::IndexOutOfRange { index: 8, size: 8 })
+        );
+        assert!(matches!(
+            verify_inclusion(0, 0, &leaves[0], &[], &empty_root()),
+            Err(InclusionError::IndexOutOfRange { .. })
+        ));
+        assert!(matches!(
+            prove_inclusion(8, 8, &tree),
+            Err(ProveError::IndexOutOfRange { .. })
+        ));
+        assert!(matches!(
+            prove_consistency(9, 8, &tree),
+            Err(ProveError::OldSizeTooLarge { .. })
+        ));
+        assert!(matches!(tree_root(9, &tree), Err(ProveError::Storage(_))));
+        // Size 0: any tree extends the empty tree, with an empty proof and
+        // the empty root; not with another root or a non-empty proof.
+        verify_consistency(0, 8, &empty_root(), &root, &[]).unwrap();
+        verify_consistency(0, 0, &empty_root(), &empty_root(), &[]).unwrap();
+        assert!(matches!(
+            verify_consistency(0, 8, &root, &root, &[]),
+            Err(ConsistencyError::EmptyTreeRoot(_))
+        ));
+        assert!(matches!(
+            verify_consistency(0, 8, &empty_root(), &root, &[root]),
+            Err(ConsistencyError::WrongProofLength { .. })
+        ));
+        assert!(matches!(
+            verify_consistency(0, 0, &empty_root(), &root, &[]),
+            Err(ConsistencyError::RootsDiffer { .. })
+        ));
+        // Equal sizes.
+        verify_consistency(8, 8, &root, &root, &[]).unwrap();
+        assert!(matches!(
+            verify_consistency(8, 8, &root, &leaves[0], &[]),
+            Err(ConsistencyError::RootsDiffer { .. })
+        ));
+        assert!(matches!(
+            verify_consistency(8, 8, &root, &root, &[root]),
+            Err(ConsistencyError::WrongProofLength { .. })
+        ));
+        assert!(matches!(
+            verify_consistency(9, 8, &root, &root, &[]),
+            Err(ConsistencyError::OldSizeTooLarge { .. })
+        ));
+        // Byte-slice APIs reject every length but 32.
+        assert!(matches!(
+            verify_inclusion_bytes(0, 1, &[0; 31], &[], leaves[0].as_bytes()),
+            Err(InclusionError::BadHashLength { length: 31, .. })
+        ));
+        assert!(matches!(
+            verify_consistency_bytes(1, 1, &[1; 12], &[1; 12], &[]),
+            Err(ConsistencyError::BadHashLength { length: 12, .. })
+        ));
+        // Largest sizes: lengths stay within 64 and nothing overflows.
+        assert_eq!(inclusion_proof_len(0, u64::MAX), 64);
+        assert_eq!(inclusion_proof_len(u64::MAX - 1, u64::MAX), 63);
+        assert!(consistency_proof_len(1, u64::MAX) <= MAX_PROOF_LEN);
+        assert_eq!(stored_hash_count(MAX_STORED_TREE_SIZE), (1u64 << 63) - 1);
+        assert_eq!(stored_hash_index(62, 0), (1u64 << 63) - 2);
+    }
+
+    #[test]
+    fn compact_range_returns_stored_hashes() {
+        let mut range = CompactRange::new();
+        let mut stored = Vec::new();
+        for i in 0..100u64 {
+            let new = range.append(leaf_hash(&i.to_le_bytes()));
+            assert_eq!(new.as_slice().len(), 1 + i.trailing_ones() as usize);
+            stored.extend_from_slice(new.as_slice());
+            assert_eq!(stored.len() as u64, stored_hash_count(i + 1));
+        }
+        assert_eq!(tree_root(100, &stored).unwrap(), range.root());
+    }
 }
