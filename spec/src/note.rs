@@ -131,12 +131,11 @@ fn parse_key_id(text: &str) -> Result<u32, KeyError> {
     u32::from_str_radix(text, 16).map_err(|_| KeyError::KeyIdFormat)
 }
 
-/// Splits `name+keyid+data`, where the name itself contains no `+`.
+/// Splits `name+keyid+data`. Names contain no `+`, but base64 key data may,
+/// so only the first two `+` separate fields (as in Go's note package).
 fn split_key(text: &str) -> Result<(&str, u32, KeyType, [u8; 32]), KeyError> {
-    let mut parts = text.split('+');
-    let (Some(name), Some(id), Some(data), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let mut parts = text.splitn(3, '+');
+    let (Some(name), Some(id), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(KeyError::Format);
     };
     check_name(name)?;
@@ -727,5 +726,20 @@ impl<'a> VerifiedNote<'a> {
 
     pub fn signatures(&self) -> &[VerifiedSignature<'a>] {
         &self.signatures
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosigner_key_id_uses_type_4() {
+        let key = VerifierKey::parse(
+            "witness.example/w1+017f50a1+BD7iqKcoPLL9colD2qEn7wnkgwcai0vGmbpFIvCbFM/e",
+        )
+        .unwrap();
+        assert_eq!(key.key_id(), 0x017f50a1);
+        assert_eq!(key.key_type(), KeyType::CosignatureV1);
     }
 }
