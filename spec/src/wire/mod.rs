@@ -125,3 +125,413 @@ impl FrameDecoder {
         self.buffer.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merkle::Hash;
+    use proptest::prelude::*;
+
+    fn vote(epoch: u64, round: u64) -> Vote {
+        Vote {
+            epoch,
+            round,
+            block_id: Hash([7; 32]),
+            parent_round: round.saturating_sub(1),
+            voter: 2,
+            signature: Signature64([9; 64]),
+        }
+    }
+
+    fn qc(round: u64, signers: u16) -> QuorumCert {
+        QuorumCert {
+            epoch: 1,
+            round,
+            block_id: Hash([round as u8; 32]),
+            parent_round: round.saturating_sub(1),
+            signatures: BoundedVec::new(
+                (0..signers)
+                    .map(|replica| ReplicaSignature {
+                        replica,
+                        signature: Signature64([replica as u8; 64]),
+                    })
+                    .collect(),
+            )
+            .unwrap(),
+        }
+    }
+
+    fn entries<const N: usize>(items: Vec<Vec<u8>>) -> BoundedVec<Entry, N> {
+        BoundedVec::new(items.into_iter().map(|e| Entry::new(e).unwrap()).collect()).unwrap()
+    }
+
+    fn hash() -> impl Strategy<Value = Hash> {
+        any::<[u8; 32]>().prop_map(Hash)
+    }
+
+    fn sig() -> impl Strategy<Value = Signature64> {
+        prop::collection::vec(any::<u8>(), 64).prop_map(|v| Signature64(v.try_into().unwrap()))
+    }
+
+    fn qc_strategy() -> impl Strategy<Value = QuorumCert> {
+        (
+            any::<u64>(),
+            any::<u64>(),
+            hash(),
+            any::<u64>(),
+            prop::collection::vec((any::<u16>(), sig()), 0..8),
+        )
+            .prop_map(|(epoch, round, block_id, parent_round, sigs)| QuorumCert {
+                epoch,
+                round,
+                block_id,
+                parent_round,
+                signatures: BoundedVec::new(
+                    sigs.into_iter()
+                        .map(|(replica, signature)| ReplicaSignature { replica, signature })
+                        .collect(),
+                )
+                .unwrap(),
+            })
+    }
+
+    fn entry_list() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..6)
+    }
+
+    fn client_request() -> impl Strategy<Value = ClientRequest> {
+        prop_oneof![
+            entry_list().prop_map(|e| ClientRequest::Append {
+                entries: entries(e)
+            }),
+            Just(ClientRequest::GetCheckpoint),
+            (any::<u64>(), any::<u64>()).prop_map(|(i, t)| ClientRequest::GetInclusionProof {
+                leaf: LeafRef::Index(i),
+                tree_size: t
+            }),
+            (hash(), any::<u64>()).prop_map(|(h, t)| ClientRequest::GetInclusionProof {
+                leaf: LeafRef::LeafHash(h),
+                tree_size: t
+            }),
+            (any::<u64>(), any::<u64>()).prop_map(|(old_size, new_size)| {
+                ClientRequest::GetConsistencyProof { old_size, new_size }
+            }),
+            (any::<u64>(), any::<u32>())
+                .prop_map(|(start, count)| ClientRequest::GetEntries { start, count }),
+        ]
+    }
+
+    fn client_response() -> impl Strategy<Value = ClientResponse> {
+        prop_oneof![
+            prop::collection::vec(
+                (any::<u64>(), prop::collection::vec(any::<u8>(), 0..100)),
+                0..4
+            )
+            .prop_map(|r| ClientResponse::Receipts {
+                receipts: BoundedVec::new(
+                    r.into_iter()
+                        .map(|(index, p)| Receipt {
+                            index,
+                            tlog_proof: NoteText::new(p).unwrap()
+                        })
+                        .collect()
+                )
+                .unwrap()
+            }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                prop::collection::vec(hash(), 0..64)
+            )
+                .prop_map(|(index, tree_size, h)| ClientResponse::InclusionProof {
+                    index,
+                    tree_size,
+                    hashes: BoundedVec::new(h).unwrap()
+                }),
+            any::<u64>().prop_map(|ms| ClientResponse::Error {
+                code: ErrorCode::Overloaded { retry_after_ms: ms },
+                message: BoundedBytes::new(b"busy".to_vec()).unwrap()
+            }),
+            Just(ClientResponse::Error {
+                code: ErrorCode::NotFound,
+                message: BoundedBytes::default()
+            }),
+            (any::<u64>(), entry_list()).prop_map(|(start, e)| ClientResponse::Entries {
+                start,
+                entries: entries(e)
+            }),
+        ]
+    }
+
+    fn consensus_message() -> impl Strategy<Value = ConsensusMessage> {
+        prop_oneof![
+            (
+                any::<u64>(),
+                any::<u64>(),
+                any::<u16>(),
+                hash(),
+                qc_strategy(),
+                entry_list(),
+                prop::option::of(qc_strategy()),
+                sig()
+            )
+                .prop_map(
+                    |(epoch, round, author, parent_id, justify, e, tc_qc, signature)| {
+                        ConsensusMessage::Proposal {
+                            block: Block {
+                                epoch,
+                                round,
+                                author,
+                                parent_id,
+                                justify,
+                                entries: entries(e),
+                            },
+                            timeout_cert: tc_qc.map(|high_qc| TimeoutCert {
+                                epoch,
+                                round,
+                                high_qc,
+                                signatures: BoundedVec::new(vec![TimeoutSignature {
+                                    replica: 1,
+                                    high_qc_round: 3,
+                                    signature: Signature64([1; 64]),
+                                }])
+                                .unwrap(),
+                            }),
+                            signature,
+                        }
+                    }
+                ),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                hash(),
+                any::<u64>(),
+                any::<u16>(),
+                sig()
+            )
+                .prop_map(
+                    |(epoch, round, block_id, parent_round, voter, signature)| {
+                        ConsensusMessage::Vote(Vote {
+                            epoch,
+                            round,
+                            block_id,
+                            parent_round,
+                            voter,
+                            signature,
+                        })
+                    }
+                ),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                qc_strategy(),
+                any::<u16>(),
+                sig()
+            )
+                .prop_map(|(epoch, round, high_qc, sender, signature)| {
+                    ConsensusMessage::Timeout(Timeout {
+                        epoch,
+                        round,
+                        high_qc,
+                        sender,
+                        signature,
+                    })
+                }),
+            (any::<u64>(), hash(), any::<u16>(), sig()).prop_map(
+                |(size, root, replica, note_signature)| ConsensusMessage::CheckpointSignature {
+                    size,
+                    root,
+                    replica,
+                    note_signature
+                }
+            ),
+            (any::<u64>(), any::<u16>()).prop_map(|(from_round, max_blocks)| {
+                ConsensusMessage::SyncRequest {
+                    from_round,
+                    max_blocks,
+                }
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn client_requests_round_trip(msg in client_request()) {
+            let bytes = encode(&msg);
+            prop_assert_eq!(decode::<ClientRequest>(&bytes).unwrap(), msg);
+        }
+
+        #[test]
+        fn client_responses_round_trip(msg in client_response()) {
+            let bytes = encode(&msg);
+            prop_assert_eq!(decode::<ClientResponse>(&bytes).unwrap(), msg);
+        }
+
+        #[test]
+        fn consensus_messages_round_trip(msg in consensus_message()) {
+            let bytes = encode(&msg);
+            prop_assert_eq!(decode::<ConsensusMessage>(&bytes).unwrap(), msg);
+        }
+
+        /// Arbitrary bytes never panic, and whatever decodes re-encodes to
+        /// the same bytes.
+        #[test]
+        fn arbitrary_bytes_are_canonical_or_rejected(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(msg) = decode::<ConsensusMessage>(&bytes) {
+                prop_assert_eq!(encode(&msg), bytes.clone());
+            }
+            if let Ok(msg) = decode::<ClientRequest>(&bytes) {
+                prop_assert_eq!(encode(&msg), bytes);
+            }
+        }
+
+        /// Splitting a byte stream anywhere yields the same frames.
+        #[test]
+        fn frames_survive_any_split(msgs in prop::collection::vec(client_request(), 1..5), cut in any::<prop::sample::Index>()) {
+            let stream: Vec<u8> = msgs.iter().flat_map(|m| frame(&encode(m))).collect();
+            let at = cut.index(stream.len() + 1);
+            let mut decoder = FrameDecoder::new(MAX_MESSAGE_BYTES);
+            let mut out = Vec::new();
+            for part in [&stream[..at], &stream[at..]] {
+                decoder.push(part);
+                while let Some(m) = decoder.next_message().unwrap() {
+                    out.push(decode::<ClientRequest>(&m).unwrap());
+                }
+            }
+            prop_assert_eq!(out, msgs);
+            prop_assert_eq!(decoder.buffered(), 0);
+        }
+    }
+
+    fn rejects<T: Serialize + DeserializeOwned + std::fmt::Debug>(bytes: &[u8], what: &str) {
+        let result = decode::<T>(bytes);
+        assert!(
+            result.is_err(),
+            "{what}: accepted {:02x?} as {:?}",
+            bytes,
+            result.unwrap()
+        );
+    }
+
+    #[test]
+    fn non_canonical_encodings_are_rejected() {
+        let v = vote(5, 6);
+        let good = encode(&v);
+        assert_eq!(decode::<Vote>(&good).unwrap(), v);
+        // Map of 6 entries keyed 0..5, first entry: key 0 -> epoch 5.
+        assert_eq!(&good[..3], &[0xa6, 0x00, 0x05]);
+
+        let mut long_int = good.clone();
+        long_int.splice(2..3, [0x18, 0x05]);
+        rejects::<Vote>(&long_int, "long-form integer");
+
+        let mut long_key = good.clone();
+        long_key.splice(1..2, [0x18, 0x00]);
+        rejects::<Vote>(&long_key, "long-form map key");
+
+        let mut indefinite = good.clone();
+        indefinite[0] = 0xbf;
+        indefinite.push(0xff);
+        rejects::<Vote>(&indefinite, "indefinite-length map");
+
+        let mut extra = good.clone();
+        extra[0] = 0xa7;
+        extra.extend_from_slice(&[0x06, 0x00]);
+        rejects::<Vote>(&extra, "unknown field");
+
+        let mut trailing = good.clone();
+        trailing.push(0x00);
+        rejects::<Vote>(&trailing, "trailing byte");
+
+        let named = serde_cbor::to_vec(&v).unwrap();
+        rejects::<Vote>(&named, "field names instead of indices");
+
+        // Swap the first two entries (keys 0 and 1).
+        let mut reordered = vec![0xa6, 0x01, 0x06, 0x00, 0x05];
+        reordered.extend_from_slice(&good[5..]);
+        rejects::<Vote>(&reordered, "keys out of order");
+
+        let mut duplicate = vec![0xa6, 0x00, 0x05, 0x00, 0x05];
+        duplicate.extend_from_slice(&good[5..]);
+        rejects::<Vote>(&duplicate, "duplicate key");
+
+        // Hash of 31 bytes: key 2 holds the block id (0x58 0x20 + 32 bytes).
+        let at = good.windows(2).position(|w| w == [0x58, 0x20]).unwrap();
+        let mut short_hash = good.clone();
+        short_hash[at + 1] = 0x1f;
+        short_hash.remove(at + 2);
+        rejects::<Vote>(&short_hash, "31-byte hash");
+
+        // Indefinite-length byte string for the signature.
+        let at = good.windows(2).position(|w| w == [0x58, 0x40]).unwrap();
+        let mut chunked = good[..at].to_vec();
+        chunked.extend_from_slice(&[0x5f, 0x58, 0x20]);
+        chunked.extend_from_slice(&[9; 32]);
+        chunked.extend_from_slice(&[0x58, 0x20]);
+        chunked.extend_from_slice(&[9; 32]);
+        chunked.push(0xff);
+        rejects::<Vote>(&chunked, "chunked byte string");
+
+        rejects::<Vote>(&[], "empty input");
+        rejects::<Vote>(&good[..good.len() - 1], "truncated");
+    }
+
+    #[test]
+    fn unit_and_newtype_variants_use_indices() {
+        assert_eq!(encode(&ClientRequest::GetCheckpoint), vec![0x01]);
+        // A variant name instead of its index is not canonical.
+        rejects::<ClientRequest>(
+            &serde_cbor::to_vec(&ClientRequest::GetCheckpoint).unwrap(),
+            "variant by name",
+        );
+        rejects::<ClientRequest>(&[0x05], "unknown variant index");
+        rejects::<ClientRequest>(&[0x18, 0x01], "long-form variant index");
+    }
+
+    #[test]
+    fn bounds_are_checked_before_allocation() {
+        // A QC announcing 257 signatures (over MAX_REPLICAS) is rejected on
+        // the array header alone.
+        let mut bytes = encode(&qc(3, 1));
+        let at = bytes.len() - (1 + 1 + 1 + 1 + 2 + 64) - 1;
+        assert_eq!(bytes[at], 0x81, "one-element signature array");
+        bytes.truncate(at);
+        bytes.extend_from_slice(&[0x99, 0x01, 0x01]);
+        let err = decode::<QuorumCert>(&bytes).unwrap_err();
+        assert!(err.to_string().contains("at most 256"), "{err}");
+
+        // A byte string claiming 4 GiB in a short message.
+        let mut huge = vec![0xa1, 0x00, 0xa1, 0x00, 0x81, 0x5a, 0xff, 0xff, 0xff, 0xff];
+        huge.extend_from_slice(&[0; 16]);
+        rejects::<ClientRequest>(&huge, "oversized byte string claim");
+
+        // An entry one byte over the limit.
+        let big = ClientRequest::Append {
+            entries: BoundedVec::new(vec![]).unwrap(),
+        };
+        let mut bytes = encode(&big);
+        bytes.pop();
+        bytes.push(0x81);
+        bytes.extend_from_slice(&[0x5a, 0x00, 0x01, 0x00, 0x01]);
+        bytes.extend_from_slice(&vec![0u8; MAX_ENTRY_BYTES + 1]);
+        rejects::<ClientRequest>(&bytes, "entry over 64 KiB");
+
+        assert!(matches!(
+            decode::<Vote>(&vec![0; MAX_MESSAGE_BYTES + 1]),
+            Err(DecodeError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn frame_decoder_rejects_oversized_headers_before_buffering() {
+        let mut decoder = FrameDecoder::new(1024);
+        decoder.push(&2048u32.to_be_bytes());
+        assert_eq!(
+            decoder.next_message(),
+            Err(FrameError::TooLarge(2048, 1024))
+        );
+        let mut decoder = FrameDecoder::new(1024);
+        decoder.push(&[0, 0]);
+        assert_eq!(decoder.next_message(), Ok(None));
+    }
+}
