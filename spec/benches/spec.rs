@@ -13,7 +13,9 @@ use std::hint::black_box;
 const TREE_SIZE: u64 = 1 << 20;
 
 fn leaves(n: u64) -> Vec<Hash> {
-    (0..n).map(|i| merkle::leaf_hash(&i.to_le_bytes())).collect()
+    (0..n)
+        .map(|i| merkle::leaf_hash(&i.to_le_bytes()))
+        .collect()
 }
 
 fn merkle_benches(c: &mut Criterion) {
@@ -21,13 +23,17 @@ fn merkle_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("merkle");
     group.sample_size(10);
     group.throughput(Throughput::Elements(1_000_000));
-    group.bench_function("root_of_1M_leaf_hashes", |b| b.iter(|| merkle::root_from_leaf_hashes(black_box(&million))));
+    group.bench_function("root_of_1M_leaf_hashes", |b| {
+        b.iter(|| merkle::root_from_leaf_hashes(black_box(&million)))
+    });
     group.finish();
 
     let mut group = c.benchmark_group("merkle");
     let entry = [0x5au8; 256];
     group.throughput(Throughput::Bytes(256));
-    group.bench_function("leaf_hash_256B", |b| b.iter(|| merkle::leaf_hash(black_box(&entry))));
+    group.bench_function("leaf_hash_256B", |b| {
+        b.iter(|| merkle::leaf_hash(black_box(&entry)))
+    });
 
     let mut tree = MemoryTree::new();
     for leaf in leaves(TREE_SIZE) {
@@ -38,7 +44,11 @@ fn merkle_benches(c: &mut Criterion) {
     let inclusion: Vec<(u64, Hash, Vec<Hash>)> = (0..1024)
         .map(|_| {
             let i = rng.gen_range(0..TREE_SIZE);
-            (i, merkle::leaf_hash(&i.to_le_bytes()), merkle::prove_inclusion(i, TREE_SIZE, &tree).unwrap())
+            (
+                i,
+                merkle::leaf_hash(&i.to_le_bytes()),
+                merkle::prove_inclusion(i, TREE_SIZE, &tree).unwrap(),
+            )
         })
         .collect();
     group.throughput(Throughput::Elements(1));
@@ -53,7 +63,11 @@ fn merkle_benches(c: &mut Criterion) {
     let consistency: Vec<(u64, Hash, Vec<Hash>)> = (0..1024)
         .map(|_| {
             let m = rng.gen_range(1..TREE_SIZE);
-            (m, merkle::tree_root(m, &tree).unwrap(), merkle::prove_consistency(m, TREE_SIZE, &tree).unwrap())
+            (
+                m,
+                merkle::tree_root(m, &tree).unwrap(),
+                merkle::prove_consistency(m, TREE_SIZE, &tree).unwrap(),
+            )
         })
         .collect();
     let mut k = 0;
@@ -76,9 +90,26 @@ fn merkle_benches(c: &mut Criterion) {
 
 fn note_benches(c: &mut Criterion) {
     let origin = "bftlog.example/bench";
-    let replicas: Vec<SignerKey> = (1..=4).map(|i| SignerKey::new(origin, KeyType::Ed25519, ed25519_dalek::SigningKey::from_bytes(&[i; 32])).unwrap()).collect();
-    let witnesses: Vec<SignerKey> =
-        (1..=2).map(|i| SignerKey::new(&format!("w{i}.example"), KeyType::CosignatureV1, ed25519_dalek::SigningKey::from_bytes(&[100 + i; 32])).unwrap()).collect();
+    let replicas: Vec<SignerKey> = (1..=4)
+        .map(|i| {
+            SignerKey::new(
+                origin,
+                KeyType::Ed25519,
+                ed25519_dalek::SigningKey::from_bytes(&[i; 32]),
+            )
+            .unwrap()
+        })
+        .collect();
+    let witnesses: Vec<SignerKey> = (1..=2)
+        .map(|i| {
+            SignerKey::new(
+                &format!("w{i}.example"),
+                KeyType::CosignatureV1,
+                ed25519_dalek::SigningKey::from_bytes(&[100 + i; 32]),
+            )
+            .unwrap()
+        })
+        .collect();
     let mut policy = String::new();
     for r in &replicas {
         policy += &format!("log {}\n", r.verifier());
@@ -95,26 +126,47 @@ fn note_benches(c: &mut Criterion) {
         note.sign(r).unwrap();
     }
     for w in &witnesses {
-        note.add_signature(w.cosign_text(note.text(), 1_700_000_000).unwrap()).unwrap();
+        note.add_signature(w.cosign_text(note.text(), 1_700_000_000).unwrap())
+            .unwrap();
     }
     let text = note.format();
     let mut group = c.benchmark_group("note");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("verify_checkpoint_3_replicas_2_witnesses", |b| b.iter(|| policy.verify_checkpoint_bytes(black_box(text.as_bytes())).unwrap()));
-    group.bench_function("parse_checkpoint_note", |b| b.iter(|| Note::parse(black_box(text.as_bytes())).unwrap()));
-    group.bench_function("sign_checkpoint", |b| b.iter(|| cp.sign(&replicas[0]).unwrap()));
+    group.bench_function("verify_checkpoint_3_replicas_2_witnesses", |b| {
+        b.iter(|| {
+            policy
+                .verify_checkpoint_bytes(black_box(text.as_bytes()))
+                .unwrap()
+        })
+    });
+    group.bench_function("parse_checkpoint_note", |b| {
+        b.iter(|| Note::parse(black_box(text.as_bytes())).unwrap())
+    });
+    group.bench_function("sign_checkpoint", |b| {
+        b.iter(|| cp.sign(&replicas[0]).unwrap())
+    });
     group.finish();
 }
 
 fn wire_benches(c: &mut Criterion) {
-    let entries: Vec<wire::Entry> = (0..1000).map(|i| wire::Entry::new(vec![i as u8; 256]).unwrap()).collect();
-    let request = wire::ClientRequest::Append { entries: wire::BoundedVec::new(entries).unwrap() };
+    let entries: Vec<wire::Entry> = (0..1000)
+        .map(|i| wire::Entry::new(vec![i as u8; 256]).unwrap())
+        .collect();
+    let request = wire::ClientRequest::Append {
+        entries: wire::BoundedVec::new(entries).unwrap(),
+    };
     let bytes = wire::encode(&request);
     let mut group = c.benchmark_group("wire");
     group.throughput(Throughput::Elements(1000));
-    group.bench_function("encode_append_1000x256B", |b| b.iter(|| wire::encode(black_box(&request))));
+    group.bench_function("encode_append_1000x256B", |b| {
+        b.iter(|| wire::encode(black_box(&request)))
+    });
     group.bench_function("decode_append_1000x256B", |b| {
-        b.iter_batched(|| bytes.clone(), |bytes| wire::decode::<wire::ClientRequest>(&bytes).unwrap(), BatchSize::SmallInput)
+        b.iter_batched(
+            || bytes.clone(),
+            |bytes| wire::decode::<wire::ClientRequest>(&bytes).unwrap(),
+            BatchSize::SmallInput,
+        )
     });
     group.finish();
 }

@@ -20,7 +20,9 @@ use std::fmt;
 /// Length of every hash in this crate: SHA-256.
 pub const HASH_LEN: usize = 32;
 
-/// Longest proof any tree of at most 2^64 - 1 leaves can need.
+/// Longest inclusion proof any tree of at most 2^64 - 1 leaves can need, and
+/// longest consistency proof for trees up to 2^63 leaves (a consistency proof
+/// into a larger tree can reach 65 hashes; bftlog's storage stops at 2^62).
 pub const MAX_PROOF_LEN: usize = 64;
 
 /// A SHA-256 tree hash.

@@ -566,6 +566,18 @@ impl Note {
             line: self.signatures.len() + 1,
             error,
         })?;
+        // A note we build must parse back: keep it within the size limit.
+        let size = self.text.len()
+            + 1
+            + self
+                .signatures
+                .iter()
+                .chain([&signature])
+                .map(|s| s.line().len())
+                .sum::<usize>();
+        if size > MAX_NOTE_BYTES {
+            return Err(TextError::TooLarge.into());
+        }
         self.signatures.push(signature);
         Ok(())
     }

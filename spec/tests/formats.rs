@@ -8,6 +8,9 @@ use bftlog_spec::note::{KeyType, Note, SignerKey};
 use bftlog_spec::policy::{Policy, PolicyError, VerifyCheckpointError, bft_threshold};
 use bftlog_spec::proof::{ProofParseError, ProofVerifyError, TlogProof};
 
+type PolicyCheck = fn(&PolicyError) -> bool;
+type ProofCheck = fn(&ProofParseError) -> bool;
+
 const ORIGIN: &str = "bftlog.example/test";
 
 fn key(name: &str, kind: KeyType, seed: u8) -> SignerKey {
@@ -132,7 +135,7 @@ fn policy_parse_errors() {
     let c = cluster();
     let log = |i: usize| format!("log {}\n", c.replicas[i].verifier());
     let wit = |i: usize| format!("witness w{i} {}\n", c.witnesses[i].verifier());
-    let cases: Vec<(String, fn(&PolicyError) -> bool)> = vec![
+    let cases: Vec<(String, PolicyCheck)> = vec![
         (log(0), |e| matches!(e, PolicyError::NoQuorum)),
         (format!("{}{}quorum none\n", log(0), log(0)), |e| {
             matches!(e, PolicyError::DuplicateKey { line: 2 })
@@ -253,7 +256,7 @@ fn receipts_verify_and_reject_tampering() {
     };
     let text = proof.format();
     assert!(text.starts_with("c2sp.org/tlog-proof@v1\nindex 7\n"));
-    let bad: Vec<(String, fn(&ProofParseError) -> bool)> = vec![
+    let bad: Vec<(String, ProofCheck)> = vec![
         (
             text.replacen("c2sp.org/tlog-proof@v1", "c2sp.org/tlog-proof@v2", 1),
             |e| matches!(e, ProofParseError::Header),

@@ -90,10 +90,14 @@ impl<'de> Deserialize<'de> for Signature64 {
 // ---------------------------------------------------------------------------
 
 /// Which leaf an inclusion proof is for.
+///
+/// Every enum in this module uses unit or struct variants only: serde_cbor's
+/// packed format keys newtype variants by *name*, struct variants by index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum LeafRef {
-    Index(u64),
-    LeafHash(Hash),
+    Index { index: u64 },
+    LeafHash { leaf_hash: Hash },
 }
 
 /// A client's request to any replica.
@@ -122,6 +126,7 @@ pub enum ClientRequest {
 
 /// Error codes a replica returns; the connection survives all of them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum ErrorCode {
     TooLarge,
     Malformed,
@@ -137,7 +142,7 @@ pub enum ErrorCode {
 pub struct Receipt {
     pub index: u64,
     /// The tlog-proof text.
-    pub tlog_proof: NoteText,
+    pub tlog_proof: BoundedBytes<{ crate::proof::MAX_PROOF_BYTES }>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,8 +265,12 @@ pub enum ConsensusMessage {
         timeout_cert: Option<TimeoutCert>,
         signature: Signature64,
     },
-    Vote(Vote),
-    Timeout(Timeout),
+    Vote {
+        vote: Vote,
+    },
+    Timeout {
+        timeout: Timeout,
+    },
     /// A replica's signature on the checkpoint it computed after commit.
     CheckpointSignature {
         size: u64,

@@ -206,11 +206,11 @@ mod tests {
             }),
             Just(ClientRequest::GetCheckpoint),
             (any::<u64>(), any::<u64>()).prop_map(|(i, t)| ClientRequest::GetInclusionProof {
-                leaf: LeafRef::Index(i),
+                leaf: LeafRef::Index { index: i },
                 tree_size: t
             }),
             (hash(), any::<u64>()).prop_map(|(h, t)| ClientRequest::GetInclusionProof {
-                leaf: LeafRef::LeafHash(h),
+                leaf: LeafRef::LeafHash { leaf_hash: h },
                 tree_size: t
             }),
             (any::<u64>(), any::<u64>()).prop_map(|(old_size, new_size)| {
@@ -232,7 +232,7 @@ mod tests {
                     r.into_iter()
                         .map(|(index, p)| Receipt {
                             index,
-                            tlog_proof: NoteText::new(p).unwrap()
+                            tlog_proof: BoundedBytes::new(p).unwrap()
                         })
                         .collect()
                 )
@@ -311,14 +311,16 @@ mod tests {
             )
                 .prop_map(
                     |(epoch, round, block_id, parent_round, voter, signature)| {
-                        ConsensusMessage::Vote(Vote {
-                            epoch,
-                            round,
-                            block_id,
-                            parent_round,
-                            voter,
-                            signature,
-                        })
+                        ConsensusMessage::Vote {
+                            vote: Vote {
+                                epoch,
+                                round,
+                                block_id,
+                                parent_round,
+                                voter,
+                                signature,
+                            },
+                        }
                     }
                 ),
             (
@@ -329,13 +331,15 @@ mod tests {
                 sig()
             )
                 .prop_map(|(epoch, round, high_qc, sender, signature)| {
-                    ConsensusMessage::Timeout(Timeout {
-                        epoch,
-                        round,
-                        high_qc,
-                        sender,
-                        signature,
-                    })
+                    ConsensusMessage::Timeout {
+                        timeout: Timeout {
+                            epoch,
+                            round,
+                            high_qc,
+                            sender,
+                            signature,
+                        },
+                    }
                 }),
             (any::<u64>(), hash(), any::<u16>(), sig()).prop_map(
                 |(size, root, replica, note_signature)| ConsensusMessage::CheckpointSignature {
@@ -477,8 +481,21 @@ mod tests {
     }
 
     #[test]
-    fn unit_and_newtype_variants_use_indices() {
+    fn variants_are_keyed_by_index() {
         assert_eq!(encode(&ClientRequest::GetCheckpoint), vec![0x01]);
+        // Struct variants: a one-entry map from variant index to the fields.
+        let by_index = ClientRequest::GetInclusionProof {
+            leaf: LeafRef::Index { index: 5 },
+            tree_size: 9,
+        };
+        assert_eq!(
+            encode(&by_index),
+            vec![
+                0xa1, 0x02, 0xa2, 0x00, 0xa1, 0x00, 0xa1, 0x00, 0x05, 0x01, 0x09
+            ]
+        );
+        let vote = encode(&ConsensusMessage::Vote { vote: vote(1, 2) });
+        assert_eq!(&vote[..4], &[0xa1, 0x01, 0xa1, 0x00]);
         // A variant name instead of its index is not canonical.
         rejects::<ClientRequest>(
             &serde_cbor::to_vec(&ClientRequest::GetCheckpoint).unwrap(),
