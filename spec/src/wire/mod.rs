@@ -126,6 +126,143 @@ impl FrameDecoder {
     }
 }
 
+/// One encoded example per message kind, as Markdown: the source of the
+/// `## Examples` section of `spec/wire.md`.
+pub fn examples_markdown() -> String {
+    use crate::merkle::leaf_hash;
+    let hash = leaf_hash(b"example");
+    let sig = Signature64([0xab; 64]);
+    let qc = QuorumCert {
+        epoch: 1,
+        round: 6,
+        block_id: hash,
+        parent_round: 5,
+        signatures: BoundedVec::new(vec![ReplicaSignature {
+            replica: 0,
+            signature: sig,
+        }])
+        .expect("one signature"),
+    };
+    let entry = |bytes: &[u8]| Entry::new(bytes.to_vec()).expect("small entry");
+    let examples: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "ClientRequest::Append with entries \"hello\" and \"world\"",
+            encode(&ClientRequest::Append {
+                entries: BoundedVec::new(vec![entry(b"hello"), entry(b"world")]).expect("two"),
+            }),
+        ),
+        (
+            "ClientRequest::GetCheckpoint",
+            encode(&ClientRequest::GetCheckpoint),
+        ),
+        (
+            "ClientRequest::GetInclusionProof for index 5 in a tree of size 9",
+            encode(&ClientRequest::GetInclusionProof {
+                leaf: LeafRef::Index { index: 5 },
+                tree_size: 9,
+            }),
+        ),
+        (
+            "ClientRequest::GetConsistencyProof from 3 to 1000",
+            encode(&ClientRequest::GetConsistencyProof {
+                old_size: 3,
+                new_size: 1000,
+            }),
+        ),
+        (
+            "ClientRequest::GetEntries from 100, count 2",
+            encode(&ClientRequest::GetEntries {
+                start: 100,
+                count: 2,
+            }),
+        ),
+        (
+            "ClientResponse::Error Overloaded, retry after 250 ms, message \"busy\"",
+            encode(&ClientResponse::Error {
+                code: ErrorCode::Overloaded {
+                    retry_after_ms: 250,
+                },
+                message: BoundedBytes::new(b"busy".to_vec()).expect("short"),
+            }),
+        ),
+        (
+            "ClientResponse::InclusionProof (index 0, size 2, one hash = leaf_hash(\"example\"))",
+            encode(&ClientResponse::InclusionProof {
+                index: 0,
+                tree_size: 2,
+                hashes: BoundedVec::new(vec![hash]).expect("one"),
+            }),
+        ),
+        (
+            "ConsensusMessage::Vote (epoch 1, round 7, block leaf_hash(\"example\"), parent round 6, voter 2, signature 64 × 0xab)",
+            encode(&ConsensusMessage::Vote {
+                vote: Vote {
+                    epoch: 1,
+                    round: 7,
+                    block_id: hash,
+                    parent_round: 6,
+                    voter: 2,
+                    signature: sig,
+                },
+            }),
+        ),
+        (
+            "ConsensusMessage::Timeout (round 8, high QC for round 6 with one signature)",
+            encode(&ConsensusMessage::Timeout {
+                timeout: Timeout {
+                    epoch: 1,
+                    round: 8,
+                    high_qc: qc.clone(),
+                    sender: 3,
+                    signature: sig,
+                },
+            }),
+        ),
+        (
+            "ConsensusMessage::CheckpointSignature (size 9, root leaf_hash(\"example\"), replica 1)",
+            encode(&ConsensusMessage::CheckpointSignature {
+                size: 9,
+                root: hash,
+                replica: 1,
+                note_signature: sig,
+            }),
+        ),
+        (
+            "ConsensusMessage::SyncRequest from round 40, at most 16 blocks",
+            encode(&ConsensusMessage::SyncRequest {
+                from_round: 40,
+                max_blocks: 16,
+            }),
+        ),
+        (
+            "ConsensusMessage::Proposal (round 7, one entry \"hello\", justified by the round-6 QC, no TC)",
+            encode(&ConsensusMessage::Proposal {
+                block: Block {
+                    epoch: 1,
+                    round: 7,
+                    author: 3,
+                    parent_id: hash,
+                    justify: qc,
+                    entries: BoundedVec::new(vec![entry(b"hello")]).expect("one"),
+                },
+                timeout_cert: None,
+                signature: sig,
+            }),
+        ),
+    ];
+    let mut out = String::new();
+    for (title, bytes) in examples {
+        out.push_str(&format!("**{title}** ({} bytes)\n\n```\n", bytes.len()));
+        for chunk in bytes.chunks(32) {
+            let line: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+            out.push_str(&line.join(" "));
+            out.push('\n');
+        }
+        out.push_str("```\n\n");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,141 +700,4 @@ mod tests {
         decoder.push(&[0, 0]);
         assert_eq!(decoder.next_message(), Ok(None));
     }
-}
-
-/// One encoded example per message kind, as Markdown: the source of the
-/// `## Examples` section of `spec/wire.md`.
-pub fn examples_markdown() -> String {
-    use crate::merkle::leaf_hash;
-    let hash = leaf_hash(b"example");
-    let sig = Signature64([0xab; 64]);
-    let qc = QuorumCert {
-        epoch: 1,
-        round: 6,
-        block_id: hash,
-        parent_round: 5,
-        signatures: BoundedVec::new(vec![ReplicaSignature {
-            replica: 0,
-            signature: sig,
-        }])
-        .expect("one signature"),
-    };
-    let entry = |bytes: &[u8]| Entry::new(bytes.to_vec()).expect("small entry");
-    let examples: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "ClientRequest::Append with entries \"hello\" and \"world\"",
-            encode(&ClientRequest::Append {
-                entries: BoundedVec::new(vec![entry(b"hello"), entry(b"world")]).expect("two"),
-            }),
-        ),
-        (
-            "ClientRequest::GetCheckpoint",
-            encode(&ClientRequest::GetCheckpoint),
-        ),
-        (
-            "ClientRequest::GetInclusionProof for index 5 in a tree of size 9",
-            encode(&ClientRequest::GetInclusionProof {
-                leaf: LeafRef::Index { index: 5 },
-                tree_size: 9,
-            }),
-        ),
-        (
-            "ClientRequest::GetConsistencyProof from 3 to 1000",
-            encode(&ClientRequest::GetConsistencyProof {
-                old_size: 3,
-                new_size: 1000,
-            }),
-        ),
-        (
-            "ClientRequest::GetEntries from 100, count 2",
-            encode(&ClientRequest::GetEntries {
-                start: 100,
-                count: 2,
-            }),
-        ),
-        (
-            "ClientResponse::Error Overloaded, retry after 250 ms, message \"busy\"",
-            encode(&ClientResponse::Error {
-                code: ErrorCode::Overloaded {
-                    retry_after_ms: 250,
-                },
-                message: BoundedBytes::new(b"busy".to_vec()).expect("short"),
-            }),
-        ),
-        (
-            "ClientResponse::InclusionProof (index 0, size 2, one hash = leaf_hash(\"example\"))",
-            encode(&ClientResponse::InclusionProof {
-                index: 0,
-                tree_size: 2,
-                hashes: BoundedVec::new(vec![hash]).expect("one"),
-            }),
-        ),
-        (
-            "ConsensusMessage::Vote (epoch 1, round 7, block leaf_hash(\"example\"), parent round 6, voter 2, signature 64 × 0xab)",
-            encode(&ConsensusMessage::Vote {
-                vote: Vote {
-                    epoch: 1,
-                    round: 7,
-                    block_id: hash,
-                    parent_round: 6,
-                    voter: 2,
-                    signature: sig,
-                },
-            }),
-        ),
-        (
-            "ConsensusMessage::Timeout (round 8, high QC for round 6 with one signature)",
-            encode(&ConsensusMessage::Timeout {
-                timeout: Timeout {
-                    epoch: 1,
-                    round: 8,
-                    high_qc: qc.clone(),
-                    sender: 3,
-                    signature: sig,
-                },
-            }),
-        ),
-        (
-            "ConsensusMessage::CheckpointSignature (size 9, root leaf_hash(\"example\"), replica 1)",
-            encode(&ConsensusMessage::CheckpointSignature {
-                size: 9,
-                root: hash,
-                replica: 1,
-                note_signature: sig,
-            }),
-        ),
-        (
-            "ConsensusMessage::SyncRequest from round 40, at most 16 blocks",
-            encode(&ConsensusMessage::SyncRequest {
-                from_round: 40,
-                max_blocks: 16,
-            }),
-        ),
-        (
-            "ConsensusMessage::Proposal (round 7, one entry \"hello\", justified by the round-6 QC, no TC)",
-            encode(&ConsensusMessage::Proposal {
-                block: Block {
-                    epoch: 1,
-                    round: 7,
-                    author: 3,
-                    parent_id: hash,
-                    justify: qc,
-                    entries: BoundedVec::new(vec![entry(b"hello")]).expect("one"),
-                },
-                timeout_cert: None,
-                signature: sig,
-            }),
-        ),
-    ];
-    let mut out = String::new();
-    for (title, bytes) in examples {
-        out.push_str(&format!("**{title}** ({} bytes)\n\n```\n", bytes.len()));
-        for chunk in bytes.chunks(32) {
-            let line: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
-            out.push_str(&line.join(" "));
-            out.push('\n');
-        }
-        out.push_str("```\n\n");
-    }
-    out
 }
