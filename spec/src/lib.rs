@@ -25,9 +25,7 @@
 //! for entry in [b"a".as_slice(), b"b", b"c"] {
 //!     tree.append(merkle::leaf_hash(entry));
 //! }
-//! let key = SignerKey::parse("PRIVATE+KEY+example.com/log+5ee8a6a1+AXgqQ6ZmVbqK5yF6eJqZu5V3Vq8qL0q1nqX7bm7Zr3bq").unwrap_or_else(|_| {
-//!     SignerKey::new("example.com/log", KeyType::Ed25519, ed25519_dalek::SigningKey::from_bytes(&[7; 32])).unwrap()
-//! });
+//! let key = SignerKey::new("example.com/log", KeyType::Ed25519, ed25519_dalek::SigningKey::from_bytes(&[7; 32])).unwrap();
 //! let note = Checkpoint::new("example.com/log", tree.size(), tree.root()).sign(&key).unwrap();
 //! let receipt = TlogProof {
 //!     extra: None,

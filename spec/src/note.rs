@@ -81,19 +81,27 @@ pub enum NameError {
     BadCharacter,
 }
 
-/// Key names are non-empty, contain no Unicode space, no control character
-/// and no `+`.
+/// Key names of keys we parse or create: non-empty, at most
+/// [`MAX_NAME_BYTES`], no Unicode space, no control character, no `+`.
 pub fn check_name(name: &str) -> Result<(), NameError> {
-    if name.is_empty() {
-        return Err(NameError::Empty);
-    }
     if name.len() > MAX_NAME_BYTES {
         return Err(NameError::TooLong);
     }
-    if name
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == '+')
-    {
+    if name.chars().any(char::is_control) {
+        return Err(NameError::BadCharacter);
+    }
+    check_signature_name(name)
+}
+
+/// Names on signature lines: C2SP's rule only (non-empty, no Unicode space,
+/// no `+`), as Go's note package applies it, so that a line from an unknown
+/// signer is ignored rather than rejecting the note. (Controls below U+0020
+/// are already excluded from the whole note.)
+pub fn check_signature_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.chars().any(|c| c.is_whitespace() || c == '+') {
         return Err(NameError::BadCharacter);
     }
     Ok(())
@@ -562,7 +570,7 @@ impl Note {
         if self.signatures.len() == MAX_SIGNATURES {
             return Err(NoteError::TooManySignatures);
         }
-        check_name(&signature.name).map_err(|error| NoteError::SignatureName {
+        check_signature_name(&signature.name).map_err(|error| NoteError::SignatureName {
             line: self.signatures.len() + 1,
             error,
         })?;
@@ -650,7 +658,7 @@ fn parse_signature_line(line: &str, line_no: usize) -> Result<NoteSignature, Not
     let (name, data) = rest
         .split_once(' ')
         .ok_or(malformed("missing space between name and signature"))?;
-    check_name(name).map_err(|error| NoteError::SignatureName {
+    check_signature_name(name).map_err(|error| NoteError::SignatureName {
         line: line_no,
         error,
     })?;
@@ -753,5 +761,46 @@ mod tests {
         .unwrap();
         assert_eq!(key.key_id(), 0x017f50a1);
         assert_eq!(key.key_type(), KeyType::CosignatureV1);
+    }
+
+    #[test]
+    fn unknown_signers_with_odd_names_are_ignored() {
+        let key = SignerKey::new(
+            "log.example",
+            KeyType::Ed25519,
+            SigningKey::from_bytes(&[1; 32]),
+        )
+        .unwrap();
+        let mut note = Note::new("hello\n").unwrap();
+        note.sign(&key).unwrap();
+        let long_name = "n".repeat(MAX_NAME_BYTES + 1);
+        let text = format!(
+            "{}\u{2014} del\u{7f}name AAAAAAA=\n\u{2014} {long_name} AAAAAAA=\n",
+            note.format()
+        );
+        let parsed = Note::parse(text.as_bytes()).unwrap();
+        let ring = KeyRing::from_keys([key.verifier()]).unwrap();
+        assert_eq!(parsed.verify(&ring).unwrap().signatures().len(), 1);
+        // Malformed lines still reject: a space or '+' in the name.
+        for bad in [
+            "\u{2014} a+b AAAAAAA=\n",
+            "\u{2014} a\u{a0}b AAAAAAA=\n",
+            "\u{2014}  AAAAAAA=\n",
+            "- a AAAAAAA=\n",
+        ] {
+            assert!(
+                Note::parse(format!("{}{bad}", note.format()).as_bytes()).is_err(),
+                "{bad:?}"
+            );
+        }
+        // Signers we create follow the stricter key rule.
+        assert!(
+            SignerKey::new(
+                "del\u{7f}",
+                KeyType::Ed25519,
+                SigningKey::from_bytes(&[1; 32])
+            )
+            .is_err()
+        );
     }
 }
