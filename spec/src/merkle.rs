@@ -781,14 +781,13 @@ pub fn roots_from_consistency_proof(
             actual: proof.len(),
         });
     }
-    if old_size.is_power_of_two() {
-        let mut path = Vec::with_capacity(proof.len() + 1);
-        path.push(*old_root);
-        path.extend_from_slice(proof);
-        roots_from_consistency_path(old_size, new_size, &path)
+    // Step 2 prepends the old root for a power-of-two old size; folding from
+    // a separate seed avoids copying the proof.
+    Ok(if old_size.is_power_of_two() {
+        fold_consistency_path(old_size, new_size, *old_root, proof)
     } else {
-        roots_from_consistency_path(old_size, new_size, proof)
-    }
+        fold_consistency_path(old_size, new_size, proof[0], &proof[1..])
+    })
 }
 
 /// Steps 3–6 of RFC 9162 §2.1.4.2 on a full path (step 2 already applied:
@@ -814,9 +813,20 @@ pub fn roots_from_consistency_path(
             actual: path.len(),
         });
     }
+    Ok(fold_consistency_path(
+        old_size,
+        new_size,
+        path[0],
+        &path[1..],
+    ))
+}
+
+/// Steps 3–6 of RFC 9162 §2.1.4.2 from the path's first hash `seed` over the
+/// `rest`, whose length the caller has checked.
+fn fold_consistency_path(old_size: u64, new_size: u64, seed: Hash, rest: &[Hash]) -> (Hash, Hash) {
     let (mut fn_, mut sn) = consistency_start(old_size, new_size);
-    let (mut fr, mut sr) = (path[0], path[0]);
-    for c in &path[1..] {
+    let (mut fr, mut sr) = (seed, seed);
+    for c in rest {
         assert!(sn != 0, "consistency length check admitted a long path");
         if walk_step(&mut fn_, &mut sn) {
             fr = node_hash(c, &fr);
@@ -826,7 +836,7 @@ pub fn roots_from_consistency_path(
         }
     }
     assert!(sn == 0, "consistency length check admitted a short path");
-    Ok((fr, sr))
+    (fr, sr)
 }
 
 /// The full consistency path for `0 < old_size < new_size` as RFC 9162
