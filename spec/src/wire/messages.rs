@@ -282,14 +282,23 @@ pub enum ConsensusMessage {
     Forward {
         entries: BoundedVec<Entry, MAX_APPEND_ENTRIES>,
     },
-    /// Ask for committed blocks from `from_round` on.
+    /// Ask for blocks from height `from_height` on: committed blocks, then the
+    /// chain up to the responder's highest certified block.
     SyncRequest {
-        from_round: u64,
+        from_height: u64,
         max_blocks: u16,
     },
     /// Blocks with the certificates that commit them.
     SyncResponse {
         blocks: BoundedVec<Block, MAX_SYNC_BLOCKS>,
         commit_qc: Option<QuorumCert>,
+    },
+    /// The sender's highest certificates, sent to a replica whose messages
+    /// show it is behind, so it can move to the current round.
+    Certificates {
+        high_qc: QuorumCert,
+        high_tc: Option<TimeoutCert>,
+        /// The sender's committed height: a replica below it syncs.
+        committed_height: u64,
     },
 }

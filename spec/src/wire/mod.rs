@@ -228,9 +228,9 @@ pub fn examples_markdown() -> String {
             }),
         ),
         (
-            "ConsensusMessage::SyncRequest from round 40, at most 16 blocks",
+            "ConsensusMessage::SyncRequest from height 40, at most 16 blocks",
             encode(&ConsensusMessage::SyncRequest {
-                from_round: 40,
+                from_height: 40,
                 max_blocks: 16,
             }),
         ),
@@ -486,12 +486,24 @@ mod tests {
                     note_signature
                 }
             ),
-            (any::<u64>(), any::<u16>()).prop_map(|(from_round, max_blocks)| {
+            (any::<u64>(), any::<u16>()).prop_map(|(from_height, max_blocks)| {
                 ConsensusMessage::SyncRequest {
-                    from_round,
+                    from_height,
                     max_blocks,
                 }
             }),
+            (qc_strategy(), prop::option::of(qc_strategy()), any::<u64>()).prop_map(
+                |(high_qc, tc_qc, committed_height)| ConsensusMessage::Certificates {
+                    committed_height,
+                    high_tc: tc_qc.map(|qc| TimeoutCert {
+                        epoch: qc.epoch,
+                        round: qc.round.wrapping_add(1),
+                        high_qc: qc,
+                        signatures: BoundedVec::new(Vec::new()).unwrap(),
+                    }),
+                    high_qc,
+                }
+            ),
         ]
     }
 

@@ -1,0 +1,1938 @@
+//! The BFT consensus core: a deterministic, sans-IO state machine.
+//!
+//! Like quinn-proto, it performs no IO and reads no clock. The driver (or
+//! the simulator) feeds it inputs —
+//! [`Replica::handle_message`], [`Replica::handle_timeout`],
+//! [`Replica::handle_persisted`], [`Replica::submit`] — and then drains its
+//! outputs with the `poll_*` methods: [`Replica::poll_persist`],
+//! [`Replica::poll_send`], [`Replica::poll_commit`],
+//! [`Replica::poll_checkpoint`], [`Replica::poll_timeout`]. Time comes in as
+//! a [`Duration`] since an arbitrary origin; randomness (for batch
+//! verification) comes from the RNG given at construction.
+//!
+//! # Protocol (2-chain HotStuff / Jolteon)
+//!
+//! - Rounds have round-robin leaders: `leader(r) = r mod n`.
+//! - The leader of round `r` proposes a block that extends the block
+//!   certified by its highest QC, carrying a batch of entries. If it entered
+//!   `r` through a timeout certificate for `r − 1`, the proposal carries it.
+//! - A replica votes for at most one block per round (durable
+//!   `last_voted_round`). It votes only if `block.round = qc.round + 1`, or if
+//!   the proposal carries a TC for `block.round − 1` and `qc.round` is at
+//!   least the highest QC round in that TC. Votes are broadcast, and every
+//!   replica forms a QC from 2f+1 of them.
+//! - **Commit:** when a block `B` is certified and its parent `P` has
+//!   `P.round + 1 = B.round`, then `P` and its ancestors commit.
+//! - **Pacemaker:** while a replica has work pending (entries or uncommitted
+//!   blocks with entries), each round has a timer. On expiry it broadcasts a
+//!   timeout carrying its highest QC and stops voting in that round. 2f+1
+//!   timeouts form a TC. f+1 timeouts for a round make a replica join them.
+//!   The timer doubles after each consecutive timeout, up to a cap.
+//! - A valid QC or TC for round `r` moves a replica to round `r + 1`.
+//!
+//! **Persist before speak.** Every change to [`SafetyState`] is written
+//! through a [`PersistRequest`]. Messages produced by the same or a later
+//! input are released by [`Replica::poll_send`] only after
+//! [`Replica::handle_persisted`] acknowledges that write.
+//!
+//! **After commit**, the core appends the committed entries' leaf hashes to
+//! its RFC 6962 compact range and computes (size, root). It signs the C2SP
+//! checkpoint for that size only if the size is above the highest size it
+//! ever signed (a durable record). So it never signs two roots for one size.
+//! Replicas exchange checkpoint signatures, and any replica assembles a
+//! quorum checkpoint (≥ 2f+1 signatures).
+//!
+//! Peer misbehaviour is counted in [`Metrics`] and never panics.
+
+#[cfg(feature = "inject-bugs")]
+pub mod bugs;
+pub mod crypto;
+pub mod mempool;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use bftlog_spec::checkpoint::Checkpoint;
+use bftlog_spec::merkle::{self, CompactRange, Hash};
+use bftlog_spec::note::{KeyType, Note, NoteSignature, SignerKey, VerifierKey};
+use bftlog_spec::wire::{
+    self, Block, BoundedVec, ConsensusMessage, Entry, QuorumCert, ReplicaId, ReplicaSignature,
+    Signature64, Timeout, TimeoutCert, TimeoutSignature, Vote,
+};
+use rand_core::{CryptoRng, RngCore};
+
+use crypto::{Committee, Signer};
+use mempool::Mempool;
+
+#[cfg(feature = "inject-bugs")]
+fn bug(b: bugs::Bug) -> bool {
+    bugs::active(b)
+}
+#[cfg(not(feature = "inject-bugs"))]
+#[inline(always)]
+fn bug(_: ()) -> bool {
+    false
+}
+#[cfg(not(feature = "inject-bugs"))]
+#[allow(non_upper_case_globals, dead_code)]
+mod bugs_off {
+    pub const CommitWithoutConsecutiveRound: () = ();
+    pub const VoteBeforePersist: () = ();
+    pub const RecoverQcButNotTc: () = ();
+}
+#[cfg(feature = "inject-bugs")]
+use bugs::Bug as bug_names;
+#[cfg(not(feature = "inject-bugs"))]
+use bugs_off as bug_names;
+
+/// Most replicas in a cluster: a quorum checkpoint note must fit C2SP's
+/// signature-line limit with room for witness cosignatures.
+pub const MAX_CLUSTER_REPLICAS: usize = 64;
+
+/// Tunables. Every field has a default in [`Config::new`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub epoch: u64,
+    /// The log's origin: the checkpoint origin line and note key name.
+    pub origin: String,
+    /// Replica public keys, indexed by replica id.
+    pub replicas: Vec<ed25519_dalek::VerifyingKey>,
+    /// First round timeout; doubles per consecutive timeout. Default 1000 ms.
+    pub round_timeout_ms: u64,
+    /// Cap on the round timeout. Default 60,000 ms.
+    pub max_round_timeout_ms: u64,
+    /// Entries per block. Default 4096.
+    pub max_block_entries: usize,
+    /// Entry bytes per block. Default 8 MiB.
+    pub max_block_bytes: usize,
+    /// Largest single entry. Default 64 KiB.
+    pub max_entry_bytes: usize,
+    /// Pending entries held. Default 100,000.
+    pub mempool_max_entries: usize,
+    /// Pending entry bytes held. Default 256 MiB.
+    pub mempool_max_bytes: usize,
+    /// Committed blocks kept in memory to serve sync. Default 4096.
+    pub retain_committed_blocks: usize,
+    /// Committed leaf hashes remembered to refuse re-proposing an entry.
+    /// Default 100,000.
+    pub dedup_window_entries: usize,
+    /// Blocks per sync response. Default 32.
+    pub sync_batch_blocks: u16,
+    /// How often a replica tells the others its highest certificates, so
+    /// one that fell behind while idle catches up. Default 5000 ms.
+    pub status_interval_ms: u64,
+    /// How long to wait for a sync response before asking another replica.
+    /// Default 2000 ms.
+    pub sync_timeout_ms: u64,
+}
+
+impl Config {
+    pub fn new(epoch: u64, origin: &str, replicas: Vec<ed25519_dalek::VerifyingKey>) -> Self {
+        Config {
+            epoch,
+            origin: origin.to_owned(),
+            replicas,
+            round_timeout_ms: 1000,
+            max_round_timeout_ms: 60_000,
+            max_block_entries: 4096,
+            max_block_bytes: 8 << 20,
+            max_entry_bytes: wire::MAX_ENTRY_BYTES,
+            mempool_max_entries: 100_000,
+            mempool_max_bytes: 256 << 20,
+            retain_committed_blocks: 4096,
+            dedup_window_entries: 100_000,
+            sync_batch_blocks: 32,
+            sync_timeout_ms: 2000,
+            status_interval_ms: 5000,
+        }
+    }
+
+    pub fn n(&self) -> usize {
+        self.replicas.len()
+    }
+
+    /// Byzantine replicas tolerated: f = ⌊(n − 1)/3⌋.
+    pub fn f(&self) -> usize {
+        (self.n() - 1) / 3
+    }
+
+    /// Certificate size: ⌊(n + f)/2⌋ + 1, which is 2f+1 for n = 3f+1 and
+    /// makes any two quorums share an honest replica for every n.
+    pub fn quorum(&self) -> usize {
+        (self.n() + self.f()) / 2 + 1
+    }
+
+    pub fn leader(&self, round: u64) -> ReplicaId {
+        (round % self.n() as u64) as ReplicaId
+    }
+}
+
+/// What must be durable before dependent messages leave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SafetyState {
+    /// Highest round this replica voted or timed out in.
+    pub last_voted_round: u64,
+    pub high_qc: QuorumCert,
+    pub high_tc: Option<TimeoutCert>,
+    /// Highest checkpoint this replica signed: (size, root).
+    pub last_signed: Option<(u64, Hash)>,
+}
+
+impl SafetyState {
+    /// The state of a replica that never ran.
+    pub fn genesis(epoch: u64) -> Self {
+        SafetyState {
+            last_voted_round: 0,
+            high_qc: genesis_qc(epoch),
+            high_tc: None,
+            last_signed: None,
+        }
+    }
+}
+
+/// The certificate of the implicit genesis block (round 0, no signatures).
+pub fn genesis_qc(epoch: u64) -> QuorumCert {
+    QuorumCert {
+        epoch,
+        round: 0,
+        block_id: crypto::genesis_id(epoch),
+        parent_round: 0,
+        signatures: BoundedVec::new(Vec::new()).expect("empty"),
+    }
+}
+
+/// A write the driver must make durable, then acknowledge with
+/// [`Replica::handle_persisted`]`(token)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PersistRequest {
+    pub token: u64,
+    pub state: SafetyState,
+    /// Blocks this replica voted for since the last write. A vote promises
+    /// the voter can serve the block, so it is durable before the vote
+    /// leaves: a certified block then survives crashes of its voters.
+    pub blocks: Vec<Block>,
+}
+
+/// Where a message goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    All,
+    One(ReplicaId),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    pub to: Target,
+    pub message: ConsensusMessage,
+}
+
+/// A committed block, in commit order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// 1 for the first block after genesis.
+    pub height: u64,
+    pub block_id: Hash,
+    pub block: Block,
+    /// Log index of the block's first entry.
+    pub first_index: u64,
+    /// Tree size and root after the block.
+    pub size: u64,
+    pub root: Hash,
+}
+
+/// What the replica learned about checkpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckpointEvent {
+    /// This replica signed (size, root); the signature is durable.
+    Signed { size: u64, root: Hash },
+    /// ≥ quorum replica signatures on one checkpoint: a servable note.
+    Quorum { size: u64, note: Note },
+    /// Refused to sign: it would contradict what this replica signed before.
+    /// A safety alarm.
+    Refused {
+        size: u64,
+        root: Hash,
+        last_signed: (u64, Hash),
+    },
+}
+
+/// What the core recovers after a restart.
+#[derive(Clone, Debug)]
+pub struct Recovered {
+    pub safety: SafetyState,
+    /// The committed tree (its size is the number of committed entries).
+    pub tree: CompactRange,
+    /// The most recent committed blocks, oldest first, with the height of
+    /// the first; the last is the committed tip. Empty for a fresh replica.
+    pub committed_blocks: Vec<Block>,
+    pub first_height: u64,
+    /// Blocks from earlier [`PersistRequest`]s that were not committed
+    /// yet (any order; those that no longer matter are dropped).
+    pub voted_blocks: Vec<Block>,
+}
+
+impl Recovered {
+    pub fn fresh(epoch: u64) -> Self {
+        Recovered {
+            safety: SafetyState::genesis(epoch),
+            tree: CompactRange::new(),
+            committed_blocks: Vec::new(),
+            first_height: 1,
+            voted_blocks: Vec::new(),
+        }
+    }
+}
+
+/// Result of [`Replica::submit`] per entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubmitResult {
+    Accepted,
+    AlreadyPending,
+    /// Committed recently (the driver's storage knows its index).
+    AlreadyCommitted,
+    TooLarge,
+    Overloaded {
+        retry_after_ms: u64,
+    },
+}
+
+/// Peer misbehaviour and protocol counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metrics {
+    pub invalid_signatures: u64,
+    pub invalid_certificates: u64,
+    pub malformed_messages: u64,
+    pub equivocations: u64,
+    pub stale_messages: u64,
+    pub proposals_sent: u64,
+    pub votes_sent: u64,
+    pub timeouts_sent: u64,
+    pub qcs_formed: u64,
+    pub tcs_formed: u64,
+    pub blocks_committed: u64,
+    pub entries_committed: u64,
+    pub sync_requests_sent: u64,
+    pub forwarded_dropped: u64,
+    pub checkpoints_signed: u64,
+    pub checkpoints_refused: u64,
+}
+
+struct StoredBlock {
+    block: Block,
+    height: u64,
+    /// Leaf hashes of the block's entries.
+    leaves: Vec<Hash>,
+}
+
+/// A vote collection for one (round, block, parent round).
+#[derive(Default)]
+struct VoteSet {
+    votes: BTreeMap<ReplicaId, Signature64>,
+    /// Set once a certificate was formed (or failed with too few valid).
+    done: bool,
+}
+
+#[derive(Default)]
+struct TimeoutSet {
+    timeouts: BTreeMap<ReplicaId, Timeout>,
+    done: bool,
+}
+
+/// One replica's consensus state machine.
+pub struct Replica<R> {
+    cfg: Config,
+    id: ReplicaId,
+    signer: Signer,
+    note_key: SignerKey,
+    note_verifiers: Vec<VerifierKey>,
+    committee: Committee,
+    rng: R,
+    now: Duration,
+
+    safety: SafetyState,
+    dirty: bool,
+    persist_blocks: Vec<Block>,
+    persist_issued: u64,
+    persist_done: u64,
+    persist_out: VecDeque<PersistRequest>,
+    staging: Vec<Outgoing>,
+    held: VecDeque<(u64, Outgoing)>,
+    outbox: VecDeque<Outgoing>,
+    commits: VecDeque<Committed>,
+    checkpoint_events: VecDeque<CheckpointEvent>,
+
+    round: u64,
+    /// Consecutive rounds ended by a TC (for the backoff).
+    timeouts_in_a_row: u32,
+    round_deadline: Option<Duration>,
+    /// The timeout this replica sent for the current round, if any.
+    sent_timeout: Option<Timeout>,
+    entered_by_tc: Option<TimeoutCert>,
+    proposed_round: u64,
+
+    blocks: HashMap<Hash, StoredBlock>,
+    /// A proposal for the current round waiting for its parent (sync).
+    waiting_proposal: Option<(Block, Option<TimeoutCert>, Signature64, ReplicaId)>,
+    /// Certified (round, block id, parent round) facts already verified.
+    certified: HashSet<(u64, Hash, u64)>,
+    votes: HashMap<(u64, Hash, u64), VoteSet>,
+    /// Which block each replica voted for per round (equivocation check).
+    voted_for: HashMap<(u64, ReplicaId), Hash>,
+    timeouts: BTreeMap<u64, TimeoutSet>,
+
+    committed_id: Hash,
+    committed_round: u64,
+    committed_height: u64,
+    committed_window: VecDeque<(Hash, Block)>,
+    /// Ids of the blocks in `committed_window`.
+    committed_ids: HashSet<Hash>,
+    /// Height of `committed_window[0]`.
+    window_first_height: u64,
+    /// The highest block known to be committed but not yet applied
+    /// (its ancestors are missing).
+    commit_target: Option<(Hash, QuorumCert)>,
+    /// The certified child and QC that committed the committed tip: what
+    /// a lagging replica needs to commit the same tip after sync.
+    commit_evidence: Option<(Block, QuorumCert)>,
+    tree: CompactRange,
+
+    mempool: Mempool,
+    /// Recently committed leaf hashes, oldest first.
+    recent_order: VecDeque<Hash>,
+    recent: HashSet<Hash>,
+    checkpoint_sigs: BTreeMap<(u64, Hash), BTreeMap<ReplicaId, Signature64>>,
+    quorum_size: u64,
+    sync_deadline: Option<Duration>,
+    sync_peer: ReplicaId,
+    status_deadline: Duration,
+
+    pub metrics: Metrics,
+}
+
+/// Why a configuration or recovered state was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetupError {
+    #[error("a cluster needs at least one replica and at most {MAX_CLUSTER_REPLICAS} replicas")]
+    Size,
+    #[error("replica id {0} is not in the configuration")]
+    UnknownId(ReplicaId),
+    #[error("the signing key does not match replica {0}'s public key")]
+    WrongKey(ReplicaId),
+    #[error(transparent)]
+    BadKey(#[from] crypto::BadKey),
+    #[error("origin is not a valid note key name: {0}")]
+    Origin(String),
+    #[error("recovered committed blocks do not chain")]
+    BrokenChain,
+}
+
+impl<R: RngCore + CryptoRng> Replica<R> {
+    /// A replica starting (or restarting) from `recovered`.
+    pub fn new(
+        cfg: Config,
+        id: ReplicaId,
+        key: ed25519_dalek::SigningKey,
+        rng: R,
+        recovered: Recovered,
+        now: Duration,
+    ) -> Result<Self, SetupError> {
+        if cfg.n() == 0 || cfg.n() > MAX_CLUSTER_REPLICAS {
+            return Err(SetupError::Size);
+        }
+        let expected = cfg
+            .replicas
+            .get(id as usize)
+            .ok_or(SetupError::UnknownId(id))?;
+        if key.verifying_key() != *expected {
+            return Err(SetupError::WrongKey(id));
+        }
+        let committee = Committee::new(&cfg.replicas)?;
+        let note_key = SignerKey::new(&cfg.origin, KeyType::Ed25519, key.clone())
+            .map_err(|e| SetupError::Origin(e.to_string()))?;
+        let note_verifiers = cfg
+            .replicas
+            .iter()
+            .map(|k| VerifierKey::new(&cfg.origin, KeyType::Ed25519, *k))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SetupError::Origin(e.to_string()))?;
+        // Chain check of the recovered committed blocks.
+        let mut committed_id = crypto::genesis_id(cfg.epoch);
+        let mut committed_round = 0;
+        let mut window = VecDeque::new();
+        for (i, b) in recovered.committed_blocks.into_iter().enumerate() {
+            if (i > 0 || recovered.first_height == 1) && b.parent_id != committed_id {
+                return Err(SetupError::BrokenChain);
+            }
+            committed_id = crypto::block_id(&b);
+            committed_round = b.round;
+            window.push_back((committed_id, b));
+        }
+        let committed_height = recovered.first_height + window.len() as u64 - 1;
+        let mut safety = recovered.safety;
+        if bug(bug_names::RecoverQcButNotTc) {
+            safety.high_tc = None;
+        }
+        let round = safety
+            .high_qc
+            .round
+            .max(safety.high_tc.as_ref().map_or(0, |tc| tc.round))
+            + 1;
+        let mempool = Mempool::new(
+            cfg.mempool_max_entries,
+            cfg.mempool_max_bytes,
+            cfg.max_entry_bytes,
+        );
+        let mut replica = Replica {
+            id,
+            signer: Signer::new(key),
+            note_key,
+            note_verifiers,
+            committee,
+            rng,
+            now,
+            safety,
+            dirty: false,
+            persist_blocks: Vec::new(),
+            persist_issued: 0,
+            persist_done: 0,
+            persist_out: VecDeque::new(),
+            staging: Vec::new(),
+            held: VecDeque::new(),
+            outbox: VecDeque::new(),
+            commits: VecDeque::new(),
+            checkpoint_events: VecDeque::new(),
+            round,
+            timeouts_in_a_row: 0,
+            round_deadline: None,
+            sent_timeout: None,
+            entered_by_tc: None,
+            proposed_round: 0,
+            blocks: HashMap::new(),
+            waiting_proposal: None,
+            certified: HashSet::new(),
+            votes: HashMap::new(),
+            voted_for: HashMap::new(),
+            timeouts: BTreeMap::new(),
+            committed_id,
+            committed_round,
+            committed_height,
+            committed_ids: window.iter().map(|(id, _)| *id).collect(),
+            committed_window: window,
+            window_first_height: recovered.first_height,
+            commit_target: None,
+            commit_evidence: None,
+            tree: recovered.tree,
+            mempool,
+            recent_order: VecDeque::new(),
+            recent: HashSet::new(),
+            checkpoint_sigs: BTreeMap::new(),
+            quorum_size: 0,
+            sync_deadline: None,
+            sync_peer: id,
+            status_deadline: now + Duration::from_millis(cfg.status_interval_ms),
+            metrics: Metrics::default(),
+            cfg,
+        };
+        if let Some(tc) = &replica.safety.high_tc {
+            replica.entered_by_tc = Some(tc.clone());
+        }
+        let recovered_leaves: Vec<Hash> = replica
+            .committed_window
+            .iter()
+            .flat_map(|(_, b)| b.entries.iter().map(|e| merkle::leaf_hash(e)))
+            .collect();
+        replica.remember_committed(&recovered_leaves);
+        let mut voted = recovered.voted_blocks;
+        voted.sort_by_key(|b| b.round);
+        for block in voted {
+            if block.epoch != replica.cfg.epoch || block.round <= replica.committed_round {
+                continue;
+            }
+            let id = crypto::block_id(&block);
+            let parent_height = if block.parent_id == replica.committed_id {
+                Some(replica.committed_height)
+            } else {
+                replica.blocks.get(&block.parent_id).map(|p| p.height)
+            };
+            if let Some(parent_height) = parent_height {
+                let leaves = block.entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+                replica.blocks.insert(
+                    id,
+                    StoredBlock {
+                        block,
+                        height: parent_height + 1,
+                        leaves,
+                    },
+                );
+            }
+        }
+        replica.arm_timer();
+        Ok(replica)
+    }
+
+    pub fn id(&self) -> ReplicaId {
+        self.id
+    }
+
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    pub fn safety(&self) -> &SafetyState {
+        &self.safety
+    }
+
+    pub fn committed_height(&self) -> u64 {
+        self.committed_height
+    }
+
+    pub fn tree_size(&self) -> u64 {
+        self.tree.size()
+    }
+
+    pub fn pending_entries(&self) -> usize {
+        self.mempool.len()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// A one-line summary of the replica's state, for diagnostics.
+    pub fn describe(&self) -> String {
+        format!(
+            "replica {} round {} last_voted {} high_qc {} high_tc {:?} committed h{} r{} size {} mempool {} blocks {} deadline {:?} persisted {}/{} held {}",
+            self.id,
+            self.round,
+            self.safety.last_voted_round,
+            self.safety.high_qc.round,
+            self.safety.high_tc.as_ref().map(|t| t.round),
+            self.committed_height,
+            self.committed_round,
+            self.tree.size(),
+            self.mempool.len(),
+            self.blocks.len(),
+            self.round_deadline,
+            self.persist_done,
+            self.persist_issued,
+            self.held.len()
+        )
+    }
+
+    // ------------------------------------------------------------------
+    // Inputs
+    // ------------------------------------------------------------------
+
+    /// Entries from a client. Accepted entries are forwarded to every
+    /// replica so any future leader can propose them.
+    pub fn submit(&mut self, now: Duration, entries: Vec<Vec<u8>>) -> Vec<SubmitResult> {
+        self.now = now;
+        let mut results = Vec::with_capacity(entries.len());
+        let mut forward = Vec::new();
+        for entry in entries {
+            let leaf = merkle::leaf_hash(&entry);
+            if self.recent.contains(&leaf) {
+                results.push(SubmitResult::AlreadyCommitted);
+                continue;
+            }
+            let result = match self.mempool.insert(leaf, entry.clone()) {
+                Ok(true) => {
+                    forward.push(entry);
+                    SubmitResult::Accepted
+                }
+                Ok(false) => SubmitResult::AlreadyPending,
+                Err(mempool::Rejected::TooLarge) => SubmitResult::TooLarge,
+                Err(mempool::Rejected::Full) => SubmitResult::Overloaded {
+                    retry_after_ms: self.cfg.round_timeout_ms,
+                },
+            };
+            results.push(result);
+        }
+        for chunk in forward.chunks(wire::MAX_APPEND_ENTRIES) {
+            let entries = chunk
+                .iter()
+                .map(|e| Entry::new(e.clone()).expect("size checked by the mempool"))
+                .collect();
+            self.send(
+                Target::All,
+                ConsensusMessage::Forward {
+                    entries: BoundedVec::new(entries).expect("chunked"),
+                },
+            );
+        }
+        self.arm_timer();
+        self.maybe_propose();
+        self.finish();
+        results
+    }
+
+    /// A message from replica `from` (authenticated by the transport).
+    pub fn handle_message(&mut self, now: Duration, from: ReplicaId, message: ConsensusMessage) {
+        self.now = now;
+        if (from as usize) >= self.cfg.n() {
+            self.metrics.malformed_messages += 1;
+            return;
+        }
+        match message {
+            ConsensusMessage::Proposal {
+                block,
+                timeout_cert,
+                signature,
+            } => self.on_proposal(from, block, timeout_cert, signature),
+            ConsensusMessage::Vote { vote } => self.on_vote(from, vote),
+            ConsensusMessage::Timeout { timeout } => self.on_timeout_message(from, timeout),
+            ConsensusMessage::CheckpointSignature {
+                size,
+                root,
+                replica,
+                note_signature,
+            } => self.on_checkpoint_signature(from, size, root, replica, note_signature),
+            ConsensusMessage::Forward { entries } => self.on_forward(entries),
+            ConsensusMessage::SyncRequest {
+                from_height,
+                max_blocks,
+            } => self.on_sync_request(from, from_height, max_blocks),
+            ConsensusMessage::SyncResponse { blocks, commit_qc } => {
+                self.on_sync_response(from, blocks.into_inner(), commit_qc)
+            }
+            ConsensusMessage::Certificates {
+                high_qc,
+                high_tc,
+                committed_height,
+            } => self.on_certificates(from, high_qc, high_tc, committed_height),
+        }
+        self.finish();
+    }
+
+    /// Call when [`Replica::poll_timeout`]'s deadline has passed.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        self.now = now;
+        if self.round_deadline.is_some_and(|d| d <= now) {
+            self.local_timeout();
+        }
+        if self.status_deadline <= now {
+            self.status_deadline = now + Duration::from_millis(self.cfg.status_interval_ms);
+            self.send_certificates(Target::All);
+        }
+        if self.sync_deadline.is_some_and(|d| d <= now) {
+            self.sync_deadline = None;
+            // Ask the next replica round-robin.
+            let next = (self.sync_peer as usize + 1) % self.cfg.n();
+            self.request_sync(next as ReplicaId);
+        }
+        self.finish();
+    }
+
+    /// The driver made the [`PersistRequest`] with this token durable.
+    pub fn handle_persisted(&mut self, token: u64) {
+        assert!(
+            token <= self.persist_issued,
+            "acknowledged a write never requested"
+        );
+        self.persist_done = self.persist_done.max(token);
+        self.release();
+    }
+
+    // ------------------------------------------------------------------
+    // Outputs
+    // ------------------------------------------------------------------
+
+    /// The next state write. Drain before [`Replica::poll_send`].
+    pub fn poll_persist(&mut self) -> Option<PersistRequest> {
+        self.persist_out.pop_front()
+    }
+
+    /// The next message that may leave (its dependencies are durable).
+    pub fn poll_send(&mut self) -> Option<Outgoing> {
+        self.outbox.pop_front()
+    }
+
+    /// The next committed block, in order.
+    pub fn poll_commit(&mut self) -> Option<Committed> {
+        self.commits.pop_front()
+    }
+
+    pub fn poll_checkpoint(&mut self) -> Option<CheckpointEvent> {
+        self.checkpoint_events.pop_front()
+    }
+
+    /// When [`Replica::handle_timeout`] should next run.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        [
+            self.round_deadline,
+            self.sync_deadline,
+            Some(self.status_deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ------------------------------------------------------------------
+    // Sending and persistence
+    // ------------------------------------------------------------------
+
+    fn send(&mut self, to: Target, message: ConsensusMessage) {
+        self.staging.push(Outgoing { to, message });
+    }
+
+    /// Ends an input: issues the state write if anything changed, and
+    /// holds this input's messages until it is durable.
+    fn finish(&mut self) {
+        if self.dirty {
+            self.dirty = false;
+            self.persist_issued += 1;
+            self.persist_out.push_back(PersistRequest {
+                token: self.persist_issued,
+                state: self.safety.clone(),
+                blocks: std::mem::take(&mut self.persist_blocks),
+            });
+        }
+        let token = self.persist_issued;
+        for out in self.staging.drain(..) {
+            let is_vote = matches!(out.message, ConsensusMessage::Vote { .. });
+            if is_vote && bug(bug_names::VoteBeforePersist) {
+                self.outbox.push_back(out);
+            } else {
+                self.held.push_back((token, out));
+            }
+        }
+        self.release();
+    }
+
+    fn release(&mut self) {
+        while self
+            .held
+            .front()
+            .is_some_and(|(t, _)| *t <= self.persist_done)
+        {
+            let (_, out) = self.held.pop_front().expect("checked");
+            self.outbox.push_back(out);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Certificates
+    // ------------------------------------------------------------------
+
+    fn vote_items(&self, qc: &QuorumCert) -> Vec<(ReplicaId, Vec<u8>, Signature64)> {
+        let msg = crypto::vote_message(qc.epoch, qc.round, &qc.block_id, qc.parent_round);
+        qc.signatures
+            .iter()
+            .map(|s| (s.replica, msg.clone(), s.signature))
+            .collect()
+    }
+
+    /// Whether `qc` is a valid certificate (cached by what it certifies).
+    fn check_qc(&mut self, qc: &QuorumCert) -> bool {
+        if qc.epoch != self.cfg.epoch {
+            return false;
+        }
+        if qc.round == 0 {
+            // Only the genesis QC has round 0.
+            if *qc == genesis_qc(self.cfg.epoch) {
+                return true;
+            }
+            self.metrics.invalid_certificates += 1;
+            return false;
+        }
+        let fact = (qc.round, qc.block_id, qc.parent_round);
+        if self.certified.contains(&fact) {
+            return true;
+        }
+        let signers: HashSet<ReplicaId> = qc.signatures.iter().map(|s| s.replica).collect();
+        if signers.len() != qc.signatures.len()
+            || signers.len() < self.cfg.quorum()
+            || qc.parent_round >= qc.round
+        {
+            self.metrics.invalid_certificates += 1;
+            return false;
+        }
+        let items = self.vote_items(qc);
+        if !self.committee.verify_many(&items, &mut self.rng).is_empty() {
+            self.metrics.invalid_certificates += 1;
+            return false;
+        }
+        self.certified.insert(fact);
+        true
+    }
+
+    fn check_tc(&mut self, tc: &TimeoutCert) -> bool {
+        if tc.epoch != self.cfg.epoch || tc.round == 0 {
+            self.metrics.invalid_certificates += 1;
+            return false;
+        }
+        let signers: HashSet<ReplicaId> = tc.signatures.iter().map(|s| s.replica).collect();
+        let max_qc_round = tc.signatures.iter().map(|s| s.high_qc_round).max();
+        if signers.len() != tc.signatures.len()
+            || signers.len() < self.cfg.quorum()
+            || max_qc_round != Some(tc.high_qc.round)
+            || tc.high_qc.round >= tc.round
+        {
+            self.metrics.invalid_certificates += 1;
+            return false;
+        }
+        if !self.check_qc(&tc.high_qc.clone()) {
+            return false;
+        }
+        let items: Vec<(ReplicaId, Vec<u8>, Signature64)> = tc
+            .signatures
+            .iter()
+            .map(|s| {
+                (
+                    s.replica,
+                    crypto::timeout_message(tc.epoch, tc.round, s.high_qc_round),
+                    s.signature,
+                )
+            })
+            .collect();
+        if !self.committee.verify_many(&items, &mut self.rng).is_empty() {
+            self.metrics.invalid_certificates += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Takes in a verified QC: highest QC, commit rule, round advance.
+    fn process_qc(&mut self, qc: &QuorumCert, from: ReplicaId) {
+        if qc.round > self.safety.high_qc.round {
+            self.safety.high_qc = qc.clone();
+            self.dirty = true;
+        }
+        if qc.round > 0
+            && !self.blocks.contains_key(&qc.block_id)
+            && !self.is_committed(&qc.block_id)
+        {
+            self.request_sync(from);
+        }
+        self.apply_commit_rule(qc);
+        if qc.round >= self.round {
+            self.timeouts_in_a_row = 0;
+            self.enter_round(qc.round + 1, None);
+        }
+    }
+
+    fn process_tc(&mut self, tc: &TimeoutCert, from: ReplicaId) {
+        let high_qc = tc.high_qc.clone();
+        self.process_qc(&high_qc, from);
+        if self
+            .safety
+            .high_tc
+            .as_ref()
+            .is_none_or(|t| tc.round > t.round)
+        {
+            self.safety.high_tc = Some(tc.clone());
+            self.dirty = true;
+        }
+        if tc.round >= self.round {
+            self.timeouts_in_a_row = self.timeouts_in_a_row.saturating_add(1);
+            self.enter_round(tc.round + 1, Some(tc.clone()));
+        }
+    }
+
+    /// 2-chain commit: a certified block whose parent is one round older
+    /// commits the parent.
+    fn apply_commit_rule(&mut self, qc: &QuorumCert) {
+        if qc.round == 0 {
+            return;
+        }
+        let consecutive = qc.parent_round + 1 == qc.round;
+        if !consecutive && !bug(bug_names::CommitWithoutConsecutiveRound) {
+            return;
+        }
+        // The parent is the certified block's parent; find it via the block.
+        let Some(parent_id) = self.blocks.get(&qc.block_id).map(|b| b.block.parent_id) else {
+            // The certified block is missing; sync will bring it and its QC.
+            return;
+        };
+        if self.is_committed(&parent_id) {
+            return;
+        }
+        if qc.parent_round <= self.committed_round {
+            return;
+        }
+        if self
+            .commit_target
+            .as_ref()
+            .is_none_or(|(_, t)| qc.parent_round > t.parent_round)
+        {
+            self.commit_target = Some((parent_id, qc.clone()));
+        }
+        self.try_commit();
+    }
+
+    fn is_committed(&self, id: &Hash) -> bool {
+        *id == self.committed_id || self.committed_ids.contains(id)
+    }
+
+    /// Commits `commit_target` and its ancestors if the chain down to the
+    /// committed tip is complete.
+    fn try_commit(&mut self) {
+        let Some((target, qc)) = self.commit_target.clone() else {
+            return;
+        };
+        let mut chain = Vec::new();
+        let mut cursor = target;
+        while cursor != self.committed_id {
+            let Some(b) = self.blocks.get(&cursor) else {
+                // Missing ancestor: wait for sync.
+                let peer = self.sync_peer;
+                self.request_sync(peer);
+                return;
+            };
+            if b.block.round <= self.committed_round {
+                // Conflicts with what is committed: a safety violation
+                // only a bug (or > f faults) can cause. Refuse.
+                self.metrics.equivocations += 1;
+                self.commit_target = None;
+                return;
+            }
+            chain.push(cursor);
+            cursor = b.block.parent_id;
+        }
+        self.commit_target = None;
+        let child = self.blocks.get(&qc.block_id).map(|b| b.block.clone());
+        for id in chain.into_iter().rev() {
+            self.commit_block(id);
+        }
+        self.commit_evidence = child.map(|c| (c, qc));
+        self.sign_checkpoint();
+        self.prune();
+    }
+
+    fn commit_block(&mut self, id: Hash) {
+        let stored = self.blocks.get(&id).expect("chain checked");
+        let block = stored.block.clone();
+        let leaves = stored.leaves.clone();
+        let height = stored.height;
+        let first_index = self.tree.size();
+        for leaf in &leaves {
+            self.tree.append(*leaf);
+        }
+        self.mempool.remove(&leaves);
+        self.remember_committed(&leaves);
+        self.committed_height += 1;
+        assert_eq!(height, self.committed_height, "heights follow the chain");
+        self.committed_id = id;
+        self.committed_round = block.round;
+        self.committed_window.push_back((id, block.clone()));
+        self.committed_ids.insert(id);
+        while self.committed_window.len() > self.cfg.retain_committed_blocks {
+            let (old, _) = self.committed_window.pop_front().expect("non-empty");
+            self.committed_ids.remove(&old);
+            self.window_first_height += 1;
+        }
+        self.metrics.blocks_committed += 1;
+        self.metrics.entries_committed += leaves.len() as u64;
+        self.commits.push_back(Committed {
+            height: self.committed_height,
+            block_id: id,
+            block,
+            first_index,
+            size: self.tree.size(),
+            root: self.tree.root(),
+        });
+    }
+
+    fn remember_committed(&mut self, leaves: &[Hash]) {
+        for leaf in leaves {
+            if self.recent.insert(*leaf) {
+                self.recent_order.push_back(*leaf);
+            }
+        }
+        while self.recent_order.len() > self.cfg.dedup_window_entries {
+            let old = self.recent_order.pop_front().expect("non-empty");
+            self.recent.remove(&old);
+        }
+    }
+
+    /// Drops blocks that can no longer matter: committed ones (kept in the
+    /// window) and those at or below the committed round.
+    fn prune(&mut self) {
+        let committed_round = self.committed_round;
+        self.blocks.retain(|_, b| b.block.round > committed_round);
+        let current = self.round;
+        self.votes.retain(|(r, _, _), _| *r + 2 >= current);
+        self.voted_for.retain(|(r, _), _| *r + 2 >= current);
+        self.timeouts = self.timeouts.split_off(&current.saturating_sub(1));
+        self.certified.retain(|(r, _, _)| *r >= committed_round);
+    }
+
+    // ------------------------------------------------------------------
+    // Rounds and timers
+    // ------------------------------------------------------------------
+
+    fn has_work(&self) -> bool {
+        if !self.mempool.is_empty()
+            || self.waiting_proposal.is_some()
+            || self.commit_target.is_some()
+        {
+            return true;
+        }
+        self.blocks
+            .values()
+            .any(|b| !b.leaves.is_empty() && b.block.round > self.committed_round)
+    }
+
+    fn round_timeout(&self) -> Duration {
+        let factor = 1u64 << self.timeouts_in_a_row.min(16);
+        Duration::from_millis(
+            self.cfg
+                .round_timeout_ms
+                .saturating_mul(factor)
+                .min(self.cfg.max_round_timeout_ms),
+        )
+    }
+
+    /// Starts the round timer if there is work and none is running.
+    fn arm_timer(&mut self) {
+        if self.round_deadline.is_none() && self.has_work() {
+            self.round_deadline = Some(self.now + self.round_timeout());
+        }
+    }
+
+    fn enter_round(&mut self, round: u64, tc: Option<TimeoutCert>) {
+        debug_assert!(round > self.round);
+        self.round = round;
+        self.sent_timeout = None;
+        self.entered_by_tc = tc;
+        self.round_deadline = None;
+        if self
+            .waiting_proposal
+            .as_ref()
+            .is_some_and(|(b, _, _, _)| b.round < round)
+        {
+            self.waiting_proposal = None;
+        }
+        self.arm_timer();
+        self.maybe_propose();
+    }
+
+    fn local_timeout(&mut self) {
+        let round = self.round;
+        let timeout = match &self.sent_timeout {
+            // Re-send the same timeout: messages may have been lost.
+            Some(t) if t.round == round => t.clone(),
+            _ => {
+                if self.safety.last_voted_round < round {
+                    self.safety.last_voted_round = round;
+                    self.dirty = true;
+                }
+                let high_qc = self.safety.high_qc.clone();
+                let signature = self.signer.sign(&crypto::timeout_message(
+                    self.cfg.epoch,
+                    round,
+                    high_qc.round,
+                ));
+                let t = Timeout {
+                    epoch: self.cfg.epoch,
+                    round,
+                    high_qc,
+                    sender: self.id,
+                    signature,
+                };
+                self.sent_timeout = Some(t.clone());
+                t
+            }
+        };
+        self.metrics.timeouts_sent += 1;
+        self.send(
+            Target::All,
+            ConsensusMessage::Timeout {
+                timeout: timeout.clone(),
+            },
+        );
+        // Back off the re-send as the round drags on.
+        self.round_deadline = Some(self.now + self.round_timeout() * 2);
+        self.add_timeout(self.id, timeout);
+    }
+
+    // ------------------------------------------------------------------
+    // Proposals and votes
+    // ------------------------------------------------------------------
+
+    /// Leader: propose once per round, when there is something to propose
+    /// or a certified block with entries still needs its commit.
+    fn maybe_propose(&mut self) {
+        if self.cfg.leader(self.round) != self.id || self.proposed_round >= self.round {
+            return;
+        }
+        let qc = self.safety.high_qc.clone();
+        // Entered through a QC: it must be for the previous round. Through
+        // a TC: it must be the TC for the previous round.
+        let tc = match &self.entered_by_tc {
+            Some(tc) if tc.round + 1 == self.round => Some(tc.clone()),
+            _ if qc.round + 1 == self.round => None,
+            _ => return,
+        };
+        let exclude = self.uncommitted_leaves(&qc.block_id);
+        let batch = self.mempool.batch(
+            &exclude,
+            self.cfg.max_block_entries.min(wire::MAX_BLOCK_ENTRIES),
+            self.cfg.max_block_bytes,
+        );
+        let pending_commit = self
+            .blocks
+            .values()
+            .any(|b| !b.leaves.is_empty() && b.block.round > self.committed_round);
+        if batch.is_empty() && !pending_commit && self.commit_target.is_none() {
+            return;
+        }
+        let entries: Vec<Entry> = batch
+            .into_iter()
+            .map(|(_, e)| Entry::new(e).expect("mempool bounds entries"))
+            .collect();
+        let block = Block {
+            epoch: self.cfg.epoch,
+            round: self.round,
+            author: self.id,
+            parent_id: qc.block_id,
+            justify: qc,
+            entries: BoundedVec::new(entries).expect("batch bounded"),
+        };
+        let id = crypto::block_id(&block);
+        let signature = self
+            .signer
+            .sign(&crypto::proposal_message(self.cfg.epoch, &id));
+        self.proposed_round = self.round;
+        self.metrics.proposals_sent += 1;
+        self.send(
+            Target::All,
+            ConsensusMessage::Proposal {
+                block: block.clone(),
+                timeout_cert: tc.clone(),
+                signature,
+            },
+        );
+        // Handle our own proposal like anyone else's (stores it, votes).
+        self.on_proposal(self.id, block, tc, signature);
+    }
+
+    /// Leaf hashes in the uncommitted chain ending at `tip`.
+    fn uncommitted_leaves(&self, tip: &Hash) -> HashSet<Hash> {
+        let mut out = HashSet::new();
+        let mut cursor = *tip;
+        while let Some(b) = self.blocks.get(&cursor) {
+            if b.block.round <= self.committed_round {
+                break;
+            }
+            out.extend(b.leaves.iter().copied());
+            cursor = b.block.parent_id;
+        }
+        out
+    }
+
+    fn on_proposal(
+        &mut self,
+        from: ReplicaId,
+        block: Block,
+        tc: Option<TimeoutCert>,
+        signature: Signature64,
+    ) {
+        if block.epoch != self.cfg.epoch || block.justify.epoch != self.cfg.epoch {
+            self.metrics.malformed_messages += 1;
+            return;
+        }
+        if block.round == 0 || block.author != self.cfg.leader(block.round) {
+            self.metrics.malformed_messages += 1;
+            return;
+        }
+        if block.round + 1 < self.round {
+            self.metrics.stale_messages += 1;
+            return;
+        }
+        let id = crypto::block_id(&block);
+        if self.blocks.contains_key(&id) {
+            // Already have it; it may still be votable if we were waiting.
+            if block.round == self.round {
+                self.try_vote(&id, tc.as_ref());
+            }
+            return;
+        }
+        if !self.committee.verify(
+            block.author,
+            &crypto::proposal_message(self.cfg.epoch, &id),
+            &signature,
+        ) {
+            self.metrics.invalid_signatures += 1;
+            return;
+        }
+        if block.justify.block_id != block.parent_id || block.justify.round >= block.round {
+            self.metrics.malformed_messages += 1;
+            return;
+        }
+        let justify = block.justify.clone();
+        if !self.check_qc(&justify) {
+            return;
+        }
+        if let Some(tc) = &tc {
+            if tc.round + 1 != block.round || !self.check_tc(tc) {
+                self.metrics.invalid_certificates += 1;
+                return;
+            }
+        }
+        if let Some(tc) = &tc {
+            self.process_tc(tc, from);
+        }
+        self.process_qc(&justify, from);
+        // Leaf hashes; a block with duplicate entries is invalid.
+        let leaves: Vec<Hash> = block.entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+        let distinct: HashSet<&Hash> = leaves.iter().collect();
+        if distinct.len() != leaves.len() {
+            self.metrics.malformed_messages += 1;
+            return;
+        }
+        let parent_height = if block.parent_id == self.committed_id {
+            Some(self.committed_height)
+        } else {
+            self.blocks.get(&block.parent_id).map(|p| p.height)
+        };
+        let Some(parent_height) = parent_height else {
+            if block.round == self.round {
+                self.waiting_proposal = Some((block, tc, signature, from));
+            }
+            self.request_sync(from);
+            return;
+        };
+        if let Some(parent) = self.blocks.get(&block.parent_id) {
+            if parent.block.round != block.justify.round {
+                self.metrics.malformed_messages += 1;
+                return;
+            }
+        }
+        // One stored block per (round, author): an equivocating leader
+        // gets its first block stored; the other arrives by id via sync if
+        // it is the one certified.
+        if self
+            .blocks
+            .values()
+            .any(|b| b.block.round == block.round && b.block.author == block.author)
+        {
+            self.metrics.equivocations += 1;
+        } else {
+            self.blocks.insert(
+                id,
+                StoredBlock {
+                    block: block.clone(),
+                    height: parent_height + 1,
+                    leaves,
+                },
+            );
+        }
+        self.arm_timer();
+        // A QC that arrived before its block can now be applied.
+        if self.certified.iter().any(|(_, b, _)| *b == id) {
+            let qcs: Vec<(u64, Hash, u64)> = self
+                .certified
+                .iter()
+                .filter(|(_, b, _)| *b == id)
+                .copied()
+                .collect();
+            for (round, block_id, parent_round) in qcs {
+                let fact = QuorumCert {
+                    epoch: self.cfg.epoch,
+                    round,
+                    block_id,
+                    parent_round,
+                    signatures: BoundedVec::new(Vec::new()).expect("empty"),
+                };
+                self.apply_commit_rule(&fact);
+            }
+        }
+        self.try_commit();
+        if block.round == self.round {
+            self.try_vote(&id, tc.as_ref());
+        }
+    }
+
+    /// Votes for the stored block `id` if the safety rules allow.
+    fn try_vote(&mut self, id: &Hash, tc: Option<&TimeoutCert>) {
+        let Some(stored) = self.blocks.get(id) else {
+            return;
+        };
+        let block = &stored.block;
+        if block.round != self.round || block.round <= self.safety.last_voted_round {
+            return;
+        }
+        // Validity: no entry that is already in the chain or was committed
+        // recently (an honest leader never proposes one).
+        let ancestors = self.uncommitted_leaves(&block.parent_id);
+        if stored
+            .leaves
+            .iter()
+            .any(|l| ancestors.contains(l) || self.recent.contains(l))
+        {
+            self.metrics.malformed_messages += 1;
+            return;
+        }
+        let qc_round = block.justify.round;
+        let safe = qc_round + 1 == block.round
+            || tc.is_some_and(|tc| tc.round + 1 == block.round && qc_round >= tc.high_qc.round);
+        if !safe {
+            return;
+        }
+        let (round, parent_round) = (block.round, qc_round);
+        self.persist_blocks.push(block.clone());
+        self.safety.last_voted_round = round;
+        self.dirty = true;
+        if self
+            .waiting_proposal
+            .as_ref()
+            .is_some_and(|(b, _, _, _)| b.round == round)
+        {
+            self.waiting_proposal = None;
+        }
+        let signature = self.signer.sign(&crypto::vote_message(
+            self.cfg.epoch,
+            round,
+            id,
+            parent_round,
+        ));
+        let vote = Vote {
+            epoch: self.cfg.epoch,
+            round,
+            block_id: *id,
+            parent_round,
+            voter: self.id,
+            signature,
+        };
+        self.metrics.votes_sent += 1;
+        self.send(Target::All, ConsensusMessage::Vote { vote: vote.clone() });
+        self.add_vote(vote);
+    }
+
+    fn on_vote(&mut self, from: ReplicaId, vote: Vote) {
+        if vote.voter != from || vote.epoch != self.cfg.epoch || vote.parent_round >= vote.round {
+            self.metrics.malformed_messages += 1;
+            return;
+        }
+        if vote.round + 1 < self.round {
+            self.metrics.stale_messages += 1;
+            return;
+        }
+        if vote.round > self.round + 1024 {
+            // Far ahead of us: not storable without bound.
+            self.metrics.stale_messages += 1;
+            return;
+        }
+        self.add_vote(vote);
+    }
+
+    fn add_vote(&mut self, vote: Vote) {
+        match self.voted_for.get(&(vote.round, vote.voter)) {
+            Some(b) if *b != vote.block_id => {
+                self.metrics.equivocations += 1;
+                return;
+            }
+            Some(_) => {}
+            None => {
+                self.voted_for
+                    .insert((vote.round, vote.voter), vote.block_id);
+            }
+        }
+        let key = (vote.round, vote.block_id, vote.parent_round);
+        let quorum = self.cfg.quorum();
+        let set = self.votes.entry(key).or_default();
+        if set.done {
+            return;
+        }
+        set.votes.insert(vote.voter, vote.signature);
+        if set.votes.len() < quorum {
+            return;
+        }
+        // Verify the collected votes in one batch; drop the invalid ones.
+        let msg = crypto::vote_message(vote.epoch, vote.round, &vote.block_id, vote.parent_round);
+        let items: Vec<(ReplicaId, Vec<u8>, Signature64)> = set
+            .votes
+            .iter()
+            .map(|(r, s)| (*r, msg.clone(), *s))
+            .collect();
+        let bad = self.committee.verify_many(&items, &mut self.rng);
+        let set = self.votes.get_mut(&key).expect("present");
+        if !bad.is_empty() {
+            self.metrics.invalid_signatures += bad.len() as u64;
+            for i in bad {
+                set.votes.remove(&items[i].0);
+            }
+            return;
+        }
+        set.done = true;
+        let signatures: Vec<ReplicaSignature> = set
+            .votes
+            .iter()
+            .take(quorum)
+            .map(|(r, s)| ReplicaSignature {
+                replica: *r,
+                signature: *s,
+            })
+            .collect();
+        let qc = QuorumCert {
+            epoch: vote.epoch,
+            round: vote.round,
+            block_id: vote.block_id,
+            parent_round: vote.parent_round,
+            signatures: BoundedVec::new(signatures).expect("≤ n"),
+        };
+        self.certified.insert(key);
+        self.metrics.qcs_formed += 1;
+        let me = self.id;
+        self.process_qc(&qc, me);
+    }
+
+    fn on_timeout_message(&mut self, from: ReplicaId, timeout: Timeout) {
+        if timeout.sender != from
+            || timeout.epoch != self.cfg.epoch
+            || timeout.high_qc.round >= timeout.round
+        {
+            self.metrics.malformed_messages += 1;
+            return;
+        }
+        if timeout.round < self.round {
+            // The sender is behind: help it to the current round.
+            self.metrics.stale_messages += 1;
+            self.send_certificates(Target::One(from));
+            return;
+        }
+        if timeout.round > self.round + 1024 {
+            self.metrics.stale_messages += 1;
+            return;
+        }
+        let high_qc = timeout.high_qc.clone();
+        if !self.check_qc(&high_qc) {
+            return;
+        }
+        self.process_qc(&high_qc, from);
+        if timeout.round < self.round {
+            return;
+        }
+        self.add_timeout(from, timeout);
+    }
+
+    fn add_timeout(&mut self, from: ReplicaId, timeout: Timeout) {
+        let round = timeout.round;
+        let set = self.timeouts.entry(round).or_default();
+        if set.done {
+            return;
+        }
+        set.timeouts.entry(from).or_insert(timeout);
+        let count = set.timeouts.len();
+        // f+1 timeouts mean at least one honest replica gave up on this
+        // round: join them so a TC can form.
+        if count > self.cfg.f()
+            && round == self.round
+            && self.sent_timeout.as_ref().is_none_or(|t| t.round != round)
+        {
+            self.local_timeout();
+        }
+        let set = self.timeouts.get_mut(&round).expect("present");
+        if set.timeouts.len() < self.cfg.quorum() {
+            return;
+        }
+        let items: Vec<(ReplicaId, Vec<u8>, Signature64)> = set
+            .timeouts
+            .values()
+            .map(|t| {
+                (
+                    t.sender,
+                    crypto::timeout_message(t.epoch, t.round, t.high_qc.round),
+                    t.signature,
+                )
+            })
+            .collect();
+        let bad = self.committee.verify_many(&items, &mut self.rng);
+        let set = self.timeouts.get_mut(&round).expect("present");
+        if !bad.is_empty() {
+            self.metrics.invalid_signatures += bad.len() as u64;
+            for i in bad {
+                set.timeouts.remove(&items[i].0);
+            }
+            return;
+        }
+        set.done = true;
+        let chosen: Vec<&Timeout> = set.timeouts.values().take(self.cfg.quorum()).collect();
+        let high_qc = chosen
+            .iter()
+            .map(|t| &t.high_qc)
+            .max_by_key(|qc| qc.round)
+            .expect("quorum > 0")
+            .clone();
+        let signatures = chosen
+            .iter()
+            .map(|t| TimeoutSignature {
+                replica: t.sender,
+                high_qc_round: t.high_qc.round,
+                signature: t.signature,
+            })
+            .collect();
+        let tc = TimeoutCert {
+            epoch: self.cfg.epoch,
+            round,
+            high_qc,
+            signatures: BoundedVec::new(signatures).expect("≤ n"),
+        };
+        self.metrics.tcs_formed += 1;
+        let me = self.id;
+        self.process_tc(&tc, me);
+    }
+
+    fn send_certificates(&mut self, to: Target) {
+        let message = ConsensusMessage::Certificates {
+            high_qc: self.safety.high_qc.clone(),
+            high_tc: self.safety.high_tc.clone(),
+            committed_height: self.committed_height,
+        };
+        self.send(to, message);
+    }
+
+    fn on_certificates(
+        &mut self,
+        from: ReplicaId,
+        high_qc: QuorumCert,
+        high_tc: Option<TimeoutCert>,
+        committed_height: u64,
+    ) {
+        if committed_height > self.committed_height {
+            self.request_sync(from);
+        }
+        if high_qc.round < self.safety.high_qc.round || committed_height < self.committed_height {
+            // The sender is behind: answer with ours.
+            self.send_certificates(Target::One(from));
+        }
+        if self.check_qc(&high_qc) {
+            self.process_qc(&high_qc, from);
+        }
+        if let Some(tc) = high_tc {
+            if tc.round >= self.round && self.check_tc(&tc) {
+                self.process_tc(&tc, from);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Mempool forwarding
+    // ------------------------------------------------------------------
+
+    fn on_forward(&mut self, entries: BoundedVec<Entry, { wire::MAX_APPEND_ENTRIES }>) {
+        for entry in entries.into_inner() {
+            let entry = entry.into_inner();
+            let leaf = merkle::leaf_hash(&entry);
+            if self.recent.contains(&leaf) {
+                continue;
+            }
+            if self.mempool.insert(leaf, entry).is_err() {
+                self.metrics.forwarded_dropped += 1;
+            }
+        }
+        self.arm_timer();
+        self.maybe_propose();
+    }
+
+    // ------------------------------------------------------------------
+    // Checkpoints
+    // ------------------------------------------------------------------
+
+    /// Signs the checkpoint for the committed tree if that is safe.
+    fn sign_checkpoint(&mut self) {
+        let (size, root) = (self.tree.size(), self.tree.root());
+        if size == 0 {
+            return;
+        }
+        if let Some(last) = self.safety.last_signed {
+            if size < last.0 || (size == last.0 && root == last.1) {
+                return;
+            }
+            if size == last.0 {
+                self.metrics.checkpoints_refused += 1;
+                self.checkpoint_events.push_back(CheckpointEvent::Refused {
+                    size,
+                    root,
+                    last_signed: last,
+                });
+                return;
+            }
+        }
+        let text = Checkpoint::new(&self.cfg.origin, size, root).format();
+        let sig = self
+            .note_key
+            .sign_text(&text)
+            .expect("checkpoint text is a valid note");
+        let signature = Signature64(sig.signature.try_into().expect("Ed25519 is 64 bytes"));
+        self.safety.last_signed = Some((size, root));
+        self.dirty = true;
+        self.metrics.checkpoints_signed += 1;
+        self.checkpoint_events
+            .push_back(CheckpointEvent::Signed { size, root });
+        self.send(
+            Target::All,
+            ConsensusMessage::CheckpointSignature {
+                size,
+                root,
+                replica: self.id,
+                note_signature: signature,
+            },
+        );
+        let me = self.id;
+        self.add_checkpoint_signature(size, root, me, signature);
+    }
+
+    fn on_checkpoint_signature(
+        &mut self,
+        from: ReplicaId,
+        size: u64,
+        root: Hash,
+        replica: ReplicaId,
+        signature: Signature64,
+    ) {
+        if replica != from || size == 0 {
+            self.metrics.malformed_messages += 1;
+            return;
+        }
+        if size <= self.quorum_size {
+            self.metrics.stale_messages += 1;
+            return;
+        }
+        // Bound what is kept: sizes up to far beyond our own tree would be
+        // unbounded state.
+        if self.checkpoint_sigs.len() >= 4 * self.cfg.n() + 64
+            && !self.checkpoint_sigs.contains_key(&(size, root))
+        {
+            self.metrics.stale_messages += 1;
+            return;
+        }
+        let text = Checkpoint::new(&self.cfg.origin, size, root).format();
+        if self.note_verifiers[replica as usize]
+            .verify(&text, &signature.0)
+            .is_err()
+        {
+            self.metrics.invalid_signatures += 1;
+            return;
+        }
+        self.add_checkpoint_signature(size, root, replica, signature);
+    }
+
+    fn add_checkpoint_signature(
+        &mut self,
+        size: u64,
+        root: Hash,
+        replica: ReplicaId,
+        signature: Signature64,
+    ) {
+        let sigs = self.checkpoint_sigs.entry((size, root)).or_default();
+        sigs.insert(replica, signature);
+        if sigs.len() < self.cfg.quorum() || size <= self.quorum_size {
+            return;
+        }
+        let text = Checkpoint::new(&self.cfg.origin, size, root).format();
+        let mut note = Note::new(&text).expect("checkpoint text is a valid note");
+        for (r, s) in sigs.iter() {
+            note.add_signature(NoteSignature {
+                name: self.cfg.origin.clone(),
+                key_id: self.note_verifiers[*r as usize].key_id(),
+                signature: s.0.to_vec(),
+            })
+            .expect("n ≤ MAX_CLUSTER_REPLICAS signatures fit a note");
+        }
+        self.quorum_size = size;
+        self.checkpoint_sigs = self.checkpoint_sigs.split_off(&(size + 1, Hash([0; 32])));
+        self.checkpoint_events
+            .push_back(CheckpointEvent::Quorum { size, note });
+    }
+
+    // ------------------------------------------------------------------
+    // Sync
+    // ------------------------------------------------------------------
+
+    fn request_sync(&mut self, peer: ReplicaId) {
+        if self.cfg.n() == 1 || self.sync_deadline.is_some_and(|d| d > self.now) {
+            return;
+        }
+        // Never ourselves: the next replica after the last one asked.
+        let peer = if peer == self.id {
+            ((self.sync_peer as usize + 1) % self.cfg.n()) as ReplicaId
+        } else {
+            peer
+        };
+        let peer = if peer == self.id {
+            ((peer as usize + 1) % self.cfg.n()) as ReplicaId
+        } else {
+            peer
+        };
+        self.sync_peer = peer;
+        self.sync_deadline = Some(self.now + Duration::from_millis(self.cfg.sync_timeout_ms));
+        self.metrics.sync_requests_sent += 1;
+        self.send(
+            Target::One(peer),
+            ConsensusMessage::SyncRequest {
+                from_height: self.committed_height + 1,
+                max_blocks: self.cfg.sync_batch_blocks,
+            },
+        );
+    }
+
+    fn on_sync_request(&mut self, from: ReplicaId, from_height: u64, max_blocks: u16) {
+        let max = (max_blocks as usize).min(wire::MAX_SYNC_BLOCKS);
+        let mut blocks: Vec<Block> = Vec::new();
+        if from_height >= self.window_first_height {
+            let start = (from_height - self.window_first_height) as usize;
+            blocks.extend(
+                self.committed_window
+                    .iter()
+                    .skip(start)
+                    .take(max)
+                    .map(|(_, b)| b.clone()),
+            );
+        }
+        // Then what makes the tip committed for the requester: the chain up
+        // to our highest QC's block if it starts with the tip's committing
+        // child, else that child with the QC that committed the tip.
+        let mut commit_qc = None;
+        let reached_tip = from_height + blocks.len() as u64 > self.committed_height;
+        if blocks.len() < max && reached_tip {
+            let mut chain = Vec::new();
+            let mut cursor = self.safety.high_qc.block_id;
+            while let Some(b) = self.blocks.get(&cursor) {
+                chain.push(b.block.clone());
+                cursor = b.block.parent_id;
+            }
+            chain.reverse();
+            let chain_ok = cursor == self.committed_id && !chain.is_empty();
+            // A requester that has not committed our tip needs the child
+            // that committed it; one that has needs our chain.
+            let lagging = from_height <= self.committed_height;
+            let evidence_on_chain = match (&self.commit_evidence, chain.first()) {
+                _ if !lagging => true,
+                (Some((child, _)), Some(first)) => child == first,
+                (None, _) => true,
+                _ => false,
+            };
+            if chain_ok && evidence_on_chain {
+                let skip = from_height.saturating_sub(self.committed_height + 1) as usize;
+                let room = max - blocks.len();
+                let part: Vec<Block> = chain.into_iter().skip(skip).take(room).collect();
+                if part
+                    .last()
+                    .is_some_and(|b| crypto::block_id(b) == self.safety.high_qc.block_id)
+                {
+                    commit_qc = Some(self.safety.high_qc.clone());
+                }
+                blocks.extend(part);
+            } else if let Some((child, qc)) = &self.commit_evidence {
+                if from_height <= self.committed_height + 1 {
+                    blocks.push(child.clone());
+                    commit_qc = Some(qc.clone());
+                }
+            }
+        }
+        if blocks.is_empty() {
+            return;
+        }
+        self.send(
+            Target::One(from),
+            ConsensusMessage::SyncResponse {
+                blocks: BoundedVec::new(blocks).expect("≤ MAX_SYNC_BLOCKS"),
+                commit_qc,
+            },
+        );
+    }
+
+    fn on_sync_response(
+        &mut self,
+        from: ReplicaId,
+        blocks: Vec<Block>,
+        commit_qc: Option<QuorumCert>,
+    ) {
+        if from == self.sync_peer {
+            self.sync_deadline = None;
+        }
+        let full = blocks.len() >= self.cfg.sync_batch_blocks as usize;
+        // Each block is certified by its successor's justify (or the final
+        // QC); uncertified blocks are ignored.
+        let mut qcs: Vec<QuorumCert> = blocks.iter().map(|b| b.justify.clone()).collect();
+        if let Some(qc) = commit_qc {
+            qcs.push(qc);
+        }
+        let mut certified_ids = HashSet::new();
+        for qc in &qcs {
+            if qc.round > 0 && self.check_qc(qc) {
+                certified_ids.insert(qc.block_id);
+            }
+        }
+        let mut progressed = false;
+        for block in blocks {
+            if block.epoch != self.cfg.epoch {
+                self.metrics.malformed_messages += 1;
+                return;
+            }
+            let id = crypto::block_id(&block);
+            if self.blocks.contains_key(&id) || self.is_committed(&id) {
+                continue;
+            }
+            if !certified_ids.contains(&id) {
+                continue;
+            }
+            let parent_height = if block.parent_id == self.committed_id {
+                Some(self.committed_height)
+            } else {
+                self.blocks.get(&block.parent_id).map(|p| p.height)
+            };
+            let Some(parent_height) = parent_height else {
+                continue;
+            };
+            let leaves: Vec<Hash> = block.entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+            self.blocks.insert(
+                id,
+                StoredBlock {
+                    block,
+                    height: parent_height + 1,
+                    leaves,
+                },
+            );
+            progressed = true;
+        }
+        for qc in qcs {
+            if qc.round > 0
+                && self
+                    .certified
+                    .contains(&(qc.round, qc.block_id, qc.parent_round))
+            {
+                self.process_qc(&qc, from);
+            }
+        }
+        self.try_commit();
+        if let Some((block, tc, sig, proposer)) = self.waiting_proposal.take() {
+            self.on_proposal(proposer, block, tc, sig);
+        }
+        if full && progressed {
+            self.request_sync(from);
+        }
+        self.arm_timer();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_sizes_intersect_in_an_honest_replica() {
+        for n in 1..=40usize {
+            let cfg = Config::new(
+                1,
+                "o",
+                vec![ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key(); n],
+            );
+            let (q, f) = (cfg.quorum(), cfg.f());
+            assert!(
+                q <= n - f,
+                "n={n}: a quorum must be reachable without the faulty"
+            );
+            assert!(
+                2 * q > n + f,
+                "n={n}: two quorums must share an honest replica"
+            );
+            if n % 3 == 1 {
+                assert_eq!(q, 2 * f + 1);
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Byzantine behaviours: a faulty replica runs the honest core and these
+//! functions rewrite what it sends. Forgeries are signed with the faulty
+//! replica's real key, so they get past signature checks and exercise the
+//! protocol's rules.
+
+use bftlog_spec::merkle::Hash;
+use bftlog_spec::wire::{BoundedVec, ConsensusMessage, Entry, ReplicaId, Vote};
+use rand::Rng;
+use rand::rngs::StdRng;
+
+use super::Sim;
+use crate::consensus::crypto::{self, Signer};
+use crate::consensus::{Outgoing, Target};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Sends nothing at all.
+    Silent,
+    /// Never sends its votes.
+    WithholdVotes,
+    /// Never sends its proposals.
+    WithholdProposals,
+    /// As leader, sends one block to half the replicas and a conflicting
+    /// block to the other half, and votes for both.
+    Equivocate,
+    /// Votes for its block and, to other replicas, for another block in the
+    /// same round.
+    DoubleVote,
+    /// Corrupts signatures of half its messages.
+    BadSignatures,
+    /// Re-sends old messages (its own and copies of what it sent before).
+    Replay,
+    /// Sends proposals whose certificates are forged: a QC moved to
+    /// another round, or a TC whose high QC does not match its signatures.
+    ForgeCertificates,
+    /// Two copies with one key, each talking to its own side of the
+    /// honest replicas.
+    Twins,
+}
+
+/// Every behaviour.
+pub const ALL_BEHAVIOURS: [Behaviour; 9] = [
+    Behaviour::Silent,
+    Behaviour::WithholdVotes,
+    Behaviour::WithholdProposals,
+    Behaviour::Equivocate,
+    Behaviour::DoubleVote,
+    Behaviour::BadSignatures,
+    Behaviour::Replay,
+    Behaviour::ForgeCertificates,
+    Behaviour::Twins,
+];
+
+impl Behaviour {
+    pub fn random(rng: &mut StdRng) -> Self {
+        ALL_BEHAVIOURS[rng.gen_range(0..ALL_BEHAVIOURS.len())]
+    }
+}
+
+/// Memory of Byzantine replicas (messages to replay).
+#[derive(Default)]
+pub struct State {
+    recorded: Vec<ConsensusMessage>,
+}
+
+fn split(n: usize, from: ReplicaId) -> (Vec<ReplicaId>, Vec<ReplicaId>) {
+    let others: Vec<ReplicaId> = (0..n as ReplicaId).filter(|r| *r != from).collect();
+    let half = others.len() / 2;
+    (others[..half].to_vec(), others[half..].to_vec())
+}
+
+fn to_each(ids: &[ReplicaId], message: &ConsensusMessage) -> Vec<Outgoing> {
+    ids.iter()
+        .map(|r| Outgoing {
+            to: Target::One(*r),
+            message: message.clone(),
+        })
+        .collect()
+}
+
+pub(super) fn tamper(
+    sim: &mut Sim,
+    node: usize,
+    behaviour: Behaviour,
+    out: Outgoing,
+) -> Vec<Outgoing> {
+    let id = sim.nodes[node].replica_id;
+    let n = sim.scenario.n;
+    let signer = Signer::new(sim.keys[id as usize].clone());
+    let epoch = sim.cfg.epoch;
+    match behaviour {
+        Behaviour::Silent => Vec::new(),
+        Behaviour::Twins => vec![out],
+        Behaviour::WithholdVotes => match out.message {
+            ConsensusMessage::Vote { .. } => Vec::new(),
+            _ => vec![out],
+        },
+        Behaviour::WithholdProposals => match out.message {
+            ConsensusMessage::Proposal { .. } => Vec::new(),
+            _ => vec![out],
+        },
+        Behaviour::Equivocate => match &out.message {
+            ConsensusMessage::Proposal {
+                block,
+                timeout_cert,
+                ..
+            } => {
+                let mut other = block.clone();
+                let mut entries = other.entries.clone().into_inner();
+                let junk = format!("equivocation {} {}", block.round, sim.rng.r#gen::<u64>());
+                entries.push(Entry::new(junk.into_bytes()).expect("small"));
+                if entries.len() > bftlog_spec::wire::MAX_BLOCK_ENTRIES {
+                    entries.remove(0);
+                }
+                other.entries = BoundedVec::new(entries).expect("bounded");
+                let other_id = crypto::block_id(&other);
+                let other_sig = signer.sign(&crypto::proposal_message(epoch, &other_id));
+                let (a, b) = split(n, id);
+                let mut outs = to_each(&a, &out.message);
+                let forged = ConsensusMessage::Proposal {
+                    block: other.clone(),
+                    timeout_cert: timeout_cert.clone(),
+                    signature: other_sig,
+                };
+                outs.extend(to_each(&b, &forged));
+                // And vote for the second block on that side.
+                let vote = Vote {
+                    epoch,
+                    round: other.round,
+                    block_id: other_id,
+                    parent_round: other.justify.round,
+                    voter: id,
+                    signature: signer.sign(&crypto::vote_message(
+                        epoch,
+                        other.round,
+                        &other_id,
+                        other.justify.round,
+                    )),
+                };
+                outs.extend(to_each(&b, &ConsensusMessage::Vote { vote }));
+                outs
+            }
+            ConsensusMessage::Vote { .. } => {
+                // Its own vote goes only to the first side.
+                let (a, _) = split(n, id);
+                to_each(&a, &out.message)
+            }
+            _ => vec![out],
+        },
+        Behaviour::DoubleVote => match &out.message {
+            ConsensusMessage::Vote { vote } => {
+                let (a, b) = split(n, id);
+                let mut outs = to_each(&a, &out.message);
+                let fake_id = Hash(sim.rng.r#gen());
+                let mut other = vote.clone();
+                other.block_id = fake_id;
+                other.signature = signer.sign(&crypto::vote_message(
+                    epoch,
+                    other.round,
+                    &fake_id,
+                    other.parent_round,
+                ));
+                outs.extend(to_each(&b, &ConsensusMessage::Vote { vote: other }));
+                outs
+            }
+            _ => vec![out],
+        },
+        Behaviour::BadSignatures => {
+            let mut out = out;
+            if sim.rng.gen_bool(0.5) {
+                corrupt(&mut out.message, &mut sim.rng);
+            }
+            vec![out]
+        }
+        Behaviour::Replay => {
+            let mut outs = vec![out.clone()];
+            sim.byz.recorded.push(out.message);
+            if sim.byz.recorded.len() > 512 {
+                sim.byz.recorded.remove(0);
+            }
+            if sim.rng.gen_bool(0.5) {
+                let i = sim.rng.gen_range(0..sim.byz.recorded.len());
+                outs.push(Outgoing {
+                    to: Target::All,
+                    message: sim.byz.recorded[i].clone(),
+                });
+            }
+            outs
+        }
+        Behaviour::ForgeCertificates => match &out.message {
+            ConsensusMessage::Proposal {
+                block,
+                timeout_cert,
+                ..
+            } => {
+                let mut forged = block.clone();
+                let mut tc = timeout_cert.clone();
+                if let Some(tc) = tc.as_mut().filter(|_| sim.rng.gen_bool(0.5)) {
+                    // Claim a higher QC round than any signer reported.
+                    tc.high_qc.round += 1;
+                } else {
+                    // Move the justify QC to the round just before this one.
+                    forged.justify.round = forged.round - 1;
+                    forged.justify.parent_round = forged.round.saturating_sub(2);
+                }
+                let forged_id = crypto::block_id(&forged);
+                let signature = signer.sign(&crypto::proposal_message(epoch, &forged_id));
+                vec![Outgoing {
+                    to: out.to,
+                    message: ConsensusMessage::Proposal {
+                        block: forged,
+                        timeout_cert: tc,
+                        signature,
+                    },
+                }]
+            }
+            _ => vec![out],
+        },
+    }
+}
+
+fn corrupt(message: &mut ConsensusMessage, rng: &mut StdRng) {
+    let flip = |s: &mut bftlog_spec::wire::Signature64, rng: &mut StdRng| {
+        let i = rng.gen_range(0..64);
+        s.0[i] ^= 1 << rng.gen_range(0..8);
+    };
+    match message {
+        ConsensusMessage::Proposal { signature, .. } => flip(signature, rng),
+        ConsensusMessage::Vote { vote } => flip(&mut vote.signature, rng),
+        ConsensusMessage::Timeout { timeout } => flip(&mut timeout.signature, rng),
+        ConsensusMessage::CheckpointSignature { note_signature, .. } => flip(note_signature, rng),
+        _ => {}
+    }
+}

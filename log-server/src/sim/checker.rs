@@ -1,0 +1,282 @@
+//! The invariants checked after every simulation step.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use bftlog_spec::merkle::{self, Hash, MemoryTree};
+use bftlog_spec::note::{KeyRing, KeyType, Note, VerifierKey};
+use bftlog_spec::wire::{ConsensusMessage, ReplicaId};
+
+use crate::consensus::{CheckpointEvent, Committed, Config};
+
+/// A broken invariant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// An honest replica committed a different entry at an index.
+    Fork { replica: ReplicaId, index: u64 },
+    /// An honest replica's commits skipped or repeated indexes.
+    Gap {
+        replica: ReplicaId,
+        expected_index: u64,
+        got_index: u64,
+    },
+    /// A quorum checkpoint disagrees with the committed log.
+    BadQuorumCheckpoint { size: u64, reason: String },
+    /// An honest replica signed two roots for one size.
+    TwoRoots { replica: ReplicaId, size: u64 },
+    /// An honest replica voted for two blocks in one round.
+    DoubleVote { replica: ReplicaId, round: u64 },
+    /// An honest replica refused to sign: its own commits contradicted
+    /// what it signed before.
+    SigningRefused { replica: ReplicaId, size: u64 },
+    /// After the heal, entries submitted to honest replicas did not all
+    /// commit in time.
+    NotLive { missing: usize, committed: u64 },
+    /// After the heal, an honest replica did not catch up.
+    Lagging {
+        replica: ReplicaId,
+        size: u64,
+        log: u64,
+    },
+}
+
+pub struct Checker {
+    honest: BTreeSet<ReplicaId>,
+    quorum: usize,
+    keys: KeyRing,
+    /// The reference log (leaf hashes) and its tree.
+    log: Vec<Hash>,
+    committed_set: BTreeSet<Hash>,
+    tree: MemoryTree,
+    /// Committed size per honest replica (survives restarts).
+    sizes: BTreeMap<ReplicaId, u64>,
+    signed: BTreeMap<(ReplicaId, u64), Hash>,
+    votes: BTreeMap<(ReplicaId, u64), Hash>,
+    quorums: BTreeMap<u64, Hash>,
+    /// Leaf hashes submitted, and whether an honest replica got them.
+    submitted: BTreeMap<Hash, bool>,
+    healed_at: Option<Duration>,
+    violation: Option<Violation>,
+}
+
+impl Checker {
+    pub fn new(cfg: &Config, honest: Vec<ReplicaId>) -> Self {
+        let keys = KeyRing::from_keys(
+            cfg.replicas
+                .iter()
+                .map(|k| VerifierKey::new(&cfg.origin, KeyType::Ed25519, *k).expect("valid")),
+        )
+        .expect("distinct keys");
+        Checker {
+            sizes: honest.iter().map(|id| (*id, 0)).collect(),
+            honest: honest.into_iter().collect(),
+            quorum: cfg.quorum(),
+            keys,
+            log: Vec::new(),
+            committed_set: BTreeSet::new(),
+            tree: MemoryTree::new(),
+            signed: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            quorums: BTreeMap::new(),
+            submitted: BTreeMap::new(),
+            healed_at: None,
+            violation: None,
+        }
+    }
+
+    fn fail(&mut self, v: Violation) {
+        if self.violation.is_none() {
+            self.violation = Some(v);
+        }
+    }
+
+    pub fn take_violation(&mut self) -> Option<Violation> {
+        self.violation.take()
+    }
+
+    pub fn log_len(&self) -> u64 {
+        self.log.len() as u64
+    }
+
+    pub fn submitted(&mut self, entry: &[u8], to_honest: bool) {
+        let e = self
+            .submitted
+            .entry(merkle::leaf_hash(entry))
+            .or_insert(false);
+        *e |= to_honest;
+    }
+
+    /// Whether `entry` is in the committed log.
+    pub fn is_committed(&self, entry: &[u8]) -> bool {
+        self.committed_set.contains(&merkle::leaf_hash(entry))
+    }
+
+    pub fn healed(&mut self, at: Duration) {
+        self.healed_at.get_or_insert(at);
+    }
+
+    /// Invariant 1 (and acknowledged entries keep their index).
+    pub fn committed(&mut self, replica: ReplicaId, c: &Committed) {
+        let size = self.sizes.get(&replica).copied().unwrap_or(0);
+        if c.first_index != size {
+            return self.fail(Violation::Gap {
+                replica,
+                expected_index: size,
+                got_index: c.first_index,
+            });
+        }
+        for (i, entry) in c.block.entries.iter().enumerate() {
+            let index = c.first_index + i as u64;
+            let leaf = merkle::leaf_hash(entry);
+            match self.log.get(index as usize) {
+                Some(existing) if *existing != leaf => {
+                    return self.fail(Violation::Fork { replica, index });
+                }
+                Some(_) => {}
+                None => {
+                    assert_eq!(index as usize, self.log.len());
+                    self.log.push(leaf);
+                    self.committed_set.insert(leaf);
+                    self.tree.append(leaf);
+                }
+            }
+        }
+        self.sizes.insert(replica, c.size);
+        let root = merkle::tree_root(c.size, &self.tree).expect("size within the log");
+        if root != c.root {
+            return self.fail(Violation::Fork {
+                replica,
+                index: c.size,
+            });
+        }
+        self.check_quorums();
+    }
+
+    /// Invariant 3, checkpoints: never two roots for one size.
+    pub fn signed(&mut self, replica: ReplicaId, size: u64, root: Hash) {
+        match self.signed.insert((replica, size), root) {
+            Some(previous) if previous != root => self.fail(Violation::TwoRoots { replica, size }),
+            _ => {}
+        }
+    }
+
+    pub fn refused(&mut self, replica: ReplicaId, event: &CheckpointEvent) {
+        if let CheckpointEvent::Refused { size, .. } = event {
+            self.fail(Violation::SigningRefused {
+                replica,
+                size: *size,
+            });
+        }
+    }
+
+    /// Invariant 2: every quorum checkpoint carries ≥ quorum valid replica
+    /// signatures and matches the committed log at its size.
+    pub fn quorum(&mut self, size: u64, note: &Note) {
+        let root = match bftlog_spec::checkpoint::Checkpoint::parse(note.text()) {
+            Ok(cp) if cp.size == size => cp.root,
+            _ => {
+                return self.fail(Violation::BadQuorumCheckpoint {
+                    size,
+                    reason: "body does not parse or size differs".into(),
+                });
+            }
+        };
+        if let Some(known) = self.quorums.get(&size) {
+            if *known != root {
+                return self.fail(Violation::BadQuorumCheckpoint {
+                    size,
+                    reason: "two quorum checkpoints for one size".into(),
+                });
+            }
+            return;
+        }
+        match note.verify(&self.keys) {
+            Ok(v) if v.signatures().len() >= self.quorum => {}
+            Ok(v) => {
+                return self.fail(Violation::BadQuorumCheckpoint {
+                    size,
+                    reason: format!(
+                        "{} signatures, quorum {}",
+                        v.signatures().len(),
+                        self.quorum
+                    ),
+                });
+            }
+            Err(e) => {
+                return self.fail(Violation::BadQuorumCheckpoint {
+                    size,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        self.quorums.insert(size, root);
+        self.check_quorums();
+    }
+
+    fn check_quorums(&mut self) {
+        let len = self.log.len() as u64;
+        let mut bad = None;
+        for (size, root) in self.quorums.range(..=len) {
+            let expected = merkle::tree_root(*size, &self.tree).expect("within the log");
+            if expected != *root {
+                bad = Some(*size);
+                break;
+            }
+        }
+        if let Some(size) = bad {
+            self.fail(Violation::BadQuorumCheckpoint {
+                size,
+                reason: "root differs from the committed log's".into(),
+            });
+        }
+    }
+
+    /// Invariant 3, votes: an honest replica votes for one block per round.
+    pub fn sent(&mut self, replica: ReplicaId, message: &ConsensusMessage) {
+        if let ConsensusMessage::Vote { vote } = message {
+            if !self.honest.contains(&replica) {
+                return;
+            }
+            match self.votes.insert((replica, vote.round), vote.block_id) {
+                Some(previous) if previous != vote.block_id => self.fail(Violation::DoubleVote {
+                    replica,
+                    round: vote.round,
+                }),
+                _ => {}
+            }
+        }
+    }
+
+    fn missing(&self) -> usize {
+        self.submitted
+            .iter()
+            .filter(|(h, honest)| **honest && !self.committed_set.contains(*h))
+            .count()
+    }
+
+    /// Everything submitted to an honest replica is committed everywhere.
+    pub fn all_done(&self, _entries: usize) -> bool {
+        self.missing() == 0 && self.sizes.values().all(|s| *s == self.log.len() as u64)
+    }
+
+    /// Invariant 4, at the end of the liveness window.
+    pub fn check_liveness(&self, _entries: usize) -> Result<(), Violation> {
+        let missing = self.missing();
+        if missing > 0 {
+            return Err(Violation::NotLive {
+                missing,
+                committed: self.log.len() as u64,
+            });
+        }
+        for (replica, size) in &self.sizes {
+            if *size != self.log.len() as u64 {
+                return Err(Violation::Lagging {
+                    replica: *replica,
+                    size: *size,
+                    log: self.log.len() as u64,
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,699 @@
+//! Deterministic simulation of whole clusters.
+//!
+//! One thread, virtual time, one seeded RNG. The network model delays
+//! (uniform within a range, with occasional slow deliveries), loses,
+//! duplicates and reorders messages, and partitions and heals the cluster.
+//! Honest replicas crash and restart with what they had made durable:
+//! unacknowledged writes are lost. Byzantine replicas (at most f) run the
+//! honest core but tamper with what it sends ([`Behaviour`]).
+//!
+//! After every step the [`Checker`] verifies:
+//! 1. honest committed logs are prefixes of one another (checked against
+//!    one reference log, which also covers acknowledged entries keeping
+//!    their index across crashes);
+//! 2. quorum checkpoints agree with that log: same size, same root, so any
+//!    two are consistent;
+//! 3. no honest replica signs two roots for one size, or votes for two
+//!    blocks in one round (across restarts);
+//! 4. liveness: once the network is healed and faults stop, every entry
+//!    submitted to an honest replica commits, and honest replicas catch up,
+//!    within a bounded virtual time.
+//!
+//! A failure reports its seed; `SIM_SEED=<n>` reproduces it exactly.
+
+mod byzantine;
+mod checker;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::time::Duration;
+
+use bftlog_spec::merkle::{self, CompactRange};
+use bftlog_spec::wire::{Block, ConsensusMessage, ReplicaId};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::consensus::{
+    CheckpointEvent, Config, Outgoing, Recovered, Replica, SafetyState, Target,
+};
+pub use byzantine::{ALL_BEHAVIOURS, Behaviour};
+pub use checker::{Checker, Violation};
+
+/// How long a simulated client waits for its entry to commit before
+/// submitting it again.
+const CLIENT_RETRY: Duration = Duration::from_millis(3000);
+
+/// What a simulation run does. [`Scenario::from_seed`] draws one.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub seed: u64,
+    pub n: usize,
+    /// Byzantine replicas and what they do (at most f, counting twins as
+    /// one replica).
+    pub byzantine: Vec<(ReplicaId, Behaviour)>,
+    /// Delivery delay range, milliseconds.
+    pub min_delay_ms: u64,
+    pub max_delay_ms: u64,
+    /// Per-message probabilities.
+    pub loss: f64,
+    pub duplicate: f64,
+    /// Whether random partitions (and heals) happen before `heal_at_ms`.
+    pub partitions: bool,
+    /// Whether honest replicas crash and restart before `heal_at_ms`.
+    pub crashes: bool,
+    /// Entries submitted, spread over `[0, heal_at_ms)`.
+    pub entries: usize,
+    /// Replicas each entry is submitted to.
+    pub submit_to: usize,
+    /// From here on: no loss, no partitions, no crashes.
+    pub heal_at_ms: u64,
+    /// Liveness deadline after the heal.
+    pub liveness_ms: u64,
+    pub round_timeout_ms: u64,
+}
+
+impl Scenario {
+    /// A random scenario for `seed` with `n` replicas.
+    pub fn from_seed(seed: u64, n: usize) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_5eed);
+        let f = (n - 1) / 3;
+        let byzantine_count = rng.gen_range(0..=f);
+        let mut ids: Vec<ReplicaId> = (0..n as ReplicaId).collect();
+        for i in (1..ids.len()).rev() {
+            ids.swap(i, rng.gen_range(0..=i));
+        }
+        let byzantine = ids[..byzantine_count]
+            .iter()
+            .map(|id| (*id, Behaviour::random(&mut rng)))
+            .collect();
+        let hostile = rng.gen_bool(0.7);
+        Scenario {
+            seed,
+            n,
+            byzantine,
+            min_delay_ms: rng.gen_range(1..=5),
+            max_delay_ms: rng.gen_range(10..=if hostile { 400 } else { 50 }),
+            loss: if hostile {
+                rng.gen_range(0.0..0.15)
+            } else {
+                0.0
+            },
+            duplicate: if hostile {
+                rng.gen_range(0.0..0.1)
+            } else {
+                0.0
+            },
+            partitions: hostile && rng.gen_bool(0.5),
+            crashes: hostile && rng.gen_bool(0.5),
+            entries: rng.gen_range(1..=60),
+            submit_to: f + 1,
+            heal_at_ms: rng.gen_range(2_000..=10_000),
+            liveness_ms: 120_000,
+            round_timeout_ms: 500,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub seed: u64,
+    pub steps: u64,
+    pub committed_entries: u64,
+    pub max_round: u64,
+    pub virtual_time_ms: u64,
+}
+
+/// A run that broke an invariant.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub seed: u64,
+    pub at_ms: u64,
+    pub violation: Violation,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed {} failed at {} ms: {:?} (reproduce with SIM_SEED={})",
+            self.seed, self.at_ms, self.violation, self.seed
+        )
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Deliver {
+        to: usize,
+        from: ReplicaId,
+        message: ConsensusMessage,
+    },
+    Timer {
+        node: usize,
+        generation: u64,
+    },
+    Persisted {
+        node: usize,
+        generation: u64,
+        token: u64,
+        state: SafetyState,
+        blocks: Vec<Block>,
+    },
+    Submit {
+        entry: Vec<u8>,
+        targets: Vec<ReplicaId>,
+    },
+    /// The client checks whether its entry committed, and resubmits to
+    /// other replicas if not (as the client library does).
+    Retry {
+        entry: Vec<u8>,
+    },
+    Crash {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
+    Partition,
+    Heal,
+}
+
+/// One simulated process. Twins are two nodes with one replica id.
+struct Node {
+    replica_id: ReplicaId,
+    replica: Option<Replica<StdRng>>,
+    /// Bumped on crash so in-flight timers and write acknowledgements of
+    /// the old incarnation are ignored.
+    generation: u64,
+    durable_safety: SafetyState,
+    durable_blocks: Vec<Block>,
+    /// Voted blocks made durable, by round (pruned as commits pass them).
+    durable_voted: BTreeMap<u64, Vec<Block>>,
+    timer_at: Option<Duration>,
+    byzantine: Option<Behaviour>,
+    /// For twins: which partition side this copy talks to.
+    side: Option<u8>,
+}
+
+pub struct Sim {
+    scenario: Scenario,
+    rng: StdRng,
+    now: Duration,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(Duration, u64, usize)>>,
+    events: BTreeMap<usize, Event>,
+    next_event: usize,
+    nodes: Vec<Node>,
+    keys: Vec<ed25519_dalek::SigningKey>,
+    cfg: Config,
+    /// Partition side per replica id, while partitioned.
+    partition: Option<Vec<u8>>,
+    healed: bool,
+    checker: Checker,
+    byz: byzantine::State,
+    steps: u64,
+}
+
+impl Sim {
+    pub fn new(scenario: Scenario) -> Self {
+        let mut rng = StdRng::seed_from_u64(scenario.seed);
+        let keys: Vec<ed25519_dalek::SigningKey> = (0..scenario.n)
+            .map(|_| ed25519_dalek::SigningKey::generate(&mut rng))
+            .collect();
+        let mut cfg = Config::new(
+            1,
+            "sim.bftlog.test/log",
+            keys.iter().map(|k| k.verifying_key()).collect(),
+        );
+        cfg.round_timeout_ms = scenario.round_timeout_ms;
+        cfg.max_round_timeout_ms = scenario.round_timeout_ms * 8;
+        cfg.max_block_entries = 16;
+        cfg.sync_batch_blocks = 8;
+        cfg.sync_timeout_ms = 1000;
+        let byz_map: BTreeMap<ReplicaId, Behaviour> = scenario.byzantine.iter().cloned().collect();
+        let mut nodes = Vec::new();
+        for id in 0..scenario.n as ReplicaId {
+            let behaviour = byz_map.get(&id).copied();
+            let copies = if behaviour == Some(Behaviour::Twins) {
+                2
+            } else {
+                1
+            };
+            for side in 0..copies {
+                nodes.push(Node {
+                    replica_id: id,
+                    replica: None,
+                    generation: 0,
+                    durable_safety: SafetyState::genesis(cfg.epoch),
+                    durable_blocks: Vec::new(),
+                    durable_voted: BTreeMap::new(),
+                    timer_at: None,
+                    byzantine: behaviour,
+                    side: (copies == 2).then_some(side as u8),
+                });
+            }
+        }
+        let honest: Vec<ReplicaId> = (0..scenario.n as ReplicaId)
+            .filter(|id| !byz_map.contains_key(id))
+            .collect();
+        let checker = Checker::new(&cfg, honest);
+        let mut sim = Sim {
+            rng,
+            now: Duration::ZERO,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            next_event: 0,
+            nodes,
+            keys,
+            cfg,
+            partition: None,
+            healed: false,
+            checker,
+            byz: byzantine::State::default(),
+            steps: 0,
+            scenario,
+        };
+        for i in 0..sim.nodes.len() {
+            sim.start_node(i);
+        }
+        sim.schedule_workload();
+        sim
+    }
+
+    fn schedule(&mut self, at: Duration, event: Event) {
+        let id = self.next_event;
+        self.next_event += 1;
+        self.seq += 1;
+        self.events.insert(id, event);
+        self.queue.push(Reverse((at, self.seq, id)));
+    }
+
+    fn schedule_workload(&mut self) {
+        let s = self.scenario.clone();
+        let heal = Duration::from_millis(s.heal_at_ms);
+        for i in 0..s.entries {
+            let at = Duration::from_millis(self.rng.gen_range(0..s.heal_at_ms));
+            let ids = self.random_replicas(s.submit_to);
+            let entry = format!("seed {} entry {i}", s.seed).into_bytes();
+            self.schedule(
+                at,
+                Event::Submit {
+                    entry,
+                    targets: ids,
+                },
+            );
+        }
+        if s.partitions {
+            let mut t = 0;
+            while t < s.heal_at_ms {
+                t += self.rng.gen_range(300..2000);
+                let at = Duration::from_millis(t.min(s.heal_at_ms));
+                let event = if self.rng.gen_bool(0.5) {
+                    Event::Partition
+                } else {
+                    Event::Heal
+                };
+                self.schedule(at, event);
+            }
+        }
+        if s.crashes {
+            let honest_nodes: Vec<usize> = (0..self.nodes.len())
+                .filter(|i| self.nodes[*i].byzantine.is_none())
+                .collect();
+            let mut t = 0;
+            while t < s.heal_at_ms {
+                t += self.rng.gen_range(500..3000);
+                if t >= s.heal_at_ms {
+                    break;
+                }
+                let node = honest_nodes[self.rng.gen_range(0..honest_nodes.len())];
+                let down = self.rng.gen_range(50..1500);
+                self.schedule(Duration::from_millis(t), Event::Crash { node });
+                let up = (t + down).min(s.heal_at_ms);
+                self.schedule(Duration::from_millis(up), Event::Restart { node });
+            }
+        }
+        self.schedule(heal, Event::Heal);
+    }
+
+    fn random_replicas(&mut self, count: usize) -> Vec<ReplicaId> {
+        let mut ids: Vec<ReplicaId> = (0..self.scenario.n as ReplicaId).collect();
+        for j in (1..ids.len()).rev() {
+            ids.swap(j, self.rng.gen_range(0..=j));
+        }
+        ids.truncate(count);
+        ids
+    }
+
+    fn start_node(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        let id = node.replica_id;
+        let mut tree = CompactRange::new();
+        for b in &node.durable_blocks {
+            for e in b.entries.iter() {
+                tree.append(merkle::leaf_hash(e));
+            }
+        }
+        let recovered = Recovered {
+            safety: node.durable_safety.clone(),
+            tree,
+            committed_blocks: node.durable_blocks.clone(),
+            first_height: 1,
+            voted_blocks: node.durable_voted.values().flatten().cloned().collect(),
+        };
+        let rng = StdRng::seed_from_u64(self.rng.r#gen());
+        let replica = Replica::new(
+            self.cfg.clone(),
+            id,
+            self.keys[id as usize].clone(),
+            rng,
+            recovered,
+            self.now,
+        )
+        .expect("valid simulated configuration");
+        self.nodes[i].replica = Some(replica);
+        self.nodes[i].timer_at = None;
+        self.drain(i);
+    }
+
+    /// Runs to the end of the liveness window; `Err` on the first
+    /// violated invariant.
+    pub fn run(mut self) -> Result<Outcome, Failure> {
+        let end = Duration::from_millis(self.scenario.heal_at_ms + self.scenario.liveness_ms);
+        let max_steps = 2_000_000u64;
+        while let Some(Reverse((at, _, id))) = self.queue.pop() {
+            if at > end || self.steps >= max_steps {
+                break;
+            }
+            self.now = at;
+            self.steps += 1;
+            let event = self.events.remove(&id).expect("scheduled");
+            self.step(event);
+            if let Some(v) = self.checker.take_violation() {
+                return Err(self.failure(v));
+            }
+            if self.healed && self.checker.all_done(self.scenario.entries) && self.queue_idle() {
+                break;
+            }
+        }
+        if let Err(v) = self.checker.check_liveness(self.scenario.entries) {
+            return Err(self.failure(v));
+        }
+        Ok(Outcome {
+            seed: self.scenario.seed,
+            steps: self.steps,
+            committed_entries: self.checker.log_len(),
+            max_round: self
+                .nodes
+                .iter()
+                .filter_map(|n| n.replica.as_ref().map(|r| r.round()))
+                .max()
+                .unwrap_or(0),
+            virtual_time_ms: self.now.as_millis() as u64,
+        })
+    }
+
+    fn queue_idle(&self) -> bool {
+        // Only timers left: nothing in flight.
+        self.events
+            .values()
+            .all(|e| matches!(e, Event::Timer { .. }))
+    }
+
+    fn failure(&self, violation: Violation) -> Failure {
+        if std::env::var_os("SIM_TRACE").is_some() {
+            for n in &self.nodes {
+                match &n.replica {
+                    Some(r) => eprintln!("{} (gen {})", r.describe(), n.generation),
+                    None => eprintln!("replica {} down", n.replica_id),
+                }
+            }
+        }
+        Failure {
+            seed: self.scenario.seed,
+            at_ms: self.now.as_millis() as u64,
+            violation,
+        }
+    }
+
+    fn step(&mut self, event: Event) {
+        match event {
+            Event::Deliver { to, from, message } => {
+                let now = self.now;
+                if let Some(r) = self.nodes[to].replica.as_mut() {
+                    r.handle_message(now, from, message);
+                    self.drain(to);
+                }
+            }
+            Event::Timer { node, generation } => {
+                let now = self.now;
+                let n = &mut self.nodes[node];
+                if n.generation != generation || n.timer_at != Some(now) {
+                    return;
+                }
+                n.timer_at = None;
+                if let Some(r) = n.replica.as_mut() {
+                    r.handle_timeout(now);
+                    self.drain(node);
+                }
+            }
+            Event::Persisted {
+                node,
+                generation,
+                token,
+                state,
+                blocks,
+            } => {
+                let n = &mut self.nodes[node];
+                if n.generation != generation {
+                    return; // lost in a crash
+                }
+                n.durable_safety = state;
+                for b in blocks {
+                    n.durable_voted.entry(b.round).or_default().push(b);
+                }
+                if let Some(r) = n.replica.as_mut() {
+                    r.handle_persisted(token);
+                    self.drain(node);
+                }
+            }
+            Event::Submit { entry, targets } => {
+                let now = self.now;
+                let honest = targets
+                    .iter()
+                    .any(|t| !self.scenario.byzantine.iter().any(|(b, _)| b == t));
+                self.checker.submitted(&entry, honest);
+                for t in targets {
+                    for i in 0..self.nodes.len() {
+                        if self.nodes[i].replica_id != t {
+                            continue;
+                        }
+                        if let Some(r) = self.nodes[i].replica.as_mut() {
+                            r.submit(now, vec![entry.clone()]);
+                            self.drain(i);
+                        }
+                    }
+                }
+                self.schedule(now + CLIENT_RETRY, Event::Retry { entry });
+            }
+            Event::Retry { entry } => {
+                if !self.checker.is_committed(&entry) {
+                    let targets = self.random_replicas(self.scenario.submit_to);
+                    self.step(Event::Submit { entry, targets });
+                }
+            }
+            Event::Crash { node } => {
+                let n = &mut self.nodes[node];
+                if n.replica.is_some() && !self.healed {
+                    n.replica = None;
+                    n.generation += 1;
+                    n.timer_at = None;
+                }
+            }
+            Event::Restart { node } => {
+                if self.nodes[node].replica.is_none() {
+                    self.start_node(node);
+                }
+            }
+            Event::Partition => {
+                if !self.healed {
+                    let sides = (0..self.scenario.n)
+                        .map(|_| self.rng.gen_range(0..2u8))
+                        .collect();
+                    self.partition = Some(sides);
+                }
+            }
+            Event::Heal => {
+                self.partition = None;
+                if self.now >= Duration::from_millis(self.scenario.heal_at_ms) {
+                    self.healed = true;
+                    self.checker.healed(self.now);
+                    // Restart anything still down.
+                    for i in 0..self.nodes.len() {
+                        if self.nodes[i].replica.is_none() {
+                            self.start_node(i);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drains a node's outputs: writes, commits, checkpoint events, sends
+    /// and its next timer.
+    fn drain(&mut self, i: usize) {
+        let now = self.now;
+        let generation = self.nodes[i].generation;
+        let id = self.nodes[i].replica_id;
+        let honest = self.nodes[i].byzantine.is_none();
+        loop {
+            let Some(r) = self.nodes[i].replica.as_mut() else {
+                return;
+            };
+            // Writes first: their acknowledgements release held messages.
+            if let Some(p) = r.poll_persist() {
+                let delay = Duration::from_micros(self.rng.gen_range(100..3000));
+                let ev = Event::Persisted {
+                    node: i,
+                    generation,
+                    token: p.token,
+                    state: p.state,
+                    blocks: p.blocks,
+                };
+                self.schedule(now + delay, ev);
+                continue;
+            }
+            if let Some(c) = r.poll_commit() {
+                self.nodes[i].durable_blocks.push(c.block.clone());
+                let round = c.block.round;
+                let voted = &mut self.nodes[i].durable_voted;
+                *voted = voted.split_off(&(round + 1));
+                if honest {
+                    self.checker.committed(id, &c);
+                }
+                continue;
+            }
+            if let Some(ev) = r.poll_checkpoint() {
+                match &ev {
+                    CheckpointEvent::Signed { size, root } if honest => {
+                        self.checker.signed(id, *size, *root)
+                    }
+                    CheckpointEvent::Quorum { size, note } => self.checker.quorum(*size, note),
+                    CheckpointEvent::Refused { .. } if honest => self.checker.refused(id, &ev),
+                    _ => {}
+                }
+                continue;
+            }
+            if let Some(out) = r.poll_send() {
+                if honest {
+                    self.checker.sent(id, &out.message);
+                }
+                self.route(i, out);
+                continue;
+            }
+            break;
+        }
+        let r = self.nodes[i].replica.as_ref().expect("alive");
+        if let Some(t) = r.poll_timeout() {
+            let t = t.max(now);
+            if self.nodes[i].timer_at != Some(t) {
+                self.nodes[i].timer_at = Some(t);
+                self.schedule(
+                    t,
+                    Event::Timer {
+                        node: i,
+                        generation,
+                    },
+                );
+            }
+        } else {
+            self.nodes[i].timer_at = None;
+        }
+    }
+
+    /// Sends one message through the network model (and, for a Byzantine
+    /// sender, through its tampering first).
+    fn route(&mut self, from_node: usize, out: Outgoing) {
+        let from = self.nodes[from_node].replica_id;
+        let outs = match self.nodes[from_node].byzantine {
+            Some(b) => byzantine::tamper(self, from_node, b, out),
+            None => vec![out],
+        };
+        for out in outs {
+            let targets: Vec<ReplicaId> = match out.to {
+                Target::All => (0..self.scenario.n as ReplicaId)
+                    .filter(|t| *t != from)
+                    .collect(),
+                Target::One(t) => vec![t],
+            };
+            for t in targets {
+                for to in 0..self.nodes.len() {
+                    if self.nodes[to].replica_id != t {
+                        continue;
+                    }
+                    // Twins: each copy talks only to its own side.
+                    if let (Some(a), Some(b)) = (self.nodes[from_node].side, self.twin_side(to)) {
+                        if a != b {
+                            continue;
+                        }
+                    }
+                    if let (Some(a), Some(b)) = (self.twin_side(from_node), self.nodes[to].side) {
+                        if a != b {
+                            continue;
+                        }
+                    }
+                    self.transmit(from, to, out.message.clone());
+                }
+            }
+        }
+    }
+
+    /// Twins partition the honest replicas into two sides by id parity.
+    fn twin_side(&self, node: usize) -> Option<u8> {
+        let twins = self.nodes.iter().any(|n| n.side.is_some());
+        (twins && self.nodes[node].side.is_none()).then(|| (self.nodes[node].replica_id % 2) as u8)
+    }
+
+    fn transmit(&mut self, from: ReplicaId, to: usize, message: ConsensusMessage) {
+        let to_id = self.nodes[to].replica_id;
+        if !self.healed {
+            if let Some(sides) = &self.partition {
+                if sides[from as usize] != sides[to_id as usize] {
+                    return;
+                }
+            }
+            if self.rng.gen_bool(self.scenario.loss) {
+                return;
+            }
+        }
+        let copies = if !self.healed && self.rng.gen_bool(self.scenario.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let mut delay = self
+                .rng
+                .gen_range(self.scenario.min_delay_ms..=self.scenario.max_delay_ms);
+            if !self.healed && self.rng.gen_bool(0.02) {
+                delay *= 10; // a slow path now and then
+            }
+            let at = self.now + Duration::from_millis(delay);
+            self.schedule(
+                at,
+                Event::Deliver {
+                    to,
+                    from,
+                    message: message.clone(),
+                },
+            );
+        }
+    }
+}
+
+/// Runs one seed; the scenario is drawn from the seed.
+pub fn run_seed(seed: u64, n: usize) -> Result<Outcome, Failure> {
+    Sim::new(Scenario::from_seed(seed, n)).run()
+}
