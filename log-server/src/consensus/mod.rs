@@ -1154,7 +1154,13 @@ impl<R: RngCore + CryptoRng> Replica<R> {
     /// Leader: propose once per round, when there is something to propose
     /// or a certified block with entries still needs its commit.
     fn maybe_propose(&mut self) {
-        if self.cfg.leader(self.round) != self.id || self.proposed_round >= self.round {
+        // A leader votes for its own proposal, so a round at or below the
+        // durable last-voted round is one it already proposed in (or gave
+        // up on) before a restart: proposing again would equivocate.
+        if self.cfg.leader(self.round) != self.id
+            || self.proposed_round >= self.round
+            || self.safety.last_voted_round >= self.round
+        {
             return;
         }
         let qc = self.safety.high_qc.clone();
@@ -1165,6 +1171,14 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             _ if qc.round + 1 == self.round => None,
             _ => return,
         };
+        // Propose only on top of a block we hold: we vote for our own
+        // proposal, and that vote (durable before the proposal leaves) is
+        // what stops a restarted leader from proposing twice in a round.
+        if qc.block_id != self.committed_id && !self.blocks.contains_key(&qc.block_id) {
+            let peer = self.sync_peer;
+            self.request_sync(peer);
+            return;
+        }
         let exclude = self.uncommitted_leaves(&qc.block_id);
         let batch = self.mempool.batch(
             &exclude,
@@ -1906,6 +1920,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             self.request_sync(from);
         }
         self.arm_timer();
+        self.maybe_propose();
     }
 }
 

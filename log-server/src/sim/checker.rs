@@ -26,6 +26,8 @@ pub enum Violation {
     TwoRoots { replica: ReplicaId, size: u64 },
     /// An honest replica voted for two blocks in one round.
     DoubleVote { replica: ReplicaId, round: u64 },
+    /// An honest leader proposed two blocks in one round.
+    DoubleProposal { replica: ReplicaId, round: u64 },
     /// An honest replica refused to sign: its own commits contradicted
     /// what it signed before.
     SigningRefused { replica: ReplicaId, size: u64 },
@@ -52,6 +54,7 @@ pub struct Checker {
     sizes: BTreeMap<ReplicaId, u64>,
     signed: BTreeMap<(ReplicaId, u64), Hash>,
     votes: BTreeMap<(ReplicaId, u64), Hash>,
+    proposals: BTreeMap<(ReplicaId, u64), Hash>,
     quorums: BTreeMap<u64, Hash>,
     /// Leaf hashes submitted, and whether an honest replica got them.
     submitted: BTreeMap<Hash, bool>,
@@ -77,6 +80,7 @@ impl Checker {
             tree: MemoryTree::new(),
             signed: BTreeMap::new(),
             votes: BTreeMap::new(),
+            proposals: BTreeMap::new(),
             quorums: BTreeMap::new(),
             submitted: BTreeMap::new(),
             healed_at: None,
@@ -231,19 +235,35 @@ impl Checker {
         }
     }
 
-    /// Invariant 3, votes: an honest replica votes for one block per round.
+    /// Invariant 3, votes: an honest replica votes for one block per round
+    /// (and, as leader, proposes one block per round).
     pub fn sent(&mut self, replica: ReplicaId, message: &ConsensusMessage) {
-        if let ConsensusMessage::Vote { vote } = message {
-            if !self.honest.contains(&replica) {
-                return;
+        if !self.honest.contains(&replica) {
+            return;
+        }
+        match message {
+            ConsensusMessage::Vote { vote } => {
+                match self.votes.insert((replica, vote.round), vote.block_id) {
+                    Some(previous) if previous != vote.block_id => {
+                        self.fail(Violation::DoubleVote {
+                            replica,
+                            round: vote.round,
+                        })
+                    }
+                    _ => {}
+                }
             }
-            match self.votes.insert((replica, vote.round), vote.block_id) {
-                Some(previous) if previous != vote.block_id => self.fail(Violation::DoubleVote {
-                    replica,
-                    round: vote.round,
-                }),
-                _ => {}
+            ConsensusMessage::Proposal { block, .. } => {
+                let id = crate::consensus::crypto::block_id(block);
+                match self.proposals.insert((replica, block.round), id) {
+                    Some(previous) if previous != id => self.fail(Violation::DoubleProposal {
+                        replica,
+                        round: block.round,
+                    }),
+                    _ => {}
+                }
             }
+            _ => {}
         }
     }
 

@@ -191,6 +191,8 @@ struct Node {
     /// Voted blocks made durable, by round (pruned as commits pass them).
     durable_voted: BTreeMap<u64, Vec<Block>>,
     timer_at: Option<Duration>,
+    /// When the last requested write completes (writes are ordered).
+    last_write_done: Duration,
     byzantine: Option<Behaviour>,
     /// For twins: which partition side this copy talks to.
     side: Option<u8>,
@@ -249,6 +251,7 @@ impl Sim {
                     durable_blocks: Vec::new(),
                     durable_voted: BTreeMap::new(),
                     timer_at: None,
+                    last_write_done: Duration::ZERO,
                     byzantine: behaviour,
                     side: (copies == 2).then_some(side as u8),
                 });
@@ -554,7 +557,10 @@ impl Sim {
             };
             // Writes first: their acknowledgements release held messages.
             if let Some(p) = r.poll_persist() {
+                // Writes complete in order, like appends to one log file.
                 let delay = Duration::from_micros(self.rng.gen_range(100..3000));
+                let done = (now + delay).max(self.nodes[i].last_write_done);
+                self.nodes[i].last_write_done = done;
                 let ev = Event::Persisted {
                     node: i,
                     generation,
@@ -562,7 +568,7 @@ impl Sim {
                     state: p.state,
                     blocks: p.blocks,
                 };
-                self.schedule(now + delay, ev);
+                self.schedule(done, ev);
                 continue;
             }
             if let Some(c) = r.poll_commit() {
@@ -587,6 +593,17 @@ impl Sim {
                 continue;
             }
             if let Some(out) = r.poll_send() {
+                if std::env::var_os("SIM_TRACE").is_some() {
+                    if let ConsensusMessage::Proposal { block, .. } = &out.message {
+                        eprintln!(
+                            "{:?} node {i} gen {generation} proposes round {} ({} entries) {}",
+                            now,
+                            block.round,
+                            block.entries.len(),
+                            r.describe()
+                        );
+                    }
+                }
                 if honest {
                     self.checker.sent(id, &out.message);
                 }
