@@ -16,12 +16,14 @@ use crate::consensus::{Outgoing, Target};
 pub enum Behaviour {
     /// Sends nothing at all.
     Silent,
-    /// Never sends its votes.
+    /// Sends each vote to at most one replica, so certificates form at
+    /// some replicas and not at others.
     WithholdVotes,
     /// Never sends its proposals.
     WithholdProposals,
     /// As leader, sends one block to half the replicas and a conflicting
-    /// block to the other half, and votes for both.
+    /// block to the other half (then each half the other block too), and
+    /// votes for both.
     Equivocate,
     /// Votes for its block and, to other replicas, for another block in the
     /// same round.
@@ -92,6 +94,15 @@ pub(super) fn tamper(
         Behaviour::Silent => Vec::new(),
         Behaviour::Twins => vec![out],
         Behaviour::WithholdVotes => match out.message {
+            // Each vote reaches one replica at most: certificates form at
+            // some replicas and not others.
+            ConsensusMessage::Vote { .. } if sim.rng.gen_bool(0.5) => {
+                let to = sim.rng.gen_range(0..n as ReplicaId);
+                vec![Outgoing {
+                    to: Target::One(to),
+                    message: out.message,
+                }]
+            }
             ConsensusMessage::Vote { .. } => Vec::new(),
             _ => vec![out],
         },
@@ -123,6 +134,10 @@ pub(super) fn tamper(
                     signature: other_sig,
                 };
                 outs.extend(to_each(&b, &forged));
+                // Then each side also gets the other block: whoever crashes
+                // and forgets its vote sees a second candidate.
+                outs.extend(to_each(&a, &forged));
+                outs.extend(to_each(&b, &out.message));
                 // And vote for the second block on that side.
                 let vote = Vote {
                     epoch,

@@ -14,6 +14,9 @@ use crate::consensus::{CheckpointEvent, Committed, Config};
 pub enum Violation {
     /// An honest replica committed a different entry at an index.
     Fork { replica: ReplicaId, index: u64 },
+    /// An honest replica committed a different block at a height (even
+    /// one with the same entries).
+    BlockFork { replica: ReplicaId, height: u64 },
     /// An honest replica's commits skipped or repeated indexes.
     Gap {
         replica: ReplicaId,
@@ -48,6 +51,8 @@ pub struct Checker {
     keys: KeyRing,
     /// The reference log (leaf hashes) and its tree.
     log: Vec<Hash>,
+    /// Committed block ids by height - 1.
+    chain: Vec<Hash>,
     committed_set: BTreeSet<Hash>,
     tree: MemoryTree,
     /// Committed size per honest replica (survives restarts).
@@ -76,6 +81,7 @@ impl Checker {
             quorum: cfg.quorum(),
             keys,
             log: Vec::new(),
+            chain: Vec::new(),
             committed_set: BTreeSet::new(),
             tree: MemoryTree::new(),
             signed: BTreeMap::new(),
@@ -128,6 +134,23 @@ impl Checker {
                 expected_index: size,
                 got_index: c.first_index,
             });
+        }
+        match self.chain.get(c.height as usize - 1) {
+            Some(id) if *id != c.block_id => {
+                return self.fail(Violation::BlockFork {
+                    replica,
+                    height: c.height,
+                });
+            }
+            Some(_) => {}
+            None if c.height as usize == self.chain.len() + 1 => self.chain.push(c.block_id),
+            None => {
+                return self.fail(Violation::Gap {
+                    replica,
+                    expected_index: self.chain.len() as u64 + 1,
+                    got_index: c.height,
+                });
+            }
         }
         for (i, entry) in c.block.entries.iter().enumerate() {
             let index = c.first_index + i as u64;

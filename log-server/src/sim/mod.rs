@@ -70,6 +70,8 @@ pub struct Scenario {
     /// Liveness deadline after the heal.
     pub liveness_ms: u64,
     pub round_timeout_ms: u64,
+    /// Longest time a durable write takes, microseconds.
+    pub write_latency_max_us: u64,
 }
 
 impl Scenario {
@@ -110,6 +112,7 @@ impl Scenario {
             heal_at_ms: rng.gen_range(2_000..=10_000),
             liveness_ms: 120_000,
             round_timeout_ms: 500,
+            write_latency_max_us: 3000,
         }
     }
 }
@@ -558,7 +561,10 @@ impl Sim {
             // Writes first: their acknowledgements release held messages.
             if let Some(p) = r.poll_persist() {
                 // Writes complete in order, like appends to one log file.
-                let delay = Duration::from_micros(self.rng.gen_range(100..3000));
+                let delay = Duration::from_micros(
+                    self.rng
+                        .gen_range(100..self.scenario.write_latency_max_us.max(101)),
+                );
                 let done = (now + delay).max(self.nodes[i].last_write_done);
                 self.nodes[i].last_write_done = done;
                 let ev = Event::Persisted {
