@@ -2,7 +2,8 @@
 //! (feature `inject-bugs`, enabled for tests only), is caught by the
 //! simulator within a fixed seed budget, and the same scenario passes with
 //! the bug off. Covered so far: votes sent before the last-voted round is
-//! durable. The other switches (`consensus::bugs::Bug`) exist but their
+//! durable, and the commit rule without "child round = parent round + 1".
+//! The other switches (`consensus::bugs::Bug`) exist but their
 //! catching scenarios are still being built (docs/testing.md).
 
 use bftlog_server::consensus::bugs::{self, Bug};
@@ -30,6 +31,21 @@ fn hunt(
         }
     }
     None
+}
+
+#[test]
+fn commit_without_the_round_plus_one_condition_is_caught() {
+    // Certificates that form at some replicas and not others (a replica
+    // sending each vote to at most one peer, plus loss) let a round end in
+    // a TC while its block was certified somewhere: the gap the "round + 1"
+    // condition guards.
+    let found = hunt(Bug::CommitWithoutConsecutiveRound, 4, 0..1500, |s| {
+        s.loss = 0.3;
+        s.max_delay_ms = 600;
+        s.byzantine = vec![(3, Behaviour::WithholdVotes)];
+    });
+    let failure = found.expect("the simulator must catch a commit rule without round + 1");
+    eprintln!("caught: {failure}");
 }
 
 #[test]
