@@ -2,9 +2,9 @@
 //! (feature `inject-bugs`, enabled for tests only), is caught by the
 //! simulator within a fixed seed budget, and the same scenario passes with
 //! the bug off. Covered so far: votes sent before the last-voted round is
-//! durable, and the commit rule without "child round = parent round + 1".
-//! The other switches (`consensus::bugs::Bug`) exist but their
-//! catching scenarios are still being built (docs/testing.md).
+//! durable, the commit rule without "child round = parent round + 1", and
+//! QCs whose round is not bound to their block. The remaining switch,
+//! `RecoverQcButNotTc`, has no catching scenario yet (docs/testing.md).
 
 use bftlog_server::consensus::bugs::{self, Bug};
 use bftlog_server::sim::{Behaviour, Failure, Scenario, Sim};
@@ -45,6 +45,20 @@ fn commit_without_the_round_plus_one_condition_is_caught() {
         s.byzantine = vec![(3, Behaviour::WithholdVotes)];
     });
     let failure = found.expect("the simulator must catch a commit rule without round + 1");
+    eprintln!("caught: {failure}");
+}
+
+#[test]
+fn qc_round_not_bound_to_its_block_is_caught() {
+    // A forger relabels an old QC as the previous round's to extend a
+    // stale block without a TC. Bound rounds make the relabelled QC's
+    // signatures fail; unbound, honest replicas vote for the fork, and the
+    // commit path's own guard (never commit across the committed tip)
+    // turns it into a stall that the liveness check reports.
+    let found = hunt(Bug::QcRoundUnbound, 4, 0..300, |s| {
+        s.byzantine = vec![(3, Behaviour::ForgeCertificates)];
+    });
+    let failure = found.expect("the simulator must catch QCs whose round is not bound");
     eprintln!("caught: {failure}");
 }
 

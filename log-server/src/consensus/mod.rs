@@ -79,6 +79,7 @@ mod bugs_off {
     pub const CommitWithoutConsecutiveRound: () = ();
     pub const VoteBeforePersist: () = ();
     pub const RecoverQcButNotTc: () = ();
+    pub const QcRoundUnbound: () = ();
 }
 #[cfg(feature = "inject-bugs")]
 use bugs::Bug as bug_names;
@@ -1309,7 +1310,8 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             return;
         };
         if let Some(parent) = self.blocks.get(&block.parent_id) {
-            if parent.block.round != block.justify.round {
+            // The QC's round must be its block's round.
+            if parent.block.round != block.justify.round && !bug(bug_names::QcRoundUnbound) {
                 self.metrics.malformed_messages += 1;
                 return;
             }

@@ -33,7 +33,9 @@ pub enum Behaviour {
     /// Re-sends old messages (its own and copies of what it sent before).
     Replay,
     /// Sends proposals whose certificates are forged: a QC moved to
-    /// another round, or a TC whose high QC does not match its signatures.
+    /// another round (also one extending an old block, relabelled as the
+    /// previous round's), or a TC whose high QC does not match its
+    /// signatures.
     ForgeCertificates,
     /// Two copies with one key, each talking to its own side of the
     /// honest replicas.
@@ -63,6 +65,8 @@ impl Behaviour {
 #[derive(Default)]
 pub struct State {
     recorded: Vec<ConsensusMessage>,
+    /// Certificates a forger saw, to build on stale ones later.
+    old_qcs: Vec<bftlog_spec::wire::QuorumCert>,
 }
 
 fn split(n: usize, from: ReplicaId) -> (Vec<ReplicaId>, Vec<ReplicaId>) {
@@ -210,13 +214,31 @@ pub(super) fn tamper(
             } => {
                 let mut forged = block.clone();
                 let mut tc = timeout_cert.clone();
-                if let Some(tc) = tc.as_mut().filter(|_| sim.rng.gen_bool(0.5)) {
+                sim.byz.old_qcs.push(block.justify.clone());
+                if sim.byz.old_qcs.len() > 64 {
+                    sim.byz.old_qcs.remove(0);
+                }
+                let pick = sim.rng.gen_range(0..3);
+                if let Some(tc) = tc.as_mut().filter(|_| pick == 0) {
                     // Claim a higher QC round than any signer reported.
                     tc.high_qc.round += 1;
-                } else {
+                } else if pick == 1 {
                     // Move the justify QC to the round just before this one.
                     forged.justify.round = forged.round - 1;
                     forged.justify.parent_round = forged.round.saturating_sub(2);
+                } else {
+                    // Extend an old certified block, relabelling its QC as
+                    // the previous round's so no TC seems needed (only the
+                    // round is changed: what voters signed otherwise holds).
+                    let i = sim.rng.gen_range(0..sim.byz.old_qcs.len());
+                    let mut old = sim.byz.old_qcs[i].clone();
+                    if old.round > 0 && old.round + 1 < forged.round {
+                        old.round = forged.round - 1;
+                        forged.parent_id = old.block_id;
+                        forged.justify = old;
+                        forged.entries = BoundedVec::new(Vec::new()).expect("empty");
+                        tc = None;
+                    }
                 }
                 let forged_id = crypto::block_id(&forged);
                 let signature = signer.sign(&crypto::proposal_message(epoch, &forged_id));
