@@ -66,3 +66,11 @@ fn censorship_resistance() {
         s.submit_to = 3;
     });
 }
+
+/// Seeds that once failed, kept as regressions.
+#[test]
+fn regressions() {
+    // 8819: a replica that fell behind behind Twins re-fetched the same
+    // committed batch forever (sync cursor, commit QC for full batches).
+    run_all(4, vec![8819], |_| {});
+}

@@ -405,6 +405,9 @@ pub struct Replica<R> {
     quorum_size: u64,
     sync_deadline: Option<Duration>,
     sync_peer: ReplicaId,
+    /// Next height to ask for: past blocks already fetched but not yet
+    /// committable (their commit evidence lies further ahead).
+    sync_cursor: u64,
     status_deadline: Duration,
 
     pub metrics: Metrics,
@@ -530,6 +533,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             quorum_size: 0,
             sync_deadline: None,
             sync_peer: id,
+            sync_cursor: 0,
             status_deadline: now + Duration::from_millis(cfg.status_interval_ms),
             metrics: Metrics::default(),
             cfg,
@@ -602,7 +606,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
     /// A one-line summary of the replica's state, for diagnostics.
     pub fn describe(&self) -> String {
         format!(
-            "replica {} round {} last_voted {} high_qc {} high_tc {:?} committed h{} r{} size {} mempool {} blocks {} deadline {:?} persisted {}/{} held {}",
+            "replica {} round {} last_voted {} high_qc {} high_tc {:?} committed h{} r{} size {} mempool {} blocks {} deadline {:?} persisted {}/{} held {} target {:?} sync {:?}@{} requests {} {:?}",
             self.id,
             self.round,
             self.safety.last_voted_round,
@@ -616,7 +620,22 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             self.round_deadline,
             self.persist_done,
             self.persist_issued,
-            self.held.len()
+            self.held.len(),
+            self.commit_target
+                .as_ref()
+                .map(|(_, qc)| (qc.round, qc.parent_round)),
+            self.sync_deadline,
+            self.sync_peer,
+            self.metrics.sync_requests_sent,
+            {
+                let mut b: Vec<(u64, u64)> = self
+                    .blocks
+                    .values()
+                    .map(|b| (b.block.round, b.height))
+                    .collect();
+                b.sort();
+                b
+            }
         )
     }
 
@@ -1779,7 +1798,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         self.send(
             Target::One(peer),
             ConsensusMessage::SyncRequest {
-                from_height: self.committed_height + 1,
+                from_height: self.sync_cursor.max(self.committed_height + 1),
                 max_blocks: self.cfg.sync_batch_blocks,
             },
         );
@@ -1801,8 +1820,19 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         // Then what makes the tip committed for the requester: the chain up
         // to our highest QC's block if it starts with the tip's committing
         // child, else that child with the QC that committed the tip.
+        // A batch that stops inside the committed chain carries the QC that
+        // certifies its last block: the next block's justify.
         let mut commit_qc = None;
         let reached_tip = from_height + blocks.len() as u64 > self.committed_height;
+        if !blocks.is_empty() && !reached_tip {
+            let next = from_height + blocks.len() as u64;
+            if let Some((_, b)) = self
+                .committed_window
+                .get((next - self.window_first_height) as usize)
+            {
+                commit_qc = Some(b.justify.clone());
+            }
+        }
         if blocks.len() < max && reached_tip {
             let mut chain = Vec::new();
             let mut cursor = self.safety.high_qc.block_id;
@@ -1861,6 +1891,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             self.sync_deadline = None;
         }
         let full = blocks.len() >= self.cfg.sync_batch_blocks as usize;
+        let last_id = blocks.last().map(crypto::block_id);
         // Each block is certified by its successor's justify (or the final
         // QC); uncertified blocks are ignored.
         let mut qcs: Vec<QuorumCert> = blocks.iter().map(|b| b.justify.clone()).collect();
@@ -1918,7 +1949,23 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         if let Some((block, tc, sig, proposer)) = self.waiting_proposal.take() {
             self.on_proposal(proposer, block, tc, sig);
         }
-        if full && progressed {
+        // Move the cursor past what we now hold, so the next request asks
+        // for the blocks after it even if none of these could commit yet.
+        let before = self.sync_cursor;
+        if let Some(height) = last_id
+            .and_then(|id| self.blocks.get(&id))
+            .map(|b| b.height)
+        {
+            self.sync_cursor = self.sync_cursor.max(height + 1);
+        }
+        self.sync_cursor = self.sync_cursor.max(self.committed_height + 1);
+        if !progressed && self.sync_cursor == before {
+            // Nothing new and nothing passed: what we skipped over may have
+            // been a fork that lost. Start again from the committed tip.
+            self.sync_cursor = self.committed_height + 1;
+        }
+        if full && (progressed || self.sync_cursor > before) {
+            self.sync_deadline = None;
             self.request_sync(from);
         }
         self.arm_timer();
