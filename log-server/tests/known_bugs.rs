@@ -3,8 +3,8 @@
 //! simulator within a fixed seed budget, and the same scenario passes with
 //! the bug off. Covered so far: votes sent before the last-voted round is
 //! durable, the commit rule without "child round = parent round + 1", and
-//! QCs whose round is not bound to their block. The remaining switch,
-//! `RecoverQcButNotTc`, has no catching scenario yet (docs/testing.md).
+//! QCs whose round is not bound to their block, and a restart that recovers
+//! the QC but not the TC.
 
 use bftlog_server::consensus::bugs::{self, Bug};
 use bftlog_server::sim::{Behaviour, Failure, Scenario, Sim};
@@ -59,6 +59,19 @@ fn qc_round_not_bound_to_its_block_is_caught() {
         s.byzantine = vec![(3, Behaviour::ForgeCertificates)];
     });
     let failure = found.expect("the simulator must catch QCs whose round is not bound");
+    eprintln!("caught: {failure}");
+}
+
+#[test]
+fn restart_recovering_the_qc_but_not_the_tc_is_caught() {
+    // A replica times out in a round, crashes, comes back without its TC
+    // (and so without the round it gave up on), and votes in that round
+    // when the late proposal arrives.
+    let found = hunt(Bug::RecoverQcButNotTc, 4, 0..1000, |s| {
+        s.crashes = true;
+        s.max_delay_ms = s.max_delay_ms.max(400);
+    });
+    let failure = found.expect("the simulator must catch a restart that loses the TC");
     eprintln!("caught: {failure}");
 }
 

@@ -173,6 +173,9 @@ impl Config {
 pub struct SafetyState {
     /// Highest round this replica voted or timed out in.
     pub last_voted_round: u64,
+    /// Highest round this replica voted in (votes only; timeouts are in
+    /// `last_voted_round`). Diagnostics and the known-bug switch use it.
+    pub last_vote_round: u64,
     pub high_qc: QuorumCert,
     pub high_tc: Option<TimeoutCert>,
     /// Highest checkpoint this replica signed: (size, root).
@@ -184,6 +187,7 @@ impl SafetyState {
     pub fn genesis(epoch: u64) -> Self {
         SafetyState {
             last_voted_round: 0,
+            last_vote_round: 0,
             high_qc: genesis_qc(epoch),
             high_tc: None,
             last_signed: None,
@@ -474,7 +478,10 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         let committed_height = recovered.first_height + window.len() as u64 - 1;
         let mut safety = recovered.safety;
         if bug(bug_names::RecoverQcButNotTc) {
+            // Known bug: the TC, and with it the round this replica timed
+            // out in, is not recovered.
             safety.high_tc = None;
+            safety.last_voted_round = safety.last_vote_round;
         }
         let round = safety
             .high_qc
@@ -1409,6 +1416,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         let (round, parent_round) = (block.round, qc_round);
         self.persist_blocks.push(block.clone());
         self.safety.last_voted_round = round;
+        self.safety.last_vote_round = round;
         self.dirty = true;
         if self
             .waiting_proposal

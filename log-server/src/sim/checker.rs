@@ -29,6 +29,9 @@ pub enum Violation {
     TwoRoots { replica: ReplicaId, size: u64 },
     /// An honest replica voted for two blocks in one round.
     DoubleVote { replica: ReplicaId, round: u64 },
+    /// An honest replica voted in a round it had timed out in (a QC and a
+    /// TC for one round could then both form).
+    VoteAfterTimeout { replica: ReplicaId, round: u64 },
     /// An honest leader proposed two blocks in one round.
     DoubleProposal { replica: ReplicaId, round: u64 },
     /// An honest replica refused to sign: its own commits contradicted
@@ -60,6 +63,7 @@ pub struct Checker {
     signed: BTreeMap<(ReplicaId, u64), Hash>,
     votes: BTreeMap<(ReplicaId, u64), Hash>,
     proposals: BTreeMap<(ReplicaId, u64), Hash>,
+    timed_out: BTreeSet<(ReplicaId, u64)>,
     quorums: BTreeMap<u64, Hash>,
     /// Leaf hashes submitted, and whether an honest replica got them.
     submitted: BTreeMap<Hash, bool>,
@@ -87,6 +91,7 @@ impl Checker {
             signed: BTreeMap::new(),
             votes: BTreeMap::new(),
             proposals: BTreeMap::new(),
+            timed_out: BTreeSet::new(),
             quorums: BTreeMap::new(),
             submitted: BTreeMap::new(),
             healed_at: None,
@@ -265,7 +270,16 @@ impl Checker {
             return;
         }
         match message {
+            ConsensusMessage::Timeout { timeout } => {
+                self.timed_out.insert((replica, timeout.round));
+            }
             ConsensusMessage::Vote { vote } => {
+                if self.timed_out.contains(&(replica, vote.round)) {
+                    return self.fail(Violation::VoteAfterTimeout {
+                        replica,
+                        round: vote.round,
+                    });
+                }
                 match self.votes.insert((replica, vote.round), vote.block_id) {
                     Some(previous) if previous != vote.block_id => {
                         self.fail(Violation::DoubleVote {
