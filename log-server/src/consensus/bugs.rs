@@ -1,7 +1,10 @@
-//! Known consensus bugs, re-introduced on demand (feature `inject-bugs`) so
-//! tests can prove the simulator's checker catches each of them. The switch
-//! is per thread: a simulation runs on one thread.
+//! Known consensus bugs, re-introduced on demand so tests can prove the
+//! simulator's checker catches each of them. Only builds with the feature
+//! `inject-bugs` can switch one on (tests enable it); elsewhere [`active`]
+//! is a constant `false`. The switch is per thread: a simulation runs on
+//! one thread.
 
+#[cfg(feature = "inject-bugs")]
 use std::cell::Cell;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,15 +20,24 @@ pub enum Bug {
     RecoverQcButNotTc,
 }
 
+#[cfg(feature = "inject-bugs")]
 thread_local! {
     static ACTIVE: Cell<Option<Bug>> = const { Cell::new(None) };
 }
 
 /// Turns one bug on for this thread (`None`: all off).
+#[cfg(feature = "inject-bugs")]
 pub fn set(bug: Option<Bug>) {
     ACTIVE.with(|a| a.set(bug));
 }
 
+#[cfg(feature = "inject-bugs")]
 pub fn active(bug: Bug) -> bool {
     ACTIVE.with(|a| a.get() == Some(bug))
+}
+
+#[cfg(not(feature = "inject-bugs"))]
+#[inline(always)]
+pub fn active(_: Bug) -> bool {
+    false
 }

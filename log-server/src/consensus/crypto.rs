@@ -54,7 +54,6 @@ pub fn vote_message(epoch: u64, round: u64, block_id: &Hash, parent_round: u64) 
     let mut m = Vec::with_capacity(VOTE_DOMAIN.len() + 56);
     m.extend_from_slice(VOTE_DOMAIN);
     m.extend_from_slice(&epoch.to_be_bytes());
-    #[cfg(feature = "inject-bugs")]
     if crate::consensus::bugs::active(crate::consensus::bugs::Bug::QcRoundUnbound) {
         // Known bug: the round is left out of what voters sign.
         m.extend_from_slice(&block_id.0);

@@ -44,7 +44,6 @@
 //!
 //! Peer misbehaviour is counted in [`Metrics`] and never panics.
 
-#[cfg(feature = "inject-bugs")]
 pub mod bugs;
 pub mod crypto;
 pub mod mempool;
@@ -64,27 +63,7 @@ use rand_core::{CryptoRng, RngCore};
 use crypto::{Committee, Signer};
 use mempool::Mempool;
 
-#[cfg(feature = "inject-bugs")]
-fn bug(b: bugs::Bug) -> bool {
-    bugs::active(b)
-}
-#[cfg(not(feature = "inject-bugs"))]
-#[inline(always)]
-fn bug(_: ()) -> bool {
-    false
-}
-#[cfg(not(feature = "inject-bugs"))]
-#[allow(non_upper_case_globals, dead_code)]
-mod bugs_off {
-    pub const CommitWithoutConsecutiveRound: () = ();
-    pub const VoteBeforePersist: () = ();
-    pub const RecoverQcButNotTc: () = ();
-    pub const QcRoundUnbound: () = ();
-}
-#[cfg(feature = "inject-bugs")]
-use bugs::Bug as bug_names;
-#[cfg(not(feature = "inject-bugs"))]
-use bugs_off as bug_names;
+use bugs::{Bug, active as bug};
 
 /// Most replicas in a cluster: a quorum checkpoint note must fit C2SP's
 /// signature-line limit with room for witness cosignatures.
@@ -379,7 +358,7 @@ pub struct Replica<R> {
     /// A proposal for the current round waiting for its parent (sync).
     waiting_proposal: Option<(Block, Option<TimeoutCert>, Signature64, ReplicaId)>,
     /// Certified (round, block id, parent round) facts already verified.
-    certified: HashSet<(u64, Hash, u64)>,
+    certified: HashMap<(u64, Hash, u64), QuorumCert>,
     votes: HashMap<(u64, Hash, u64), VoteSet>,
     /// Which block each replica voted for per round (equivocation check).
     voted_for: HashMap<(u64, ReplicaId), Hash>,
@@ -477,7 +456,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         }
         let committed_height = recovered.first_height + window.len() as u64 - 1;
         let mut safety = recovered.safety;
-        if bug(bug_names::RecoverQcButNotTc) {
+        if bug(Bug::RecoverQcButNotTc) {
             // Known bug: the TC, and with it the round this replica timed
             // out in, is not recovered.
             safety.high_tc = None;
@@ -520,7 +499,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             proposed_round: 0,
             blocks: HashMap::new(),
             waiting_proposal: None,
-            certified: HashSet::new(),
+            certified: HashMap::new(),
             votes: HashMap::new(),
             voted_for: HashMap::new(),
             timeouts: BTreeMap::new(),
@@ -696,7 +675,9 @@ impl<R: RngCore + CryptoRng> Replica<R> {
     /// A message from replica `from` (authenticated by the transport).
     pub fn handle_message(&mut self, now: Duration, from: ReplicaId, message: ConsensusMessage) {
         self.now = now;
-        if (from as usize) >= self.cfg.n() {
+        // A replica never sends to itself: its own proposals and votes are
+        // handled directly.
+        if (from as usize) >= self.cfg.n() || from == self.id {
             self.metrics.malformed_messages += 1;
             return;
         }
@@ -818,7 +799,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         let token = self.persist_issued;
         for out in self.staging.drain(..) {
             let is_vote = matches!(out.message, ConsensusMessage::Vote { .. });
-            if is_vote && bug(bug_names::VoteBeforePersist) {
+            if is_vote && bug(Bug::VoteBeforePersist) {
                 self.outbox.push_back(out);
             } else {
                 self.held.push_back((token, out));
@@ -864,7 +845,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             return false;
         }
         let fact = (qc.round, qc.block_id, qc.parent_round);
-        if self.certified.contains(&fact) {
+        if self.certified.contains_key(&fact) {
             return true;
         }
         let signers: HashSet<ReplicaId> = qc.signatures.iter().map(|s| s.replica).collect();
@@ -880,7 +861,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             self.metrics.invalid_certificates += 1;
             return false;
         }
-        self.certified.insert(fact);
+        self.certified.insert(fact, qc.clone());
         true
     }
 
@@ -964,7 +945,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             return;
         }
         let consecutive = qc.parent_round + 1 == qc.round;
-        if !consecutive && !bug(bug_names::CommitWithoutConsecutiveRound) {
+        if !consecutive && !bug(Bug::CommitWithoutConsecutiveRound) {
             return;
         }
         // The parent is the certified block's parent; find it via the block.
@@ -1082,7 +1063,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         self.votes.retain(|(r, _, _), _| *r + 2 >= current);
         self.voted_for.retain(|(r, _), _| *r + 2 >= current);
         self.timeouts = self.timeouts.split_off(&current.saturating_sub(1));
-        self.certified.retain(|(r, _, _)| *r >= committed_round);
+        self.certified.retain(|(r, _, _), _| *r >= committed_round);
     }
 
     // ------------------------------------------------------------------
@@ -1290,11 +1271,15 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             }
             return;
         }
-        if !self.committee.verify(
-            block.author,
-            &crypto::proposal_message(self.cfg.epoch, &id),
-            &signature,
-        ) {
+        // Our own proposal (`from == self.id` only via `maybe_propose`) was
+        // just signed here; re-verifying it would cost a verification per block.
+        if from != self.id
+            && !self.committee.verify(
+                block.author,
+                &crypto::proposal_message(self.cfg.epoch, &id),
+                &signature,
+            )
+        {
             self.metrics.invalid_signatures += 1;
             return;
         }
@@ -1337,7 +1322,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         };
         if let Some(parent) = self.blocks.get(&block.parent_id) {
             // The QC's round must be its block's round.
-            if parent.block.round != block.justify.round && !bug(bug_names::QcRoundUnbound) {
+            if parent.block.round != block.justify.round && !bug(Bug::QcRoundUnbound) {
                 self.metrics.malformed_messages += 1;
                 return;
             }
@@ -1363,23 +1348,15 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         }
         self.arm_timer();
         // A QC that arrived before its block can now be applied.
-        if self.certified.iter().any(|(_, b, _)| *b == id) {
-            let qcs: Vec<(u64, Hash, u64)> = self
-                .certified
-                .iter()
-                .filter(|(_, b, _)| *b == id)
-                .copied()
-                .collect();
-            for (round, block_id, parent_round) in qcs {
-                let fact = QuorumCert {
-                    epoch: self.cfg.epoch,
-                    round,
-                    block_id,
-                    parent_round,
-                    signatures: BoundedVec::new(Vec::new()).expect("empty"),
-                };
-                self.apply_commit_rule(&fact);
-            }
+        let mut early: Vec<QuorumCert> = self
+            .certified
+            .values()
+            .filter(|qc| qc.block_id == id)
+            .cloned()
+            .collect();
+        early.sort_by_key(|qc| qc.round);
+        for qc in early {
+            self.apply_commit_rule(&qc);
         }
         self.try_commit();
         if block.round == self.round {
@@ -1516,7 +1493,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             parent_round: vote.parent_round,
             signatures: BoundedVec::new(signatures).expect("≤ n"),
         };
-        self.certified.insert(key);
+        self.certified.insert(key, qc.clone());
         self.metrics.qcs_formed += 1;
         let me = self.id;
         self.process_qc(&qc, me);
@@ -1948,7 +1925,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             if qc.round > 0
                 && self
                     .certified
-                    .contains(&(qc.round, qc.block_id, qc.parent_round))
+                    .contains_key(&(qc.round, qc.block_id, qc.parent_round))
             {
                 self.process_qc(&qc, from);
             }
