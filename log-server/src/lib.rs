@@ -9,7 +9,20 @@
 //! - [`sim`]: a deterministic single-threaded simulator of whole clusters,
 //!   with a lossy network, crashes and Byzantine replicas, and the
 //!   invariant checker that runs after every step.
+//! - [`storage`]: redb tables for entries, tree hashes, blocks, safety
+//!   state and quorum checkpoints.
+//! - [`net`]: QUIC with TLS identities bound to the replicas' Ed25519 keys.
+//! - [`node`]: the driver that runs the core against storage and network;
+//!   [`api`] serves the client protocol.
+//! - [`client`]: the client library used by the CLI and tests.
+//! - [`config`]: cluster and replica configuration files.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod client;
+pub mod config;
 pub mod consensus;
+pub mod net;
+pub mod node;
 pub mod sim;
+pub mod storage;

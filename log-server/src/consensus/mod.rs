@@ -577,6 +577,12 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         self.committed_height
     }
 
+    /// Height of the oldest committed block held in memory to serve sync.
+    /// A driver with storage answers requests for older heights itself.
+    pub fn oldest_retained_height(&self) -> u64 {
+        self.window_first_height
+    }
+
     pub fn tree_size(&self) -> u64 {
         self.tree.size()
     }

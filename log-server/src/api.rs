@@ -1,0 +1,241 @@
+//! Client protocol handlers (`spec/wire.md`, *Client protocol*).
+//!
+//! Each request is one bidirectional QUIC stream: the client writes one
+//! `ClientRequest` frame, the replica answers one `ClientResponse` frame
+//! and finishes the stream. Any error — oversized, truncated, garbage or
+//! non-canonical input, unknown indexes — is answered with a typed
+//! `Error` on that stream; the connection and the replica carry on.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bftlog_spec::note::Note;
+use bftlog_spec::proof::TlogProof;
+use bftlog_spec::wire::{
+    self, BoundedBytes, BoundedVec, ClientRequest, ClientResponse, ErrorCode, LeafRef,
+    MAX_GET_ENTRIES, Receipt,
+};
+use tokio::sync::oneshot;
+use tracing::debug;
+
+use crate::net::{self, FrameReadError};
+use crate::node::{AppendOutcome, CoreInput, Shared};
+use crate::storage::ReadError;
+
+/// Entry bytes per `Entries` response, well under the frame limit.
+const MAX_ENTRIES_RESPONSE_BYTES: usize = 8 << 20;
+
+pub(crate) async fn serve_client(shared: Arc<Shared>, connection: quinn::Connection) {
+    while let Ok((send, recv)) = connection.accept_bi().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            handle_stream(shared, send, recv).await;
+        });
+    }
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> ClientResponse {
+    let mut text = message.into().into_bytes();
+    text.truncate(wire::MAX_ERROR_TEXT);
+    ClientResponse::Error {
+        code,
+        message: BoundedBytes::new(text).expect("truncated to the bound"),
+    }
+}
+
+async fn handle_stream(
+    shared: Arc<Shared>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    shared
+        .metrics
+        .client_requests
+        .fetch_add(1, Ordering::Relaxed);
+    let limit = shared.cfg.limits.max_frame_bytes;
+    let response = match net::read_frame(&mut recv, limit).await {
+        Ok(Some(frame)) => match wire::decode::<ClientRequest>(&frame) {
+            Ok(request) => handle_request(&shared, request).await,
+            Err(e) => error(ErrorCode::Malformed, format!("request: {e}")),
+        },
+        Ok(None) | Err(FrameReadError::Truncated) => error(
+            ErrorCode::Malformed,
+            "the stream ended before a whole request frame",
+        ),
+        Err(FrameReadError::TooLarge(len, max)) => {
+            let _ = recv.stop(0u32.into());
+            error(
+                ErrorCode::TooLarge,
+                format!("request frame of {len} bytes exceeds the limit of {max}"),
+            )
+        }
+        Err(e) => {
+            debug!(error = %e, "client stream failed");
+            return;
+        }
+    };
+    if matches!(response, ClientResponse::Error { .. }) {
+        shared.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    let _ = recv.stop(0u32.into());
+    let bytes = wire::frame(&wire::encode(&response));
+    if send.write_all(&bytes).await.is_ok() {
+        let _ = send.finish();
+        // Let the response drain before the stream is dropped.
+        let _ = send.stopped().await;
+    }
+}
+
+fn read_error(e: ReadError) -> ClientResponse {
+    match e {
+        ReadError::NotFound(m) => error(ErrorCode::NotFound, m),
+        ReadError::Invalid(m) => error(ErrorCode::Malformed, m),
+        ReadError::Store(e) => error(ErrorCode::Internal, format!("storage: {e}")),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("request task panicked")
+}
+
+async fn handle_request(shared: &Arc<Shared>, request: ClientRequest) -> ClientResponse {
+    let store = shared.store.clone();
+    match request {
+        ClientRequest::Append { entries } => {
+            let entries = entries.into_inner();
+            if entries.is_empty() {
+                return error(ErrorCode::Malformed, "an append needs at least one entry");
+            }
+            let (reply, outcome) = oneshot::channel();
+            let input = CoreInput::Append { entries, reply };
+            if shared.core_tx.try_send(input).is_err() {
+                shared
+                    .metrics
+                    .appends_overloaded
+                    .fetch_add(1, Ordering::Relaxed);
+                return error(
+                    ErrorCode::Overloaded {
+                        retry_after_ms: 200,
+                    },
+                    "the replica's input queue is full",
+                );
+            }
+            match outcome.await {
+                Ok(AppendOutcome::Committed(indexes)) => {
+                    blocking(move || receipts(&store, indexes)).await
+                }
+                Ok(AppendOutcome::Rejected(code, message)) => error(code, message),
+                Err(_) => error(ErrorCode::Internal, "the replica is shutting down"),
+            }
+        }
+        ClientRequest::GetCheckpoint => match store.latest_checkpoint() {
+            Ok(Some((_, note))) => ClientResponse::Checkpoint {
+                note: BoundedBytes::new(note.into_bytes()).expect("stored notes are bounded"),
+            },
+            Ok(None) => error(ErrorCode::NotFound, "no quorum checkpoint yet"),
+            Err(e) => error(ErrorCode::Internal, format!("storage: {e}")),
+        },
+        ClientRequest::GetInclusionProof { leaf, tree_size } => {
+            blocking(move || {
+                let index = match leaf {
+                    LeafRef::Index { index } => index,
+                    LeafRef::LeafHash { leaf_hash } => match store.index_of(&leaf_hash) {
+                        Ok(Some(i)) => i,
+                        Ok(None) => {
+                            return error(ErrorCode::NotFound, "no entry with that leaf hash");
+                        }
+                        Err(e) => return error(ErrorCode::Internal, format!("storage: {e}")),
+                    },
+                };
+                match store.inclusion_proof(index, tree_size) {
+                    Ok(hashes) => ClientResponse::InclusionProof {
+                        index,
+                        tree_size,
+                        hashes: BoundedVec::new(hashes).expect("proofs are bounded"),
+                    },
+                    Err(e) => read_error(e),
+                }
+            })
+            .await
+        }
+        ClientRequest::GetConsistencyProof { old_size, new_size } => {
+            blocking(move || match store.consistency_proof(old_size, new_size) {
+                Ok(hashes) => ClientResponse::ConsistencyProof {
+                    old_size,
+                    new_size,
+                    hashes: BoundedVec::new(hashes).expect("proofs are bounded"),
+                },
+                Err(e) => read_error(e),
+            })
+            .await
+        }
+        ClientRequest::GetEntries { start, count } => {
+            blocking(move || {
+                let size = store.tree_size();
+                if start >= size {
+                    return error(
+                        ErrorCode::NotFound,
+                        format!("start {start} is not below the committed size {size}"),
+                    );
+                }
+                let count = (count as u64).min(MAX_GET_ENTRIES as u64);
+                match store.entries(start, count) {
+                    Ok(mut entries) => {
+                        let mut bytes = 0;
+                        let keep = entries
+                            .iter()
+                            .take_while(|e| {
+                                bytes += e.len();
+                                bytes <= MAX_ENTRIES_RESPONSE_BYTES
+                            })
+                            .count()
+                            .max(1);
+                        entries.truncate(keep);
+                        ClientResponse::Entries {
+                            start,
+                            entries: BoundedVec::new(entries).expect("≤ MAX_GET_ENTRIES"),
+                        }
+                    }
+                    Err(e) => read_error(e),
+                }
+            })
+            .await
+        }
+    }
+}
+
+/// Receipts for committed indexes against the latest stored quorum
+/// checkpoint (which covers them: the core loop answers only then).
+fn receipts(store: &crate::storage::Store, indexes: Vec<u64>) -> ClientResponse {
+    let (size, text) = match store.latest_checkpoint() {
+        Ok(Some(c)) => c,
+        Ok(None) => return error(ErrorCode::Internal, "no checkpoint stored"),
+        Err(e) => return error(ErrorCode::Internal, format!("storage: {e}")),
+    };
+    let note = match Note::parse(text.as_bytes()) {
+        Ok(n) => n,
+        Err(e) => return error(ErrorCode::Internal, format!("stored checkpoint: {e}")),
+    };
+    let mut out = Vec::with_capacity(indexes.len());
+    for index in indexes {
+        let inclusion = match store.inclusion_proof(index, size) {
+            Ok(p) => p,
+            Err(e) => return read_error(e),
+        };
+        let proof = TlogProof {
+            extra: None,
+            index,
+            inclusion,
+            checkpoint: note.clone(),
+        };
+        out.push(Receipt {
+            index,
+            tlog_proof: BoundedBytes::new(proof.format().into_bytes()).expect("proofs are bounded"),
+        });
+    }
+    ClientResponse::Receipts {
+        receipts: BoundedVec::new(out).expect("one per appended entry"),
+    }
+}

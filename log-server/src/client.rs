@@ -1,0 +1,515 @@
+//! Client library: talks to a cluster over QUIC and verifies everything it
+//! is given before returning it.
+//!
+//! - Replicas are authenticated by the Ed25519 keys in the cluster file.
+//! - [`Client::append`] sends the entries to f+1 replicas at once (so at
+//!   least one honest replica has them and forwards them to the leaders),
+//!   accepts the first answer whose receipts all verify under the cluster's
+//!   policy (2f+1 replica signatures, inclusion of exactly these entries),
+//!   and retries on other replicas if none does. Appends are idempotent: a
+//!   retried entry keeps its first index.
+//! - [`Client::checkpoint`] returns a checkpoint only after verifying its
+//!   quorum; proofs are checked against verified checkpoints.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bftlog_spec::checkpoint::Checkpoint;
+use bftlog_spec::merkle::{self, Hash};
+use bftlog_spec::note::Note;
+use bftlog_spec::policy::{Policy, VerifiedCheckpoint};
+use bftlog_spec::proof::TlogProof;
+use bftlog_spec::wire::{
+    self, BoundedVec, ClientRequest, ClientResponse, Entry, ErrorCode, LeafRef,
+};
+use tokio::sync::Mutex;
+
+use crate::config::Cluster;
+use crate::net;
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("replica {replica}: cannot connect: {message}")]
+    Connect { replica: usize, message: String },
+    #[error("replica {replica}: {message}")]
+    Transport { replica: usize, message: String },
+    #[error("replica {replica}: malformed response: {message}")]
+    Protocol { replica: usize, message: String },
+    #[error("replica {replica} answered {code:?}: {message}")]
+    Server {
+        replica: usize,
+        code: ErrorCode,
+        message: String,
+    },
+    #[error("replica {replica} sent something that does not verify: {message}")]
+    Verify { replica: usize, message: String },
+    #[error("replica {replica}: no answer within {timeout_ms} ms")]
+    Timeout { replica: usize, timeout_ms: u64 },
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("TLS setup: {0}")]
+    Tls(#[from] net::TlsSetupError),
+    #[error("socket: {0}")]
+    Socket(#[from] std::io::Error),
+    #[error("every replica tried failed; last error: {0}")]
+    Exhausted(Box<ClientError>),
+}
+
+/// A verified receipt for one appended entry.
+#[derive(Clone, Debug)]
+pub struct AppendReceipt {
+    pub index: u64,
+    /// The C2SP tlog-proof text (checkpoint with ≥ 2f+1 replica signatures).
+    pub proof: String,
+    pub tree_size: u64,
+}
+
+/// Client settings; every field has a default in [`ClientOptions::default`].
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// How long one request may take. Default 60 s (an append waits for
+    /// commit).
+    pub request_timeout_ms: u64,
+    /// Rounds of f+1 replicas tried per append. Default 4.
+    pub append_rounds: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            request_timeout_ms: 60_000,
+            append_rounds: 4,
+        }
+    }
+}
+
+struct Inner {
+    cluster: Cluster,
+    policy: Policy,
+    endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+    connections: Vec<Mutex<Option<quinn::Connection>>>,
+    next: AtomicUsize,
+    options: ClientOptions,
+}
+
+/// A handle to a cluster; cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// A client for `cluster`. Must run inside a tokio runtime.
+    pub fn new(cluster: Cluster, options: ClientOptions) -> Result<Self, ClientError> {
+        let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+        let config = net::client_config(
+            &key,
+            &cluster.public_keys(),
+            net::ALPN_CLIENT,
+            &net::Limits::default(),
+        )?;
+        let endpoint = net::client_endpoint(cluster.addresses[0])?;
+        let policy = cluster.policy();
+        let connections = (0..cluster.n()).map(|_| Mutex::new(None)).collect();
+        let start = rand::random::<u32>() as usize % cluster.n();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                cluster,
+                policy,
+                endpoint,
+                config,
+                connections,
+                next: AtomicUsize::new(start),
+                options,
+            }),
+        })
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    async fn connection(&self, replica: usize) -> Result<quinn::Connection, ClientError> {
+        let mut slot = self.inner.connections[replica].lock().await;
+        if let Some(c) = slot.as_ref() {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let addr = self.inner.cluster.addresses[replica];
+        let connect_error = |e: &dyn std::fmt::Display| ClientError::Connect {
+            replica,
+            message: e.to_string(),
+        };
+        let connection = self
+            .inner
+            .endpoint
+            .connect_with(self.inner.config.clone(), addr, net::SERVER_NAME)
+            .map_err(|e| connect_error(&e))?
+            .await
+            .map_err(|e| connect_error(&e))?;
+        // The TLS verifier accepted any cluster key; this must be the one
+        // listed for this address.
+        let expected = self.inner.cluster.keys[replica].public_key().to_bytes();
+        if net::remote_key(&connection) != Some(expected) {
+            connection.close(1u32.into(), b"wrong replica key");
+            return Err(connect_error(&"the server holds another replica's key"));
+        }
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// One request to one replica; the raw (unverified) response.
+    pub async fn request(
+        &self,
+        replica: usize,
+        request: &ClientRequest,
+    ) -> Result<ClientResponse, ClientError> {
+        let timeout_ms = self.inner.options.request_timeout_ms;
+        let bytes = wire::frame(&wire::encode(request));
+        match tokio::time::timeout(
+            Duration::from_millis(timeout_ms),
+            self.exchange(replica, bytes, true),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Timeout {
+                replica,
+                timeout_ms,
+            }),
+        }
+    }
+
+    /// Sends raw bytes on a fresh stream and reads one response frame: the
+    /// building block of [`Client::request`], public so tests can send
+    /// malformed frames.
+    pub async fn exchange_raw(
+        &self,
+        replica: usize,
+        bytes: Vec<u8>,
+    ) -> Result<ClientResponse, ClientError> {
+        self.exchange(replica, bytes, false).await
+    }
+
+    async fn exchange(
+        &self,
+        replica: usize,
+        bytes: Vec<u8>,
+        retry: bool,
+    ) -> Result<ClientResponse, ClientError> {
+        let transport = |e: &dyn std::fmt::Display| ClientError::Transport {
+            replica,
+            message: e.to_string(),
+        };
+        let connection = self.connection(replica).await?;
+        let (mut send, mut recv) = match connection.open_bi().await {
+            Ok(s) => s,
+            Err(e) if retry => {
+                // A stale connection (the replica restarted): reconnect once.
+                drop(e);
+                *self.inner.connections[replica].lock().await = None;
+                let connection = self.connection(replica).await?;
+                connection.open_bi().await.map_err(|e| transport(&e))?
+            }
+            Err(e) => return Err(transport(&e)),
+        };
+        send.write_all(&bytes).await.map_err(|e| transport(&e))?;
+        let _ = send.finish();
+        let frame = net::read_frame(&mut recv, wire::MAX_MESSAGE_BYTES)
+            .await
+            .map_err(|e| transport(&e))?
+            .ok_or_else(|| transport(&"the replica closed the stream without answering"))?;
+        wire::decode::<ClientResponse>(&frame).map_err(|e| ClientError::Protocol {
+            replica,
+            message: e.to_string(),
+        })
+    }
+
+    /// Appends entries and returns one verified receipt per entry, in order.
+    pub async fn append(&self, entries: &[Vec<u8>]) -> Result<Vec<AppendReceipt>, ClientError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let bounded: Vec<Entry> = entries
+            .iter()
+            .map(|e| Entry::new(e.clone()).map_err(|e| ClientError::Invalid(format!("entry: {e}"))))
+            .collect::<Result<_, _>>()?;
+        let request = Arc::new(ClientRequest::Append {
+            entries: BoundedVec::new(bounded)
+                .map_err(|e| ClientError::Invalid(format!("too many entries: {e}")))?,
+        });
+        let leaves: Arc<Vec<Hash>> =
+            Arc::new(entries.iter().map(|e| merkle::leaf_hash(e)).collect());
+        let n = self.inner.cluster.n();
+        let fanout = self.inner.cluster.f() + 1;
+        let mut last_error = None;
+        for _ in 0..self.inner.options.append_rounds {
+            let start = self.inner.next.fetch_add(fanout, Ordering::Relaxed);
+            let mut tasks = tokio::task::JoinSet::new();
+            for k in 0..fanout {
+                let replica = (start + k) % n;
+                let client = self.clone();
+                let request = request.clone();
+                let leaves = leaves.clone();
+                tasks.spawn(async move {
+                    let response = client.request(replica, &request).await?;
+                    client.check_receipts(replica, response, &leaves)
+                });
+            }
+            let mut retry_after = Duration::from_millis(100);
+            while let Some(joined) = tasks.join_next().await {
+                match joined.expect("append task panicked") {
+                    Ok(receipts) => {
+                        tasks.abort_all();
+                        return Ok(receipts);
+                    }
+                    Err(e) => {
+                        if let ClientError::Server {
+                            code: ErrorCode::Overloaded { retry_after_ms },
+                            ..
+                        } = &e
+                        {
+                            retry_after = retry_after.max(Duration::from_millis(*retry_after_ms));
+                        }
+                        if matches!(
+                            &e,
+                            ClientError::Server {
+                                code: ErrorCode::TooLarge | ErrorCode::Malformed,
+                                ..
+                            }
+                        ) {
+                            // Every replica would say the same.
+                            return Err(e);
+                        }
+                        last_error = Some(e);
+                    }
+                }
+            }
+            tokio::time::sleep(retry_after.min(Duration::from_secs(5))).await;
+        }
+        Err(ClientError::Exhausted(Box::new(
+            last_error.expect("at least one attempt"),
+        )))
+    }
+
+    fn check_receipts(
+        &self,
+        replica: usize,
+        response: ClientResponse,
+        leaves: &[Hash],
+    ) -> Result<Vec<AppendReceipt>, ClientError> {
+        let receipts = match response {
+            ClientResponse::Receipts { receipts } => receipts.into_inner(),
+            other => return Err(unexpected(replica, other)),
+        };
+        let verify_error = |message: String| ClientError::Verify { replica, message };
+        if receipts.len() != leaves.len() {
+            return Err(verify_error(format!(
+                "{} receipts for {} entries",
+                receipts.len(),
+                leaves.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(receipts.len());
+        let mut verified: Option<(Note, u64)> = None;
+        for (receipt, leaf) in receipts.into_iter().zip(leaves) {
+            let proof = TlogProof::parse(&receipt.tlog_proof)
+                .map_err(|e| verify_error(format!("receipt: {e}")))?;
+            if proof.index != receipt.index {
+                return Err(verify_error(
+                    "receipt index disagrees with its proof".into(),
+                ));
+            }
+            // Receipts of one answer share a checkpoint: verify it once.
+            let checkpoint = match &verified {
+                Some((note, size)) if *note == proof.checkpoint => *size,
+                _ => {
+                    let c = self
+                        .inner
+                        .policy
+                        .verify_checkpoint(&proof.checkpoint)
+                        .map_err(|e| verify_error(format!("checkpoint: {e}")))?;
+                    let size = c.checkpoint().size;
+                    verified = Some((proof.checkpoint.clone(), size));
+                    size
+                }
+            };
+            let cp = Checkpoint::parse(proof.checkpoint.text())
+                .map_err(|e| verify_error(format!("checkpoint: {e}")))?;
+            merkle::verify_inclusion(proof.index, cp.size, leaf, &proof.inclusion, &cp.root)
+                .map_err(|e| verify_error(format!("inclusion: {e}")))?;
+            out.push(AppendReceipt {
+                index: receipt.index,
+                proof: String::from_utf8(receipt.tlog_proof.into_inner())
+                    .expect("parsed proofs are UTF-8"),
+                tree_size: checkpoint,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The latest checkpoint any replica serves, verified under the policy:
+    /// asks replicas in turn until one answers with a valid one.
+    pub async fn checkpoint(&self) -> Result<VerifiedCheckpoint, ClientError> {
+        self.any_replica(|client, replica| async move {
+            match client
+                .request(replica, &ClientRequest::GetCheckpoint)
+                .await?
+            {
+                ClientResponse::Checkpoint { note } => client
+                    .inner
+                    .policy
+                    .verify_checkpoint_bytes(&note)
+                    .map_err(|e| ClientError::Verify {
+                        replica,
+                        message: format!("checkpoint: {e}"),
+                    }),
+                other => Err(unexpected(replica, other)),
+            }
+        })
+        .await
+    }
+
+    /// An inclusion proof against a verified checkpoint, checked before it
+    /// is returned: (index, proof hashes).
+    pub async fn prove_inclusion(
+        &self,
+        leaf: Hash,
+        index: Option<u64>,
+        checkpoint: &VerifiedCheckpoint,
+    ) -> Result<(u64, Vec<Hash>), ClientError> {
+        let cp = checkpoint.checkpoint().clone();
+        let leaf_ref = match index {
+            Some(index) => LeafRef::Index { index },
+            None => LeafRef::LeafHash { leaf_hash: leaf },
+        };
+        self.any_replica(|client, replica| {
+            let leaf_ref = leaf_ref.clone();
+            let cp = cp.clone();
+            async move {
+                let request = ClientRequest::GetInclusionProof {
+                    leaf: leaf_ref,
+                    tree_size: cp.size,
+                };
+                match client.request(replica, &request).await? {
+                    ClientResponse::InclusionProof {
+                        index,
+                        tree_size,
+                        hashes,
+                    } if tree_size == cp.size => {
+                        let hashes = hashes.into_inner();
+                        merkle::verify_inclusion(index, cp.size, &leaf, &hashes, &cp.root)
+                            .map_err(|e| ClientError::Verify {
+                                replica,
+                                message: format!("inclusion: {e}"),
+                            })?;
+                        Ok((index, hashes))
+                    }
+                    other => Err(unexpected(replica, other)),
+                }
+            }
+        })
+        .await
+    }
+
+    /// A consistency proof between two verified checkpoints, checked.
+    pub async fn prove_consistency(
+        &self,
+        old: &Checkpoint,
+        new: &Checkpoint,
+    ) -> Result<Vec<Hash>, ClientError> {
+        let (old, new) = (old.clone(), new.clone());
+        self.any_replica(|client, replica| {
+            let (old, new) = (old.clone(), new.clone());
+            async move {
+                let request = ClientRequest::GetConsistencyProof {
+                    old_size: old.size,
+                    new_size: new.size,
+                };
+                match client.request(replica, &request).await? {
+                    ClientResponse::ConsistencyProof { hashes, .. } => {
+                        let hashes = hashes.into_inner();
+                        merkle::verify_consistency(
+                            old.size, new.size, &old.root, &new.root, &hashes,
+                        )
+                        .map_err(|e| ClientError::Verify {
+                            replica,
+                            message: format!("consistency: {e}"),
+                        })?;
+                        Ok(hashes)
+                    }
+                    other => Err(unexpected(replica, other)),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Entries `[start, start + count)` (possibly fewer), each checked
+    /// against a verified checkpoint by an inclusion proof is up to the
+    /// caller; `bftlog get` prints them as served.
+    pub async fn entries(&self, start: u64, count: u32) -> Result<Vec<Vec<u8>>, ClientError> {
+        self.any_replica(|client, replica| async move {
+            match client
+                .request(replica, &ClientRequest::GetEntries { start, count })
+                .await?
+            {
+                ClientResponse::Entries { start: s, entries } if s == start => Ok(entries
+                    .into_inner()
+                    .into_iter()
+                    .map(|e| e.into_inner())
+                    .collect()),
+                other => Err(unexpected(replica, other)),
+            }
+        })
+        .await
+    }
+
+    async fn any_replica<T, F, Fut>(&self, attempt: F) -> Result<T, ClientError>
+    where
+        F: Fn(Client, usize) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let n = self.inner.cluster.n();
+        let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let mut last = None;
+        for k in 0..n {
+            let replica = (start + k) % n;
+            match attempt(self.clone(), replica).await {
+                Ok(v) => return Ok(v),
+                Err(
+                    e @ ClientError::Server {
+                        code: ErrorCode::NotFound,
+                        ..
+                    },
+                ) if k + 1 == n => {
+                    return Err(e);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(ClientError::Exhausted(Box::new(last.expect("n ≥ 1"))))
+    }
+}
+
+fn unexpected(replica: usize, response: ClientResponse) -> ClientError {
+    match response {
+        ClientResponse::Error { code, message } => ClientError::Server {
+            replica,
+            code,
+            message: String::from_utf8_lossy(&message).into_owned(),
+        },
+        _ => ClientError::Protocol {
+            replica,
+            message: "unexpected response type".into(),
+        },
+    }
+}

@@ -1,0 +1,553 @@
+//! Configuration files: `cluster.toml` (shared by replicas and clients) and
+//! one `replica-N.toml` per replica. Every field and its default is
+//! documented in `docs/operating.md`. Parsing refuses unknown fields and
+//! inconsistent values with a message naming the file and the field.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bftlog_spec::note::{KeyType, SignerKey, VerifierKey};
+use bftlog_spec::policy::Policy;
+use serde::{Deserialize, Serialize};
+
+use crate::consensus::{self, MAX_CLUSTER_REPLICAS};
+use crate::net::Limits;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// `cluster.toml` as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// The log's origin: checkpoint origin line and replica key name.
+    pub origin: String,
+    /// Cluster epoch; consensus messages of other epochs are rejected.
+    #[serde(default = "default_epoch")]
+    pub epoch: u64,
+    /// Replicas in id order (the first is replica 0).
+    pub replicas: Vec<ClusterReplica>,
+}
+
+fn default_epoch() -> u64 {
+    1
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterReplica {
+    /// C2SP verifier key (`<origin>+<key id>+<base64>`).
+    pub key: String,
+    /// QUIC address (`host:port`).
+    pub address: SocketAddr,
+}
+
+/// A validated cluster.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub origin: String,
+    pub epoch: u64,
+    pub keys: Vec<VerifierKey>,
+    pub addresses: Vec<SocketAddr>,
+}
+
+impl Cluster {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::parse(&read(path)?, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let file: ClusterFile =
+            toml::from_str(text).map_err(|e| invalid(path, e.message().to_owned()))?;
+        Self::from_file(file, path)
+    }
+
+    pub fn from_file(file: ClusterFile, path: &Path) -> Result<Self, ConfigError> {
+        let n = file.replicas.len();
+        if n == 0 || n > MAX_CLUSTER_REPLICAS {
+            return Err(invalid(
+                path,
+                format!("replicas: need 1 to {MAX_CLUSTER_REPLICAS}, found {n}"),
+            ));
+        }
+        bftlog_spec::note::check_name(&file.origin)
+            .map_err(|e| invalid(path, format!("origin {:?}: {e}", file.origin)))?;
+        let mut keys = Vec::with_capacity(n);
+        let mut addresses = Vec::with_capacity(n);
+        let mut seen_keys = HashSet::new();
+        let mut seen_addresses = HashSet::new();
+        for (i, r) in file.replicas.iter().enumerate() {
+            let key = VerifierKey::parse(&r.key)
+                .map_err(|e| invalid(path, format!("replicas[{i}].key: {e}")))?;
+            if key.name() != file.origin {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "replicas[{i}].key is named {:?}; replica keys must be named after the origin {:?}",
+                        key.name(),
+                        file.origin
+                    ),
+                ));
+            }
+            if key.key_type() != KeyType::Ed25519 {
+                return Err(invalid(
+                    path,
+                    format!("replicas[{i}].key is not an Ed25519 key"),
+                ));
+            }
+            if !seen_keys.insert(key.public_key().to_bytes()) {
+                return Err(invalid(path, format!("replicas[{i}].key is listed twice")));
+            }
+            if !seen_addresses.insert(r.address) {
+                return Err(invalid(
+                    path,
+                    format!("replicas[{i}].address {} is listed twice", r.address),
+                ));
+            }
+            keys.push(key);
+            addresses.push(r.address);
+        }
+        Ok(Cluster {
+            origin: file.origin,
+            epoch: file.epoch,
+            keys,
+            addresses,
+        })
+    }
+
+    pub fn to_file(&self) -> ClusterFile {
+        ClusterFile {
+            origin: self.origin.clone(),
+            epoch: self.epoch,
+            replicas: self
+                .keys
+                .iter()
+                .zip(&self.addresses)
+                .map(|(k, a)| ClusterReplica {
+                    key: k.to_string(),
+                    address: *a,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn n(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn f(&self) -> usize {
+        (self.n() - 1) / 3
+    }
+
+    pub fn public_keys(&self) -> Vec<ed25519_dalek::VerifyingKey> {
+        self.keys.iter().map(|k| *k.public_key()).collect()
+    }
+
+    /// The tlog-policy that accepts this cluster's quorum checkpoints:
+    /// every replica key and the default `replica-quorum` (2f+1).
+    pub fn policy_text(&self) -> String {
+        let mut out = format!(
+            "# bftlog trust policy for {}: checkpoints need 2f+1 replica signatures\n",
+            self.origin
+        );
+        for key in &self.keys {
+            out.push_str(&format!("log {key}\n"));
+        }
+        out.push_str("quorum none\n");
+        out.push_str(&format!("replica-quorum {}\n", self.origin));
+        out
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy::parse(self.policy_text().as_bytes())
+            .expect("a validated cluster makes a valid policy")
+    }
+
+    /// One C2SP verifier key per line.
+    pub fn vkeys_text(&self) -> String {
+        self.keys.iter().map(|k| format!("{k}\n")).collect()
+    }
+}
+
+/// `replica-N.toml` as written. Paths are relative to the file's directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaFile {
+    /// This replica's index in the cluster file.
+    pub id: u16,
+    /// The cluster file.
+    pub cluster: PathBuf,
+    /// The replica's signing key (C2SP signer key text), readable only by
+    /// the replica.
+    pub key_file: PathBuf,
+    /// redb database and other state.
+    pub data_dir: PathBuf,
+    /// Address to listen on. Default: this replica's address in the
+    /// cluster file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub consensus: ConsensusSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// Consensus tunables; `None` means the default of [`consensus::Config`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsensusSection {
+    pub round_timeout_ms: Option<u64>,
+    pub max_round_timeout_ms: Option<u64>,
+    pub max_block_entries: Option<usize>,
+    pub max_block_bytes: Option<usize>,
+    pub mempool_max_entries: Option<usize>,
+    pub mempool_max_bytes: Option<usize>,
+    pub retain_committed_blocks: Option<usize>,
+    pub dedup_window_entries: Option<usize>,
+    pub sync_batch_blocks: Option<u16>,
+    pub status_interval_ms: Option<u64>,
+    pub sync_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest entry accepted. Default 65536 (64 KiB), the protocol maximum.
+    pub max_entry_bytes: Option<usize>,
+    /// Concurrent requests per client connection. Default 256.
+    pub max_concurrent_requests: Option<u32>,
+    /// Idle connections close after this. Default 30000.
+    pub idle_timeout_ms: Option<u64>,
+    /// How long an append waits for its receipt before answering
+    /// `Overloaded` (resubmitting is idempotent). Default 30000.
+    pub append_timeout_ms: Option<u64>,
+    /// Entries waiting for receipts, over all clients. Default 200000.
+    pub max_waiting_entries: Option<usize>,
+}
+
+/// Everything a replica needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub id: u16,
+    pub cluster: Cluster,
+    pub key: ed25519_dalek::SigningKey,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub consensus: consensus::Config,
+    pub limits: Limits,
+    pub append_timeout_ms: u64,
+    pub max_waiting_entries: usize,
+}
+
+impl ReplicaConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = read(path)?;
+        let file: ReplicaFile =
+            toml::from_str(&text).map_err(|e| invalid(path, e.message().to_owned()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let cluster = Cluster::load(&base.join(&file.cluster))?;
+        let key_path = base.join(&file.key_file);
+        let key_text = read(&key_path)?;
+        let key = SignerKey::parse(key_text.trim_end())
+            .map_err(|e| invalid(&key_path, format!("not a C2SP signer key: {e}")))?;
+        Self::build(file, cluster, key, base, path)
+    }
+
+    pub fn build(
+        file: ReplicaFile,
+        cluster: Cluster,
+        key: SignerKey,
+        base: &Path,
+        path: &Path,
+    ) -> Result<Self, ConfigError> {
+        let id = file.id;
+        let Some(listed) = cluster.keys.get(id as usize) else {
+            return Err(invalid(
+                path,
+                format!("id {id} is not in the cluster of {} replicas", cluster.n()),
+            ));
+        };
+        if key.key_type() != KeyType::Ed25519 || key.verifier().to_string() != listed.to_string() {
+            return Err(invalid(
+                path,
+                format!(
+                    "key_file holds {}, but the cluster lists {} for replica {id}",
+                    key.verifier(),
+                    listed
+                ),
+            ));
+        }
+        let mut c = consensus::Config::new(cluster.epoch, &cluster.origin, cluster.public_keys());
+        let s = &file.consensus;
+        macro_rules! set {
+            ($($f:ident),*) => {$( if let Some(v) = s.$f { c.$f = v; } )*};
+        }
+        set!(
+            round_timeout_ms,
+            max_round_timeout_ms,
+            max_block_entries,
+            max_block_bytes,
+            mempool_max_entries,
+            mempool_max_bytes,
+            retain_committed_blocks,
+            dedup_window_entries,
+            sync_batch_blocks,
+            status_interval_ms,
+            sync_timeout_ms
+        );
+        let l = &file.limits;
+        if let Some(v) = l.max_entry_bytes {
+            c.max_entry_bytes = v;
+        }
+        let checks: [(bool, &str); 9] = [
+            (
+                c.round_timeout_ms >= 10,
+                "consensus.round_timeout_ms must be at least 10",
+            ),
+            (
+                c.max_round_timeout_ms >= c.round_timeout_ms,
+                "consensus.max_round_timeout_ms must be at least round_timeout_ms",
+            ),
+            (
+                (1..=bftlog_spec::wire::MAX_BLOCK_ENTRIES).contains(&c.max_block_entries),
+                "consensus.max_block_entries must be 1 to 65536",
+            ),
+            (
+                c.max_block_bytes >= c.max_entry_bytes && c.max_block_bytes <= 12 << 20,
+                "consensus.max_block_bytes must be at least limits.max_entry_bytes and at most 12 MiB (a proposal must fit a 16 MiB frame)",
+            ),
+            (
+                (1..=bftlog_spec::wire::MAX_ENTRY_BYTES).contains(&c.max_entry_bytes),
+                "limits.max_entry_bytes must be 1 to 65536",
+            ),
+            (
+                c.mempool_max_entries >= 1,
+                "consensus.mempool_max_entries must be at least 1",
+            ),
+            (
+                c.retain_committed_blocks >= 16,
+                "consensus.retain_committed_blocks must be at least 16",
+            ),
+            (
+                (1..=bftlog_spec::wire::MAX_SYNC_BLOCKS as u16).contains(&c.sync_batch_blocks),
+                "consensus.sync_batch_blocks must be 1 to 64",
+            ),
+            (
+                c.status_interval_ms >= 10,
+                "consensus.status_interval_ms must be at least 10",
+            ),
+        ];
+        for (ok, message) in checks {
+            if !ok {
+                return Err(invalid(path, message));
+            }
+        }
+        let mut limits = Limits::default();
+        if let Some(v) = l.max_concurrent_requests {
+            if v == 0 {
+                return Err(invalid(
+                    path,
+                    "limits.max_concurrent_requests must be at least 1",
+                ));
+            }
+            limits.max_concurrent_requests = v;
+        }
+        if let Some(v) = l.idle_timeout_ms {
+            if !(1000..=600_000).contains(&v) {
+                return Err(invalid(
+                    path,
+                    "limits.idle_timeout_ms must be 1000 to 600000",
+                ));
+            }
+            limits.idle_timeout_ms = v;
+        }
+        let listen = file.listen.unwrap_or(cluster.addresses[id as usize]);
+        Ok(ReplicaConfig {
+            id,
+            key: key.signing_key().clone(),
+            data_dir: base.join(&file.data_dir),
+            listen,
+            consensus: c,
+            limits,
+            append_timeout_ms: l.append_timeout_ms.unwrap_or(30_000),
+            max_waiting_entries: l.max_waiting_entries.unwrap_or(200_000),
+            cluster,
+        })
+    }
+}
+
+/// Writes keys and configuration for a new cluster into `dir`: one
+/// `replica-N.key` and `replica-N.toml` per replica, and `cluster.toml`.
+/// Refuses to overwrite an existing cluster.
+pub fn init_cluster(
+    dir: &Path,
+    origin: &str,
+    replicas: usize,
+    host: std::net::IpAddr,
+    base_port: u16,
+) -> Result<Cluster, ConfigError> {
+    let cluster_path = dir.join("cluster.toml");
+    if cluster_path.exists() {
+        return Err(invalid(
+            &cluster_path,
+            "a cluster already exists here; refusing to overwrite it",
+        ));
+    }
+    if replicas == 0 || replicas > MAX_CLUSTER_REPLICAS {
+        return Err(invalid(
+            dir,
+            format!("--replicas must be 1 to {MAX_CLUSTER_REPLICAS}"),
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|source| ConfigError::Read {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut rng = rand_core::OsRng;
+    let mut keys = Vec::new();
+    let mut signers = Vec::new();
+    let mut addresses = Vec::new();
+    for i in 0..replicas {
+        let signer = SignerKey::generate(origin, KeyType::Ed25519, &mut rng)
+            .map_err(|e| invalid(dir, format!("origin {origin:?}: {e}")))?;
+        keys.push(signer.verifier());
+        signers.push(signer);
+        let port = base_port
+            .checked_add(i as u16)
+            .ok_or_else(|| invalid(dir, "port range overflows"))?;
+        addresses.push(SocketAddr::new(host, port));
+    }
+    let cluster = Cluster {
+        origin: origin.to_owned(),
+        epoch: 1,
+        keys,
+        addresses,
+    };
+    // Validate what we are about to write.
+    Cluster::from_file(cluster.to_file(), &cluster_path)?;
+    let write = |path: PathBuf, text: String| {
+        std::fs::write(&path, text).map_err(|source| ConfigError::Read { path, source })
+    };
+    for (i, signer) in signers.iter().enumerate() {
+        let key_path = dir.join(format!("replica-{i}.key"));
+        write(key_path.clone(), format!("{}\n", signer.to_skey_string()))?;
+        restrict_permissions(&key_path);
+        let file = ReplicaFile {
+            id: i as u16,
+            cluster: "cluster.toml".into(),
+            key_file: format!("replica-{i}.key").into(),
+            data_dir: format!("replica-{i}").into(),
+            listen: None,
+            consensus: ConsensusSection::default(),
+            limits: LimitsSection::default(),
+        };
+        let text = format!(
+            "# bftlog replica {i}; every field is described in docs/operating.md\n{}",
+            toml::to_string(&file).expect("serializable")
+        );
+        write(dir.join(format!("replica-{i}.toml")), text)?;
+    }
+    let text = format!(
+        "# bftlog cluster: shared by replicas and clients\n{}",
+        toml::to_string(&cluster.to_file()).expect("serializable")
+    );
+    write(cluster_path, text)?;
+    write(dir.join("policy"), cluster.policy_text())?;
+    write(dir.join("log.vkeys"), cluster.vkeys_text())?;
+    Ok(cluster)
+}
+
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_path: &Path) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("bftlog-config-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn init_writes_a_cluster_every_replica_can_load() {
+        let dir = tempdir("init");
+        let cluster =
+            init_cluster(&dir, "example.com/log", 4, [127, 0, 0, 1].into(), 7100).unwrap();
+        assert_eq!(cluster.n(), 4);
+        for i in 0..4 {
+            let cfg = ReplicaConfig::load(&dir.join(format!("replica-{i}.toml"))).unwrap();
+            assert_eq!(cfg.id, i);
+            assert_eq!(cfg.listen.port(), 7100 + i);
+            assert_eq!(cfg.consensus.round_timeout_ms, 1000);
+        }
+        Policy::parse(&std::fs::read(dir.join("policy")).unwrap()).unwrap();
+        assert!(init_cluster(&dir, "example.com/log", 4, [127, 0, 0, 1].into(), 7100).is_err());
+    }
+
+    #[test]
+    fn inconsistent_configuration_is_refused_with_the_field_named() {
+        let dir = tempdir("bad");
+        init_cluster(&dir, "example.com/log", 4, [127, 0, 0, 1].into(), 7200).unwrap();
+        let path = dir.join("replica-1.toml");
+        let original = std::fs::read_to_string(&path).unwrap();
+        let cases = [
+            (original.replace("id = 1", "id = 9"), "not in the cluster"),
+            (
+                original.replace("replica-1.key", "replica-2.key"),
+                "key_file holds",
+            ),
+            (format!("{original}bogus = 1\n"), "unknown field"),
+            (
+                format!("{original}[consensus]\nmax_block_bytes = 100\n"),
+                "max_block_bytes",
+            ),
+            (
+                format!("{original}[limits]\nmax_entry_bytes = 70000\n"),
+                "max_entry_bytes",
+            ),
+        ];
+        for (text, expected) in cases {
+            std::fs::write(&path, &text).unwrap();
+            let err = ReplicaConfig::load(&path).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err} should mention {expected}");
+        }
+        let cluster = std::fs::read_to_string(dir.join("cluster.toml")).unwrap();
+        let doubled = cluster.replace("127.0.0.1:7201", "127.0.0.1:7200");
+        let err = Cluster::parse(&doubled, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listed twice"), "{err}");
+    }
+}

@@ -1,0 +1,480 @@
+//! QUIC transport: TLS identities bound to Ed25519 keys, and framing.
+//!
+//! Every endpoint authenticates with an RFC 7250 **raw public key**: its
+//! TLS "certificate" is the DER SubjectPublicKeyInfo of an Ed25519 key, and
+//! the TLS 1.3 handshake signature proves possession of it. No X.509, no
+//! CA: a replica's TLS identity *is* the Ed25519 key listed for it in the
+//! cluster configuration.
+//!
+//! - Replica ↔ replica (ALPN `bftlog-peer/1`): both sides present their
+//!   replica key. The dialler accepts only the key of the replica it
+//!   dialled; the listener accepts the connection only if the presented key
+//!   is another replica's ([`peer_replica`]). Unknown peers are closed.
+//! - Client → replica (ALPN `bftlog-client/1`): the client accepts only the
+//!   replica keys of its cluster file; it presents a fresh key of its own
+//!   (any key: clients are anonymous).
+//!
+//! Messages are `spec::wire` frames: a 4-byte big-endian length, then
+//! canonical CBOR. Each connection bounds its streams and buffers
+//! ([`Limits`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{
+    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, SubjectPublicKeyInfoDer,
+    UnixTime,
+};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DistinguishedName, SignatureScheme};
+
+/// ALPN of replica-to-replica connections.
+pub const ALPN_PEER: &[u8] = b"bftlog-peer/1";
+/// ALPN of client connections.
+pub const ALPN_CLIENT: &[u8] = b"bftlog-client/1";
+/// The TLS server name clients send. Identity comes from the key, not
+/// the name.
+pub const SERVER_NAME: &str = "bftlog";
+
+/// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410): the key's 32
+/// bytes follow.
+const SPKI_ED25519_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+/// DER prefix of an Ed25519 PKCS#8 v1 private key (RFC 8410): the 32-byte
+/// seed follows.
+const PKCS8_ED25519_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// Connection limits. Every queue and buffer has one.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Concurrent client requests per connection. Default 256.
+    pub max_concurrent_requests: u32,
+    /// Largest frame accepted, in bytes. Default 16 MiB (the protocol
+    /// maximum).
+    pub max_frame_bytes: usize,
+    /// Connection idle timeout. Default 30 s.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_concurrent_requests: 256,
+            max_frame_bytes: bftlog_spec::wire::MAX_MESSAGE_BYTES,
+            idle_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Why a TLS or endpoint configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("TLS: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("QUIC crypto: {0}")]
+    Quic(String),
+}
+
+/// The DER SubjectPublicKeyInfo of an Ed25519 key.
+pub fn ed25519_spki(key: &VerifyingKey) -> Vec<u8> {
+    let mut der = SPKI_ED25519_PREFIX.to_vec();
+    der.extend_from_slice(key.as_bytes());
+    der
+}
+
+/// The Ed25519 key in a DER SubjectPublicKeyInfo, if that is what it is.
+pub fn parse_ed25519_spki(der: &[u8]) -> Option<[u8; 32]> {
+    let key = der.strip_prefix(&SPKI_ED25519_PREFIX[..])?;
+    key.try_into().ok()
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certified_key(
+    key: &SigningKey,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, TlsSetupError> {
+    let mut pkcs8 = PKCS8_ED25519_PREFIX.to_vec();
+    pkcs8.extend_from_slice(&key.to_bytes());
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8));
+    let signing = provider.key_provider.load_private_key(der)?;
+    let spki = CertificateDer::from(ed25519_spki(&key.verifying_key()));
+    Ok(CertifiedKey::new(vec![spki], signing))
+}
+
+fn transport(limits: &Limits, client_requests: bool) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    let frame = limits.max_frame_bytes as u64;
+    t.max_concurrent_bidi_streams(if client_requests {
+        limits.max_concurrent_requests.into()
+    } else {
+        0u32.into()
+    });
+    // Replicas use one long-lived stream per direction (plus reconnects).
+    t.max_concurrent_uni_streams(4u32.into());
+    t.stream_receive_window(quinn::VarInt::from_u64(frame + 1024).expect("fits"));
+    t.receive_window(quinn::VarInt::from_u64(4 * frame).expect("fits"));
+    t.send_window(4 * frame);
+    t.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(Duration::from_millis(limits.idle_timeout_ms))
+            .expect("idle timeout in range"),
+    ));
+    t.keep_alive_interval(Some(Duration::from_millis(limits.idle_timeout_ms / 3)));
+    t
+}
+
+/// The listening side of a replica: serves both ALPNs; any client key is
+/// accepted at the TLS layer, and [`peer_replica`] decides peer access.
+pub fn server_config(
+    key: &SigningKey,
+    limits: &Limits,
+) -> Result<quinn::ServerConfig, TlsSetupError> {
+    let provider = provider();
+    let certified = Arc::new(certified_key(key, &provider)?);
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(AnyEd25519Client {
+            algorithms: provider.signature_verification_algorithms,
+        }))
+        .with_cert_resolver(Arc::new(
+            rustls::server::AlwaysResolvesServerRawPublicKeys::new(certified),
+        ));
+    tls.alpn_protocols = vec![ALPN_PEER.to_vec(), ALPN_CLIENT.to_vec()];
+    let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsSetupError::Quic(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(Arc::new(transport(limits, true)));
+    Ok(config)
+}
+
+/// A dialling configuration that presents `own` and accepts only a server
+/// holding one of `accepted` keys.
+pub fn client_config(
+    own: &SigningKey,
+    accepted: &[VerifyingKey],
+    alpn: &[u8],
+    limits: &Limits,
+) -> Result<quinn::ClientConfig, TlsSetupError> {
+    let provider = provider();
+    let certified = Arc::new(certified_key(own, &provider)?);
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedServerKeys {
+            keys: accepted.iter().map(|k| k.to_bytes()).collect(),
+            algorithms: provider.signature_verification_algorithms,
+        }))
+        .with_client_cert_resolver(Arc::new(
+            rustls::client::AlwaysResolvesClientRawPublicKeys::new(certified),
+        ));
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| TlsSetupError::Quic(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport(limits, false)));
+    Ok(config)
+}
+
+/// The negotiated ALPN of an established connection.
+pub fn alpn(connection: &quinn::Connection) -> Option<Vec<u8>> {
+    connection
+        .handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
+/// The Ed25519 key the remote end authenticated with.
+pub fn remote_key(connection: &quinn::Connection) -> Option<[u8; 32]> {
+    let certs = connection
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    match certs.as_slice() {
+        [one] => parse_ed25519_spki(one.as_ref()),
+        _ => None,
+    }
+}
+
+/// The replica id behind a peer connection: its key must be one of
+/// `replicas` and not `own`.
+pub fn peer_replica(
+    connection: &quinn::Connection,
+    replicas: &[VerifyingKey],
+    own: u16,
+) -> Option<u16> {
+    let key = remote_key(connection)?;
+    let id = replicas.iter().position(|k| k.as_bytes() == &key)?;
+    (id != own as usize).then_some(id as u16)
+}
+
+/// Binds a QUIC endpoint that listens on `addr` and can also dial.
+pub fn endpoint(addr: SocketAddr, server: quinn::ServerConfig) -> std::io::Result<quinn::Endpoint> {
+    quinn::Endpoint::server(server, addr)
+}
+
+/// A client-only endpoint on an ephemeral port of the right family.
+pub fn client_endpoint(peer: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    let bind: SocketAddr = if peer.is_ipv4() {
+        "0.0.0.0:0".parse().expect("valid")
+    } else {
+        "[::]:0".parse().expect("valid")
+    };
+    quinn::Endpoint::client(bind)
+}
+
+// ---------------------------------------------------------------------------
+// Framing over QUIC streams
+// ---------------------------------------------------------------------------
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameReadError {
+    #[error("frame of {0} bytes exceeds the limit of {1}")]
+    TooLarge(usize, usize),
+    #[error("stream ended inside a frame")]
+    Truncated,
+    #[error("stream closed")]
+    Closed,
+    #[error("read: {0}")]
+    Read(#[from] quinn::ReadExactError),
+}
+
+/// Reads one frame. `Ok(None)` when the stream ends cleanly between frames.
+pub async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, FrameReadError> {
+    let mut header = [0u8; bftlog_spec::wire::FRAME_HEADER_BYTES];
+    match recv.read_exact(&mut header).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(quinn::ReadExactError::FinishedEarly(_)) => return Err(FrameReadError::Truncated),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(header) as usize;
+    if len > limit {
+        return Err(FrameReadError::TooLarge(len, limit));
+    }
+    let mut body = vec![0u8; len];
+    match recv.read_exact(&mut body).await {
+        Ok(()) => Ok(Some(body)),
+        Err(quinn::ReadExactError::FinishedEarly(_)) => Err(FrameReadError::Truncated),
+        Err(e) => Err(e.into()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Verifiers
+// ---------------------------------------------------------------------------
+
+/// Only TLS 1.3 is configured; a TLS 1.2 signature never counts.
+fn tls12_refused() -> Result<HandshakeSignatureValid, rustls::Error> {
+    Err(rustls::Error::PeerIncompatible(
+        rustls::PeerIncompatible::Tls12NotOffered,
+    ))
+}
+
+/// The TLS 1.3 handshake signature, checked against the raw key itself.
+fn verify_raw_key_signature(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+    algorithms: &WebPkiSupportedAlgorithms,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    rustls::crypto::verify_tls13_signature_with_raw_key(
+        message,
+        &SubjectPublicKeyInfoDer::from(cert.as_ref()),
+        dss,
+        algorithms,
+    )
+}
+
+/// Client side: the server must hold one of these Ed25519 keys.
+#[derive(Debug)]
+struct PinnedServerKeys {
+    keys: Vec<[u8; 32]>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for PinnedServerKeys {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let key = parse_ed25519_spki(end_entity.as_ref()).ok_or(
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding),
+        )?;
+        if !intermediates.is_empty() || !self.keys.contains(&key) {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        tls12_refused()
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_raw_key_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        true
+    }
+}
+
+/// Server side: any Ed25519 raw public key, proven by the handshake
+/// signature. Whether it may act as a replica is decided afterwards.
+#[derive(Debug)]
+struct AnyEd25519Client {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for AnyEd25519Client {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        if !intermediates.is_empty() || parse_ed25519_spki(end_entity.as_ref()).is_none() {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::BadEncoding,
+            ));
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        tls12_refused()
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_raw_key_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    async fn handshake(
+        server_key: &SigningKey,
+        client_key: &SigningKey,
+        accepted: &[VerifyingKey],
+    ) -> Result<(Option<[u8; 32]>, Option<Vec<u8>>), String> {
+        let server = endpoint(
+            "127.0.0.1:0".parse().unwrap(),
+            server_config(server_key, &Limits::default()).unwrap(),
+        )
+        .unwrap();
+        let addr = server.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            let incoming = server.accept().await.unwrap();
+            match incoming.await {
+                Ok(conn) => Ok((remote_key(&conn), alpn(&conn))),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+        let client = client_endpoint(addr).unwrap();
+        let config = client_config(client_key, accepted, ALPN_PEER, &Limits::default()).unwrap();
+        let dialled = client
+            .connect_with(config, addr, SERVER_NAME)
+            .unwrap()
+            .await;
+        let server_side = accept.await.unwrap();
+        match dialled {
+            Ok(conn) => {
+                assert_eq!(
+                    remote_key(&conn),
+                    Some(server_key.verifying_key().to_bytes())
+                );
+                server_side
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[tokio::test]
+    async fn both_ends_authenticate_with_their_ed25519_keys() {
+        let (server, client) = (key(1), key(2));
+        let (seen, protocol) = handshake(&server, &client, &[server.verifying_key()])
+            .await
+            .unwrap();
+        assert_eq!(seen, Some(client.verifying_key().to_bytes()));
+        assert_eq!(protocol.as_deref(), Some(ALPN_PEER));
+    }
+
+    #[tokio::test]
+    async fn a_server_with_an_unlisted_key_is_refused() {
+        let (server, client) = (key(1), key(2));
+        let err = handshake(&server, &client, &[key(3).verifying_key()])
+            .await
+            .unwrap_err();
+        assert!(!err.is_empty());
+    }
+
+    #[test]
+    fn spki_round_trips() {
+        let k = key(9).verifying_key();
+        assert_eq!(parse_ed25519_spki(&ed25519_spki(&k)), Some(k.to_bytes()));
+        assert_eq!(parse_ed25519_spki(&ed25519_spki(&k)[1..]), None);
+    }
+}

@@ -1,0 +1,837 @@
+//! The replica driver: feeds the sans-IO consensus core and performs its
+//! actions, in order.
+//!
+//! One OS thread owns the core and the database writer (the *core loop*).
+//! It waits for an input or the core's next timer, hands the input to the
+//! core, then drains the core until it is quiet:
+//!
+//! 1. commits, checkpoint events and persist requests are written to redb
+//!    in **one durable transaction**;
+//! 2. only then are the persist tokens acknowledged, which releases the
+//!    votes, timeouts and checkpoint signatures that depended on them
+//!    (persist before speak);
+//! 3. outgoing messages go to the per-peer sender tasks;
+//! 4. clients waiting for receipts are answered once a stored quorum
+//!    checkpoint covers their entries.
+//!
+//! The network runs on tokio: one task per peer connection direction and
+//! one per client request. Reads (proofs, entries, checkpoints) go straight
+//! to redb from the request tasks; they never wait for the core loop.
+//! Queues are bounded everywhere: a full peer queue drops the message
+//! (consensus tolerates loss), a full core queue answers `Overloaded`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bftlog_spec::checkpoint::Checkpoint;
+use bftlog_spec::merkle::{self, Hash};
+use bftlog_spec::note::Note;
+use bftlog_spec::wire::{self, BoundedVec, ConsensusMessage, Entry, ErrorCode, ReplicaId};
+use tokio::sync::{mpsc as tmpsc, oneshot};
+use tracing::{debug, error, info, warn};
+
+use crate::config::ReplicaConfig;
+use crate::consensus::{CheckpointEvent, Replica, SubmitResult, Target};
+use crate::net;
+use crate::storage::{Store, StoreError, WriteBatch};
+
+/// Frames queued per peer before new ones are dropped.
+const PEER_QUEUE_FRAMES: usize = 4096;
+/// Inputs queued for the core loop before appends are refused.
+const CORE_QUEUE: usize = 16_384;
+
+/// Why a replica could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("consensus setup: {0}")]
+    Setup(#[from] crate::consensus::SetupError),
+    #[error("TLS: {0}")]
+    Tls(#[from] net::TlsSetupError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What the core loop answers an append with.
+#[derive(Debug)]
+pub enum AppendOutcome {
+    /// Every entry's index; a stored quorum checkpoint covers them all.
+    Committed(Vec<u64>),
+    Rejected(ErrorCode, String),
+}
+
+pub(crate) enum CoreInput {
+    Peer {
+        from: ReplicaId,
+        message: Box<ConsensusMessage>,
+    },
+    Append {
+        entries: Vec<Entry>,
+        reply: oneshot::Sender<AppendOutcome>,
+    },
+    Shutdown,
+}
+
+/// Counters the driver keeps besides the core's own.
+#[derive(Debug, Default)]
+pub struct DriverMetrics {
+    pub peer_frames_dropped: AtomicU64,
+    pub peer_messages_malformed: AtomicU64,
+    pub peers_rejected: AtomicU64,
+    pub client_requests: AtomicU64,
+    pub client_errors: AtomicU64,
+    pub appends_overloaded: AtomicU64,
+    pub sync_served_from_storage: AtomicU64,
+}
+
+/// State shared by the network tasks.
+pub(crate) struct Shared {
+    pub cfg: ReplicaConfig,
+    pub store: Arc<Store>,
+    pub core_tx: mpsc::SyncSender<CoreInput>,
+    pub metrics: DriverMetrics,
+    pub stopping: AtomicBool,
+}
+
+/// A running replica.
+pub struct Node {
+    shared: Arc<Shared>,
+    endpoint: quinn::Endpoint,
+    core: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Node {
+    /// Opens storage, recovers the core and starts serving. Must run inside
+    /// a tokio runtime.
+    pub async fn start(cfg: ReplicaConfig) -> Result<Node, StartError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
+            path: cfg.data_dir.clone(),
+            source,
+        })?;
+        let store = Arc::new(Store::open(
+            &cfg.data_dir.join("bftlog.redb"),
+            cfg.cluster.epoch,
+        )?);
+        let recovered = store.recover(cfg.cluster.epoch, cfg.consensus.retain_committed_blocks)?;
+        let started = Instant::now();
+        let replica = Replica::new(
+            cfg.consensus.clone(),
+            cfg.id,
+            cfg.key.clone(),
+            rand::rngs::OsRng,
+            recovered,
+            Duration::ZERO,
+        )?;
+        let server = net::server_config(&cfg.key, &cfg.limits)?;
+        let endpoint = net::endpoint(cfg.listen, server).map_err(|source| StartError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+        let (core_tx, core_rx) = mpsc::sync_channel(CORE_QUEUE);
+        let shared = Arc::new(Shared {
+            cfg,
+            store: store.clone(),
+            core_tx,
+            metrics: DriverMetrics::default(),
+            stopping: AtomicBool::new(false),
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut peers: Vec<Option<tmpsc::Sender<Arc<Vec<u8>>>>> = Vec::new();
+        for peer in 0..shared.cfg.cluster.n() as u16 {
+            if peer == shared.cfg.id {
+                peers.push(None);
+                continue;
+            }
+            let (tx, rx) = tmpsc::channel(PEER_QUEUE_FRAMES);
+            peers.push(Some(tx));
+            tasks.spawn(peer_sender(shared.clone(), endpoint.clone(), peer, rx));
+        }
+        tasks.spawn(accept_loop(shared.clone(), endpoint.clone()));
+        info!(
+            replica = shared.cfg.id,
+            listen = %shared.cfg.listen,
+            tree_size = store.tree_size(),
+            height = replica.committed_height(),
+            "replica started"
+        );
+        let loop_shared = shared.clone();
+        let core = std::thread::Builder::new()
+            .name(format!("bftlog-core-{}", shared.cfg.id))
+            .spawn(move || {
+                let mut core = CoreLoop {
+                    shared: loop_shared.clone(),
+                    replica,
+                    store,
+                    started,
+                    peers,
+                    waiters: Waiters::default(),
+                    pending_quorum: BTreeMap::new(),
+                    latest_checkpoint: 0,
+                };
+                let result = core.run(core_rx);
+                if let Err(e) = &result {
+                    error!(replica = loop_shared.cfg.id, error = %e, "storage failed; the replica stops");
+                }
+                loop_shared.stopping.store(true, Ordering::SeqCst);
+                result
+            })
+            .expect("spawn core thread");
+        Ok(Node {
+            shared,
+            endpoint,
+            core: Some(core),
+            tasks,
+        })
+    }
+
+    /// The bound QUIC address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr().expect("bound endpoint")
+    }
+
+    pub fn metrics(&self) -> &DriverMetrics {
+        &self.shared.metrics
+    }
+
+    /// True once the core loop stopped (storage failure or shutdown).
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the core loop stops by itself (storage failure).
+    pub async fn stopped(&self) {
+        while !self.is_stopped() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops serving, lets the core loop finish its current step and
+    /// closes the database.
+    pub async fn shutdown(mut self) -> Result<(), StoreError> {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.endpoint.close(0u32.into(), b"shutdown");
+        let _ = self.shared.core_tx.try_send(CoreInput::Shutdown);
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        let core = self.core.take().expect("joined once");
+        let result = tokio::task::spawn_blocking(move || core.join())
+            .await
+            .expect("join task");
+        self.endpoint.wait_idle().await;
+        result.unwrap_or(Ok(()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The core loop
+// ---------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Waiters {
+    next_id: u64,
+    requests: HashMap<u64, Waiter>,
+    /// Leaf hash → (request, position) for entries not yet committed.
+    by_leaf: HashMap<Hash, Vec<(u64, usize)>>,
+    /// Requests whose entries all have indexes, by the highest index.
+    by_index: BTreeMap<u64, Vec<u64>>,
+    /// Entries waiting in all requests.
+    entries: usize,
+}
+
+struct Waiter {
+    indexes: Vec<Option<u64>>,
+    leaves: Vec<Hash>,
+    missing: usize,
+    deadline: Duration,
+    reply: oneshot::Sender<AppendOutcome>,
+}
+
+struct CoreLoop {
+    shared: Arc<Shared>,
+    replica: Replica<rand::rngs::OsRng>,
+    store: Arc<Store>,
+    started: Instant,
+    peers: Vec<Option<tmpsc::Sender<Arc<Vec<u8>>>>>,
+    waiters: Waiters,
+    /// Quorum checkpoints beyond the stored tree, stored once it reaches them.
+    pending_quorum: BTreeMap<u64, Note>,
+    latest_checkpoint: u64,
+}
+
+impl CoreLoop {
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn run(&mut self, rx: mpsc::Receiver<CoreInput>) -> Result<(), StoreError> {
+        self.latest_checkpoint = self.store.latest_checkpoint()?.map_or(0, |(s, _)| s);
+        self.drive()?;
+        loop {
+            let now = self.now();
+            // Waiter deadlines are checked at least once a second.
+            let wait = self
+                .replica
+                .poll_timeout()
+                .map_or(Duration::from_secs(1), |t| t.saturating_sub(now))
+                .min(Duration::from_secs(1));
+            match rx.recv_timeout(wait) {
+                Ok(CoreInput::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Ok(());
+                }
+                Ok(input) => {
+                    self.handle(input)?;
+                    // Take what else is queued before draining: it batches
+                    // votes and appends into one durable write.
+                    for _ in 0..1024 {
+                        match rx.try_recv() {
+                            Ok(CoreInput::Shutdown) => return Ok(()),
+                            Ok(input) => self.handle(input)?,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            let now = self.now();
+            if self.replica.poll_timeout().is_some_and(|t| t <= now) {
+                self.replica.handle_timeout(now);
+            }
+            self.expire_waiters(now);
+            self.drive()?;
+        }
+    }
+
+    fn handle(&mut self, input: CoreInput) -> Result<(), StoreError> {
+        let now = self.now();
+        match input {
+            CoreInput::Peer { from, message } => {
+                if let ConsensusMessage::SyncRequest {
+                    from_height,
+                    max_blocks,
+                } = &*message
+                {
+                    if *from_height < self.replica.oldest_retained_height() {
+                        self.serve_sync_from_storage(from, *from_height, *max_blocks)?;
+                        return Ok(());
+                    }
+                }
+                self.replica.handle_message(now, from, *message);
+            }
+            CoreInput::Append { entries, reply } => self.append(now, entries, reply)?,
+            CoreInput::Shutdown => {}
+        }
+        Ok(())
+    }
+
+    /// Sync for heights the core no longer holds in memory: blocks from
+    /// redb, plus the QC that certifies the last one (the next block's
+    /// justify), so the requester can verify and apply them.
+    fn serve_sync_from_storage(
+        &mut self,
+        to: ReplicaId,
+        from_height: u64,
+        max_blocks: u16,
+    ) -> Result<(), StoreError> {
+        let max = (max_blocks as u64).clamp(1, wire::MAX_SYNC_BLOCKS as u64);
+        let mut blocks = self.store.committed_blocks(from_height.max(1), max + 1)?;
+        if blocks.len() < 2 {
+            return Ok(());
+        }
+        // Keep the response under the frame limit.
+        let mut bytes = 0;
+        let mut keep = 0;
+        for b in &blocks[..blocks.len() - 1] {
+            bytes += b.entries.iter().map(|e| e.len() + 4).sum::<usize>() + 512;
+            if keep > 0 && bytes > 12 << 20 {
+                break;
+            }
+            keep += 1;
+        }
+        let commit_qc = Some(blocks[keep].justify.clone());
+        blocks.truncate(keep);
+        self.shared
+            .metrics
+            .sync_served_from_storage
+            .fetch_add(1, Ordering::Relaxed);
+        let message = ConsensusMessage::SyncResponse {
+            blocks: BoundedVec::new(blocks).expect("≤ MAX_SYNC_BLOCKS"),
+            commit_qc,
+        };
+        self.send(Target::One(to), &message);
+        Ok(())
+    }
+
+    fn append(
+        &mut self,
+        now: Duration,
+        entries: Vec<Entry>,
+        reply: oneshot::Sender<AppendOutcome>,
+    ) -> Result<(), StoreError> {
+        let max = self.shared.cfg.consensus.max_entry_bytes;
+        if let Some(i) = entries.iter().position(|e| e.len() > max) {
+            let _ = reply.send(AppendOutcome::Rejected(
+                ErrorCode::TooLarge,
+                format!(
+                    "entry {i} has {} bytes; the limit is {max}",
+                    entries[i].len()
+                ),
+            ));
+            return Ok(());
+        }
+        if self.waiters.entries + entries.len() > self.shared.cfg.max_waiting_entries {
+            self.shared
+                .metrics
+                .appends_overloaded
+                .fetch_add(1, Ordering::Relaxed);
+            let _ = reply.send(AppendOutcome::Rejected(
+                ErrorCode::Overloaded {
+                    retry_after_ms: 1000,
+                },
+                "too many appends waiting for receipts".into(),
+            ));
+            return Ok(());
+        }
+        let leaves: Vec<Hash> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+        let mut indexes = self.store.indexes_of(&leaves)?;
+        let mut submit = Vec::new();
+        let mut submit_pos = Vec::new();
+        for (pos, entry) in entries.into_iter().enumerate() {
+            if indexes[pos].is_none() {
+                submit.push(entry.into_inner());
+                submit_pos.push(pos);
+            }
+        }
+        let results = if submit.is_empty() {
+            Vec::new()
+        } else {
+            self.replica.submit(now, submit)
+        };
+        let mut overloaded = None;
+        for (pos, result) in submit_pos.iter().zip(results) {
+            match result {
+                SubmitResult::Accepted | SubmitResult::AlreadyPending => {}
+                SubmitResult::AlreadyCommitted => {
+                    indexes[*pos] = self.store.index_of(&leaves[*pos])?;
+                }
+                SubmitResult::TooLarge => {
+                    let _ = reply.send(AppendOutcome::Rejected(
+                        ErrorCode::TooLarge,
+                        format!("entry {pos} is too large"),
+                    ));
+                    return Ok(());
+                }
+                SubmitResult::Overloaded { retry_after_ms } => {
+                    overloaded = Some(retry_after_ms);
+                }
+            }
+        }
+        if let Some(retry_after_ms) = overloaded {
+            self.shared
+                .metrics
+                .appends_overloaded
+                .fetch_add(1, Ordering::Relaxed);
+            let _ = reply.send(AppendOutcome::Rejected(
+                ErrorCode::Overloaded { retry_after_ms },
+                "the mempool is full; entries it accepted will still commit, and resubmitting is idempotent".into(),
+            ));
+            return Ok(());
+        }
+        let id = self.waiters.next_id;
+        self.waiters.next_id += 1;
+        let missing = indexes.iter().filter(|i| i.is_none()).count();
+        for (pos, index) in indexes.iter().enumerate() {
+            if index.is_none() {
+                self.waiters
+                    .by_leaf
+                    .entry(leaves[pos])
+                    .or_default()
+                    .push((id, pos));
+            }
+        }
+        self.waiters.entries += indexes.len();
+        let deadline = now + Duration::from_millis(self.shared.cfg.append_timeout_ms);
+        self.waiters.requests.insert(
+            id,
+            Waiter {
+                indexes,
+                leaves,
+                missing,
+                deadline,
+                reply,
+            },
+        );
+        if missing == 0 {
+            self.indexed(id);
+        }
+        Ok(())
+    }
+
+    /// A request whose entries all have indexes waits for a checkpoint.
+    fn indexed(&mut self, id: u64) {
+        let waiter = &self.waiters.requests[&id];
+        let highest = waiter.indexes.iter().map(|i| i.expect("indexed")).max();
+        match highest {
+            Some(h) if h >= self.latest_checkpoint => {
+                self.waiters.by_index.entry(h).or_default().push(id);
+            }
+            _ => self.answer(id),
+        }
+    }
+
+    fn answer(&mut self, id: u64) {
+        if let Some(waiter) = self.waiters.requests.remove(&id) {
+            self.waiters.entries -= waiter.indexes.len();
+            let indexes = waiter
+                .indexes
+                .into_iter()
+                .map(|i| i.expect("indexed"))
+                .collect();
+            let _ = waiter.reply.send(AppendOutcome::Committed(indexes));
+        }
+    }
+
+    fn expire_waiters(&mut self, now: Duration) {
+        let expired: Vec<u64> = self
+            .waiters
+            .requests
+            .iter()
+            .filter(|(_, w)| w.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(waiter) = self.waiters.requests.remove(&id) {
+                self.waiters.entries -= waiter.indexes.len();
+                for (pos, leaf) in waiter.leaves.iter().enumerate() {
+                    if waiter.indexes[pos].is_some() {
+                        continue;
+                    }
+                    if let Some(list) = self.waiters.by_leaf.get_mut(leaf) {
+                        list.retain(|(w, _)| *w != id);
+                        if list.is_empty() {
+                            self.waiters.by_leaf.remove(leaf);
+                        }
+                    }
+                }
+                let _ = waiter.reply.send(AppendOutcome::Rejected(
+                    ErrorCode::Overloaded {
+                        retry_after_ms: 1000,
+                    },
+                    format!(
+                        "not committed within {} ms; resubmitting is idempotent",
+                        self.shared.cfg.append_timeout_ms
+                    ),
+                ));
+            }
+        }
+        // Stale `by_index` registrations are skipped when they fire.
+    }
+
+    /// Drains the core until it is quiet (see the module docs for the order).
+    fn drive(&mut self) -> Result<(), StoreError> {
+        loop {
+            let mut batch = WriteBatch::default();
+            while let Some(commit) = self.replica.poll_commit() {
+                batch.commits.push(commit);
+            }
+            while let Some(event) = self.replica.poll_checkpoint() {
+                match event {
+                    CheckpointEvent::Quorum { size, note } => {
+                        self.pending_quorum.insert(size, note);
+                    }
+                    CheckpointEvent::Signed { size, root } => {
+                        debug!(replica = self.shared.cfg.id, size, %root, "signed checkpoint");
+                    }
+                    CheckpointEvent::Refused {
+                        size,
+                        root,
+                        last_signed,
+                    } => {
+                        error!(
+                            replica = self.shared.cfg.id,
+                            size,
+                            %root,
+                            last_size = last_signed.0,
+                            last_root = %last_signed.1,
+                            "SAFETY ALARM: refused to sign a checkpoint that contradicts one signed before"
+                        );
+                    }
+                }
+            }
+            let mut tokens = Vec::new();
+            while let Some(request) = self.replica.poll_persist() {
+                batch.safety = Some(request.state);
+                batch.voted_blocks.extend(request.blocks);
+                tokens.push(request.token);
+            }
+            let tree_size = batch
+                .commits
+                .last()
+                .map_or(self.store.tree_size(), |c| c.size);
+            let ready: Vec<u64> = self
+                .pending_quorum
+                .range(..=tree_size)
+                .map(|(s, _)| *s)
+                .collect();
+            for size in ready {
+                let note = self.pending_quorum.remove(&size).expect("listed");
+                if size <= self.latest_checkpoint {
+                    continue;
+                }
+                let root = match batch.commits.iter().find(|c| c.size == size) {
+                    Some(c) => c.root,
+                    None => match self.store.root_at(size) {
+                        Ok(root) => root,
+                        Err(e) => {
+                            warn!(size, error = %e, "cannot check a quorum checkpoint's root");
+                            continue;
+                        }
+                    },
+                };
+                let claimed = Checkpoint::parse(note.text()).map(|c| c.root);
+                if claimed.as_ref() != Ok(&root) {
+                    error!(
+                        replica = self.shared.cfg.id,
+                        size,
+                        "SAFETY ALARM: a quorum checkpoint disagrees with the committed tree; not stored"
+                    );
+                    continue;
+                }
+                batch.checkpoints.push((size, note.format()));
+                self.latest_checkpoint = size;
+            }
+            let quiet = batch.is_empty();
+            if !quiet {
+                self.store.write(&batch)?;
+            }
+            for token in tokens {
+                self.replica.handle_persisted(token);
+            }
+            self.after_commit(&batch);
+            let mut sent = false;
+            while let Some(out) = self.replica.poll_send() {
+                self.send(out.to, &out.message);
+                sent = true;
+            }
+            if quiet && !sent {
+                return Ok(());
+            }
+        }
+    }
+
+    fn after_commit(&mut self, batch: &WriteBatch) {
+        for commit in &batch.commits {
+            for (offset, entry) in commit.block.entries.iter().enumerate() {
+                if self.waiters.by_leaf.is_empty() {
+                    break;
+                }
+                let leaf = merkle::leaf_hash(entry);
+                let Some(list) = self.waiters.by_leaf.remove(&leaf) else {
+                    continue;
+                };
+                for (id, pos) in list {
+                    let Some(waiter) = self.waiters.requests.get_mut(&id) else {
+                        continue;
+                    };
+                    if waiter.indexes[pos].is_none() {
+                        waiter.indexes[pos] = Some(commit.first_index + offset as u64);
+                        waiter.missing -= 1;
+                        if waiter.missing == 0 {
+                            self.indexed(id);
+                        }
+                    }
+                }
+            }
+        }
+        if !batch.checkpoints.is_empty() {
+            let covered: Vec<u64> = self
+                .waiters
+                .by_index
+                .range(..self.latest_checkpoint)
+                .map(|(i, _)| *i)
+                .collect();
+            for index in covered {
+                for id in self.waiters.by_index.remove(&index).unwrap_or_default() {
+                    self.answer(id);
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, to: Target, message: &ConsensusMessage) {
+        let frame = Arc::new(wire::frame(&wire::encode(message)));
+        let mut push = |peer: usize| {
+            if let Some(Some(tx)) = self.peers.get(peer) {
+                if tx.try_send(frame.clone()).is_err() {
+                    self.shared
+                        .metrics
+                        .peer_frames_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        };
+        match to {
+            Target::All => (0..self.peers.len()).for_each(&mut push),
+            Target::One(peer) => push(peer as usize),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Network tasks
+// ---------------------------------------------------------------------------
+
+/// Keeps a connection to one peer and writes its queued frames on a
+/// long-lived unidirectional stream, reconnecting with backoff.
+async fn peer_sender(
+    shared: Arc<Shared>,
+    endpoint: quinn::Endpoint,
+    peer: u16,
+    mut rx: tmpsc::Receiver<Arc<Vec<u8>>>,
+) {
+    let cluster = &shared.cfg.cluster;
+    let addr = cluster.addresses[peer as usize];
+    let config = match net::client_config(
+        &shared.cfg.key,
+        &[*cluster.keys[peer as usize].public_key()],
+        net::ALPN_PEER,
+        &shared.cfg.limits,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(peer, error = %e, "cannot build the peer TLS configuration");
+            return;
+        }
+    };
+    let mut backoff = Duration::from_millis(50);
+    let mut logged = false;
+    loop {
+        let connection = match endpoint.connect_with(config.clone(), addr, net::SERVER_NAME) {
+            Ok(connecting) => connecting.await,
+            Err(e) => {
+                error!(peer, error = %e, "cannot dial peer");
+                return;
+            }
+        };
+        let connection = match connection {
+            Ok(c) => c,
+            Err(e) => {
+                if !logged {
+                    debug!(replica = shared.cfg.id, peer, error = %e, "peer unreachable; retrying");
+                    logged = true;
+                }
+                // Drop what piles up while the peer is away: sync repairs it.
+                while rx.try_recv().is_ok() {}
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        logged = false;
+        debug!(replica = shared.cfg.id, peer, "connected to peer");
+        let Ok(mut stream) = connection.open_uni().await else {
+            continue;
+        };
+        loop {
+            let Some(frame) = rx.recv().await else {
+                return;
+            };
+            if stream.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let Ok(connection) = incoming.await else {
+                return;
+            };
+            match net::alpn(&connection).as_deref() {
+                Some(net::ALPN_PEER) => {
+                    let replicas = shared.cfg.cluster.public_keys();
+                    match net::peer_replica(&connection, &replicas, shared.cfg.id) {
+                        Some(peer) => serve_peer(shared, connection, peer).await,
+                        None => {
+                            shared
+                                .metrics
+                                .peers_rejected
+                                .fetch_add(1, Ordering::Relaxed);
+                            warn!(
+                                replica = shared.cfg.id,
+                                remote = %connection.remote_address(),
+                                "rejected a peer connection with an unknown key"
+                            );
+                            connection.close(1u32.into(), b"unknown replica key");
+                        }
+                    }
+                }
+                Some(net::ALPN_CLIENT) => crate::api::serve_client(shared, connection).await,
+                _ => connection.close(1u32.into(), b"unknown protocol"),
+            }
+        });
+    }
+}
+
+/// Reads consensus messages from one authenticated peer.
+async fn serve_peer(shared: Arc<Shared>, connection: quinn::Connection, peer: u16) {
+    while let Ok(mut stream) = connection.accept_uni().await {
+        let shared = shared.clone();
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            loop {
+                match net::read_frame(&mut stream, shared.cfg.limits.max_frame_bytes).await {
+                    Ok(Some(frame)) => match wire::decode::<ConsensusMessage>(&frame) {
+                        Ok(message) => {
+                            let input = CoreInput::Peer {
+                                from: peer,
+                                message: Box::new(message),
+                            };
+                            if shared.core_tx.try_send(input).is_err() {
+                                shared
+                                    .metrics
+                                    .peer_frames_dropped
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) => {
+                            shared
+                                .metrics
+                                .peer_messages_malformed
+                                .fetch_add(1, Ordering::Relaxed);
+                            debug!(replica = shared.cfg.id, peer, error = %e, "malformed peer message");
+                        }
+                    },
+                    Ok(None) => return,
+                    Err(e) => {
+                        // A framing error desynchronises the stream: close it.
+                        shared
+                            .metrics
+                            .peer_messages_malformed
+                            .fetch_add(1, Ordering::Relaxed);
+                        debug!(replica = shared.cfg.id, peer, error = %e, "peer stream failed");
+                        connection.close(2u32.into(), b"bad frame");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}

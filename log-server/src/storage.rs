@@ -1,0 +1,712 @@
+//! Durable replica state in redb.
+//!
+//! Tables:
+//!
+//! | table         | key                    | value                                   |
+//! |---------------|------------------------|-----------------------------------------|
+//! | `entries`     | index `u64`            | entry bytes                             |
+//! | `leaf_index`  | leaf hash `[u8; 32]`   | index `u64` (idempotent appends)        |
+//! | `hash_chunks` | chunk `u64`            | up to 64 stored hashes (32 bytes each)  |
+//! | `blocks`      | height `u64`           | committed block without its entries     |
+//! | `voted`       | (round, block id)      | a voted, not yet committed block        |
+//! | `checkpoints` | size `u64`             | quorum checkpoint note text             |
+//! | `meta`        | name `&str`            | `u64` (tree size, committed height)     |
+//! | `safety`      | `0u8`                  | consensus safety state (canonical CBOR) |
+//!
+//! Merkle hashes use the spec crate's stored-hash order (Go sumdb's
+//! layout): the hashes a leaf completes are stored right after it, so an
+//! append writes one contiguous run and an RFC 6962 proof reads O(log n)
+//! hashes. Hashes are grouped in chunks of [`HASH_CHUNK`] so a proof's
+//! lower levels, which lie close together, share a read.
+//!
+//! A committed block's entries live only in `entries`; the block record
+//! keeps its header and the index range, and [`Store::committed_blocks`]
+//! rebuilds the full block for sync.
+//!
+//! Every [`Store::write`] is one redb transaction with immediate
+//! durability: all the commits, the safety state and the quorum
+//! checkpoints of one driver step become durable together or not at all,
+//! so a crash at any point restarts from a consistent state.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use bftlog_spec::merkle::{
+    self, CompactRange, Hash, HashReader, MAX_PROOF_LEN, ProveError, stored_hash_count,
+};
+use bftlog_spec::wire::{self, Block, BoundedVec, Entry, QuorumCert, TimeoutCert};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::consensus::{Committed, Recovered, SafetyState};
+
+const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
+const LEAF_INDEX: TableDefinition<[u8; 32], u64> = TableDefinition::new("leaf_index");
+const HASH_CHUNKS: TableDefinition<u64, &[u8]> = TableDefinition::new("hash_chunks");
+const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+const VOTED: TableDefinition<(u64, [u8; 32]), &[u8]> = TableDefinition::new("voted");
+const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const SAFETY: TableDefinition<u8, &[u8]> = TableDefinition::new("safety");
+
+/// Stored hashes per `hash_chunks` row.
+pub const HASH_CHUNK: u64 = 64;
+
+const META_TREE_SIZE: &str = "tree_size";
+const META_HEIGHT: &str = "committed_height";
+const META_EPOCH: &str = "epoch";
+
+/// A storage failure. The driver treats any of these as fatal: a replica
+/// that cannot write must stop speaking.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(Box<redb::Error>),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the database belongs to epoch {stored}, the configuration says {configured}")]
+    EpochMismatch { stored: u64, configured: u64 },
+    #[error(transparent)]
+    Prove(#[from] ProveError),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Database(Box::new(e.into()))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Why a proof or read request could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<redb::StorageError> for ReadError {
+    fn from(e: redb::StorageError) -> Self {
+        ReadError::Store(e.into())
+    }
+}
+impl From<redb::TransactionError> for ReadError {
+    fn from(e: redb::TransactionError) -> Self {
+        ReadError::Store(e.into())
+    }
+}
+impl From<redb::TableError> for ReadError {
+    fn from(e: redb::TableError) -> Self {
+        ReadError::Store(e.into())
+    }
+}
+
+/// The safety state as stored.
+#[derive(Serialize, Deserialize)]
+struct SafetyRecord {
+    last_voted_round: u64,
+    last_vote_round: u64,
+    high_qc: QuorumCert,
+    high_tc: Option<TimeoutCert>,
+    last_signed: Option<(u64, Hash)>,
+}
+
+/// A committed block without its entries, which are in `entries`.
+#[derive(Serialize, Deserialize)]
+struct BlockRecord {
+    header: Block,
+    first_index: u64,
+    entry_count: u64,
+}
+
+/// What one driver step makes durable, in one transaction.
+#[derive(Default)]
+pub struct WriteBatch {
+    pub commits: Vec<Committed>,
+    pub safety: Option<SafetyState>,
+    pub voted_blocks: Vec<Block>,
+    /// Quorum checkpoints: (size, note text).
+    pub checkpoints: Vec<(u64, String)>,
+}
+
+impl WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.commits.is_empty()
+            && self.safety.is_none()
+            && self.voted_blocks.is_empty()
+            && self.checkpoints.is_empty()
+    }
+}
+
+/// A replica's database. Reads may run from any thread while the driver
+/// writes; writes come from the driver only.
+pub struct Store {
+    db: Database,
+    /// The committed tree's right edge, kept to compute the hashes each
+    /// append stores.
+    writer: Mutex<CompactRange>,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path` for a cluster `epoch`.
+    pub fn open(path: &Path, epoch: u64) -> Result<Self, StoreError> {
+        let db = Database::builder().set_cache_size(256 << 20).create(path)?;
+        let txn = db.begin_write()?;
+        let size;
+        {
+            // Create every table so readers never see a missing one.
+            txn.open_table(ENTRIES)?;
+            txn.open_table(LEAF_INDEX)?;
+            txn.open_table(HASH_CHUNKS)?;
+            txn.open_table(BLOCKS)?;
+            txn.open_table(VOTED)?;
+            txn.open_table(CHECKPOINTS)?;
+            txn.open_table(SAFETY)?;
+            let mut meta = txn.open_table(META)?;
+            let stored_epoch = meta.get(META_EPOCH)?.map(|v| v.value());
+            match stored_epoch {
+                Some(stored) if stored != epoch => {
+                    return Err(StoreError::EpochMismatch {
+                        stored,
+                        configured: epoch,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert(META_EPOCH, epoch)?;
+                }
+            }
+            size = meta.get(META_TREE_SIZE)?.map_or(0, |v| v.value());
+        }
+        txn.commit()?;
+        let store = Store {
+            db,
+            writer: Mutex::new(CompactRange::new()),
+        };
+        let tree = {
+            let read = store.db.begin_read()?;
+            let reader = TxnHashes::new(&read)?;
+            CompactRange::from_storage(size, &reader)?
+        };
+        *store.writer.lock().expect("store lock") = tree;
+        Ok(store)
+    }
+
+    /// Number of committed entries.
+    pub fn tree_size(&self) -> u64 {
+        self.writer.lock().expect("store lock").size()
+    }
+
+    /// What the consensus core needs to restart: its safety state, the
+    /// committed tree, the last `retain` committed blocks and the voted
+    /// blocks not yet committed.
+    pub fn recover(&self, epoch: u64, retain: usize) -> Result<Recovered, StoreError> {
+        let read = self.db.begin_read()?;
+        let mut recovered = Recovered::fresh(epoch);
+        if let Some(bytes) = read.open_table(SAFETY)?.get(0u8)? {
+            let record: SafetyRecord = decode(bytes.value(), "safety state")?;
+            recovered.safety = SafetyState {
+                last_voted_round: record.last_voted_round,
+                last_vote_round: record.last_vote_round,
+                high_qc: record.high_qc,
+                high_tc: record.high_tc,
+                last_signed: record.last_signed,
+            };
+        }
+        recovered.tree = self.writer.lock().expect("store lock").clone();
+        let height = read
+            .open_table(META)?
+            .get(META_HEIGHT)?
+            .map_or(0, |v| v.value());
+        if height > 0 {
+            let first = height.saturating_sub(retain as u64 - 1).max(1);
+            recovered.first_height = first;
+            recovered.committed_blocks = read_blocks(&read, first, height - first + 1)?;
+        }
+        for row in read.open_table(VOTED)?.iter()? {
+            let (_, bytes) = row?;
+            recovered
+                .voted_blocks
+                .push(decode(bytes.value(), "voted block")?);
+        }
+        Ok(recovered)
+    }
+
+    /// Makes one driver step durable.
+    pub fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tree = self.writer.lock().expect("store lock");
+        let mut next_tree = tree.clone();
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut meta = txn.open_table(META)?;
+            if !batch.commits.is_empty() {
+                let mut entries = txn.open_table(ENTRIES)?;
+                let mut leaf_index = txn.open_table(LEAF_INDEX)?;
+                let mut chunks = txn.open_table(HASH_CHUNKS)?;
+                let mut blocks = txn.open_table(BLOCKS)?;
+                let mut new_hashes: Vec<Hash> = Vec::new();
+                let first_stored = stored_hash_count(next_tree.size());
+                let mut max_round = 0;
+                for commit in &batch.commits {
+                    assert_eq!(
+                        commit.first_index,
+                        next_tree.size(),
+                        "commits must extend the stored tree"
+                    );
+                    for entry in commit.block.entries.iter() {
+                        let index = next_tree.size();
+                        let leaf = merkle::leaf_hash(entry);
+                        entries.insert(index, &entry[..])?;
+                        leaf_index.insert(leaf.0, index)?;
+                        new_hashes.extend_from_slice(next_tree.append(leaf).as_slice());
+                    }
+                    assert_eq!(next_tree.size(), commit.size, "committed size mismatch");
+                    assert_eq!(next_tree.root(), commit.root, "committed root mismatch");
+                    let mut header = commit.block.clone();
+                    header.entries = BoundedVec::new(Vec::new()).expect("empty");
+                    let record = BlockRecord {
+                        header,
+                        first_index: commit.first_index,
+                        entry_count: commit.block.entries.len() as u64,
+                    };
+                    blocks.insert(commit.height, wire::encode(&record).as_slice())?;
+                    meta.insert(META_HEIGHT, commit.height)?;
+                    max_round = max_round.max(commit.block.round);
+                }
+                write_hashes(&mut chunks, first_stored, &new_hashes)?;
+                meta.insert(META_TREE_SIZE, next_tree.size())?;
+                // Voted blocks at or below the committed round are settled.
+                let mut voted = txn.open_table(VOTED)?;
+                voted.retain_in(..=(max_round, [0xff; 32]), |_, _| false)?;
+            }
+            if let Some(state) = &batch.safety {
+                let record = SafetyRecord {
+                    last_voted_round: state.last_voted_round,
+                    last_vote_round: state.last_vote_round,
+                    high_qc: state.high_qc.clone(),
+                    high_tc: state.high_tc.clone(),
+                    last_signed: state.last_signed,
+                };
+                txn.open_table(SAFETY)?
+                    .insert(0u8, wire::encode(&record).as_slice())?;
+            }
+            if !batch.voted_blocks.is_empty() {
+                let mut voted = txn.open_table(VOTED)?;
+                for block in &batch.voted_blocks {
+                    let id = crate::consensus::crypto::block_id(block);
+                    voted.insert((block.round, id.0), wire::encode(block).as_slice())?;
+                }
+            }
+            if !batch.checkpoints.is_empty() {
+                let mut checkpoints = txn.open_table(CHECKPOINTS)?;
+                for (size, note) in &batch.checkpoints {
+                    assert!(*size <= next_tree.size(), "checkpoint beyond the tree");
+                    checkpoints.insert(*size, note.as_bytes())?;
+                }
+            }
+        }
+        txn.commit()?;
+        *tree = next_tree;
+        Ok(())
+    }
+
+    /// The index of an entry with this leaf hash, if committed.
+    pub fn index_of(&self, leaf: &Hash) -> Result<Option<u64>, StoreError> {
+        let read = self.db.begin_read()?;
+        Ok(read.open_table(LEAF_INDEX)?.get(leaf.0)?.map(|v| v.value()))
+    }
+
+    /// The indexes of entries with these leaf hashes, where committed.
+    pub fn indexes_of(&self, leaves: &[Hash]) -> Result<Vec<Option<u64>>, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(LEAF_INDEX)?;
+        leaves
+            .iter()
+            .map(|leaf| Ok(table.get(leaf.0)?.map(|v| v.value())))
+            .collect()
+    }
+
+    /// Up to `count` entries from `start`.
+    pub fn entries(&self, start: u64, count: u64) -> Result<Vec<Entry>, ReadError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(ENTRIES)?;
+        let end = start.saturating_add(count);
+        let mut out = Vec::new();
+        for row in table.range(start..end)? {
+            let (_, bytes) = row?;
+            out.push(
+                Entry::new(bytes.value().to_vec())
+                    .map_err(|e| StoreError::Corrupt(format!("entry: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The latest quorum checkpoint: (size, note text).
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(CHECKPOINTS)?;
+        let Some((size, note)) = table.last()? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8(note.value().to_vec())
+            .map_err(|_| StoreError::Corrupt("checkpoint is not UTF-8".into()))?;
+        Ok(Some((size.value(), text)))
+    }
+
+    /// Number of quorum checkpoints stored.
+    pub fn checkpoint_count(&self) -> Result<u64, StoreError> {
+        let read = self.db.begin_read()?;
+        Ok(read.open_table(CHECKPOINTS)?.len()?)
+    }
+
+    /// The inclusion proof of leaf `index` in the tree of `size` leaves.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ReadError> {
+        let read = self.db.begin_read()?;
+        let stored = stored_size(&read)?;
+        if size > stored {
+            return Err(ReadError::NotFound(format!(
+                "tree size {size} is beyond the committed size {stored}"
+            )));
+        }
+        if index >= size {
+            return Err(ReadError::Invalid(format!(
+                "index {index} is not below tree size {size}"
+            )));
+        }
+        let reader = TxnHashes::new(&read)?;
+        merkle::prove_inclusion(index, size, &reader).map_err(|e| StoreError::from(e).into())
+    }
+
+    /// The consistency proof from `old_size` to `new_size`.
+    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, ReadError> {
+        let read = self.db.begin_read()?;
+        let stored = stored_size(&read)?;
+        if new_size > stored {
+            return Err(ReadError::NotFound(format!(
+                "tree size {new_size} is beyond the committed size {stored}"
+            )));
+        }
+        if old_size > new_size {
+            return Err(ReadError::Invalid(format!(
+                "old size {old_size} is above new size {new_size}"
+            )));
+        }
+        let reader = TxnHashes::new(&read)?;
+        merkle::prove_consistency(old_size, new_size, &reader)
+            .map_err(|e| StoreError::from(e).into())
+    }
+
+    /// The root of the tree of `size` leaves (`size` ≤ the committed size).
+    pub fn root_at(&self, size: u64) -> Result<Hash, ReadError> {
+        let read = self.db.begin_read()?;
+        let stored = stored_size(&read)?;
+        if size > stored {
+            return Err(ReadError::NotFound(format!(
+                "tree size {size} is beyond the committed size {stored}"
+            )));
+        }
+        let reader = TxnHashes::new(&read)?;
+        merkle::tree_root(size, &reader).map_err(|e| StoreError::from(e).into())
+    }
+
+    /// Up to `max` committed blocks from `from_height`, entries included.
+    pub fn committed_blocks(&self, from_height: u64, max: u64) -> Result<Vec<Block>, StoreError> {
+        let read = self.db.begin_read()?;
+        read_blocks(&read, from_height, max)
+    }
+
+    /// Height of the last committed block.
+    pub fn committed_height(&self) -> Result<u64, StoreError> {
+        let read = self.db.begin_read()?;
+        Ok(read
+            .open_table(META)?
+            .get(META_HEIGHT)?
+            .map_or(0, |v| v.value()))
+    }
+}
+
+fn stored_size(read: &redb::ReadTransaction) -> Result<u64, StoreError> {
+    Ok(read
+        .open_table(META)?
+        .get(META_TREE_SIZE)?
+        .map_or(0, |v| v.value()))
+}
+
+fn decode<T: Serialize + serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, StoreError> {
+    wire::decode(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn read_blocks(
+    read: &redb::ReadTransaction,
+    from_height: u64,
+    max: u64,
+) -> Result<Vec<Block>, StoreError> {
+    let blocks = read.open_table(BLOCKS)?;
+    let entries = read.open_table(ENTRIES)?;
+    let mut out = Vec::new();
+    for row in blocks.range(from_height..from_height.saturating_add(max))? {
+        let (_, bytes) = row?;
+        let record: BlockRecord = decode(bytes.value(), "block")?;
+        let mut items = Vec::with_capacity(record.entry_count as usize);
+        for entry in entries.range(record.first_index..record.first_index + record.entry_count)? {
+            let (_, bytes) = entry?;
+            items.push(
+                Entry::new(bytes.value().to_vec())
+                    .map_err(|e| StoreError::Corrupt(format!("entry: {e}")))?,
+            );
+        }
+        if items.len() as u64 != record.entry_count {
+            return Err(StoreError::Corrupt("block entries missing".into()));
+        }
+        let mut block = record.header;
+        block.entries =
+            BoundedVec::new(items).map_err(|e| StoreError::Corrupt(format!("block: {e}")))?;
+        out.push(block);
+    }
+    Ok(out)
+}
+
+/// Appends `hashes` at stored-hash positions `first..`, rewriting the
+/// partial chunk at the start.
+fn write_hashes(
+    chunks: &mut redb::Table<u64, &[u8]>,
+    first: u64,
+    hashes: &[Hash],
+) -> Result<(), StoreError> {
+    let mut position = first;
+    let mut rest = hashes;
+    while !rest.is_empty() {
+        let chunk = position / HASH_CHUNK;
+        let offset = (position % HASH_CHUNK) as usize;
+        let take = rest.len().min(HASH_CHUNK as usize - offset);
+        let mut bytes = match chunks.get(chunk)? {
+            Some(existing) => existing.value().to_vec(),
+            None => Vec::new(),
+        };
+        if bytes.len() != offset * 32 {
+            return Err(StoreError::Corrupt(format!(
+                "hash chunk {chunk} holds {} bytes, expected {}",
+                bytes.len(),
+                offset * 32
+            )));
+        }
+        for hash in &rest[..take] {
+            bytes.extend_from_slice(&hash.0);
+        }
+        chunks.insert(chunk, bytes.as_slice())?;
+        position += take as u64;
+        rest = &rest[take..];
+    }
+    Ok(())
+}
+
+/// Stored hashes read through one read transaction.
+struct TxnHashes {
+    table: redb::ReadOnlyTable<u64, &'static [u8]>,
+}
+
+impl TxnHashes {
+    fn new(read: &redb::ReadTransaction) -> Result<Self, StoreError> {
+        Ok(TxnHashes {
+            table: read.open_table(HASH_CHUNKS)?,
+        })
+    }
+}
+
+impl HashReader for TxnHashes {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, merkle::StorageError> {
+        assert!(indexes.len() <= 4 * (MAX_PROOF_LEN + 1), "bounded reads");
+        let mut out = Vec::with_capacity(indexes.len());
+        let mut cached: Option<(u64, Vec<u8>)> = None;
+        for &index in indexes {
+            let chunk = index / HASH_CHUNK;
+            if cached.as_ref().is_none_or(|(c, _)| *c != chunk) {
+                let bytes = self
+                    .table
+                    .get(chunk)
+                    .map_err(|e| merkle::StorageError(Box::new(e)))?
+                    .map(|v| v.value().to_vec())
+                    .unwrap_or_default();
+                cached = Some((chunk, bytes));
+            }
+            let bytes = &cached.as_ref().expect("set above").1;
+            let offset = (index % HASH_CHUNK) as usize * 32;
+            let hash = bytes.get(offset..offset + 32).ok_or_else(|| {
+                merkle::StorageError(format!("stored hash {index} missing").into())
+            })?;
+            out.push(Hash(hash.try_into().expect("32 bytes")));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::genesis_qc;
+
+    fn block(round: u64, parent: Hash, entries: &[&[u8]]) -> Block {
+        Block {
+            epoch: 1,
+            round,
+            author: 0,
+            parent_id: parent,
+            justify: genesis_qc(1),
+            entries: BoundedVec::new(
+                entries
+                    .iter()
+                    .map(|e| Entry::new(e.to_vec()).unwrap())
+                    .collect(),
+            )
+            .unwrap(),
+        }
+    }
+
+    fn commit_blocks(store: &Store, tree: &mut merkle::MemoryTree, count: u64, per_block: u64) {
+        let mut height = store.committed_height().unwrap();
+        let mut parent = Hash([0; 32]);
+        for _ in 0..count {
+            height += 1;
+            let first_index = tree.size();
+            let payloads: Vec<Vec<u8>> = (0..per_block)
+                .map(|i| format!("entry {}", first_index + i).into_bytes())
+                .collect();
+            let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+            let b = block(height, parent, &refs);
+            for p in &payloads {
+                tree.append(merkle::leaf_hash(p));
+            }
+            parent = crate::consensus::crypto::block_id(&b);
+            let batch = WriteBatch {
+                commits: vec![Committed {
+                    height,
+                    block_id: parent,
+                    block: b,
+                    first_index,
+                    size: tree.size(),
+                    root: tree.root(),
+                }],
+                ..Default::default()
+            };
+            store.write(&batch).unwrap();
+        }
+    }
+
+    #[test]
+    fn proofs_from_storage_match_the_in_memory_tree_and_survive_reopen() {
+        let dir = tempdir();
+        let path = dir.join("db.redb");
+        let mut tree = merkle::MemoryTree::new();
+        {
+            let store = Store::open(&path, 1).unwrap();
+            commit_blocks(&store, &mut tree, 13, 7);
+        }
+        let store = Store::open(&path, 1).unwrap();
+        commit_blocks(&store, &mut tree, 5, 3);
+        let size = tree.size();
+        assert_eq!(store.tree_size(), size);
+        for s in [1, 2, 7, 64, 65, size] {
+            assert_eq!(
+                store.root_at(s).unwrap(),
+                merkle::tree_root(s, &tree).unwrap()
+            );
+            for i in [0, s / 2, s - 1] {
+                let proof = store.inclusion_proof(i, s).unwrap();
+                assert_eq!(proof, merkle::prove_inclusion(i, s, &tree).unwrap());
+            }
+            let proof = store.consistency_proof(s / 3, s).unwrap();
+            assert_eq!(proof, merkle::prove_consistency(s / 3, s, &tree).unwrap());
+        }
+        assert!(matches!(
+            store.inclusion_proof(0, size + 1),
+            Err(ReadError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.inclusion_proof(size, size),
+            Err(ReadError::Invalid(_))
+        ));
+        let leaf = merkle::leaf_hash(b"entry 5");
+        assert_eq!(store.index_of(&leaf).unwrap(), Some(5));
+        let got = store.entries(5, 3).unwrap();
+        assert_eq!(&got[0][..], b"entry 5");
+        assert_eq!(got.len(), 3);
+        // Blocks come back with their entries.
+        let blocks = store.committed_blocks(2, 2).unwrap();
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(&blocks[0].entries[0][..], b"entry 7");
+        let recovered = store.recover(1, 4).unwrap();
+        assert_eq!(recovered.committed_blocks.len(), 4);
+        assert_eq!(recovered.first_height, 15);
+        assert_eq!(recovered.tree.root(), tree.root());
+    }
+
+    #[test]
+    fn safety_state_voted_blocks_and_checkpoints_round_trip() {
+        let dir = tempdir();
+        let path = dir.join("db.redb");
+        let mut tree = merkle::MemoryTree::new();
+        let store = Store::open(&path, 1).unwrap();
+        commit_blocks(&store, &mut tree, 2, 2);
+        let mut safety = SafetyState::genesis(1);
+        safety.last_voted_round = 9;
+        safety.last_signed = Some((4, tree.root()));
+        let voted = block(7, Hash([1; 32]), &[b"x"]);
+        let stale = block(1, Hash([1; 32]), &[b"y"]);
+        store
+            .write(&WriteBatch {
+                safety: Some(safety.clone()),
+                voted_blocks: vec![voted.clone(), stale],
+                checkpoints: vec![(4, "note".into())],
+                ..Default::default()
+            })
+            .unwrap();
+        // A later commit (round 3) settles the stale voted block only.
+        commit_blocks(&store, &mut tree, 1, 1);
+        drop(store);
+        let store = Store::open(&path, 1).unwrap();
+        let recovered = store.recover(1, 100).unwrap();
+        assert_eq!(recovered.safety, safety);
+        assert_eq!(recovered.voted_blocks, vec![voted]);
+        assert_eq!(store.latest_checkpoint().unwrap(), Some((4, "note".into())));
+        drop(store);
+        assert!(matches!(
+            Store::open(&path, 2),
+            Err(StoreError::EpochMismatch { .. })
+        ));
+    }
+
+    fn tempdir() -> std::path::PathBuf {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "bftlog-store-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}
