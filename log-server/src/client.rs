@@ -453,6 +453,27 @@ impl Client {
         .await
     }
 
+    /// A consistency proof as served (unverified: the caller holds the
+    /// checkpoints to check it against).
+    pub async fn consistency_hashes(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<Vec<Hash>, ClientError> {
+        self.any_replica(|client, replica| async move {
+            let request = ClientRequest::GetConsistencyProof { old_size, new_size };
+            match client.request(replica, &request).await? {
+                ClientResponse::ConsistencyProof {
+                    old_size: o,
+                    new_size: n,
+                    hashes,
+                } if (o, n) == (old_size, new_size) => Ok(hashes.into_inner()),
+                other => Err(unexpected(replica, other)),
+            }
+        })
+        .await
+    }
+
     /// Entries `[start, start + count)` (possibly fewer), each checked
     /// against a verified checkpoint by an inclusion proof is up to the
     /// caller; `bftlog get` prints them as served.

@@ -1,0 +1,559 @@
+//! `bftlog`: run replicas, a local development cluster, and talk to a
+//! cluster as a client. See `docs/operating.md`.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use bftlog_server::client::{AppendReceipt, Client, ClientOptions};
+use bftlog_server::config::{Cluster, ReplicaConfig, init_cluster};
+use bftlog_server::node::Node;
+use bftlog_spec::merkle;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "bftlog",
+    version,
+    about = "bftlog: a BFT transparency log (replicas, dev cluster, client)"
+)]
+struct Cli {
+    /// Print machine-readable JSON where the output is data.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create keys and configuration for a new cluster.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        replicas: usize,
+        /// The log's origin (checkpoint origin line and key name).
+        #[arg(long)]
+        origin: String,
+        /// Address the replicas listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: IpAddr,
+        /// UDP port of replica 0; replica i uses base-port + i.
+        #[arg(long, default_value_t = 7400)]
+        base_port: u16,
+    },
+    /// Run one replica.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a local cluster on 127.0.0.1 (created on first use, resumed
+    /// after), append sample records, verify a receipt, then serve.
+    Dev {
+        #[arg(long, default_value = "bftlog-dev")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        replicas: usize,
+        #[arg(long, default_value_t = 7400)]
+        base_port: u16,
+        /// Exit after the demonstration instead of serving until Ctrl-C.
+        #[arg(long)]
+        no_serve: bool,
+    },
+    /// Append files as entries; prints `index N` and writes FILE.tlog-proof.
+    Append {
+        #[arg(long)]
+        cluster: PathBuf,
+        /// Each certificate in each PEM file is one entry (its DER bytes);
+        /// receipts go to FILE.receipts.jsonl (`bftlog-verify batch` input).
+        #[arg(long, conflicts_with = "sha256sums")]
+        pem: bool,
+        /// Each line of each checksum file is one entry; receipts go to
+        /// FILE.receipts.jsonl.
+        #[arg(long)]
+        sha256sums: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the latest quorum checkpoint (verified).
+    Checkpoint {
+        #[arg(long)]
+        cluster: PathBuf,
+    },
+    /// Print a receipt (tlog-proof) for an entry against the latest checkpoint.
+    Prove {
+        #[arg(long)]
+        cluster: PathBuf,
+        #[arg(long, conflicts_with = "entry", required_unless_present = "entry")]
+        index: Option<u64>,
+        /// The entry's bytes, to look up by leaf hash.
+        #[arg(long)]
+        entry: Option<PathBuf>,
+    },
+    /// Print a consistency proof (base64 lines) between two tree sizes.
+    Consistency {
+        #[arg(long)]
+        cluster: PathBuf,
+        #[arg(long)]
+        old: u64,
+        /// Default: the latest checkpoint's size.
+        #[arg(long)]
+        new: Option<u64>,
+    },
+    /// Print entries (base64 lines, the spec's entries export format).
+    Get {
+        #[arg(long)]
+        cluster: PathBuf,
+        #[arg(long)]
+        start: u64,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve { .. } => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let json = cli.json;
+    match cli.command {
+        Command::Init {
+            dir,
+            replicas,
+            origin,
+            host,
+            base_port,
+        } => {
+            let cluster = init_cluster(&dir, &origin, replicas, host, base_port)?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"dir": dir, "origin": cluster.origin, "replicas": cluster.n(),
+                           "vkeys": cluster.keys.iter().map(|k| k.to_string()).collect::<Vec<_>>()})
+                );
+            } else {
+                println!(
+                    "created a {}-replica cluster for {} in {}",
+                    cluster.n(),
+                    cluster.origin,
+                    dir.display()
+                );
+                println!(
+                    "start each replica with: bftlog serve --config {}/replica-N.toml",
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Serve { config } => {
+            let cfg = ReplicaConfig::load(&config)?;
+            let node = Node::start(cfg).await?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate() => {}
+                _ = node.stopped() => bail!("the replica stopped: see the log above"),
+            }
+            node.shutdown().await?;
+            Ok(())
+        }
+        Command::Dev {
+            dir,
+            replicas,
+            base_port,
+            no_serve,
+        } => dev(&dir, replicas, base_port, no_serve, json).await,
+        Command::Append {
+            cluster,
+            pem,
+            sha256sums,
+            files,
+        } => {
+            let client = client(&cluster)?;
+            append(&client, &files, pem, sha256sums, json).await
+        }
+        Command::Checkpoint { cluster } => {
+            let client = client(&cluster)?;
+            let verified = client.checkpoint().await?;
+            let note = verified.note().format();
+            if json {
+                let c = verified.checkpoint();
+                println!(
+                    "{}",
+                    json!({"origin": c.origin, "size": c.size, "root": c.root.to_base64(), "note": note})
+                );
+            } else {
+                print!("{note}");
+            }
+            Ok(())
+        }
+        Command::Prove {
+            cluster,
+            index,
+            entry,
+        } => {
+            let client = client(&cluster)?;
+            let verified = client.checkpoint().await?;
+            let (leaf, index) = match (&entry, index) {
+                (Some(path), _) => {
+                    let bytes = std::fs::read(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    (Some(merkle::leaf_hash(&bytes)), None)
+                }
+                (None, Some(i)) => (None, Some(i)),
+                (None, None) => bail!("give --index or --entry"),
+            };
+            let leaf = match leaf {
+                Some(l) => l,
+                None => {
+                    let index = index.expect("set");
+                    let entries = client.entries(index, 1).await?;
+                    let entry = entries.first().context("no such entry")?;
+                    merkle::leaf_hash(entry)
+                }
+            };
+            let (index, inclusion) = client.prove_inclusion(leaf, index, &verified).await?;
+            let proof = bftlog_spec::proof::TlogProof {
+                extra: None,
+                index,
+                inclusion,
+                checkpoint: verified.note().clone(),
+            };
+            if json {
+                println!(
+                    "{}",
+                    json!({"index": index, "tree_size": verified.checkpoint().size, "proof": proof.format()})
+                );
+            } else {
+                print!("{}", proof.format());
+            }
+            Ok(())
+        }
+        Command::Consistency { cluster, old, new } => {
+            let client = client(&cluster)?;
+            let latest = client.checkpoint().await?;
+            let latest_cp = latest.checkpoint().clone();
+            let new_size = new.unwrap_or(latest_cp.size);
+            if new_size > latest_cp.size || old > new_size {
+                bail!(
+                    "need old ≤ new ≤ the latest checkpoint size {}",
+                    latest_cp.size
+                );
+            }
+            // Checked when it ends at the verified checkpoint and starts at
+            // 0; otherwise the user checks it with `bftlog-verify
+            // consistency` against the two checkpoints they hold.
+            let hashes = client.consistency_hashes(old, new_size).await?;
+            if old == 0 && !hashes.is_empty() {
+                bail!("a replica sent a non-empty proof from size 0");
+            }
+            if json {
+                println!(
+                    "{}",
+                    json!({"old_size": old, "new_size": new_size,
+                           "proof": hashes.iter().map(|h| h.to_base64()).collect::<Vec<_>>()})
+                );
+            } else {
+                for h in hashes {
+                    println!("{}", h.to_base64());
+                }
+            }
+            Ok(())
+        }
+        Command::Get {
+            cluster,
+            start,
+            count,
+        } => {
+            let client = client(&cluster)?;
+            let entries = client.entries(start, count).await?;
+            let b64 = base64::engine::general_purpose::STANDARD;
+            if json {
+                println!(
+                    "{}",
+                    json!({"start": start, "entries": entries.iter().map(|e| b64.encode(e)).collect::<Vec<_>>()})
+                );
+            } else {
+                for e in entries {
+                    println!("{}", b64.encode(e));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn client(cluster: &Path) -> Result<Client> {
+    let cluster = Cluster::load(cluster)?;
+    Ok(Client::new(cluster, ClientOptions::default())?)
+}
+
+async fn terminate() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+            return;
+        }
+    }
+    std::future::pending::<()>().await
+}
+
+/// Entries from the files, with a label for each.
+fn collect_entries(
+    files: &[PathBuf],
+    pem: bool,
+    sha256sums: bool,
+) -> Result<Vec<(PathBuf, String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for path in files {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        if pem {
+            let text = std::str::from_utf8(&bytes)
+                .with_context(|| format!("{} is not PEM text", path.display()))?;
+            let certs = pem_certificates(text).with_context(|| format!("{}", path.display()))?;
+            if certs.is_empty() {
+                bail!("{}: no CERTIFICATE blocks", path.display());
+            }
+            for (i, der) in certs.into_iter().enumerate() {
+                out.push((path.clone(), format!("{}#{}", path.display(), i + 1), der));
+            }
+        } else if sha256sums {
+            let text = std::str::from_utf8(&bytes)
+                .with_context(|| format!("{} is not text", path.display()))?;
+            for (i, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let (digest, _name) = line.split_once(' ').with_context(|| {
+                    format!("{}:{}: expected \"<sha256> <name>\"", path.display(), i + 1)
+                })?;
+                if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    bail!("{}:{}: not a SHA-256 checksum line", path.display(), i + 1);
+                }
+                out.push((
+                    path.clone(),
+                    format!("{}:{}", path.display(), i + 1),
+                    line.as_bytes().to_vec(),
+                ));
+            }
+        } else {
+            out.push((path.clone(), path.display().to_string(), bytes));
+        }
+    }
+    Ok(out)
+}
+
+/// The DER bytes of each `CERTIFICATE` block, strictly decoded.
+fn pem_certificates(text: &str) -> Result<Vec<Vec<u8>>> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        match (&mut current, line) {
+            (None, "-----BEGIN CERTIFICATE-----") => current = Some(String::new()),
+            (None, _) => {}
+            (Some(body), "-----END CERTIFICATE-----") => {
+                let der = b64
+                    .decode(body.as_bytes())
+                    .with_context(|| format!("line {}: bad base64 in certificate", i + 1))?;
+                out.push(der);
+                current = None;
+            }
+            (Some(body), l) => body.push_str(l.trim()),
+        }
+    }
+    if current.is_some() {
+        bail!("unterminated CERTIFICATE block");
+    }
+    Ok(out)
+}
+
+async fn append(
+    client: &Client,
+    files: &[PathBuf],
+    pem: bool,
+    sha256sums: bool,
+    json: bool,
+) -> Result<()> {
+    let items = collect_entries(files, pem, sha256sums)?;
+    let entries: Vec<Vec<u8>> = items.iter().map(|(_, _, e)| e.clone()).collect();
+    let mut receipts: Vec<AppendReceipt> = Vec::with_capacity(entries.len());
+    for chunk in entries.chunks(bftlog_spec::wire::MAX_APPEND_ENTRIES) {
+        receipts.extend(client.append(chunk).await?);
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut jsonl: std::collections::BTreeMap<PathBuf, String> = Default::default();
+    for ((path, label, entry), receipt) in items.iter().zip(&receipts) {
+        if pem || sha256sums {
+            let line = json!({"name": label, "entry": b64.encode(entry), "proof": receipt.proof});
+            let buf = jsonl.entry(path.clone()).or_default();
+            buf.push_str(&line.to_string());
+            buf.push('\n');
+        } else {
+            let out = proof_path(path);
+            std::fs::write(&out, &receipt.proof)
+                .with_context(|| format!("writing {}", out.display()))?;
+        }
+        if json {
+            println!(
+                "{}",
+                json!({"name": label, "index": receipt.index, "tree_size": receipt.tree_size})
+            );
+        } else {
+            println!("index {} {}", receipt.index, label);
+        }
+    }
+    for (path, text) in jsonl {
+        let mut out = path.into_os_string();
+        out.push(".receipts.jsonl");
+        std::fs::write(&out, text)
+            .with_context(|| format!("writing {}", PathBuf::from(&out).display()))?;
+    }
+    Ok(())
+}
+
+fn proof_path(path: &Path) -> PathBuf {
+    let mut out = path.as_os_str().to_owned();
+    out.push(".tlog-proof");
+    PathBuf::from(out)
+}
+
+async fn dev(
+    dir: &Path,
+    replicas: usize,
+    base_port: u16,
+    no_serve: bool,
+    json: bool,
+) -> Result<()> {
+    let cluster_path = dir.join("cluster.toml");
+    let created = !cluster_path.exists();
+    if created {
+        init_cluster(
+            dir,
+            "localhost/bftlog-dev",
+            replicas,
+            [127, 0, 0, 1].into(),
+            base_port,
+        )?;
+    }
+    let cluster = Cluster::load(&cluster_path)?;
+    // Keep DIR/policy and DIR/log.vkeys in step with the cluster file.
+    std::fs::write(dir.join("policy"), cluster.policy_text())?;
+    std::fs::write(dir.join("log.vkeys"), cluster.vkeys_text())?;
+    let mut nodes = Vec::new();
+    for i in 0..cluster.n() {
+        let cfg = ReplicaConfig::load(&dir.join(format!("replica-{i}.toml")))?;
+        nodes.push(
+            Node::start(cfg)
+                .await
+                .with_context(|| format!("starting replica {i}"))?,
+        );
+    }
+    let client = Client::new(cluster.clone(), ClientOptions::default())?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let samples: Vec<Vec<u8>> = vec![
+        b"certificate: CN=example.org serial=01 (sample record)".to_vec(),
+        b"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  empty.tar (sample build record)"
+            .to_vec(),
+        format!("bftlog dev started at unix time {stamp}").into_bytes(),
+    ];
+    let receipts = tokio::time::timeout(Duration::from_secs(60), client.append(&samples))
+        .await
+        .context("the local cluster did not commit within 60 s")??;
+    let sample = dir.join("sample-record");
+    std::fs::write(&sample, &samples[2])?;
+    std::fs::write(proof_path(&sample), &receipts[2].proof)?;
+    let policy = cluster.policy();
+    let report = bftlog_verify::check::check_receipt(
+        &policy,
+        receipts[2].proof.as_bytes(),
+        &merkle::leaf_hash(&samples[2]),
+    )
+    .map_err(|e| anyhow::anyhow!("the receipt does not verify: {e}"))?;
+    let verified = client.checkpoint().await?;
+    if json {
+        println!(
+            "{}",
+            json!({
+                "dir": dir, "created": created, "replicas": cluster.n(),
+                "addresses": cluster.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "appended": receipts.iter().map(|r| r.index).collect::<Vec<_>>(),
+                "checkpoint": verified.note().format(),
+                "receipt": {"index": report.index, "tree_size": report.checkpoint.size, "valid": true},
+            })
+        );
+    } else {
+        println!(
+            "bftlog dev: {} replicas on {} ({} {})",
+            cluster.n(),
+            cluster
+                .addresses
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if created { "created" } else { "resumed" },
+            dir.display()
+        );
+        for (r, s) in receipts.iter().zip(&samples) {
+            println!("appended index {}: {}", r.index, String::from_utf8_lossy(s));
+        }
+        println!("\nlatest quorum checkpoint:\n{}", verified.note().format());
+        println!(
+            "receipt verified: index {} in the tree of size {} (written to {})",
+            report.index,
+            report.checkpoint.size,
+            proof_path(&sample).display()
+        );
+        println!("check it offline:");
+        println!(
+            "  cargo run --release --bin bftlog-verify -- inclusion --policy {} --proof {} {}",
+            dir.join("policy").display(),
+            proof_path(&sample).display(),
+            sample.display()
+        );
+        println!(
+            "append more:  cargo run --release --bin bftlog -- append --cluster {} FILE...",
+            cluster_path.display()
+        );
+    }
+    if !no_serve {
+        if !json {
+            println!("\nserving; Ctrl-C stops the cluster (re-running resumes the same log)");
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate() => {}
+        }
+    }
+    for node in nodes {
+        node.shutdown().await?;
+    }
+    Ok(())
+}
