@@ -219,8 +219,33 @@ pub fn peer_replica(
 }
 
 /// Binds a QUIC endpoint that listens on `addr` and can also dial.
-pub fn endpoint(addr: SocketAddr, server: quinn::ServerConfig) -> std::io::Result<quinn::Endpoint> {
-    quinn::Endpoint::server(server, addr)
+///
+/// The stateless-reset key is derived from the replica's signing key, so it
+/// survives restarts: after a crash, the restarted replica answers packets
+/// of its peers' old connections with a *valid* stateless reset, and they
+/// reconnect at once instead of writing into a dead connection until the
+/// idle timeout.
+pub fn endpoint(
+    addr: SocketAddr,
+    server: quinn::ServerConfig,
+    key: &SigningKey,
+) -> std::io::Result<quinn::Endpoint> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(b"bftlog QUIC stateless reset key v1\0");
+    hasher.update(key.to_bytes());
+    let derived = hasher.finalize();
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derived);
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    // Connection IDs carry a keyed check; a random key per process would
+    // make the restarted endpoint drop the old connections' packets as
+    // invalid instead of resetting them, so it is derived too.
+    let cid_key = u64::from_le_bytes(derived[..8].try_into().expect("8 bytes"));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    let socket = std::net::UdpSocket::bind(addr)?;
+    quinn::Endpoint::new(config, Some(server), socket, Arc::new(quinn::TokioRuntime))
 }
 
 /// A client-only endpoint on an ephemeral port of the right family.
@@ -423,6 +448,7 @@ mod tests {
         let server = endpoint(
             "127.0.0.1:0".parse().unwrap(),
             server_config(server_key, &Limits::default()).unwrap(),
+            server_key,
         )
         .unwrap();
         let addr = server.local_addr().unwrap();

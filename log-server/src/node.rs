@@ -137,10 +137,11 @@ impl Node {
             Duration::ZERO,
         )?;
         let server = net::server_config(&cfg.key, &cfg.limits)?;
-        let endpoint = net::endpoint(cfg.listen, server).map_err(|source| StartError::Listen {
-            addr: cfg.listen,
-            source,
-        })?;
+        let endpoint =
+            net::endpoint(cfg.listen, server, &cfg.key).map_err(|source| StartError::Listen {
+                addr: cfg.listen,
+                source,
+            })?;
         let (core_tx, core_rx) = mpsc::sync_channel(CORE_QUEUE);
         let shared = Arc::new(Shared {
             cfg,
