@@ -356,8 +356,9 @@ impl Client {
         Ok(out)
     }
 
-    /// The latest checkpoint any replica serves, verified under the policy:
-    /// asks replicas in turn until one answers with a valid one.
+    /// A verified checkpoint: asks replicas in turn and returns the first
+    /// valid one. A lagging replica may serve an older checkpoint than the
+    /// newest in the cluster.
     pub async fn checkpoint(&self) -> Result<VerifiedCheckpoint, ClientError> {
         self.any_replica(|client, replica| async move {
             match client

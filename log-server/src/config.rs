@@ -81,8 +81,7 @@ impl Cluster {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let file: ClusterFile =
-            toml::from_str(text).map_err(|e| invalid(path, e.message().to_owned()))?;
+        let file: ClusterFile = toml::from_str(text).map_err(|e| invalid(path, e.to_string()))?;
         Self::from_file(file, path)
     }
 
@@ -163,6 +162,11 @@ impl Cluster {
         (self.n() - 1) / 3
     }
 
+    /// Replica signatures a checkpoint needs: the consensus quorum.
+    pub fn quorum(&self) -> usize {
+        (self.n() + self.f()) / 2 + 1
+    }
+
     pub fn public_keys(&self) -> Vec<ed25519_dalek::VerifyingKey> {
         self.keys.iter().map(|k| *k.public_key()).collect()
     }
@@ -178,7 +182,14 @@ impl Cluster {
             out.push_str(&format!("log {key}\n"));
         }
         out.push_str("quorum none\n");
-        out.push_str(&format!("replica-quorum {}\n", self.origin));
+        // The threshold is written out: it is the consensus quorum
+        // ⌊(n+f)/2⌋+1, which is 2f+1 for n = 3f+1 and stays intersecting
+        // for every other n.
+        out.push_str(&format!(
+            "replica-quorum {} {}\n",
+            self.origin,
+            self.quorum()
+        ));
         out
     }
 
@@ -266,8 +277,7 @@ pub struct ReplicaConfig {
 impl ReplicaConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = read(path)?;
-        let file: ReplicaFile =
-            toml::from_str(&text).map_err(|e| invalid(path, e.message().to_owned()))?;
+        let file: ReplicaFile = toml::from_str(&text).map_err(|e| invalid(path, e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let cluster = Cluster::load(&base.join(&file.cluster))?;
         let key_path = base.join(&file.key_file);
@@ -323,7 +333,24 @@ impl ReplicaConfig {
         if let Some(v) = l.max_entry_bytes {
             c.max_entry_bytes = v;
         }
-        let checks: [(bool, &str); 9] = [
+        let checks: [(bool, &str); 13] = [
+            (
+                c.mempool_max_bytes >= c.max_entry_bytes,
+                "consensus.mempool_max_bytes must be at least limits.max_entry_bytes",
+            ),
+            (
+                c.sync_timeout_ms >= 10,
+                "consensus.sync_timeout_ms must be at least 10",
+            ),
+            (
+                l.append_timeout_ms.is_none_or(|v| v >= 100),
+                "limits.append_timeout_ms must be at least 100",
+            ),
+            (
+                l.max_waiting_entries
+                    .is_none_or(|v| v >= bftlog_spec::wire::MAX_APPEND_ENTRIES),
+                "limits.max_waiting_entries must be at least 4096 (one full append)",
+            ),
             (
                 c.round_timeout_ms >= 10,
                 "consensus.round_timeout_ms must be at least 10",
@@ -353,8 +380,8 @@ impl ReplicaConfig {
                 "consensus.retain_committed_blocks must be at least 16",
             ),
             (
-                (1..=bftlog_spec::wire::MAX_SYNC_BLOCKS as u16).contains(&c.sync_batch_blocks),
-                "consensus.sync_batch_blocks must be 1 to 64",
+                (2..=bftlog_spec::wire::MAX_SYNC_BLOCKS as u16).contains(&c.sync_batch_blocks),
+                "consensus.sync_batch_blocks must be 2 to 64 (batches overlap by one block)",
             ),
             (
                 c.status_interval_ms >= 10,
@@ -454,8 +481,12 @@ pub fn init_cluster(
     };
     for (i, signer) in signers.iter().enumerate() {
         let key_path = dir.join(format!("replica-{i}.key"));
-        write(key_path.clone(), format!("{}\n", signer.to_skey_string()))?;
-        restrict_permissions(&key_path);
+        write_secret(&key_path, &format!("{}\n", signer.to_skey_string())).map_err(|source| {
+            ConfigError::Read {
+                path: key_path.clone(),
+                source,
+            }
+        })?;
         let file = ReplicaFile {
             id: i as u16,
             cluster: "cluster.toml".into(),
@@ -481,14 +512,21 @@ pub fn init_cluster(
     Ok(cluster)
 }
 
-#[cfg(unix)]
-fn restrict_permissions(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+/// Creates a file readable only by its owner (never briefly readable by
+/// others) and refuses to replace an existing one.
+fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }
-
-#[cfg(not(unix))]
-fn restrict_permissions(_path: &Path) {}
 
 #[cfg(test)]
 mod tests {
@@ -517,6 +555,36 @@ mod tests {
     }
 
     #[test]
+    fn the_policy_threshold_is_the_consensus_quorum_for_every_size() {
+        for n in 1..=MAX_CLUSTER_REPLICAS {
+            let keys: Vec<VerifierKey> = (0..n)
+                .map(|i| {
+                    let mut seed = [0u8; 32];
+                    seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                    let key = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+                    VerifierKey::new("example.com/log", KeyType::Ed25519, key).unwrap()
+                })
+                .collect();
+            let cluster = Cluster {
+                origin: "example.com/log".into(),
+                epoch: 1,
+                addresses: (0..n)
+                    .map(|i| ([127, 0, 0, 1], 1000 + i as u16).into())
+                    .collect(),
+                keys,
+            };
+            let consensus = consensus::Config::new(1, "example.com/log", cluster.public_keys());
+            assert_eq!(cluster.quorum(), consensus.quorum(), "n={n}");
+            let policy = cluster.policy();
+            assert_eq!(
+                policy.log_threshold("example.com/log"),
+                consensus.quorum(),
+                "n={n}"
+            );
+        }
+    }
+
+    #[test]
     fn inconsistent_configuration_is_refused_with_the_field_named() {
         let dir = tempdir("bad");
         init_cluster(&dir, "example.com/log", 4, [127, 0, 0, 1].into(), 7200).unwrap();
@@ -530,13 +598,22 @@ mod tests {
             ),
             (format!("{original}bogus = 1\n"), "unknown field"),
             (
-                format!("{original}[consensus]\nmax_block_bytes = 100\n"),
+                original.replace("[consensus]", "[consensus]\nmax_block_bytes = 100"),
                 "max_block_bytes",
             ),
             (
-                format!("{original}[limits]\nmax_entry_bytes = 70000\n"),
+                original.replace("[limits]", "[limits]\nmax_entry_bytes = 70000"),
                 "max_entry_bytes",
             ),
+            (
+                original.replace("[consensus]", "[consensus]\nmempool_max_bytes = 1000"),
+                "mempool_max_bytes",
+            ),
+            (
+                original.replace("[limits]", "[limits]\nmax_waiting_entries = 0"),
+                "max_waiting_entries",
+            ),
+            (original.replace("id = 1", "id = \"one\""), "line"),
         ];
         for (text, expected) in cases {
             std::fs::write(&path, &text).unwrap();

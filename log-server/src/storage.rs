@@ -275,7 +275,12 @@ impl Store {
                         let index = next_tree.size();
                         let leaf = merkle::leaf_hash(entry);
                         entries.insert(index, &entry[..])?;
-                        leaf_index.insert(leaf.0, index)?;
+                        // An entry committed twice (a Byzantine leader can
+                        // re-propose one past the dedup window) keeps its
+                        // first index: receipts already given stay right.
+                        if leaf_index.get(leaf.0)?.is_none() {
+                            leaf_index.insert(leaf.0, index)?;
+                        }
                         new_hashes.extend_from_slice(next_tree.append(leaf).as_slice());
                     }
                     assert_eq!(next_tree.size(), commit.size, "committed size mismatch");

@@ -133,6 +133,12 @@ async fn appends_commit_with_verifiable_receipts_and_survive_a_restart() {
         ClientResponse::Error { code, .. } => assert_eq!(code, ErrorCode::Malformed),
         other => panic!("{other:?}"),
     }
+    let mut truncated_body = 10u32.to_be_bytes().to_vec();
+    truncated_body.extend_from_slice(&[0xa1, 0x00]);
+    match client.exchange_raw(0, truncated_body).await.unwrap() {
+        ClientResponse::Error { code, .. } => assert_eq!(code, ErrorCode::Malformed),
+        other => panic!("{other:?}"),
+    }
     let mut oversized = (64u32 << 20).to_be_bytes().to_vec();
     oversized.extend_from_slice(&[0; 16]);
     match client.exchange_raw(0, oversized).await.unwrap() {

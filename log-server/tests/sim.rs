@@ -73,4 +73,10 @@ fn regressions() {
     // 8819: a replica that fell behind behind Twins re-fetched the same
     // committed batch forever (sync cursor, commit QC for full batches).
     run_all(4, vec![8819], |_| {});
+    // 13016: a replica holding a fetched block it could not commit (the
+    // child that committed it was lost) moved its sync cursor past it
+    // after a short batch, so peers took it for up to date and never sent
+    // that evidence (cursor kept only across full batches, on the highest
+    // block held).
+    run_all(4, vec![13016], |_| {});
 }

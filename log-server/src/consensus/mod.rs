@@ -730,7 +730,10 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         }
         if self.sync_deadline.is_some_and(|d| d <= now) {
             self.sync_deadline = None;
-            // Ask the next replica round-robin.
+            // No answer: the cursor may point where no peer has blocks
+            // (a fork that lost, or a misleading batch). Start again from
+            // the committed tip, and ask the next replica round-robin.
+            self.sync_cursor = self.committed_height + 1;
             let next = (self.sync_peer as usize + 1) % self.cfg.n();
             self.request_sync(next as ReplicaId);
         }
@@ -1882,7 +1885,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             self.sync_deadline = None;
         }
         let full = blocks.len() >= self.cfg.sync_batch_blocks as usize;
-        let last_id = blocks.last().map(crypto::block_id);
+        let ids: Vec<Hash> = blocks.iter().map(crypto::block_id).collect();
         // Each block is certified by its successor's justify (or the final
         // QC); uncertified blocks are ignored.
         let mut qcs: Vec<QuorumCert> = blocks.iter().map(|b| b.justify.clone()).collect();
@@ -1896,12 +1899,11 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             }
         }
         let mut progressed = false;
-        for block in blocks {
+        for (block, &id) in blocks.into_iter().zip(&ids) {
             if block.epoch != self.cfg.epoch {
                 self.metrics.malformed_messages += 1;
                 return;
             }
-            let id = crypto::block_id(&block);
             if self.blocks.contains_key(&id) || self.is_committed(&id) {
                 continue;
             }
@@ -1940,19 +1942,27 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         if let Some((block, tc, sig, proposer)) = self.waiting_proposal.take() {
             self.on_proposal(proposer, block, tc, sig);
         }
-        // Move the cursor past what we now hold, so the next request asks
-        // for the blocks after it even if none of these could commit yet.
+        // After a full batch, move the cursor up to the highest of its
+        // blocks we now hold, so the next request asks for the blocks after
+        // them even if none of these could commit yet. Not past it: a peer
+        // sends the commit evidence for its committed tip (which may be off
+        // its highest-QC chain) only to a request starting at or below that
+        // tip, and the block we stop at may be that tip.
         let before = self.sync_cursor;
-        if let Some(height) = last_id
-            .and_then(|id| self.blocks.get(&id))
-            .map(|b| b.height)
+        if let Some(height) = ids
+            .iter()
+            .filter(|_| full)
+            .filter_map(|id| self.blocks.get(id).map(|b| b.height))
+            .max()
         {
-            self.sync_cursor = self.sync_cursor.max(height + 1);
+            self.sync_cursor = self.sync_cursor.max(height);
         }
         self.sync_cursor = self.sync_cursor.max(self.committed_height + 1);
-        if !progressed && self.sync_cursor == before {
-            // Nothing new and nothing passed: what we skipped over may have
-            // been a fork that lost. Start again from the committed tip.
+        if !full || (!progressed && self.sync_cursor == before) {
+            // A short batch reached the peer's tip: nothing further to page
+            // through. Or nothing new and nothing passed: what we skipped
+            // over may have been a fork that lost. Start again from the
+            // committed tip.
             self.sync_cursor = self.committed_height + 1;
         }
         if full && (progressed || self.sync_cursor > before) {
