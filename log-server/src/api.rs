@@ -218,12 +218,12 @@ fn receipts(store: &crate::storage::Store, indexes: Vec<u64>) -> ClientResponse 
         Ok(n) => n,
         Err(e) => return error(ErrorCode::Internal, format!("stored checkpoint: {e}")),
     };
+    let proofs = match store.inclusion_proofs(&indexes, size) {
+        Ok(p) => p,
+        Err(e) => return read_error(e),
+    };
     let mut out = Vec::with_capacity(indexes.len());
-    for index in indexes {
-        let inclusion = match store.inclusion_proof(index, size) {
-            Ok(p) => p,
-            Err(e) => return read_error(e),
-        };
+    for (index, inclusion) in indexes.into_iter().zip(proofs) {
         let proof = TlogProof {
             extra: None,
             index,

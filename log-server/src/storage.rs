@@ -401,6 +401,35 @@ impl Store {
         merkle::prove_inclusion(index, size, &reader).map_err(|e| StoreError::from(e).into())
     }
 
+    /// Inclusion proofs of several leaves in the tree of `size` leaves,
+    /// read through one transaction (a receipt batch).
+    pub fn inclusion_proofs(
+        &self,
+        indexes: &[u64],
+        size: u64,
+    ) -> Result<Vec<Vec<Hash>>, ReadError> {
+        let read = self.db.begin_read()?;
+        let stored = stored_size(&read)?;
+        if size > stored {
+            return Err(ReadError::NotFound(format!(
+                "tree size {size} is beyond the committed size {stored}"
+            )));
+        }
+        let reader = TxnHashes::new(&read)?;
+        indexes
+            .iter()
+            .map(|&index| {
+                if index >= size {
+                    return Err(ReadError::Invalid(format!(
+                        "index {index} is not below tree size {size}"
+                    )));
+                }
+                merkle::prove_inclusion(index, size, &reader)
+                    .map_err(|e| StoreError::from(e).into())
+            })
+            .collect()
+    }
+
     /// The consistency proof from `old_size` to `new_size`.
     pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, ReadError> {
         let read = self.db.begin_read()?;
@@ -637,9 +666,12 @@ mod tests {
                 store.root_at(s).unwrap(),
                 merkle::tree_root(s, &tree).unwrap()
             );
-            for i in [0, s / 2, s - 1] {
+            let indexes = [0, s / 2, s - 1];
+            let batch = store.inclusion_proofs(&indexes, s).unwrap();
+            for (i, from_batch) in indexes.into_iter().zip(batch) {
                 let proof = store.inclusion_proof(i, s).unwrap();
                 assert_eq!(proof, merkle::prove_inclusion(i, s, &tree).unwrap());
+                assert_eq!(from_batch, proof);
             }
             let proof = store.consistency_proof(s / 3, s).unwrap();
             assert_eq!(proof, merkle::prove_consistency(s / 3, s, &tree).unwrap());
