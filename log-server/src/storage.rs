@@ -386,12 +386,7 @@ impl Store {
     /// The inclusion proof of leaf `index` in the tree of `size` leaves.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ReadError> {
         let read = self.db.begin_read()?;
-        let stored = stored_size(&read)?;
-        if size > stored {
-            return Err(ReadError::NotFound(format!(
-                "tree size {size} is beyond the committed size {stored}"
-            )));
-        }
+        within_committed(&read, size)?;
         if index >= size {
             return Err(ReadError::Invalid(format!(
                 "index {index} is not below tree size {size}"
@@ -409,12 +404,7 @@ impl Store {
         size: u64,
     ) -> Result<Vec<Vec<Hash>>, ReadError> {
         let read = self.db.begin_read()?;
-        let stored = stored_size(&read)?;
-        if size > stored {
-            return Err(ReadError::NotFound(format!(
-                "tree size {size} is beyond the committed size {stored}"
-            )));
-        }
+        within_committed(&read, size)?;
         let reader = TxnHashes::new(&read)?;
         indexes
             .iter()
@@ -433,12 +423,7 @@ impl Store {
     /// The consistency proof from `old_size` to `new_size`.
     pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, ReadError> {
         let read = self.db.begin_read()?;
-        let stored = stored_size(&read)?;
-        if new_size > stored {
-            return Err(ReadError::NotFound(format!(
-                "tree size {new_size} is beyond the committed size {stored}"
-            )));
-        }
+        within_committed(&read, new_size)?;
         if old_size > new_size {
             return Err(ReadError::Invalid(format!(
                 "old size {old_size} is above new size {new_size}"
@@ -452,12 +437,7 @@ impl Store {
     /// The root of the tree of `size` leaves (`size` ≤ the committed size).
     pub fn root_at(&self, size: u64) -> Result<Hash, ReadError> {
         let read = self.db.begin_read()?;
-        let stored = stored_size(&read)?;
-        if size > stored {
-            return Err(ReadError::NotFound(format!(
-                "tree size {size} is beyond the committed size {stored}"
-            )));
-        }
+        within_committed(&read, size)?;
         let reader = TxnHashes::new(&read)?;
         merkle::tree_root(size, &reader).map_err(|e| StoreError::from(e).into())
     }
@@ -476,6 +456,17 @@ impl Store {
             .get(META_HEIGHT)?
             .map_or(0, |v| v.value()))
     }
+}
+
+/// Refuses a tree size beyond what is committed.
+fn within_committed(read: &redb::ReadTransaction, size: u64) -> Result<(), ReadError> {
+    let stored = stored_size(read)?;
+    if size > stored {
+        return Err(ReadError::NotFound(format!(
+            "tree size {size} is beyond the committed size {stored}"
+        )));
+    }
+    Ok(())
 }
 
 fn stored_size(read: &redb::ReadTransaction) -> Result<u64, StoreError> {
