@@ -167,6 +167,41 @@ async fn appends_commit_with_verifiable_receipts_and_survive_a_restart() {
         ClientResponse::Checkpoint { .. }
     ));
 
+    // A peer connection with a key that is not in the cluster is closed.
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[0x5a; 32]);
+    let config = bftlog_server::net::client_config(
+        &stranger,
+        &cluster.public_keys(),
+        bftlog_server::net::ALPN_PEER,
+        &bftlog_server::net::Limits::default(),
+    )
+    .unwrap();
+    let endpoint = bftlog_server::net::client_endpoint(cluster.addresses[0]).unwrap();
+    let connection = endpoint
+        .connect_with(
+            config,
+            cluster.addresses[0],
+            bftlog_server::net::SERVER_NAME,
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), connection.closed()).await {
+        Ok(quinn::ConnectionError::ApplicationClosed(close)) => {
+            assert_eq!(&close.reason[..], b"unknown replica key");
+        }
+        other => panic!("expected the replica to close the connection, got {other:?}"),
+    }
+    assert_eq!(
+        nodes[0]
+            .as_ref()
+            .unwrap()
+            .metrics()
+            .peers_rejected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+
     for node in nodes.into_iter().flatten() {
         node.shutdown().await.unwrap();
     }
