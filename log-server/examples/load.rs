@@ -18,12 +18,20 @@ async fn main() -> anyhow::Result<()> {
         .map(|a| a.parse())
         .collect::<Result<_, _>>()?;
     let get = |i: usize, d: u64| args.get(i).copied().unwrap_or(d);
-    let (replicas, clients, batch, seconds) = (get(0, 4) as usize, get(1, 16), get(2, 256), get(3, 10));
+    let (replicas, clients, batch, seconds) =
+        (get(0, 4) as usize, get(1, 16), get(2, 256), get(3, 10));
     let dir = std::env::temp_dir().join(format!("bftlog-load-{}", std::process::id()));
-    let cluster = init_cluster(&dir, "load.example/log", replicas, [127, 0, 0, 1].into(), 7900)?;
+    let cluster = init_cluster(
+        &dir,
+        "load.example/log",
+        replicas,
+        [127, 0, 0, 1].into(),
+        7900,
+    )?;
     let mut nodes = Vec::new();
     for i in 0..replicas {
-        nodes.push(Node::start(ReplicaConfig::load(&dir.join(format!("replica-{i}.toml")))?).await?);
+        nodes
+            .push(Node::start(ReplicaConfig::load(&dir.join(format!("replica-{i}.toml")))?).await?);
     }
     let client = Client::new(cluster, ClientOptions::default())?;
     client.append(&[b"warm-up".to_vec()]).await?;
@@ -62,7 +70,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
+    let pct =
+        |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1000.0;
     println!(
         "replicas {replicas} clients {clients} batch {batch} x 256 B: {total} entries in {elapsed:.1} s = {:.0} entries/s; append latency p50 {:.1} ms p90 {:.1} ms p99 {:.1} ms max {:.1} ms",
         total as f64 / elapsed,
