@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use bftlog_spec::checkpoint::Checkpoint;
 use bftlog_spec::merkle::{self, Hash};
-use bftlog_spec::note::Note;
 use bftlog_spec::policy::{Policy, VerifiedCheckpoint};
 use bftlog_spec::proof::TlogProof;
 use bftlog_spec::wire::{
@@ -319,7 +318,7 @@ impl Client {
             )));
         }
         let mut out = Vec::with_capacity(receipts.len());
-        let mut verified: Option<(Note, u64)> = None;
+        let mut verified: Option<VerifiedCheckpoint> = None;
         for (receipt, leaf) in receipts.into_iter().zip(leaves) {
             let proof = TlogProof::parse(&receipt.tlog_proof)
                 .map_err(|e| verify_error(format!("receipt: {e}")))?;
@@ -329,28 +328,24 @@ impl Client {
                 ));
             }
             // Receipts of one answer share a checkpoint: verify it once.
-            let checkpoint = match &verified {
-                Some((note, size)) if *note == proof.checkpoint => *size,
-                _ => {
-                    let c = self
-                        .inner
-                        .policy
-                        .verify_checkpoint(&proof.checkpoint)
-                        .map_err(|e| verify_error(format!("checkpoint: {e}")))?;
-                    let size = c.checkpoint().size;
-                    verified = Some((proof.checkpoint.clone(), size));
-                    size
-                }
+            let checkpoint = match verified.take() {
+                Some(c) if *c.note() == proof.checkpoint => c,
+                _ => self
+                    .inner
+                    .policy
+                    .verify_checkpoint(&proof.checkpoint)
+                    .map_err(|e| verify_error(format!("checkpoint: {e}")))?,
             };
-            let cp = Checkpoint::parse(proof.checkpoint.text())
-                .map_err(|e| verify_error(format!("checkpoint: {e}")))?;
-            merkle::verify_inclusion(proof.index, cp.size, leaf, &proof.inclusion, &cp.root)
-                .map_err(|e| verify_error(format!("inclusion: {e}")))?;
+            let tree_size = checkpoint.checkpoint().size;
+            proof
+                .verify_with_checkpoint(checkpoint.clone(), leaf)
+                .map_err(|e| verify_error(format!("receipt: {e}")))?;
+            verified = Some(checkpoint);
             out.push(AppendReceipt {
                 index: receipt.index,
                 proof: String::from_utf8(receipt.tlog_proof.into_inner())
                     .expect("parsed proofs are UTF-8"),
-                tree_size: checkpoint,
+                tree_size,
             });
         }
         Ok(out)

@@ -159,12 +159,12 @@ impl Cluster {
     }
 
     pub fn f(&self) -> usize {
-        (self.n() - 1) / 3
+        consensus::max_faulty(self.n())
     }
 
     /// Replica signatures a checkpoint needs: the consensus quorum.
     pub fn quorum(&self) -> usize {
-        (self.n() + self.f()) / 2 + 1
+        consensus::quorum_size(self.n())
     }
 
     pub fn public_keys(&self) -> Vec<ed25519_dalek::VerifyingKey> {

@@ -412,14 +412,14 @@ impl CoreLoop {
         let mut submit_pos = Vec::new();
         for (pos, entry) in entries.into_iter().enumerate() {
             if indexes[pos].is_none() {
-                submit.push(entry.into_inner());
+                submit.push((leaves[pos], entry.into_inner()));
                 submit_pos.push(pos);
             }
         }
         let results = if submit.is_empty() {
             Vec::new()
         } else {
-            self.replica.submit(now, submit)
+            self.replica.submit_hashed(now, submit)
         };
         let mut overloaded = None;
         for (pos, result) in submit_pos.iter().zip(results) {
@@ -635,12 +635,11 @@ impl CoreLoop {
 
     fn after_commit(&mut self, batch: &WriteBatch) {
         for commit in &batch.commits {
-            for (offset, entry) in commit.block.entries.iter().enumerate() {
+            for (offset, leaf) in commit.leaves.iter().enumerate() {
                 if self.waiters.by_leaf.is_empty() {
                     break;
                 }
-                let leaf = merkle::leaf_hash(entry);
-                let Some(list) = self.waiters.by_leaf.remove(&leaf) else {
+                let Some(list) = self.waiters.by_leaf.remove(leaf) else {
                     continue;
                 };
                 for (id, pos) in list {

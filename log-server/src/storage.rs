@@ -271,9 +271,13 @@ impl Store {
                         next_tree.size(),
                         "commits must extend the stored tree"
                     );
-                    for entry in commit.block.entries.iter() {
+                    assert_eq!(
+                        commit.leaves.len(),
+                        commit.block.entries.len(),
+                        "one leaf hash per entry"
+                    );
+                    for (entry, &leaf) in commit.block.entries.iter().zip(&commit.leaves) {
                         let index = next_tree.size();
-                        let leaf = merkle::leaf_hash(entry);
                         entries.insert(index, &entry[..])?;
                         // An entry committed twice (a Byzantine leader can
                         // re-propose one past the dedup window) keeps its
@@ -335,8 +339,7 @@ impl Store {
 
     /// The index of an entry with this leaf hash, if committed.
     pub fn index_of(&self, leaf: &Hash) -> Result<Option<u64>, StoreError> {
-        let read = self.db.begin_read()?;
-        Ok(read.open_table(LEAF_INDEX)?.get(leaf.0)?.map(|v| v.value()))
+        Ok(self.indexes_of(std::slice::from_ref(leaf))?[0])
     }
 
     /// The indexes of entries with these leaf hashes, where committed.
@@ -620,8 +623,9 @@ mod tests {
                 .collect();
             let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
             let b = block(height, parent, &refs);
-            for p in &payloads {
-                tree.append(merkle::leaf_hash(p));
+            let leaves: Vec<Hash> = payloads.iter().map(|p| merkle::leaf_hash(p)).collect();
+            for leaf in &leaves {
+                tree.append(*leaf);
             }
             parent = crate::consensus::crypto::block_id(&b);
             let batch = WriteBatch {
@@ -629,6 +633,7 @@ mod tests {
                     height,
                     block_id: parent,
                     block: b,
+                    leaves,
                     first_index,
                     size: tree.size(),
                     root: tree.root(),

@@ -279,16 +279,19 @@ fn dev_runs_a_local_cluster_and_resumes_it() {
     let dir = tempdir("dev");
     let base = free_port_base(4).to_string();
     let dir_s = dir.to_str().unwrap();
-    let out = bftlog(&[
-        "--json",
-        "dev",
-        "--dir",
-        dir_s,
-        "--base-port",
-        &base,
-        "--no-serve",
-    ]);
-    let first: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let run_dev = || -> serde_json::Value {
+        let out = bftlog(&[
+            "--json",
+            "dev",
+            "--dir",
+            dir_s,
+            "--base-port",
+            &base,
+            "--no-serve",
+        ]);
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    let first = run_dev();
     assert_eq!(first["created"], true);
     assert_eq!(first["appended"], serde_json::json!([0, 1, 2]));
     assert_eq!(first["receipt"]["valid"], true);
@@ -300,16 +303,7 @@ fn dev_runs_a_local_cluster_and_resumes_it() {
     ] {
         assert!(dir.join(file).exists(), "{file}");
     }
-    let out = bftlog(&[
-        "--json",
-        "dev",
-        "--dir",
-        dir_s,
-        "--base-port",
-        &base,
-        "--no-serve",
-    ]);
-    let second: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let second = run_dev();
     assert_eq!(second["created"], false);
     // The fixed samples keep their indexes; the per-run record is new.
     assert_eq!(second["appended"][0], 0);

@@ -131,20 +131,32 @@ impl Config {
         self.replicas.len()
     }
 
-    /// Byzantine replicas tolerated: f = ⌊(n − 1)/3⌋.
+    /// Byzantine replicas tolerated: see [`max_faulty`].
     pub fn f(&self) -> usize {
-        (self.n() - 1) / 3
+        max_faulty(self.n())
     }
 
-    /// Certificate size: ⌊(n + f)/2⌋ + 1, which is 2f+1 for n = 3f+1 and
-    /// makes any two quorums share an honest replica for every n.
+    /// Certificate size: see [`quorum_size`].
     pub fn quorum(&self) -> usize {
-        (self.n() + self.f()) / 2 + 1
+        quorum_size(self.n())
     }
 
     pub fn leader(&self, round: u64) -> ReplicaId {
         (round % self.n() as u64) as ReplicaId
     }
+}
+
+/// Byzantine replicas tolerated by `n` replicas: f = ⌊(n − 1)/3⌋.
+pub fn max_faulty(n: usize) -> usize {
+    assert!(n >= 1, "a cluster has at least one replica");
+    (n - 1) / 3
+}
+
+/// Signatures in a certificate or quorum checkpoint for `n` replicas:
+/// ⌊(n + f)/2⌋ + 1, which is 2f+1 for n = 3f+1 and makes any two quorums
+/// share an honest replica for every n.
+pub fn quorum_size(n: usize) -> usize {
+    (n + max_faulty(n)) / 2 + 1
 }
 
 /// What must be durable before dependent messages leave.
@@ -217,6 +229,9 @@ pub struct Committed {
     pub height: u64,
     pub block_id: Hash,
     pub block: Block,
+    /// RFC 6962 leaf hashes of the block's entries, in order (hashed once
+    /// by the core; storage and the driver reuse them).
+    pub leaves: Vec<Hash>,
     /// Log index of the block's first entry.
     pub first_index: u64,
     /// Tree size and root after the block.
@@ -638,11 +653,25 @@ impl<R: RngCore + CryptoRng> Replica<R> {
     /// Entries from a client. Accepted entries are forwarded to every
     /// replica so any future leader can propose them.
     pub fn submit(&mut self, now: Duration, entries: Vec<Vec<u8>>) -> Vec<SubmitResult> {
+        let hashed = entries
+            .into_iter()
+            .map(|e| (merkle::leaf_hash(&e), e))
+            .collect();
+        self.submit_hashed(now, hashed)
+    }
+
+    /// [`Replica::submit`] for a driver that already computed each entry's
+    /// RFC 6962 leaf hash (to look it up in storage): `(leaf hash, entry)`
+    /// pairs. The hashes are trusted, as the driver is.
+    pub fn submit_hashed(
+        &mut self,
+        now: Duration,
+        entries: Vec<(Hash, Vec<u8>)>,
+    ) -> Vec<SubmitResult> {
         self.now = now;
         let mut results = Vec::with_capacity(entries.len());
         let mut forward = Vec::new();
-        for entry in entries {
-            let leaf = merkle::leaf_hash(&entry);
+        for (leaf, entry) in entries {
             if self.recent.contains(&leaf) {
                 results.push(SubmitResult::AlreadyCommitted);
                 continue;
@@ -1045,6 +1074,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             height: self.committed_height,
             block_id: id,
             block,
+            leaves,
             first_index,
             size: self.tree.size(),
             root: self.tree.root(),
