@@ -428,7 +428,8 @@ pub struct NoteSignature {
 }
 
 impl NoteSignature {
-    fn line(&self) -> String {
+    /// The signature line, `— name base64(key ID || signature)\n`.
+    pub fn line(&self) -> String {
         let mut data = Vec::with_capacity(4 + self.signature.len());
         data.extend_from_slice(&self.key_id.to_be_bytes());
         data.extend_from_slice(&self.signature);
