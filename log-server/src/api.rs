@@ -124,13 +124,14 @@ async fn handle_request(shared: &Arc<Shared>, request: ClientRequest) -> ClientR
             }
             match outcome.await {
                 Ok(AppendOutcome::Committed(indexes)) => {
-                    blocking(move || receipts(&store, indexes)).await
+                    let shared = shared.clone();
+                    blocking(move || receipts(&store, &shared.cfg.cluster, indexes)).await
                 }
                 Ok(AppendOutcome::Rejected(code, message)) => error(code, message),
                 Err(_) => error(ErrorCode::Internal, "the replica is shutting down"),
             }
         }
-        ClientRequest::GetCheckpoint => match store.latest_checkpoint() {
+        ClientRequest::GetCheckpoint => match served_checkpoint(&store, &shared.cfg.cluster) {
             Ok(Some((_, note))) => ClientResponse::Checkpoint {
                 note: BoundedBytes::new(note.into_bytes()).expect("stored notes are bounded"),
             },
@@ -206,10 +207,28 @@ async fn handle_request(shared: &Arc<Shared>, request: ClientRequest) -> ClientR
     }
 }
 
+/// The checkpoint handed to clients: the latest one whose witness
+/// cosignatures meet the policy when the cluster waits for witnesses, else
+/// the latest quorum checkpoint (with whatever cosignatures it has).
+fn served_checkpoint(
+    store: &crate::storage::Store,
+    cluster: &crate::config::Cluster,
+) -> Result<Option<(u64, String)>, crate::storage::StoreError> {
+    if !cluster.witnesses.is_empty() && cluster.wait_for_witnesses {
+        store.latest_witnessed_checkpoint()
+    } else {
+        store.latest_checkpoint()
+    }
+}
+
 /// Receipts for committed indexes against the latest stored quorum
 /// checkpoint (which covers them: the core loop answers only then).
-fn receipts(store: &crate::storage::Store, indexes: Vec<u64>) -> ClientResponse {
-    let (size, text) = match store.latest_checkpoint() {
+fn receipts(
+    store: &crate::storage::Store,
+    cluster: &crate::config::Cluster,
+    indexes: Vec<u64>,
+) -> ClientResponse {
+    let (size, text) = match served_checkpoint(store, cluster) {
         Ok(Some(c)) => c,
         Ok(None) => return error(ErrorCode::Internal, "no checkpoint stored"),
         Err(e) => return error(ErrorCode::Internal, format!("storage: {e}")),

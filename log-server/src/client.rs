@@ -111,7 +111,7 @@ impl Client {
             &net::Limits::default(),
         )?;
         let endpoint = net::client_endpoint(cluster.addresses[0])?;
-        let policy = cluster.policy();
+        let policy = cluster.receipt_policy();
         let connections = (0..cluster.n()).map(|_| Mutex::new(None)).collect();
         let start = rand::random::<u32>() as usize % cluster.n();
         Ok(Client {

@@ -49,12 +49,54 @@ pub struct ClusterFile {
     /// Cluster epoch; consensus messages of other epochs are rejected.
     #[serde(default = "default_epoch")]
     pub epoch: u64,
+    /// Witness cosignatures a checkpoint needs (policy group `witnesses`).
+    /// Default: a majority of the listed witnesses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness_quorum: Option<usize>,
+    /// Whether receipts and served checkpoints wait until the witness
+    /// quorum has cosigned. Default true. With false, clients get replica-
+    /// quorum checkpoints at once and cosignatures are added as they come.
+    #[serde(default = "default_true")]
+    pub wait_for_witnesses: bool,
+    /// Per-request timeout for witness submissions. Default 10000.
+    #[serde(default = "default_witness_timeout_ms")]
+    pub witness_timeout_ms: u64,
     /// Replicas in id order (the first is replica 0).
     pub replicas: Vec<ClusterReplica>,
+    /// C2SP tlog-witnesses every replica submits quorum checkpoints to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub witnesses: Vec<ClusterWitness>,
 }
 
 fn default_epoch() -> u64 {
     1
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_witness_timeout_ms() -> u64 {
+    10_000
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterWitness {
+    /// The witness's name in the policy (a label, e.g. `w1`).
+    pub name: String,
+    /// Its cosignature/v1 verifier key.
+    pub key: String,
+    /// Its submission prefix, `http://host:port[/prefix]`.
+    pub url: String,
+}
+
+/// A witness of the cluster, validated.
+#[derive(Debug, Clone)]
+pub struct Witness {
+    pub name: String,
+    pub key: VerifierKey,
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,6 +115,11 @@ pub struct Cluster {
     pub epoch: u64,
     pub keys: Vec<VerifierKey>,
     pub addresses: Vec<SocketAddr>,
+    pub witnesses: Vec<Witness>,
+    /// Cosignatures needed (meaningful only with witnesses).
+    pub witness_quorum: usize,
+    pub wait_for_witnesses: bool,
+    pub witness_timeout_ms: u64,
 }
 
 impl Cluster {
@@ -130,18 +177,73 @@ impl Cluster {
             keys.push(key);
             addresses.push(r.address);
         }
-        Ok(Cluster {
+        let mut witnesses = Vec::with_capacity(file.witnesses.len());
+        for (i, w) in file.witnesses.iter().enumerate() {
+            let key = VerifierKey::parse(&w.key)
+                .map_err(|e| invalid(path, format!("witnesses[{i}].key: {e}")))?;
+            if key.key_type() != KeyType::CosignatureV1 {
+                return Err(invalid(
+                    path,
+                    format!("witnesses[{i}].key is not a cosignature/v1 (type 0x04) key"),
+                ));
+            }
+            if !w.url.starts_with("http://") {
+                return Err(invalid(
+                    path,
+                    format!("witnesses[{i}].url must start with http://"),
+                ));
+            }
+            witnesses.push(Witness {
+                name: w.name.clone(),
+                key,
+                url: w.url.clone(),
+            });
+        }
+        let witness_quorum = file.witness_quorum.unwrap_or(witnesses.len() / 2 + 1);
+        if !witnesses.is_empty() && !(1..=witnesses.len()).contains(&witness_quorum) {
+            return Err(invalid(
+                path,
+                format!(
+                    "witness_quorum {witness_quorum}: need 1 to {} (the number of witnesses)",
+                    witnesses.len()
+                ),
+            ));
+        }
+        if file.witness_timeout_ms == 0 {
+            return Err(invalid(path, "witness_timeout_ms must be positive"));
+        }
+        let cluster = Cluster {
             origin: file.origin,
             epoch: file.epoch,
             keys,
             addresses,
-        })
+            witnesses,
+            witness_quorum,
+            wait_for_witnesses: file.wait_for_witnesses,
+            witness_timeout_ms: file.witness_timeout_ms,
+        };
+        // Names, duplicate keys and the rest of the policy rules.
+        Policy::parse(cluster.policy_text().as_bytes())
+            .map_err(|e| invalid(path, format!("witnesses: {e}")))?;
+        Ok(cluster)
     }
 
     pub fn to_file(&self) -> ClusterFile {
         ClusterFile {
             origin: self.origin.clone(),
             epoch: self.epoch,
+            witness_quorum: (!self.witnesses.is_empty()).then_some(self.witness_quorum),
+            wait_for_witnesses: self.wait_for_witnesses,
+            witness_timeout_ms: self.witness_timeout_ms,
+            witnesses: self
+                .witnesses
+                .iter()
+                .map(|w| ClusterWitness {
+                    name: w.name.clone(),
+                    key: w.key.to_string(),
+                    url: w.url.clone(),
+                })
+                .collect(),
             replicas: self
                 .keys
                 .iter()
@@ -171,17 +273,32 @@ impl Cluster {
         self.keys.iter().map(|k| *k.public_key()).collect()
     }
 
-    /// The tlog-policy that accepts this cluster's quorum checkpoints:
-    /// every replica key and the default `replica-quorum` (2f+1).
+    /// The tlog-policy that accepts this cluster's checkpoints: every
+    /// replica key with the consensus quorum as `replica-quorum`, and the
+    /// witnesses with a `witnesses` group of `witness_quorum`.
     pub fn policy_text(&self) -> String {
+        self.policy_text_with(!self.witnesses.is_empty())
+    }
+
+    fn policy_text_with(&self, witnesses: bool) -> String {
         let mut out = format!(
-            "# bftlog trust policy for {}: checkpoints need 2f+1 replica signatures\n",
-            self.origin
+            "# bftlog trust policy for {}: checkpoints need {} of {} replica signatures{}\n",
+            self.origin,
+            self.quorum(),
+            self.n(),
+            if witnesses {
+                format!(
+                    " and {} of {} witness cosignatures",
+                    self.witness_quorum,
+                    self.witnesses.len()
+                )
+            } else {
+                String::new()
+            }
         );
         for key in &self.keys {
             out.push_str(&format!("log {key}\n"));
         }
-        out.push_str("quorum none\n");
         // The threshold is written out: it is the consensus quorum
         // ⌊(n+f)/2⌋+1, which is 2f+1 for n = 3f+1 and stays intersecting
         // for every other n.
@@ -190,11 +307,32 @@ impl Cluster {
             self.origin,
             self.quorum()
         ));
+        if witnesses {
+            let mut names = String::new();
+            for w in &self.witnesses {
+                out.push_str(&format!("witness {} {} {}\n", w.name, w.key, w.url));
+                names.push(' ');
+                names.push_str(&w.name);
+            }
+            out.push_str(&format!("group witnesses {}{names}\n", self.witness_quorum));
+            out.push_str("quorum witnesses\n");
+        } else {
+            out.push_str("quorum none\n");
+        }
         out
     }
 
     pub fn policy(&self) -> Policy {
         Policy::parse(self.policy_text().as_bytes())
+            .expect("a validated cluster makes a valid policy")
+    }
+
+    /// The policy a receipt or served checkpoint is checked against at the
+    /// moment it is handed out: the full policy, or the replica quorum only
+    /// when `wait_for_witnesses` is false.
+    pub fn receipt_policy(&self) -> Policy {
+        let witnesses = !self.witnesses.is_empty() && self.wait_for_witnesses;
+        Policy::parse(self.policy_text_with(witnesses).as_bytes())
             .expect("a validated cluster makes a valid policy")
     }
 
@@ -473,6 +611,10 @@ pub fn init_cluster(
         epoch: 1,
         keys,
         addresses,
+        witnesses: Vec::new(),
+        witness_quorum: 0,
+        wait_for_witnesses: true,
+        witness_timeout_ms: default_witness_timeout_ms(),
     };
     // Validate what we are about to write.
     Cluster::from_file(cluster.to_file(), &cluster_path)?;
@@ -502,14 +644,26 @@ pub fn init_cluster(
         );
         write(dir.join(format!("replica-{i}.toml")), text)?;
     }
+    write_cluster_files(dir, &cluster)?;
+    Ok(cluster)
+}
+
+/// Writes `cluster.toml`, `policy` and `log.vkeys` for `cluster` (after
+/// validating it as a freshly read file would be).
+pub fn write_cluster_files(dir: &Path, cluster: &Cluster) -> Result<(), ConfigError> {
+    let cluster_path = dir.join("cluster.toml");
     let text = format!(
         "# bftlog cluster: shared by replicas and clients\n{}",
         toml::to_string(&cluster.to_file()).expect("serializable")
     );
+    Cluster::parse(&text, &cluster_path)?;
+    let write = |path: PathBuf, text: String| {
+        std::fs::write(&path, text).map_err(|source| ConfigError::Read { path, source })
+    };
     write(cluster_path, text)?;
     write(dir.join("policy"), cluster.policy_text())?;
     write(dir.join("log.vkeys"), cluster.vkeys_text())?;
-    Ok(cluster)
+    Ok(())
 }
 
 /// Creates a file readable only by its owner (never briefly readable by
@@ -572,6 +726,10 @@ mod tests {
                     .map(|i| ([127, 0, 0, 1], 1000 + i as u16).into())
                     .collect(),
                 keys,
+                witnesses: Vec::new(),
+                witness_quorum: 0,
+                wait_for_witnesses: true,
+                witness_timeout_ms: 10_000,
             };
             let consensus = consensus::Config::new(1, "example.com/log", cluster.public_keys());
             assert_eq!(cluster.quorum(), consensus.quorum(), "n={n}");

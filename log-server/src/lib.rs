@@ -16,6 +16,8 @@
 //!   [`api`] serves the client protocol.
 //! - [`client`]: the client library used by the CLI and tests.
 //! - [`config`]: cluster and replica configuration files.
+//! - `witnessing`: submits quorum checkpoints to the cluster's C2SP
+//!   witnesses and merges their verified cosignatures.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -26,3 +28,4 @@ pub mod net;
 pub mod node;
 pub mod sim;
 pub mod storage;
+mod witnessing;

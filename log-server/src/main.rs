@@ -60,6 +60,13 @@ enum Command {
         replicas: usize,
         #[arg(long, default_value_t = 7400)]
         base_port: u16,
+        /// Local C2SP witnesses to start (DIR/witness-N); checkpoints need
+        /// a majority of them. Only used when DIR is created.
+        #[arg(long, default_value_t = 2)]
+        witnesses: usize,
+        /// HTTP port of the first witness; the others follow.
+        #[arg(long, default_value_t = 7380)]
+        witness_base_port: u16,
         /// Exit after the demonstration instead of serving until Ctrl-C.
         #[arg(long)]
         no_serve: bool,
@@ -181,8 +188,16 @@ async fn run(cli: Cli) -> Result<()> {
             dir,
             replicas,
             base_port,
+            witnesses,
+            witness_base_port,
             no_serve,
-        } => dev(&dir, replicas, base_port, no_serve, json).await,
+        } => {
+            let ports = DevPorts {
+                replicas: base_port,
+                witnesses: witness_base_port,
+            };
+            dev(&dir, replicas, witnesses, ports, no_serve, json).await
+        }
         Command::Append {
             cluster,
             pem,
@@ -454,28 +469,92 @@ fn proof_path(path: &Path) -> PathBuf {
     PathBuf::from(out)
 }
 
+/// First ports of the replicas and witnesses `bftlog dev` starts.
+struct DevPorts {
+    replicas: u16,
+    witnesses: u16,
+}
+
+/// The directory of the dev cluster's witness `w{i}`.
+fn dev_witness_dir(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("witness-{}", name.trim_start_matches('w')))
+}
+
+/// Creates `count` witnesses trusting the cluster and lists them in
+/// `cluster.toml` and `policy`.
+fn dev_init_witnesses(
+    dir: &Path,
+    cluster: &mut Cluster,
+    count: usize,
+    first_port: u16,
+) -> Result<()> {
+    for i in 1..=count {
+        let name = format!("w{i}");
+        let witness_dir = dev_witness_dir(dir, &name);
+        let key =
+            bftlog_witness::dir::init(&witness_dir, &format!("localhost/bftlog-dev-witness-{i}"))?;
+        let log = bftlog_witness::log_config::LogConfig::new(
+            &cluster.origin,
+            cluster.keys.clone(),
+            None,
+        )?;
+        bftlog_witness::dir::open_store(&witness_dir)?.add_log(&log)?;
+        let port = first_port
+            .checked_add(i as u16 - 1)
+            .context("witness port range overflows")?;
+        cluster.witnesses.push(bftlog_server::config::Witness {
+            name,
+            key,
+            url: format!("http://127.0.0.1:{port}"),
+        });
+    }
+    cluster.witness_quorum = count / 2 + 1;
+    bftlog_server::config::write_cluster_files(dir, cluster)?;
+    Ok(())
+}
+
 async fn dev(
     dir: &Path,
     replicas: usize,
-    base_port: u16,
+    witnesses: usize,
+    ports: DevPorts,
     no_serve: bool,
     json: bool,
 ) -> Result<()> {
     let cluster_path = dir.join("cluster.toml");
     let created = !cluster_path.exists();
     if created {
-        init_cluster(
+        let mut cluster = init_cluster(
             dir,
             "localhost/bftlog-dev",
             replicas,
             [127, 0, 0, 1].into(),
-            base_port,
+            ports.replicas,
         )?;
+        dev_init_witnesses(dir, &mut cluster, witnesses, ports.witnesses)?;
     }
     let cluster = Cluster::load(&cluster_path)?;
     // Keep DIR/policy and DIR/log.vkeys in step with the cluster file.
     std::fs::write(dir.join("policy"), cluster.policy_text())?;
     std::fs::write(dir.join("log.vkeys"), cluster.vkeys_text())?;
+    let mut witness_servers = Vec::new();
+    for w in &cluster.witnesses {
+        let witness = bftlog_witness::dir::open(&dev_witness_dir(dir, &w.name))
+            .with_context(|| format!("opening witness {}", w.name))?;
+        let addr: std::net::SocketAddr = w
+            .url
+            .trim_start_matches("http://")
+            .parse()
+            .with_context(|| format!("witness {} URL {}", w.name, w.url))?;
+        let server = bftlog_witness::server::Server::start(
+            std::sync::Arc::new(witness),
+            addr,
+            bftlog_witness::server::ServerConfig::default(),
+        )
+        .await
+        .with_context(|| format!("starting witness {} on {addr}", w.name))?;
+        witness_servers.push(server);
+    }
     let mut nodes = Vec::new();
     for i in 0..cluster.n() {
         let cfg = ReplicaConfig::load(&dir.join(format!("replica-{i}.toml")))?;
@@ -516,6 +595,7 @@ async fn dev(
             json!({
                 "dir": dir, "created": created, "replicas": cluster.n(),
                 "addresses": cluster.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "witnesses": cluster.witnesses.iter().map(|w| w.url.clone()).collect::<Vec<_>>(),
                 "appended": receipts.iter().map(|r| r.index).collect::<Vec<_>>(),
                 "checkpoint": verified.note().format(),
                 "receipt": {"index": report.index, "tree_size": report.checkpoint.size, "valid": true},
@@ -534,6 +614,18 @@ async fn dev(
             if created { "created" } else { "resumed" },
             dir.display()
         );
+        for w in &cluster.witnesses {
+            println!("witness {} at {} ({})", w.name, w.url, w.key);
+        }
+        if !cluster.witnesses.is_empty() {
+            println!(
+                "checkpoints need {} of {} replica signatures and {} of {} witness cosignatures",
+                cluster.quorum(),
+                cluster.n(),
+                cluster.witness_quorum,
+                cluster.witnesses.len()
+            );
+        }
         for (r, s) in receipts.iter().zip(&samples) {
             println!("appended index {}: {}", r.index, String::from_utf8_lossy(s));
         }
@@ -567,6 +659,9 @@ async fn dev(
     }
     for node in nodes {
         node.shutdown().await?;
+    }
+    for server in witness_servers {
+        server.shutdown().await;
     }
     Ok(())
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bftlog_spec::checkpoint::Checkpoint;
 use bftlog_spec::merkle::{self, Hash};
-use bftlog_spec::note::Note;
+use bftlog_spec::note::{Note, NoteSignature};
 use bftlog_spec::wire::{self, BoundedVec, ConsensusMessage, Entry, ErrorCode, ReplicaId};
 use tokio::sync::{mpsc as tmpsc, oneshot};
 use tracing::{debug, error, info, warn};
@@ -38,6 +38,7 @@ use crate::config::ReplicaConfig;
 use crate::consensus::{CheckpointEvent, Replica, SubmitResult, Target};
 use crate::net;
 use crate::storage::{Store, StoreError, WriteBatch};
+use crate::witnessing;
 
 /// Frames queued per peer before new ones are dropped.
 const PEER_QUEUE_FRAMES: usize = 4096;
@@ -82,6 +83,11 @@ pub(crate) enum CoreInput {
         entries: Vec<Entry>,
         reply: oneshot::Sender<AppendOutcome>,
     },
+    /// Verified witness cosignatures on the stored checkpoint of `size`.
+    Cosigned {
+        size: u64,
+        signatures: Vec<bftlog_spec::note::NoteSignature>,
+    },
     Shutdown,
 }
 
@@ -95,6 +101,10 @@ pub struct DriverMetrics {
     pub client_errors: AtomicU64,
     pub appends_overloaded: AtomicU64,
     pub sync_served_from_storage: AtomicU64,
+    /// Verified cosignatures received from witnesses.
+    pub witness_cosignatures: AtomicU64,
+    /// Witness submissions that failed (refused, unreachable, bad answer).
+    pub witness_failures: AtomicU64,
 }
 
 /// State shared by the network tasks.
@@ -162,6 +172,13 @@ impl Node {
             tasks.spawn(peer_sender(shared.clone(), endpoint.clone(), peer, rx));
         }
         tasks.spawn(accept_loop(shared.clone(), endpoint.clone()));
+        let initial = match store.latest_checkpoint()? {
+            Some((size, text)) => Note::parse(text.as_bytes())
+                .ok()
+                .map(|note| (size, Arc::new(note))),
+            None => None,
+        };
+        let witness_tx = witnessing::spawn(&shared, initial, &mut tasks);
         info!(
             replica = shared.cfg.id,
             listen = %shared.cfg.listen,
@@ -182,6 +199,8 @@ impl Node {
                     waiters: Waiters::default(),
                     pending_quorum: BTreeMap::new(),
                     latest_checkpoint: 0,
+                    latest_witnessed: 0,
+                    witness_tx,
                 };
                 let result = core.run(core_rx);
                 if let Err(e) = &result {
@@ -271,6 +290,10 @@ struct CoreLoop {
     /// Quorum checkpoints beyond the stored tree, stored once it reaches them.
     pending_quorum: BTreeMap<u64, Note>,
     latest_checkpoint: u64,
+    /// Latest stored checkpoint whose cosignatures meet the witness quorum.
+    latest_witnessed: u64,
+    /// Publishes each new stored quorum checkpoint to the witness tasks.
+    witness_tx: Option<tokio::sync::watch::Sender<crate::witnessing::Latest>>,
 }
 
 impl CoreLoop {
@@ -280,6 +303,10 @@ impl CoreLoop {
 
     fn run(&mut self, rx: mpsc::Receiver<CoreInput>) -> Result<(), StoreError> {
         self.latest_checkpoint = self.store.latest_checkpoint()?.map_or(0, |(s, _)| s);
+        self.latest_witnessed = self
+            .store
+            .latest_witnessed_checkpoint()?
+            .map_or(0, |(s, _)| s);
         self.drive()?;
         loop {
             let now = self.now();
@@ -333,6 +360,7 @@ impl CoreLoop {
                 self.replica.handle_message(now, from, *message);
             }
             CoreInput::Append { entries, reply } => self.append(now, entries, reply)?,
+            CoreInput::Cosigned { size, signatures } => self.cosigned(size, signatures)?,
             CoreInput::Shutdown => {}
         }
         Ok(())
@@ -486,7 +514,7 @@ impl CoreLoop {
         let waiter = &self.waiters.requests[&id];
         let highest = waiter.indexes.iter().map(|i| i.expect("indexed")).max();
         match highest {
-            Some(h) if h >= self.latest_checkpoint => {
+            Some(h) if h >= self.receipt_size() => {
                 self.waiters.by_index.entry(h).or_default().push(id);
             }
             _ => self.answer(id),
@@ -656,19 +684,87 @@ impl CoreLoop {
                 }
             }
         }
-        if !batch.checkpoints.is_empty() {
-            let covered: Vec<u64> = self
-                .waiters
-                .by_index
-                .range(..self.latest_checkpoint)
-                .map(|(i, _)| *i)
-                .collect();
-            for index in covered {
-                for id in self.waiters.by_index.remove(&index).unwrap_or_default() {
-                    self.answer(id);
-                }
+        if let Some((size, note)) = batch.checkpoints.last() {
+            self.answer_covered();
+            if let (Some(tx), Ok(note)) = (&self.witness_tx, Note::parse(note.as_bytes())) {
+                tx.send_replace(Some((*size, Arc::new(note))));
             }
         }
+    }
+
+    /// Whether receipts wait for witness cosignatures.
+    fn waits_for_witnesses(&self) -> bool {
+        let cluster = &self.shared.cfg.cluster;
+        !cluster.witnesses.is_empty() && cluster.wait_for_witnesses
+    }
+
+    /// Receipts are built on the checkpoint of this size (see
+    /// `api::served_checkpoint`), so it must cover an entry before the
+    /// entry's request is answered.
+    fn receipt_size(&self) -> u64 {
+        if self.waits_for_witnesses() {
+            self.latest_witnessed
+        } else {
+            self.latest_checkpoint
+        }
+    }
+
+    fn answer_covered(&mut self) {
+        let covered: Vec<u64> = self
+            .waiters
+            .by_index
+            .range(..self.receipt_size())
+            .map(|(i, _)| *i)
+            .collect();
+        for index in covered {
+            for id in self.waiters.by_index.remove(&index).unwrap_or_default() {
+                self.answer(id);
+            }
+        }
+    }
+
+    /// Merges verified witness cosignatures into the stored checkpoint of
+    /// `size` (replacing older ones by the same witness key) and records
+    /// whether the witness quorum is now met.
+    fn cosigned(&mut self, size: u64, signatures: Vec<NoteSignature>) -> Result<(), StoreError> {
+        let Some(text) = self.store.checkpoint_at(size)? else {
+            return Ok(());
+        };
+        let Ok(stored) = Note::parse(text.as_bytes()) else {
+            return Ok(());
+        };
+        let mut note = Note::new(stored.text()).expect("a stored note's text is valid");
+        for existing in stored.signatures() {
+            if !signatures
+                .iter()
+                .any(|s| s.name == existing.name && s.key_id == existing.key_id)
+            {
+                let _ = note.add_signature(existing.clone());
+            }
+        }
+        for signature in signatures {
+            if note.add_signature(signature).is_err() {
+                warn!(
+                    size,
+                    "cosignature dropped: the note would exceed its size limit"
+                );
+            }
+        }
+        let witnessed = self
+            .shared
+            .cfg
+            .cluster
+            .policy()
+            .verify_checkpoint(&note)
+            .is_ok();
+        self.store
+            .add_cosignatures(size, &note.format(), witnessed)?;
+        if witnessed && size > self.latest_witnessed {
+            self.latest_witnessed = size;
+            debug!(replica = self.shared.cfg.id, size, "witness quorum met");
+            self.answer_covered();
+        }
+        Ok(())
     }
 
     fn send(&mut self, to: Target, message: &ConsensusMessage) {

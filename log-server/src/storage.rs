@@ -55,6 +55,8 @@ pub const HASH_CHUNK: u64 = 64;
 const META_TREE_SIZE: &str = "tree_size";
 const META_HEIGHT: &str = "committed_height";
 const META_EPOCH: &str = "epoch";
+/// Size of the latest checkpoint whose witness cosignatures meet the policy.
+const META_WITNESSED: &str = "witnessed_size";
 
 /// A storage failure. The driver treats any of these as fatal: a replica
 /// that cannot write must stop speaking.
@@ -378,6 +380,74 @@ impl Store {
         let text = String::from_utf8(note.value().to_vec())
             .map_err(|_| StoreError::Corrupt("checkpoint is not UTF-8".into()))?;
         Ok(Some((size.value(), text)))
+    }
+
+    /// The quorum checkpoint of exactly `size`, if one is stored.
+    pub fn checkpoint_at(&self, size: u64) -> Result<Option<String>, StoreError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(CHECKPOINTS)?;
+        let Some(note) = table.get(size)? else {
+            return Ok(None);
+        };
+        String::from_utf8(note.value().to_vec())
+            .map(Some)
+            .map_err(|_| StoreError::Corrupt("checkpoint is not UTF-8".into()))
+    }
+
+    /// The latest checkpoint whose witness cosignatures met the policy
+    /// (see [`Store::add_cosignatures`]).
+    pub fn latest_witnessed_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let size = {
+            let read = self.db.begin_read()?;
+            match read.open_table(META)?.get(META_WITNESSED)? {
+                Some(v) => v.value(),
+                None => return Ok(None),
+            }
+        };
+        Ok(self.checkpoint_at(size)?.map(|note| (size, note)))
+    }
+
+    /// Replaces the stored quorum checkpoint of `size` with `note` (the
+    /// same checkpoint with witness cosignatures added) and, if `witnessed`,
+    /// records it as the latest witnessed checkpoint. One durable
+    /// transaction; the caller verified the cosignatures.
+    pub fn add_cosignatures(
+        &self,
+        size: u64,
+        note: &str,
+        witnessed: bool,
+    ) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut checkpoints = txn.open_table(CHECKPOINTS)?;
+            let stored = checkpoints
+                .get(size)?
+                .map(|v| v.value().to_vec())
+                .ok_or_else(|| StoreError::Corrupt(format!("no checkpoint of size {size}")))?;
+            let same_text = |a: &[u8], b: &[u8]| {
+                let body = |n: &[u8]| {
+                    n.windows(2)
+                        .position(|w| w == b"\n\n")
+                        .map(|i| n[..i].to_vec())
+                };
+                body(a).is_some() && body(a) == body(b)
+            };
+            assert!(
+                same_text(&stored, note.as_bytes()),
+                "cosignatures must be added to the same checkpoint text"
+            );
+            checkpoints.insert(size, note.as_bytes())?;
+            if witnessed {
+                let mut meta = txn.open_table(META)?;
+                let current = meta.get(META_WITNESSED)?.map_or(0, |v| v.value());
+                if size >= current {
+                    meta.insert(META_WITNESSED, size)?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// Number of quorum checkpoints stored.

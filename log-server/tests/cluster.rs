@@ -206,3 +206,188 @@ async fn appends_commit_with_verifiable_receipts_and_survive_a_restart() {
         node.shutdown().await.unwrap();
     }
 }
+
+/// Witnesses end to end: receipts carry cosignatures that meet the policy's
+/// witness quorum, a witness that was down catches up from its own size,
+/// and a forged fork signed by replica keys is refused and recorded as
+/// evidence naming those replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_carry_witness_cosignatures_and_a_forged_fork_is_recorded() {
+    use bftlog_spec::checkpoint::Checkpoint;
+    use bftlog_spec::evidence::Evidence;
+    use bftlog_spec::note::{KeyType, Note, SignerKey};
+    use bftlog_witness::log_config::LogConfig;
+    use bftlog_witness::server::{Server, ServerConfig};
+
+    let dir = tempdir("witnessed");
+    let mut cluster = init_cluster(
+        &dir,
+        "test.example/witnessed",
+        4,
+        [127, 0, 0, 1].into(),
+        free_port_base(),
+    )
+    .unwrap();
+    let mut servers = Vec::new();
+    for i in 1..=2 {
+        let wdir = dir.join(format!("witness-{i}"));
+        let key = bftlog_witness::dir::init(&wdir, &format!("test.example/w{i}")).unwrap();
+        let log = LogConfig::new(&cluster.origin, cluster.keys.clone(), None).unwrap();
+        bftlog_witness::dir::open_store(&wdir)
+            .unwrap()
+            .add_log(&log)
+            .unwrap();
+        let witness = std::sync::Arc::new(bftlog_witness::dir::open(&wdir).unwrap());
+        let server = Server::start(
+            witness,
+            "127.0.0.1:0".parse().unwrap(),
+            ServerConfig::default(),
+        )
+        .await
+        .unwrap();
+        cluster.witnesses.push(bftlog_server::config::Witness {
+            name: format!("w{i}"),
+            key,
+            url: format!("http://{}", server.local_addr()),
+        });
+        servers.push(server);
+    }
+    cluster.witness_quorum = 2;
+    bftlog_server::config::write_cluster_files(&dir, &cluster).unwrap();
+    let nodes = start(&dir, 4).await;
+    let client = Client::new(cluster.clone(), ClientOptions::default()).unwrap();
+    let policy = cluster.policy();
+    assert_eq!(policy.witnesses().len(), 2);
+
+    let entries: Vec<Vec<u8>> = (0..10).map(|i| format!("w {i}").into_bytes()).collect();
+    let receipts = client.append(&entries).await.unwrap();
+    for (r, e) in receipts.iter().zip(&entries) {
+        let verified =
+            bftlog_verify::check::check_receipt(&policy, r.proof.as_bytes(), &merkle::leaf_hash(e))
+                .unwrap();
+        assert_eq!(verified.checkpoint.cosignatures.len(), 2);
+        assert!(verified.checkpoint.witness_quorum_met);
+    }
+    // Witness 2 goes down: with a 2-of-2 quorum, receipts wait for it. It
+    // comes back on the same address with its state; the replicas resubmit
+    // from its size and the waiting append completes.
+    let w2_addr = servers[1].local_addr();
+    servers.pop().unwrap().shutdown().await;
+    let pending = {
+        let client = client.clone();
+        tokio::spawn(async move { client.append(&[b"second batch".to_vec()]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !pending.is_finished(),
+        "a receipt did not wait for the witness quorum"
+    );
+    let wdir = dir.join("witness-2");
+    let witness = loop {
+        // The stopped server's last connection tasks may still hold the
+        // database for a moment.
+        match bftlog_witness::dir::open(&wdir) {
+            Ok(w) => break w,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    servers.push(
+        Server::start(
+            std::sync::Arc::new(witness),
+            w2_addr,
+            ServerConfig::default(),
+        )
+        .await
+        .unwrap(),
+    );
+    let more = tokio::time::timeout(Duration::from_secs(30), pending)
+        .await
+        .expect("the append completes once the witness is back")
+        .unwrap()
+        .unwrap();
+    // Each replica collects its own cosignatures, so the one asked may
+    // serve an older witnessed checkpoint for a moment.
+    let mut checkpoint = client.checkpoint().await.unwrap();
+    for _ in 0..100 {
+        if checkpoint.checkpoint().size > more[0].index {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        checkpoint = client.checkpoint().await.unwrap();
+    }
+    assert!(checkpoint.checkpoint().size > more[0].index);
+    assert!(checkpoint.evaluation().witness_quorum_met);
+
+    // A fork: the replica keys (all four: more than f are compromised) sign
+    // a different tree of the same size.
+    let size = checkpoint.checkpoint().size;
+    let forged = Checkpoint::new(&cluster.origin, size, merkle::leaf_hash(b"forged root"));
+    let mut note = Note::new(&forged.format()).unwrap();
+    for i in 0..4 {
+        let text = std::fs::read_to_string(dir.join(format!("replica-{i}.key"))).unwrap();
+        let key = SignerKey::parse(text.trim_end()).unwrap();
+        assert_eq!(key.key_type(), KeyType::Ed25519);
+        note.sign(&key).unwrap();
+    }
+    // The witness has cosigned `size` (the served checkpoint says so).
+    let witness_client = bftlog_witness::client::WitnessClient::new(
+        &cluster.witnesses[0].url,
+        cluster.witnesses[0].key.clone(),
+        5_000,
+    )
+    .unwrap();
+    let outcome = witness_client
+        .add_checkpoint(size, &[], &note)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        bftlog_witness::client::AddOutcome::Conflict(size),
+        "a fork at the cosigned size is refused"
+    );
+    let listing = http_get(&format!("{}/evidence", cluster.witnesses[0].url)).await;
+    assert!(listing.starts_with("split-view 1 same-size"), "{listing}");
+    let evidence = http_get(&format!("{}/evidence/1", cluster.witnesses[0].url)).await;
+    let verified = Evidence::parse(evidence.as_bytes())
+        .unwrap()
+        .check(&policy)
+        .unwrap();
+    // Everyone who signed the honest checkpoint also signed the fork.
+    assert_eq!(
+        verified.signed_both.len(),
+        checkpoint.evaluation().log_signers.len(),
+        "names the replicas that signed both"
+    );
+    assert!(verified.signed_both.len() >= 3);
+
+    for node in nodes.into_iter().flatten() {
+        node.shutdown().await.unwrap();
+    }
+    for server in servers {
+        server.shutdown().await;
+    }
+}
+
+/// A plain HTTP GET over a fresh TCP connection (the test's own client).
+async fn http_get(url: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap());
+    let authority = authority.to_owned();
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&authority).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        body.to_owned()
+    })
+    .await
+    .unwrap()
+}

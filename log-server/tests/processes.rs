@@ -44,6 +44,15 @@ fn free_port_base(count: u16) -> u16 {
     }
 }
 
+fn free_tcp_port_base(count: u16) -> u16 {
+    loop {
+        let base = free_port_base(count);
+        if (0..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}
+
 fn bftlog(args: &[&str]) -> Output {
     let out = Command::new(BIN).args(args).output().unwrap();
     assert!(
@@ -278,6 +287,7 @@ fn a_cluster_of_processes_serves_the_cli_and_survives_kill_9() {
 fn dev_runs_a_local_cluster_and_resumes_it() {
     let dir = tempdir("dev");
     let base = free_port_base(4).to_string();
+    let witness_base = free_tcp_port_base(2).to_string();
     let dir_s = dir.to_str().unwrap();
     let run_dev = || -> serde_json::Value {
         let out = bftlog(&[
@@ -287,6 +297,8 @@ fn dev_runs_a_local_cluster_and_resumes_it() {
             dir_s,
             "--base-port",
             &base,
+            "--witness-base-port",
+            &witness_base,
             "--no-serve",
         ]);
         serde_json::from_str(&stdout(&out)).unwrap()
@@ -309,7 +321,11 @@ fn dev_runs_a_local_cluster_and_resumes_it() {
     assert_eq!(second["appended"][0], 0);
     assert_eq!(second["appended"][1], 1);
     assert!(second["appended"][2].as_u64().unwrap() >= 3);
+    // The receipt carries the cosignatures of both local witnesses: the
+    // dev policy's quorum is 2 of 2.
     let policy = Policy::parse(&std::fs::read(dir.join("policy")).unwrap()).unwrap();
+    assert_eq!(policy.witnesses().len(), 2);
+    assert_eq!(second["witnesses"].as_array().unwrap().len(), 2);
     let proof = std::fs::read(dir.join("sample-record.tlog-proof")).unwrap();
     let entry = std::fs::read(dir.join("sample-record")).unwrap();
     check(&policy, &proof, &entry);

@@ -15,11 +15,13 @@
 //!   atomic check-and-store.
 //! - [`server`]: the hyper HTTP server with group commit and load shedding.
 //! - [`client`]: the client a log uses to obtain cosignatures.
+//! - [`dir`]: a witness directory (key files and database).
 //!
 //! Normative description of the protocol as implemented: `spec/witness.md`.
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod dir;
 pub mod log_config;
 pub mod request;
 pub mod server;

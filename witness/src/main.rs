@@ -1,7 +1,8 @@
 //! `bftlog-witness`: set up, configure and run a witness.
 
 use anyhow::{Context, Result, bail};
-use bftlog_spec::note::{KeyType, SignerKey, VerifierKey};
+use bftlog_spec::note::VerifierKey;
+use bftlog_witness::dir;
 use bftlog_witness::log_config::LogConfig;
 use bftlog_witness::server::{Server, ServerConfig};
 use bftlog_witness::store::Store;
@@ -11,10 +12,6 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-const KEY_FILE: &str = "witness.key";
-const VKEY_FILE: &str = "witness.vkey";
-const DB_FILE: &str = "witness.redb";
 
 #[derive(Parser)]
 #[command(name = "bftlog-witness", version, about = "A C2SP tlog-witness")]
@@ -146,50 +143,16 @@ fn main() -> Result<()> {
 }
 
 fn init(dir: &Path, name: &str) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let key = SignerKey::generate(name, KeyType::CosignatureV1, &mut rand_core::OsRng)
-        .context("bad witness name")?;
-    write_secret(&dir.join(KEY_FILE), &key.to_skey_string())?;
-    std::fs::write(dir.join(VKEY_FILE), format!("{}\n", key.verifier()))?;
-    Store::open(&dir.join(DB_FILE))?;
-    println!("{}", key.verifier());
-    Ok(())
-}
-
-fn write_secret(path: &Path, text: &str) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
-    file.write_all(format!("{text}\n").as_bytes())?;
-    file.sync_all()?;
+    println!("{}", dir::init(dir, name)?);
     Ok(())
 }
 
 fn open_store(dir: &Path) -> Result<Store> {
-    let path = dir.join(DB_FILE);
-    if !path.exists() {
-        bail!(
-            "{} does not exist: run bftlog-witness init first",
-            path.display()
-        );
-    }
-    Store::open(&path).with_context(|| {
-        format!(
-            "opening {} (is the witness running? stop it first)",
-            path.display()
-        )
-    })
+    Ok(dir::open_store(dir)?)
 }
 
 fn open(dir: &Path) -> Result<Witness> {
-    let text = std::fs::read_to_string(dir.join(KEY_FILE))
-        .with_context(|| format!("reading {}", dir.join(KEY_FILE).display()))?;
-    let key = SignerKey::parse(text.trim_end()).context("bad witness key")?;
-    Ok(Witness::new(key, open_store(dir)?)?)
+    Ok(dir::open(dir)?)
 }
 
 fn serve(dir: &Path, listen: SocketAddr, prefix: String) -> Result<()> {

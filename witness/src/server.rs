@@ -194,6 +194,9 @@ impl Server {
             metrics: metrics.clone(),
         });
         let (shutdown, mut stop) = oneshot::channel();
+        // Connection tasks end when this flips, so a stopped server also
+        // stops answering on kept-alive connections.
+        let (closing_tx, closing) = tokio::sync::watch::channel(false);
         let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let task = tokio::spawn(async move {
             loop {
@@ -214,6 +217,7 @@ impl Server {
                 };
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
+                let closing = closing.clone();
                 let header_timeout = Duration::from_millis(shared.config.header_read_timeout_ms);
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
@@ -224,15 +228,19 @@ impl Server {
                     builder
                         .timer(hyper_util::rt::TokioTimer::new())
                         .header_read_timeout(header_timeout);
-                    if let Err(e) = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await
-                    {
-                        tracing::debug!(error = %e, "connection ended");
+                    let mut closing = closing;
+                    tokio::select! {
+                        served = builder.serve_connection(TokioIo::new(stream), service) => {
+                            if let Err(e) = served {
+                                tracing::debug!(error = %e, "connection ended");
+                            }
+                        }
+                        _ = closing.wait_for(|c| *c) => {}
                     }
                     drop(permit);
                 });
             }
+            let _ = closing_tx.send(true);
         });
         Ok(Server {
             local_addr,
@@ -250,7 +258,7 @@ impl Server {
         &self.metrics
     }
 
-    /// Stops accepting connections.
+    /// Stops accepting connections and closes the open ones.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

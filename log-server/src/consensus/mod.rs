@@ -159,6 +159,45 @@ pub fn quorum_size(n: usize) -> usize {
     (n + max_faulty(n)) / 2 + 1
 }
 
+/// Highest round a message may carry. Honest replicas never come near it
+/// (a round per microsecond would take 146,000 years); rejecting rounds
+/// beyond it on input keeps every `round + 1` in the core from
+/// overflowing, whatever a peer sends or a quorum of peers signs.
+pub const MAX_ROUND: u64 = 1 << 62;
+
+/// Whether every round (and checkpoint size) in `message` is within
+/// [`MAX_ROUND`] (and the largest tree size).
+fn in_range(message: &ConsensusMessage) -> bool {
+    let qc_ok = |qc: &QuorumCert| qc.round <= MAX_ROUND && qc.parent_round <= MAX_ROUND;
+    let tc_ok = |tc: &TimeoutCert| {
+        tc.round <= MAX_ROUND
+            && qc_ok(&tc.high_qc)
+            && tc.signatures.iter().all(|s| s.high_qc_round <= MAX_ROUND)
+    };
+    let block_ok = |b: &Block| b.round <= MAX_ROUND && qc_ok(&b.justify);
+    match message {
+        ConsensusMessage::Proposal {
+            block,
+            timeout_cert,
+            ..
+        } => block_ok(block) && timeout_cert.as_ref().is_none_or(tc_ok),
+        ConsensusMessage::Vote { vote } => {
+            vote.round <= MAX_ROUND && vote.parent_round <= MAX_ROUND
+        }
+        ConsensusMessage::Timeout { timeout } => {
+            timeout.round <= MAX_ROUND && qc_ok(&timeout.high_qc)
+        }
+        ConsensusMessage::CheckpointSignature { size, .. } => *size <= merkle::MAX_STORED_TREE_SIZE,
+        ConsensusMessage::Forward { .. } | ConsensusMessage::SyncRequest { .. } => true,
+        ConsensusMessage::SyncResponse { blocks, commit_qc } => {
+            blocks.iter().all(block_ok) && commit_qc.as_ref().is_none_or(qc_ok)
+        }
+        ConsensusMessage::Certificates {
+            high_qc, high_tc, ..
+        } => qc_ok(high_qc) && high_tc.as_ref().is_none_or(tc_ok),
+    }
+}
+
 /// What must be durable before dependent messages leave.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SafetyState {
@@ -712,7 +751,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         self.now = now;
         // A replica never sends to itself: its own proposals and votes are
         // handled directly.
-        if (from as usize) >= self.cfg.n() || from == self.id {
+        if (from as usize) >= self.cfg.n() || from == self.id || !in_range(&message) {
             self.metrics.malformed_messages += 1;
             return;
         }
@@ -2029,5 +2068,75 @@ mod tests {
                 assert_eq!(q, 2 * f + 1);
             }
         }
+    }
+
+    /// Found by fuzz/consensus_core: one faulty peer sending round
+    /// u64::MAX overflowed `round + 1` (a panic wherever overflow checks
+    /// are on, as in the tests and the simulator).
+    #[test]
+    fn rounds_beyond_max_round_are_malformed() {
+        use rand::SeedableRng;
+        let keys: Vec<ed25519_dalek::SigningKey> = (1..=4u8)
+            .map(|i| ed25519_dalek::SigningKey::from_bytes(&[i; 32]))
+            .collect();
+        let cfg = Config::new(1, "o", keys.iter().map(|k| k.verifying_key()).collect());
+        let mut replica = Replica::new(
+            cfg,
+            0,
+            keys[0].clone(),
+            rand::rngs::StdRng::seed_from_u64(0),
+            Recovered::fresh(1),
+            Duration::ZERO,
+        )
+        .unwrap();
+        let sig = Signature64([0; 64]);
+        // A proposal for round 1 (led by replica 1), validly signed, carrying
+        // a TC for round u64::MAX.
+        let block = Block {
+            epoch: 1,
+            round: 1,
+            author: 1,
+            parent_id: crypto::genesis_id(1),
+            justify: genesis_qc(1),
+            entries: BoundedVec::new(Vec::new()).unwrap(),
+        };
+        let signature = Signer::new(keys[1].clone())
+            .sign(&crypto::proposal_message(1, &crypto::block_id(&block)));
+        let far_tc = TimeoutCert {
+            epoch: 1,
+            round: u64::MAX,
+            high_qc: genesis_qc(1),
+            signatures: BoundedVec::new(Vec::new()).unwrap(),
+        };
+        let messages = [
+            ConsensusMessage::Proposal {
+                block: Block {
+                    round: u64::MAX,
+                    ..block.clone()
+                },
+                timeout_cert: None,
+                signature: sig,
+            },
+            ConsensusMessage::Proposal {
+                block,
+                timeout_cert: Some(far_tc),
+                signature,
+            },
+            ConsensusMessage::Vote {
+                vote: Vote {
+                    epoch: 1,
+                    round: u64::MAX,
+                    block_id: crypto::genesis_id(1),
+                    parent_round: 0,
+                    voter: 1,
+                    signature: sig,
+                },
+            },
+        ];
+        for message in messages {
+            replica.handle_message(Duration::ZERO, 1, message);
+        }
+        assert_eq!(replica.metrics.malformed_messages, 3);
+        assert_eq!(replica.round(), 1);
     }
 }
