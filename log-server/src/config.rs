@@ -709,6 +709,64 @@ mod tests {
     }
 
     #[test]
+    fn witnesses_go_into_the_policy_and_are_validated() {
+        let dir = tempdir("witnesses");
+        let cluster =
+            init_cluster(&dir, "example.com/log", 4, [127, 0, 0, 1].into(), 7200).unwrap();
+        let witness_key = |i: u8| {
+            SignerKey::new(
+                &format!("witness.example/w{i}"),
+                KeyType::CosignatureV1,
+                ed25519_dalek::SigningKey::from_bytes(&[i; 32]),
+            )
+            .unwrap()
+            .verifier()
+            .to_string()
+        };
+        let mut file = cluster.to_file();
+        for i in 1..=3u8 {
+            file.witnesses.push(ClusterWitness {
+                name: format!("w{i}"),
+                key: witness_key(i),
+                url: format!("http://127.0.0.1:{}", 7380 + i as u16),
+            });
+        }
+        let path = dir.join("cluster.toml");
+        let with = Cluster::from_file(file.clone(), &path).unwrap();
+        assert_eq!(with.witness_quorum, 2, "default: a majority");
+        let policy = with.policy();
+        assert_eq!(policy.witnesses().len(), 3);
+        assert!(
+            with.policy_text()
+                .ends_with("group witnesses 2 w1 w2 w3\nquorum witnesses\n")
+        );
+        assert_eq!(with.receipt_policy().witnesses().len(), 3);
+        // Round trip through TOML.
+        let text = toml::to_string(&with.to_file()).unwrap();
+        let again = Cluster::parse(&text, &path).unwrap();
+        assert_eq!(again.policy_text(), with.policy_text());
+        // Not waiting: receipts are checked against the replicas only.
+        let mut no_wait = file.clone();
+        no_wait.wait_for_witnesses = false;
+        let no_wait = Cluster::from_file(no_wait, &path).unwrap();
+        assert!(no_wait.receipt_policy().witnesses().is_empty());
+        assert_eq!(no_wait.policy().witnesses().len(), 3);
+        // Refused: bad quorum, wrong key type, non-HTTP URL, duplicate name.
+        let mut bad = file.clone();
+        bad.witness_quorum = Some(4);
+        assert!(Cluster::from_file(bad, &path).is_err());
+        let mut bad = file.clone();
+        bad.witnesses[0].key = cluster.keys[0].to_string();
+        assert!(Cluster::from_file(bad, &path).is_err());
+        let mut bad = file.clone();
+        bad.witnesses[0].url = "https://w1.example".into();
+        assert!(Cluster::from_file(bad, &path).is_err());
+        let mut bad = file;
+        bad.witnesses[1].name = "w1".into();
+        assert!(Cluster::from_file(bad, &path).is_err());
+    }
+
+    #[test]
     fn the_policy_threshold_is_the_consensus_quorum_for_every_size() {
         for n in 1..=MAX_CLUSTER_REPLICAS {
             let keys: Vec<VerifierKey> = (0..n)

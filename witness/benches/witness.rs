@@ -47,9 +47,14 @@ fn workload(origin: &str, steps: usize) -> (LogConfig, Vec<String>) {
     let keys: Vec<SignerKey> = (0..4u8)
         .map(|i| {
             let mut seed = [i + 1; 32];
-            seed[..origin.len().min(32)].copy_from_slice(&origin.as_bytes()[..origin.len().min(32)]);
-            SignerKey::new(origin, KeyType::Ed25519, ed25519_dalek::SigningKey::from_bytes(&seed))
-                .unwrap()
+            seed[..origin.len().min(32)]
+                .copy_from_slice(&origin.as_bytes()[..origin.len().min(32)]);
+            SignerKey::new(
+                origin,
+                KeyType::Ed25519,
+                ed25519_dalek::SigningKey::from_bytes(&seed),
+            )
+            .unwrap()
         })
         .collect();
     let config = LogConfig::new(origin, keys.iter().map(|k| k.verifier()).collect(), None).unwrap();
@@ -84,7 +89,9 @@ fn main() {
         .collect();
     let logs: usize = args.first().map_or(64, |a| a.parse().expect("LOGS"));
     let steps: usize = args.get(1).map_or(200, |a| a.parse().expect("STEPS"));
-    println!("witness add-checkpoint benchmark: {logs} logs x {steps} checkpoints, 4 replicas, 3 signatures each");
+    println!(
+        "witness add-checkpoint benchmark: {logs} logs x {steps} checkpoints, 4 replicas, 3 signatures each"
+    );
     let workloads: Vec<(LogConfig, Vec<String>)> = (0..logs)
         .map(|i| workload(&format!("bench.example/log-{i}"), steps))
         .collect();
@@ -107,9 +114,13 @@ fn main() {
         .build()
         .unwrap();
     let (elapsed, cpu, mut latencies, batches) = runtime.block_on(async {
-        let server = Server::start(witness, "127.0.0.1:0".parse().unwrap(), ServerConfig::default())
-            .await
-            .unwrap();
+        let server = Server::start(
+            witness,
+            "127.0.0.1:0".parse().unwrap(),
+            ServerConfig::default(),
+        )
+        .await
+        .unwrap();
         let addr = server.local_addr();
         let cpu_start = cpu_time();
         let start = Instant::now();
@@ -119,7 +130,9 @@ fn main() {
                 let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
                 stream.set_nodelay(true).unwrap();
                 let (mut sender, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .unwrap();
                 tokio::spawn(conn);
                 let mut latencies = Vec::with_capacity(bodies.len());
                 for body in bodies {
@@ -197,14 +210,21 @@ fn main() {
                 .map(|(_, bodies)| witness.check(bodies[step].as_bytes()).unwrap())
                 .collect();
             for outcome in witness.commit(&batch, 1_700_000_000) {
-                assert!(matches!(outcome, bftlog_witness::witness::Outcome::Cosigned(_)));
+                assert!(matches!(
+                    outcome,
+                    bftlog_witness::witness::Outcome::Cosigned(_)
+                ));
                 count += 1;
             }
         }
         let elapsed = start.elapsed();
         println!(
             "core ({}): {count} checkpoints in batches of {logs} in {:.2} s = {:.0} per second on one thread",
-            if durable { "redb, durable" } else { "in-memory redb" },
+            if durable {
+                "redb, durable"
+            } else {
+                "in-memory redb"
+            },
             elapsed.as_secs_f64(),
             count as f64 / elapsed.as_secs_f64()
         );

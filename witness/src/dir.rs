@@ -71,6 +71,9 @@ pub fn open_store(dir: &Path) -> Result<Store, DirError> {
 /// Opens the witness of an initialised directory.
 pub fn open(dir: &Path) -> Result<Witness, DirError> {
     let key_path = dir.join(KEY_FILE);
+    if !key_path.exists() {
+        return Err(DirError::Missing(key_path));
+    }
     let text = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
     let key = SignerKey::parse(text.trim_end())?;
     Ok(Witness::new(key, open_store(dir)?)?)
