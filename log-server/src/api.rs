@@ -101,6 +101,15 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 async fn handle_request(shared: &Arc<Shared>, request: ClientRequest) -> ClientResponse {
+    if matches!(
+        request,
+        ClientRequest::GetInclusionProof { .. } | ClientRequest::GetConsistencyProof { .. }
+    ) {
+        shared
+            .metrics
+            .proof_requests
+            .fetch_add(1, Ordering::Relaxed);
+    }
     let store = shared.store.clone();
     match request {
         ClientRequest::Append { entries } => {

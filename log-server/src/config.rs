@@ -359,6 +359,10 @@ pub struct ReplicaFile {
     /// cluster file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// Address of the Prometheus text endpoint (`GET /metrics`, plain
+    /// HTTP). Default: none (off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     #[serde(default)]
     pub consensus: ConsensusSection,
     #[serde(default)]
@@ -410,6 +414,8 @@ pub struct ReplicaConfig {
     pub limits: Limits,
     pub append_timeout_ms: u64,
     pub max_waiting_entries: usize,
+    /// Prometheus endpoint address, if enabled.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ReplicaConfig {
@@ -560,6 +566,7 @@ impl ReplicaConfig {
             limits,
             append_timeout_ms: l.append_timeout_ms.unwrap_or(30_000),
             max_waiting_entries: l.max_waiting_entries.unwrap_or(200_000),
+            metrics_listen: file.metrics_listen,
             cluster,
         })
     }
@@ -635,6 +642,7 @@ pub fn init_cluster(
             key_file: format!("replica-{i}.key").into(),
             data_dir: format!("replica-{i}").into(),
             listen: None,
+            metrics_listen: None,
             consensus: ConsensusSection::default(),
             limits: LimitsSection::default(),
         };

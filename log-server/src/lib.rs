@@ -16,6 +16,7 @@
 //!   [`api`] serves the client protocol.
 //! - [`client`]: the client library used by the CLI and tests.
 //! - [`config`]: cluster and replica configuration files.
+//! - [`metrics`]: the opt-in Prometheus endpoint.
 //! - `witnessing`: submits quorum checkpoints to the cluster's C2SP
 //!   witnesses and merges their verified cosignatures.
 #![forbid(unsafe_code)]
@@ -24,6 +25,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod consensus;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod sim;

@@ -36,6 +36,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::ReplicaConfig;
 use crate::consensus::{CheckpointEvent, Replica, SubmitResult, Target};
+use crate::metrics::{self, CoreStatus};
 use crate::net;
 use crate::storage::{Store, StoreError, WriteBatch};
 use crate::witnessing;
@@ -101,6 +102,8 @@ pub struct DriverMetrics {
     pub client_errors: AtomicU64,
     pub appends_overloaded: AtomicU64,
     pub sync_served_from_storage: AtomicU64,
+    /// Inclusion and consistency proof requests from clients.
+    pub proof_requests: AtomicU64,
     /// Verified cosignatures received from witnesses.
     pub witness_cosignatures: AtomicU64,
     /// Witness submissions that failed (refused, unreachable, bad answer).
@@ -114,11 +117,32 @@ pub(crate) struct Shared {
     pub core_tx: mpsc::SyncSender<CoreInput>,
     pub metrics: DriverMetrics,
     pub stopping: AtomicBool,
+    /// The core loop's latest published status (for `/metrics`).
+    pub status: std::sync::Mutex<CoreStatus>,
+}
+
+/// Reasons the core rejects a peer message, in [`rejection_counts`] order.
+const REJECTION_REASONS: [&str; 4] = [
+    "malformed",
+    "invalid_signature",
+    "invalid_certificate",
+    "equivocation",
+];
+const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+fn rejection_counts(m: &crate::consensus::Metrics) -> [u64; 4] {
+    [
+        m.malformed_messages,
+        m.invalid_signatures,
+        m.invalid_certificates,
+        m.equivocations,
+    ]
 }
 
 /// A running replica.
 pub struct Node {
     shared: Arc<Shared>,
+    metrics_addr: Option<SocketAddr>,
     endpoint: quinn::Endpoint,
     core: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
     tasks: tokio::task::JoinSet<()>,
@@ -159,6 +183,7 @@ impl Node {
             core_tx,
             metrics: DriverMetrics::default(),
             stopping: AtomicBool::new(false),
+            status: std::sync::Mutex::new(CoreStatus::default()),
         });
         let mut tasks = tokio::task::JoinSet::new();
         let mut peers: Vec<Option<tmpsc::Sender<Arc<Vec<u8>>>>> = Vec::new();
@@ -172,6 +197,14 @@ impl Node {
             tasks.spawn(peer_sender(shared.clone(), endpoint.clone(), peer, rx));
         }
         tasks.spawn(accept_loop(shared.clone(), endpoint.clone()));
+        let mut metrics_addr = None;
+        if let Some(addr) = shared.cfg.metrics_listen {
+            let listener = metrics::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?;
+            metrics_addr = listener.local_addr().ok();
+            tasks.spawn(metrics::serve(shared.clone(), listener));
+        }
         let initial = match store.latest_checkpoint()? {
             Some((size, text)) => Note::parse(text.as_bytes())
                 .ok()
@@ -200,6 +233,7 @@ impl Node {
                     pending_quorum: BTreeMap::new(),
                     latest_checkpoint: 0,
                     latest_witnessed: 0,
+                    rejection_logged: HashMap::new(),
                     witness_tx,
                 };
                 let result = core.run(core_rx);
@@ -212,6 +246,7 @@ impl Node {
             .expect("spawn core thread");
         Ok(Node {
             shared,
+            metrics_addr,
             endpoint,
             core: Some(core),
             tasks,
@@ -221,6 +256,11 @@ impl Node {
     /// The bound QUIC address.
     pub fn local_addr(&self) -> SocketAddr {
         self.endpoint.local_addr().expect("bound endpoint")
+    }
+
+    /// The bound Prometheus endpoint address, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn metrics(&self) -> &DriverMetrics {
@@ -292,6 +332,8 @@ struct CoreLoop {
     latest_checkpoint: u64,
     /// Latest stored checkpoint whose cosignatures meet the witness quorum.
     latest_witnessed: u64,
+    /// When each (peer, reason) rejection was last logged.
+    rejection_logged: HashMap<(ReplicaId, &'static str), Instant>,
     /// Publishes each new stored quorum checkpoint to the witness tasks.
     witness_tx: Option<tokio::sync::watch::Sender<crate::witnessing::Latest>>,
 }
@@ -357,7 +399,14 @@ impl CoreLoop {
                         return Ok(());
                     }
                 }
+                let before = rejection_counts(&self.replica.metrics);
                 self.replica.handle_message(now, from, *message);
+                let after = rejection_counts(&self.replica.metrics);
+                for (i, reason) in REJECTION_REASONS.iter().enumerate() {
+                    if after[i] > before[i] {
+                        self.log_rejection(from, reason, after[i]);
+                    }
+                }
             }
             CoreInput::Append { entries, reply } => self.append(now, entries, reply)?,
             CoreInput::Cosigned { size, signatures } => self.cosigned(size, signatures)?,
@@ -656,9 +705,44 @@ impl CoreLoop {
                 sent = true;
             }
             if quiet && !sent {
+                self.publish_status();
                 return Ok(());
             }
         }
+    }
+
+    /// Logs a peer's rejected message at most once per reason and peer
+    /// every [`REJECTION_LOG_INTERVAL`] (a Byzantine peer must not be able
+    /// to flood the log); the counters in `/metrics` count every one.
+    fn log_rejection(&mut self, from: ReplicaId, reason: &'static str, total: u64) {
+        let now = Instant::now();
+        let last = self.rejection_logged.get(&(from, reason));
+        if last.is_some_and(|t| now.duration_since(*t) < REJECTION_LOG_INTERVAL) {
+            return;
+        }
+        self.rejection_logged.insert((from, reason), now);
+        warn!(
+            replica = self.shared.cfg.id,
+            peer = from,
+            round = self.replica.round(),
+            reason,
+            total,
+            "rejected a peer's consensus message"
+        );
+    }
+
+    fn publish_status(&self) {
+        let status = CoreStatus {
+            consensus: self.replica.metrics.clone(),
+            round: self.replica.round(),
+            committed_height: self.replica.committed_height(),
+            tree_size: self.replica.tree_size(),
+            mempool_entries: self.replica.pending_entries(),
+            waiting_entries: self.waiters.entries,
+            latest_checkpoint_size: self.latest_checkpoint,
+            latest_witnessed_size: self.latest_witnessed,
+        };
+        *self.shared.status.lock().expect("status lock") = status;
     }
 
     fn after_commit(&mut self, batch: &WriteBatch) {

@@ -391,3 +391,77 @@ async fn http_get(url: &str) -> String {
     .await
     .unwrap()
 }
+
+/// The opt-in Prometheus endpoint reports commits, rounds, proof requests
+/// and rejected messages by reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_reports_the_replica() {
+    let dir = tempdir("metrics");
+    let cluster = init_cluster(
+        &dir,
+        "test.example/metrics",
+        4,
+        [127, 0, 0, 1].into(),
+        free_port_base(),
+    )
+    .unwrap();
+    let mut nodes = Vec::new();
+    for i in 0..4 {
+        let mut cfg = fast(&dir, i);
+        if i == 0 {
+            cfg.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        }
+        nodes.push(Node::start(cfg).await.unwrap());
+    }
+    assert!(nodes[1].metrics_addr().is_none(), "off unless configured");
+    let url = format!("http://{}/metrics", nodes[0].metrics_addr().unwrap());
+    let client = Client::new(cluster.clone(), ClientOptions::default()).unwrap();
+    let entries: Vec<Vec<u8>> = (0..50).map(|i| format!("m {i}").into_bytes()).collect();
+    client.append(&entries).await.unwrap();
+    let checkpoint = client.checkpoint().await.unwrap();
+    for _ in 0..3 {
+        client
+            .request(
+                0,
+                &ClientRequest::GetInclusionProof {
+                    leaf: wire::LeafRef::Index { index: 1 },
+                    tree_size: checkpoint.checkpoint().size,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let value = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+    };
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = http_get(&url).await;
+        if value(&text, "bftlog_tree_size") >= 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(value(&text, "bftlog_entries_committed_total") >= 50);
+    assert!(value(&text, "bftlog_blocks_committed_total") >= 1);
+    assert!(value(&text, "bftlog_tree_size") >= 50);
+    assert!(value(&text, "bftlog_round") >= 1);
+    assert!(value(&text, "bftlog_latest_checkpoint_size") >= 50);
+    assert_eq!(value(&text, "bftlog_proof_requests_total"), 3);
+    for name in [
+        "bftlog_timeouts_sent_total",
+        "bftlog_tcs_formed_total",
+        "bftlog_view_changes_total",
+        "bftlog_sync_requests_sent_total",
+        "bftlog_mempool_entries",
+        "bftlog_rejected_messages_total{reason=\"invalid_signature\"}",
+        "bftlog_rejected_messages_total{reason=\"undecodable\"}",
+    ] {
+        value(&text, name);
+    }
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+}

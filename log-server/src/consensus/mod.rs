@@ -353,6 +353,8 @@ pub struct Metrics {
     pub forwarded_dropped: u64,
     pub checkpoints_signed: u64,
     pub checkpoints_refused: u64,
+    /// Rounds entered through a timeout certificate (the leader failed).
+    pub view_changes: u64,
 }
 
 struct StoredBlock {
@@ -1179,6 +1181,9 @@ impl<R: RngCore + CryptoRng> Replica<R> {
 
     fn enter_round(&mut self, round: u64, tc: Option<TimeoutCert>) {
         debug_assert!(round > self.round);
+        if tc.is_some() {
+            self.metrics.view_changes += 1;
+        }
         self.round = round;
         self.sent_timeout = None;
         self.entered_by_tc = tc;
@@ -2109,9 +2114,12 @@ mod tests {
             signatures: BoundedVec::new(Vec::new()).unwrap(),
         };
         let messages = [
+            // Led by replica 3 (u64::MAX mod 4); rejected before its
+            // signature is checked.
             ConsensusMessage::Proposal {
                 block: Block {
                     round: u64::MAX,
+                    author: 3,
                     ..block.clone()
                 },
                 timeout_cert: None,

@@ -1,0 +1,244 @@
+//! The opt-in Prometheus endpoint (`metrics_listen` in `replica-N.toml`):
+//! `GET /metrics` in the Prometheus text format, over plain HTTP.
+//!
+//! The core loop publishes a [`CoreStatus`] snapshot after every step; the
+//! driver's own counters are atomics. A scrape reads both and never waits
+//! for the core.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::consensus;
+use crate::node::Shared;
+
+/// What the core loop knows, as of its last step.
+#[derive(Clone, Debug, Default)]
+pub struct CoreStatus {
+    pub consensus: consensus::Metrics,
+    pub round: u64,
+    pub committed_height: u64,
+    pub tree_size: u64,
+    /// Entries in the mempool, not yet in a block.
+    pub mempool_entries: usize,
+    /// Entries of client appends waiting for their receipts.
+    pub waiting_entries: usize,
+    pub latest_checkpoint_size: u64,
+    pub latest_witnessed_size: u64,
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = write!(
+        out,
+        "# HELP bftlog_{name} {help}\n# TYPE bftlog_{name} {kind}\nbftlog_{name} {value}\n"
+    );
+}
+
+/// Renders every metric of a replica.
+pub(crate) fn render(shared: &Shared) -> String {
+    let status = shared.status.lock().expect("status lock").clone();
+    let c = &status.consensus;
+    let d = &shared.metrics;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = String::with_capacity(4096);
+    let counters: [(&str, &str, u64); 17] = [
+        (
+            "blocks_committed_total",
+            "blocks committed",
+            c.blocks_committed,
+        ),
+        (
+            "entries_committed_total",
+            "entries committed",
+            c.entries_committed,
+        ),
+        (
+            "proposals_sent_total",
+            "blocks proposed as leader",
+            c.proposals_sent,
+        ),
+        ("votes_sent_total", "votes sent", c.votes_sent),
+        (
+            "timeouts_sent_total",
+            "round timeouts sent (local timer expired)",
+            c.timeouts_sent,
+        ),
+        (
+            "qcs_formed_total",
+            "quorum certificates formed",
+            c.qcs_formed,
+        ),
+        (
+            "tcs_formed_total",
+            "timeout certificates formed",
+            c.tcs_formed,
+        ),
+        (
+            "view_changes_total",
+            "rounds entered through a timeout certificate",
+            c.view_changes,
+        ),
+        (
+            "sync_requests_sent_total",
+            "state sync requests sent",
+            c.sync_requests_sent,
+        ),
+        (
+            "sync_served_from_storage_total",
+            "sync requests answered from redb",
+            load(&d.sync_served_from_storage),
+        ),
+        (
+            "checkpoints_signed_total",
+            "checkpoints this replica signed",
+            c.checkpoints_signed,
+        ),
+        (
+            "checkpoints_refused_total",
+            "checkpoints refused as contradicting one signed before (safety alarm)",
+            c.checkpoints_refused,
+        ),
+        (
+            "client_requests_total",
+            "client requests received",
+            load(&d.client_requests),
+        ),
+        (
+            "client_errors_total",
+            "client requests answered with an error",
+            load(&d.client_errors),
+        ),
+        (
+            "proof_requests_total",
+            "inclusion and consistency proof requests",
+            load(&d.proof_requests),
+        ),
+        (
+            "appends_overloaded_total",
+            "appends refused because the core queue was full",
+            load(&d.appends_overloaded),
+        ),
+        (
+            "witness_cosignatures_total",
+            "verified witness cosignatures received",
+            load(&d.witness_cosignatures),
+        ),
+    ];
+    for (name, help, value) in counters {
+        metric(&mut out, name, "counter", help, value);
+    }
+    metric(
+        &mut out,
+        "witness_failures_total",
+        "counter",
+        "witness submissions that failed",
+        load(&d.witness_failures),
+    );
+    metric(
+        &mut out,
+        "peer_frames_dropped_total",
+        "counter",
+        "outgoing peer frames dropped because a peer queue was full",
+        load(&d.peer_frames_dropped),
+    );
+    out.push_str(
+        "# HELP bftlog_rejected_messages_total peer messages rejected, by reason\n# TYPE bftlog_rejected_messages_total counter\n",
+    );
+    for (reason, value) in [
+        ("undecodable", load(&d.peer_messages_malformed)),
+        ("malformed", c.malformed_messages),
+        ("invalid_signature", c.invalid_signatures),
+        ("invalid_certificate", c.invalid_certificates),
+        ("equivocation", c.equivocations),
+        ("stale", c.stale_messages),
+        ("unknown_peer", load(&d.peers_rejected)),
+        ("forward_dropped", c.forwarded_dropped),
+    ] {
+        let _ = writeln!(
+            out,
+            "bftlog_rejected_messages_total{{reason=\"{reason}\"}} {value}"
+        );
+    }
+    let gauges: [(&str, &str, u64); 7] = [
+        ("round", "current consensus round", status.round),
+        (
+            "committed_height",
+            "height of the last committed block",
+            status.committed_height,
+        ),
+        (
+            "tree_size",
+            "entries in the committed tree",
+            status.tree_size,
+        ),
+        (
+            "mempool_entries",
+            "entries waiting in the mempool",
+            status.mempool_entries as u64,
+        ),
+        (
+            "waiting_entries",
+            "appended entries waiting for receipts",
+            status.waiting_entries as u64,
+        ),
+        (
+            "latest_checkpoint_size",
+            "size of the latest stored quorum checkpoint",
+            status.latest_checkpoint_size,
+        ),
+        (
+            "latest_witnessed_size",
+            "size of the latest checkpoint meeting the witness quorum",
+            status.latest_witnessed_size,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        metric(&mut out, name, "gauge", help, value);
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `listener` until the task is aborted.
+pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let shared = shared.clone();
+                async move {
+                    let response =
+                        if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
+                            hyper::Response::builder()
+                                .header("content-type", "text/plain; version=0.0.4")
+                                .body(Full::new(Bytes::from(render(&shared))))
+                        } else {
+                            hyper::Response::builder()
+                                .status(404)
+                                .body(Full::new(Bytes::from_static(b"not found\n")))
+                        };
+                    Ok::<_, std::convert::Infallible>(response.expect("static response"))
+                }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Binds the metrics listener (so a bad address fails at start).
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
