@@ -285,6 +285,14 @@ impl Witness {
             .cloned()
     }
 
+    /// Forgets every cosigned state and kept item (fuzz builds only; see
+    /// [`Store::reset_for_fuzzing`]).
+    #[cfg(fuzzing)]
+    pub fn reset_for_fuzzing(&self) {
+        self.store.reset_for_fuzzing().expect("in-memory reset");
+        self.latest.lock().expect("latest lock").clear();
+    }
+
     /// The stateless checks: parse, origin, signatures, `old <= size`.
     pub fn check(&self, body: &[u8]) -> Result<Checked, Rejection> {
         let request = parse_add_checkpoint(body)?;
