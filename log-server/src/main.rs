@@ -1,6 +1,8 @@
 //! `bftlog`: run replicas, a local development cluster, and talk to a
 //! cluster as a client. See `docs/operating.md`.
 
+mod bench;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -119,6 +121,32 @@ enum Command {
         start: u64,
         #[arg(long, default_value_t = 1)]
         count: u32,
+    },
+    /// Load a cluster and print entries/s, commit latency, CPU, RSS and
+    /// disk per entry (or, with --read, inclusion proofs served per second).
+    Bench {
+        /// Replicas of the local cluster it starts (ignored with --cluster).
+        #[arg(long, default_value_t = 4)]
+        replicas: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Entries per append.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        #[arg(long, default_value_t = 256)]
+        entry_bytes: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Target a running cluster instead of starting one.
+        #[arg(long)]
+        cluster: Option<PathBuf>,
+        /// Measure inclusion proofs served per second instead of appends.
+        #[arg(long)]
+        read: bool,
+        /// Entries to fill the log to before a --read run.
+        #[arg(long, default_value_t = 1_000_000)]
+        log_size: u64,
     },
 }
 
@@ -294,6 +322,29 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
             Ok(())
+        }
+        Command::Bench {
+            replicas,
+            clients,
+            batch,
+            entry_bytes,
+            seconds,
+            cluster,
+            read,
+            log_size,
+        } => {
+            bench::run(bench::BenchArgs {
+                replicas,
+                clients,
+                batch,
+                entry_bytes,
+                seconds,
+                cluster,
+                read,
+                log_size,
+                json,
+            })
+            .await
         }
         Command::Get {
             cluster,

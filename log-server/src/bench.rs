@@ -1,0 +1,383 @@
+//! `bftlog bench`: load a cluster and print what it sustained.
+//!
+//! Without `--cluster`, it creates a cluster of `--replicas` in a temporary
+//! directory and runs each replica as its own `bftlog serve` process (so
+//! CPU and memory are per replica, read from /proc). K clients append
+//! batches of entries of a given size for T seconds; every receipt is
+//! verified by the client library before it counts. Printed: entries/s,
+//! commit latency percentiles (submit → verified receipts), CPU% and RSS per
+//! replica, disk bytes per entry. `--read` instead fills the log and then
+//! measures inclusion proofs served per second.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bftlog_server::client::{Client, ClientOptions};
+use bftlog_server::config::{Cluster, init_cluster};
+use bftlog_spec::wire::{ClientRequest, ClientResponse, LeafRef};
+use serde_json::json;
+
+pub struct BenchArgs {
+    pub replicas: usize,
+    pub clients: usize,
+    pub batch: usize,
+    pub entry_bytes: usize,
+    pub seconds: u64,
+    pub cluster: Option<PathBuf>,
+    pub read: bool,
+    pub log_size: u64,
+    pub json: bool,
+}
+
+/// A replica process this command started.
+struct Replica {
+    child: Child,
+    data_dir: PathBuf,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (utime + stime) of a process, in seconds (USER_HZ = 100).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn free_port_base(count: u16) -> u16 {
+    loop {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let base = socket.local_addr().expect("addr").port();
+        drop(socket);
+        if base < 60000
+            && (0..count).all(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok())
+        {
+            return base;
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
+}
+
+pub async fn run(args: BenchArgs) -> Result<()> {
+    if args.entry_bytes == 0 || args.entry_bytes > 65536 {
+        bail!("--entry-bytes must be 1 to 65536");
+    }
+    let (cluster, replicas, dir) = match &args.cluster {
+        Some(path) => (Cluster::load(path)?, Vec::new(), None),
+        None => {
+            let dir = std::env::temp_dir().join(format!("bftlog-bench-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let cluster = init_cluster(
+                &dir,
+                "bench.example/log",
+                args.replicas,
+                [127, 0, 0, 1].into(),
+                free_port_base(args.replicas as u16),
+            )?;
+            let exe = std::env::current_exe().context("locating the bftlog binary")?;
+            let mut replicas = Vec::new();
+            for i in 0..args.replicas {
+                let log = std::fs::File::create(dir.join(format!("replica-{i}.log")))?;
+                let child = Command::new(&exe)
+                    .args(["serve", "--config"])
+                    .arg(dir.join(format!("replica-{i}.toml")))
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .context("starting a replica")?;
+                replicas.push(Replica {
+                    child,
+                    data_dir: dir.join(format!("replica-{i}")),
+                });
+            }
+            (cluster, replicas, Some(TempDir(dir)))
+        }
+    };
+    let client = Client::new(cluster.clone(), ClientOptions::default())?;
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        client.append(&[b"bench warm-up".to_vec()]),
+    )
+    .await
+    .context("the cluster did not commit within 60 s")??;
+    if args.read {
+        let result = read_bench(&args, &client).await;
+        // Stop the replicas before their directory goes.
+        drop(replicas);
+        drop(dir);
+        return result;
+    }
+    let pids: Vec<u32> = replicas.iter().map(|r| r.child.id()).collect();
+    let cpu_start: Vec<Option<f64>> = pids.iter().map(|p| cpu_seconds(*p)).collect();
+    let size_start = client.checkpoint().await?.checkpoint().size;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(args.seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..args.clients {
+        let client = client.clone();
+        let (batch, entry_bytes) = (args.batch, args.entry_bytes);
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut entries = 0u64;
+            let mut errors = 0u64;
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let items: Vec<Vec<u8>> = (0..batch)
+                    .map(|i| {
+                        let mut e = format!(
+                            "bench {} client {c} append {n} entry {i} ",
+                            std::process::id()
+                        )
+                        .into_bytes();
+                        e.resize(entry_bytes, b'.');
+                        e
+                    })
+                    .collect();
+                n += 1;
+                let t = Instant::now();
+                match client.append(&items).await {
+                    Ok(receipts) => {
+                        latencies.push(t.elapsed());
+                        entries += receipts.len() as u64;
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            (entries, latencies, errors)
+        });
+    }
+    let (mut total, mut latencies, mut errors) = (0u64, Vec::new(), 0u64);
+    while let Some(r) = tasks.join_next().await {
+        let (e, l, x) = r?;
+        total += e;
+        latencies.extend(l);
+        errors += x;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    latencies.sort();
+    let size_end = client.checkpoint().await?.checkpoint().size;
+    let per_replica: Vec<serde_json::Value> = replicas
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let pid = r.child.id();
+            let cpu = match (cpu_start[i], cpu_seconds(pid)) {
+                (Some(a), Some(b)) => Some((b - a) / elapsed * 100.0),
+                _ => None,
+            };
+            json!({
+                "replica": i,
+                "cpu_percent": cpu,
+                "rss_mib": status_kib(pid, "VmRSS").map(|k| k as f64 / 1024.0),
+                "peak_rss_mib": status_kib(pid, "VmHWM").map(|k| k as f64 / 1024.0),
+                "disk_bytes": dir_bytes(&r.data_dir),
+            })
+        })
+        .collect();
+    let disk_per_entry = replicas
+        .first()
+        .map(|r| dir_bytes(&r.data_dir) as f64 / size_end.max(1) as f64);
+    let report = json!({
+        "replicas": cluster.n(),
+        "clients": args.clients,
+        "batch": args.batch,
+        "entry_bytes": args.entry_bytes,
+        "seconds": elapsed,
+        "entries": total,
+        "entries_per_second": total as f64 / elapsed,
+        "appends": latencies.len(),
+        "append_errors": errors,
+        "latency_ms": {
+            "p50": percentile(&latencies, 0.5),
+            "p90": percentile(&latencies, 0.9),
+            "p99": percentile(&latencies, 0.99),
+            "max": percentile(&latencies, 1.0),
+        },
+        "tree_size": {"start": size_start, "end": size_end},
+        "disk_bytes_per_entry": disk_per_entry,
+        "per_replica": per_replica,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "{} replicas, {} clients x {} entries of {} B, {:.1} s: {} entries, {:.0} entries/s ({} append errors)",
+            cluster.n(),
+            args.clients,
+            args.batch,
+            args.entry_bytes,
+            elapsed,
+            total,
+            total as f64 / elapsed,
+            errors
+        );
+        println!(
+            "commit latency (submit -> verified receipts): p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.9),
+            percentile(&latencies, 0.99),
+            percentile(&latencies, 1.0)
+        );
+        for r in &report["per_replica"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            println!(
+                "replica {}: CPU {:.0}%, RSS {:.0} MiB (peak {:.0} MiB), disk {} bytes",
+                r["replica"],
+                r["cpu_percent"].as_f64().unwrap_or(f64::NAN),
+                r["rss_mib"].as_f64().unwrap_or(f64::NAN),
+                r["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+                r["disk_bytes"]
+            );
+        }
+        if let Some(d) = disk_per_entry {
+            println!("disk: {d:.0} bytes per entry (replica 0, tree size {size_end})");
+        }
+    }
+    drop(replicas);
+    drop(dir);
+    Ok(())
+}
+
+/// Fills the log to `--log-size` entries, then has the clients request
+/// inclusion proofs of random indexes for `--seconds`; proofs are counted
+/// as served, and one in 64 is verified against the checkpoint.
+async fn read_bench(args: &BenchArgs, client: &Client) -> Result<()> {
+    let mut size = client.checkpoint().await?.checkpoint().size;
+    let fill_start = Instant::now();
+    let mut n = 0u64;
+    while size < args.log_size {
+        let batch = (args.log_size - size).min(4096) as usize;
+        let items: Vec<Vec<u8>> = (0..batch)
+            .map(|i| {
+                let mut e = format!("read bench fill {n} {i} ").into_bytes();
+                e.resize(args.entry_bytes, b'.');
+                e
+            })
+            .collect();
+        n += 1;
+        client.append(&items).await?;
+        size = client.checkpoint().await?.checkpoint().size;
+    }
+    let fill = fill_start.elapsed();
+    let checkpoint = client.checkpoint().await?;
+    let tree_size = checkpoint.checkpoint().size;
+    let served = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(args.seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..args.clients {
+        let client = client.clone();
+        let served = served.clone();
+        let root = checkpoint.checkpoint().root;
+        tasks.spawn(async move {
+            let mut x = (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let replica = c % client.cluster().n();
+            while Instant::now() < deadline {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let index = x % tree_size;
+                let request = ClientRequest::GetInclusionProof {
+                    leaf: LeafRef::Index { index },
+                    tree_size,
+                };
+                let response = client.request(replica, &request).await?;
+                let ClientResponse::InclusionProof { hashes, .. } = response else {
+                    bail!("unexpected answer to an inclusion proof request");
+                };
+                let n = served.fetch_add(1, Ordering::Relaxed);
+                if n % 64 == 0 {
+                    let entry = client.entries(index, 1).await?;
+                    let leaf = bftlog_spec::merkle::leaf_hash(&entry[0]);
+                    bftlog_spec::merkle::verify_inclusion(
+                        index,
+                        tree_size,
+                        &leaf,
+                        &hashes.into_inner(),
+                        &root,
+                    )
+                    .map_err(|e| anyhow::anyhow!("a served proof does not verify: {e}"))?;
+                }
+            }
+            Ok(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let total = served.load(Ordering::Relaxed);
+    let report = json!({
+        "mode": "read",
+        "tree_size": tree_size,
+        "fill_seconds": fill.as_secs_f64(),
+        "clients": args.clients,
+        "seconds": elapsed,
+        "proofs": total,
+        "proofs_per_second": total as f64 / elapsed,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "read: {total} inclusion proofs from a {tree_size}-entry log in {elapsed:.1} s = {:.0} proofs/s ({} clients; filling took {:.0} s)",
+            total as f64 / elapsed,
+            args.clients,
+            fill.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// Removes the temporary cluster directory when the bench ends.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
