@@ -66,6 +66,11 @@ struct Drill {
 
 impl Drill {
     async fn start(tag: &str, seed: u64) -> Drill {
+        Self::start_some(tag, seed, &[0, 1, 2, 3]).await
+    }
+
+    /// Like [`Drill::start`], starting only the `running` replicas.
+    async fn start_some(tag: &str, seed: u64, running: &[usize]) -> Drill {
         let dir = std::env::temp_dir().join(format!("bftlog-drill-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -141,10 +146,19 @@ impl Drill {
             first_checkpoint: None,
             recoveries: Vec::new(),
         };
-        for i in 0..N {
+        for &i in running {
             drill.start_replica(i);
         }
         drill
+    }
+
+    fn private_addr(&self, i: usize) -> std::net::SocketAddr {
+        let text = std::fs::read_to_string(self.dir.join(format!("replica-{i}.toml"))).unwrap();
+        let line = text.lines().find(|l| l.starts_with("listen = ")).unwrap();
+        line.trim_start_matches("listen = ")
+            .trim_matches('"')
+            .parse()
+            .unwrap()
     }
 
     fn start_replica(&mut self, i: usize) {
@@ -556,4 +570,166 @@ async fn randomized_drill() {
         times[times.len() * 9 / 10],
         times.last().unwrap()
     );
+}
+
+/// A replica that holds a valid key and misbehaves: for every proposal it
+/// sees it votes for the block and, in the same round, for a block that
+/// does not exist (equivocation), sends a vote with a corrupted signature,
+/// and sends an undecodable frame. It replaces replica 3's process.
+async fn run_byzantine(
+    key: ed25519_dalek::SigningKey,
+    listen: std::net::SocketAddr,
+    peers: Vec<(u16, std::net::SocketAddr, ed25519_dalek::VerifyingKey)>,
+    epoch: u64,
+    stop: Arc<AtomicBool>,
+) -> u64 {
+    use bftlog_server::consensus::crypto::{self, Signer};
+    use bftlog_server::net;
+    use bftlog_spec::wire::{self, ConsensusMessage, Vote};
+    let limits = net::Limits::default();
+    let endpoint = net::endpoint(listen, net::server_config(&key, &limits).unwrap(), &key).unwrap();
+    let mut connections = Vec::new();
+    for (_, addr, peer_key) in &peers {
+        let config = net::client_config(&key, &[*peer_key], net::ALPN_PEER, &limits).unwrap();
+        let connection = loop {
+            match endpoint
+                .connect_with(config.clone(), *addr, net::SERVER_NAME)
+                .unwrap()
+                .await
+            {
+                Ok(c) => break c,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        connections.push(connection);
+    }
+    let signer = Signer::new(key.clone());
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<wire::Block>(1024);
+    let accept = {
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let Ok(connection) = incoming.await else {
+                        return;
+                    };
+                    while let Ok(mut stream) = connection.accept_uni().await {
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            while let Ok(Some(frame)) = net::read_frame(&mut stream, 16 << 20).await
+                            {
+                                if let Ok(ConsensusMessage::Proposal { block, .. }) =
+                                    wire::decode(&frame)
+                                {
+                                    let _ = tx.try_send(block);
+                                }
+                            }
+                        });
+                    }
+                });
+            }
+        })
+    };
+    let mut sent = 0u64;
+    let mut streams = Vec::new();
+    for c in &connections {
+        streams.push(c.open_uni().await.unwrap());
+    }
+    while !stop.load(Ordering::SeqCst) {
+        let Ok(Some(block)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await
+        else {
+            continue;
+        };
+        let round = block.round;
+        let parent_round = block.justify.round;
+        let real = crypto::block_id(&block);
+        let fake = merkle::leaf_hash(format!("no such block {round}").as_bytes());
+        let vote = |id: merkle::Hash| Vote {
+            epoch,
+            round,
+            block_id: id,
+            parent_round,
+            voter: 3,
+            signature: signer.sign(&crypto::vote_message(epoch, round, &id, parent_round)),
+        };
+        // A vote whose signature does not verify goes first, so it is not
+        // set aside as a duplicate of the valid one.
+        let mut bad = vote(real);
+        bad.signature.0[7] ^= 0x40;
+        let messages = [
+            ConsensusMessage::Vote { vote: bad },
+            ConsensusMessage::Vote { vote: vote(real) },
+            ConsensusMessage::Vote { vote: vote(fake) },
+        ];
+        for stream in &mut streams {
+            for m in &messages {
+                let _ = stream.write_all(&wire::frame(&wire::encode(m))).await;
+            }
+        }
+        // Garbage on a fresh stream, so the receiver's reaction to it does
+        // not cut the stream the votes use.
+        for c in &connections {
+            if let Ok(mut garbage) = c.open_uni().await {
+                let _ = garbage.write_all(&wire::frame(b"\xff\x00not cbor")).await;
+                let _ = garbage.finish();
+            }
+        }
+        sent += 1;
+    }
+    accept.abort();
+    endpoint.close(0u32.into(), b"done");
+    sent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byzantine_replica_does_not_stop_the_honest_three() {
+    let mut d = Drill::start_some("byzantine", 3, &[0, 1, 2]).await;
+    let cluster = Cluster::load(&d.dir.join("cluster.toml")).unwrap();
+    let key_text = std::fs::read_to_string(d.dir.join("replica-3.key")).unwrap();
+    let key = bftlog_spec::note::SignerKey::parse(key_text.trim_end())
+        .unwrap()
+        .signing_key()
+        .clone();
+    let peers = (0..3)
+        .map(|i| (i as u16, d.private_addr(i), *cluster.keys[i].public_key()))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let byzantine = tokio::spawn(run_byzantine(
+        key,
+        d.private_addr(3),
+        peers,
+        cluster.epoch,
+        stop.clone(),
+    ));
+    d.start_load(4);
+    d.recovered("honest three with a Byzantine replica 3", Instant::now())
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let t = Instant::now();
+    d.recovered("still committing after 5 s of Byzantine traffic", t)
+        .await;
+    d.check().await;
+    stop.store(true, Ordering::SeqCst);
+    let rounds = byzantine.await.unwrap();
+    assert!(rounds > 0, "the Byzantine replica saw no proposals");
+    let mut totals = BTreeMap::new();
+    for i in 0..3 {
+        for reason in ["equivocation", "invalid_signature", "undecodable"] {
+            let name = format!("bftlog_rejected_messages_total{{reason=\"{reason}\"}}");
+            *totals.entry(reason).or_insert(0) += d.metric(i, &name).await.unwrap();
+        }
+    }
+    println!(
+        "drill: Byzantine replica answered {rounds} proposals; honest replicas rejected {totals:?}"
+    );
+    for (reason, total) in &totals {
+        assert!(*total > 0, "no {reason} counted");
+    }
+    let logs: String = (0..3)
+        .map(|i| std::fs::read_to_string(d.dir.join(format!("replica-{i}.log"))).unwrap())
+        .collect();
+    assert!(logs.contains("rejected a peer's consensus message"));
+    let (acked, _) = d.finish().await;
+    println!("drill: {acked} entries acknowledged with a Byzantine replica, 0 lost");
 }
