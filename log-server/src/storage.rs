@@ -4,8 +4,8 @@
 //!
 //! | table         | key                    | value                                   |
 //! |---------------|------------------------|-----------------------------------------|
-//! | `entries`     | index `u64`            | entry bytes                             |
-//! | `leaf_index`  | leaf hash `[u8; 32]`   | index `u64` (idempotent appends)        |
+//! | `entry_runs`  | first index `u64`      | a run of entries (see below)            |
+//! | `leaf_index`  | leaf hash `[u8; 32]`   | index `u64`, for indexes below `leaf_indexed_size` |
 //! | `hash_chunks` | chunk `u64`            | up to 64 stored hashes (32 bytes each)  |
 //! | `blocks`      | height `u64`           | committed block without its entries     |
 //! | `voted`       | (round, block id)      | a voted, not yet committed block        |
@@ -19,7 +19,26 @@
 //! hashes. Hashes are grouped in chunks of [`HASH_CHUNK`] so a proof's
 //! lower levels, which lie close together, share a read.
 //!
-//! A committed block's entries live only in `entries`; the block record
+//! Entries are stored in *runs*: one row holds the consecutive entries of
+//! one block that share a 256-entry tile (`index / ENTRY_RUN`), each as a
+//! 4-byte big-endian length and the bytes. A row per entry made commits
+//! cost one B-tree insert per entry, the largest single cost of a replica
+//! under load; runs make it about one per 256 entries, and a range read
+//! touches a handful of rows. The row holding entry `i` is the last one
+//! whose key is at most `i`.
+//!
+//! The leaf index (leaf hash → index, for idempotent appends and proofs by
+//! leaf hash) has two levels. Leaf hashes are random, so inserting them
+//! into a B-tree as they commit rewrote a page per entry, which cost a
+//! third of a replica's CPU at a few hundred thousand entries and grows
+//! with the log. The newest entries' leaves are held in memory instead
+//! ([`RECENT_LEAVES`] at most) and merged into `leaf_index` in one sorted
+//! pass, in the same transaction as the commit that fills the memory
+//! level; `meta.leaf_indexed_size` records how far `leaf_index` reaches.
+//! The memory level needs no log of its own: on open it is rebuilt from
+//! the stored leaf hashes beyond that size.
+//!
+//! A committed block's entries live only in `entry_runs`; the block record
 //! keeps its header and the index range, and [`Store::committed_blocks`]
 //! rebuilds the full block for sync.
 //!
@@ -28,6 +47,7 @@
 //! checkpoints of one driver step become durable together or not at all,
 //! so a crash at any point restarts from a consistent state.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -40,7 +60,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::consensus::{Committed, Recovered, SafetyState};
 
-const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
+const ENTRY_RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("entry_runs");
 const LEAF_INDEX: TableDefinition<[u8; 32], u64> = TableDefinition::new("leaf_index");
 const HASH_CHUNKS: TableDefinition<u64, &[u8]> = TableDefinition::new("hash_chunks");
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
@@ -51,10 +71,20 @@ const SAFETY: TableDefinition<u8, &[u8]> = TableDefinition::new("safety");
 
 /// Stored hashes per `hash_chunks` row.
 pub const HASH_CHUNK: u64 = 64;
+/// A row of `entry_runs` never crosses a multiple of this index.
+pub const ENTRY_RUN: u64 = 256;
+/// The layout version in `meta`; a database of another layout is refused.
+const SCHEMA_VERSION: u64 = 2;
 
 const META_TREE_SIZE: &str = "tree_size";
 const META_HEIGHT: &str = "committed_height";
 const META_EPOCH: &str = "epoch";
+const META_SCHEMA: &str = "schema";
+/// Entries below this index have their leaf in `leaf_index`.
+const META_LEAF_INDEXED: &str = "leaf_indexed_size";
+/// Leaves held in memory before they are merged into `leaf_index`
+/// (about 12 MiB).
+pub const RECENT_LEAVES: usize = 1 << 18;
 /// Size of the latest checkpoint whose witness cosignatures meet the policy.
 const META_WITNESSED: &str = "witnessed_size";
 
@@ -68,6 +98,11 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the database belongs to epoch {stored}, the configuration says {configured}")]
     EpochMismatch { stored: u64, configured: u64 },
+    #[error(
+        "the database has storage layout {stored:?}, this build uses {SCHEMA_VERSION}; \
+         start the replica with an empty data directory and it will sync from its peers"
+    )]
+    SchemaMismatch { stored: Option<u64> },
     #[error(transparent)]
     Prove(#[from] ProveError),
 }
@@ -161,6 +196,10 @@ pub struct Store {
     /// The committed tree's right edge, kept to compute the hashes each
     /// append stores.
     writer: Mutex<CompactRange>,
+    /// Leaf hash → first index, for entries at or beyond `leaf_indexed_size`.
+    recent: std::sync::RwLock<HashMap<Hash, u64>>,
+    /// [`RECENT_LEAVES`], smaller in tests.
+    recent_limit: usize,
 }
 
 impl Store {
@@ -171,7 +210,7 @@ impl Store {
         let size;
         {
             // Create every table so readers never see a missing one.
-            txn.open_table(ENTRIES)?;
+            txn.open_table(ENTRY_RUNS)?;
             txn.open_table(LEAF_INDEX)?;
             txn.open_table(HASH_CHUNKS)?;
             txn.open_table(BLOCKS)?;
@@ -193,18 +232,36 @@ impl Store {
                 }
             }
             size = meta.get(META_TREE_SIZE)?.map_or(0, |v| v.value());
+            let schema = meta.get(META_SCHEMA)?.map(|v| v.value());
+            match schema {
+                Some(SCHEMA_VERSION) => {}
+                None if size == 0 => {
+                    meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
+                }
+                stored => return Err(StoreError::SchemaMismatch { stored }),
+            }
         }
         txn.commit()?;
         let store = Store {
             db,
             writer: Mutex::new(CompactRange::new()),
+            recent: Default::default(),
+            recent_limit: RECENT_LEAVES,
         };
-        let tree = {
+        let (tree, recent) = {
             let read = store.db.begin_read()?;
             let reader = TxnHashes::new(&read)?;
-            CompactRange::from_storage(size, &reader)?
+            let indexed = read
+                .open_table(META)?
+                .get(META_LEAF_INDEXED)?
+                .map_or(0, |v| v.value());
+            (
+                CompactRange::from_storage(size, &reader)?,
+                recent_leaves(&read, indexed, size)?,
+            )
         };
         *store.writer.lock().expect("store lock") = tree;
+        *store.recent.write().expect("leaf lock") = recent;
         Ok(store)
     }
 
@@ -257,16 +314,21 @@ impl Store {
         let mut next_tree = tree.clone();
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate);
+        // Set when this step merges the memory level into `leaf_index`.
+        let mut merged: Option<u64> = None;
+        let mut pending_leaves: Vec<(Hash, u64)> = Vec::new();
         {
             let mut meta = txn.open_table(META)?;
             if !batch.commits.is_empty() {
-                let mut entries = txn.open_table(ENTRIES)?;
+                let mut runs = txn.open_table(ENTRY_RUNS)?;
                 let mut leaf_index = txn.open_table(LEAF_INDEX)?;
                 let mut chunks = txn.open_table(HASH_CHUNKS)?;
                 let mut blocks = txn.open_table(BLOCKS)?;
                 let mut new_hashes: Vec<Hash> = Vec::new();
+                let mut new_leaves: Vec<(Hash, u64)> = Vec::new();
                 let first_stored = stored_hash_count(next_tree.size());
                 let mut max_round = 0;
+                let mut run = Vec::new();
                 for commit in &batch.commits {
                     assert_eq!(
                         commit.first_index,
@@ -278,21 +340,33 @@ impl Store {
                         commit.block.entries.len(),
                         "one leaf hash per entry"
                     );
+                    let mut run_start = commit.first_index;
                     for (entry, &leaf) in commit.block.entries.iter().zip(&commit.leaves) {
                         let index = next_tree.size();
-                        entries.insert(index, &entry[..])?;
-                        // An entry committed twice (a Byzantine leader can
-                        // re-propose one past the dedup window) keeps its
-                        // first index: receipts already given stay right.
-                        if leaf_index.get(leaf.0)?.is_none() {
-                            leaf_index.insert(leaf.0, index)?;
+                        if index != run_start && index % ENTRY_RUN == 0 {
+                            runs.insert(run_start, run.as_slice())?;
+                            run.clear();
+                            run_start = index;
                         }
+                        run.extend_from_slice(&(entry.len() as u32).to_be_bytes());
+                        run.extend_from_slice(entry);
+                        new_leaves.push((leaf, index));
                         new_hashes.extend_from_slice(next_tree.append(leaf).as_slice());
+                    }
+                    if !run.is_empty() {
+                        runs.insert(run_start, run.as_slice())?;
+                        run.clear();
                     }
                     assert_eq!(next_tree.size(), commit.size, "committed size mismatch");
                     assert_eq!(next_tree.root(), commit.root, "committed root mismatch");
-                    let mut header = commit.block.clone();
-                    header.entries = BoundedVec::new(Vec::new()).expect("empty");
+                    let header = Block {
+                        epoch: commit.block.epoch,
+                        round: commit.block.round,
+                        author: commit.block.author,
+                        parent_id: commit.block.parent_id,
+                        justify: commit.block.justify.clone(),
+                        entries: BoundedVec::new(Vec::new()).expect("empty"),
+                    };
                     let record = BlockRecord {
                         header,
                         first_index: commit.first_index,
@@ -301,6 +375,33 @@ impl Store {
                     blocks.insert(commit.height, wire::encode(&record).as_slice())?;
                     meta.insert(META_HEIGHT, commit.height)?;
                     max_round = max_round.max(commit.block.round);
+                }
+                // The memory level takes the new leaves, unless they would
+                // overflow it: then it is merged into `leaf_index` now.
+                let recent = self.recent.read().expect("leaf lock");
+                if recent.len() + new_leaves.len() >= self.recent_limit {
+                    new_leaves.extend(recent.iter().map(|(leaf, index)| (*leaf, *index)));
+                    merged = Some(next_tree.size());
+                } else {
+                    pending_leaves = new_leaves;
+                    new_leaves = Vec::new();
+                }
+                drop(recent);
+                // Inserted in key order, the random leaf hashes touch each
+                // B-tree page once per merge rather than once per entry. An
+                // entry committed twice (a Byzantine leader can re-propose
+                // one past the dedup window) keeps its first index, so
+                // receipts already given stay right: the sort puts the
+                // lower index first, and a later insert puts it back.
+                new_leaves.sort_unstable();
+                for (leaf, index) in new_leaves {
+                    let previous = leaf_index.insert(leaf.0, index)?.map(|v| v.value());
+                    if let Some(previous) = previous {
+                        leaf_index.insert(leaf.0, previous)?;
+                    }
+                }
+                if let Some(size) = merged {
+                    meta.insert(META_LEAF_INDEXED, size)?;
                 }
                 write_hashes(&mut chunks, first_stored, &new_hashes)?;
                 meta.insert(META_TREE_SIZE, next_tree.size())?;
@@ -336,6 +437,13 @@ impl Store {
         }
         txn.commit()?;
         *tree = next_tree;
+        let mut recent = self.recent.write().expect("leaf lock");
+        if merged.is_some() {
+            recent.clear();
+        }
+        for (leaf, index) in pending_leaves {
+            recent.entry(leaf).or_insert(index);
+        }
         Ok(())
     }
 
@@ -348,26 +456,25 @@ impl Store {
     pub fn indexes_of(&self, leaves: &[Hash]) -> Result<Vec<Option<u64>>, StoreError> {
         let read = self.db.begin_read()?;
         let table = read.open_table(LEAF_INDEX)?;
+        let recent = self.recent.read().expect("leaf lock");
         leaves
             .iter()
-            .map(|leaf| Ok(table.get(leaf.0)?.map(|v| v.value())))
+            .map(|leaf| {
+                // `leaf_index` holds the older entries, so an index found
+                // there is the first one.
+                match table.get(leaf.0)? {
+                    Some(v) => Ok(Some(v.value())),
+                    None => Ok(recent.get(leaf).copied()),
+                }
+            })
             .collect()
     }
 
     /// Up to `count` entries from `start`.
     pub fn entries(&self, start: u64, count: u64) -> Result<Vec<Entry>, ReadError> {
         let read = self.db.begin_read()?;
-        let table = read.open_table(ENTRIES)?;
-        let end = start.saturating_add(count);
-        let mut out = Vec::new();
-        for row in table.range(start..end)? {
-            let (_, bytes) = row?;
-            out.push(
-                Entry::new(bytes.value().to_vec())
-                    .map_err(|e| StoreError::Corrupt(format!("entry: {e}")))?,
-            );
-        }
-        Ok(out)
+        let table = read.open_table(ENTRY_RUNS)?;
+        Ok(read_entries(&table, start, start.saturating_add(count))?)
     }
 
     /// The latest quorum checkpoint: (size, note text).
@@ -562,19 +669,13 @@ fn read_blocks(
     max: u64,
 ) -> Result<Vec<Block>, StoreError> {
     let blocks = read.open_table(BLOCKS)?;
-    let entries = read.open_table(ENTRIES)?;
+    let runs = read.open_table(ENTRY_RUNS)?;
     let mut out = Vec::new();
     for row in blocks.range(from_height..from_height.saturating_add(max))? {
         let (_, bytes) = row?;
         let record: BlockRecord = decode(bytes.value(), "block")?;
-        let mut items = Vec::with_capacity(record.entry_count as usize);
-        for entry in entries.range(record.first_index..record.first_index + record.entry_count)? {
-            let (_, bytes) = entry?;
-            items.push(
-                Entry::new(bytes.value().to_vec())
-                    .map_err(|e| StoreError::Corrupt(format!("entry: {e}")))?,
-            );
-        }
+        let end = record.first_index + record.entry_count;
+        let items = read_entries(&runs, record.first_index, end)?;
         if items.len() as u64 != record.entry_count {
             return Err(StoreError::Corrupt("block entries missing".into()));
         }
@@ -582,6 +683,78 @@ fn read_blocks(
         block.entries =
             BoundedVec::new(items).map_err(|e| StoreError::Corrupt(format!("block: {e}")))?;
         out.push(block);
+    }
+    Ok(out)
+}
+
+/// The leaves of entries `start..end` from the stored hashes, each mapped
+/// to its first index: the memory level of the leaf index after a restart.
+fn recent_leaves(
+    read: &redb::ReadTransaction,
+    start: u64,
+    end: u64,
+) -> Result<HashMap<Hash, u64>, StoreError> {
+    let chunks = read.open_table(HASH_CHUNKS)?;
+    let mut out = HashMap::with_capacity((end - start) as usize);
+    let mut cached: Option<(u64, Vec<u8>)> = None;
+    for index in start..end {
+        let position = merkle::stored_hash_index(0, index);
+        let chunk = position / HASH_CHUNK;
+        if cached.as_ref().is_none_or(|(c, _)| *c != chunk) {
+            let bytes = chunks.get(chunk)?.map(|v| v.value().to_vec());
+            cached = Some((chunk, bytes.unwrap_or_default()));
+        }
+        let bytes = &cached.as_ref().expect("set above").1;
+        let offset = (position % HASH_CHUNK) as usize * 32;
+        let leaf = bytes
+            .get(offset..offset + 32)
+            .ok_or_else(|| StoreError::Corrupt(format!("leaf hash {index} missing")))?;
+        out.entry(Hash(leaf.try_into().expect("32 bytes")))
+            .or_insert(index);
+    }
+    Ok(out)
+}
+
+/// The stored entries `start..end` (fewer if the log ends first).
+fn read_entries(
+    runs: &redb::ReadOnlyTable<u64, &'static [u8]>,
+    start: u64,
+    end: u64,
+) -> Result<Vec<Entry>, StoreError> {
+    let mut out = Vec::new();
+    if start >= end {
+        return Ok(out);
+    }
+    // The run holding `start` is the last one that begins at or before it.
+    let first = match runs.range(..=start)?.next_back() {
+        Some(row) => row?.0.value(),
+        None => return Ok(out),
+    };
+    let corrupt = |index: u64| StoreError::Corrupt(format!("entry run at {index}"));
+    let mut expected = first;
+    for row in runs.range(first..end)? {
+        let (key, bytes) = row?;
+        let mut index = key.value();
+        if index != expected {
+            return Err(corrupt(index));
+        }
+        let mut rest = bytes.value();
+        while !rest.is_empty() {
+            let (len, tail) = rest
+                .split_first_chunk::<4>()
+                .ok_or_else(|| corrupt(index))?;
+            let len = u32::from_be_bytes(*len) as usize;
+            let body = tail.get(..len).ok_or_else(|| corrupt(index))?;
+            if index >= start && index < end {
+                out.push(
+                    Entry::new(body.to_vec())
+                        .map_err(|e| StoreError::Corrupt(format!("entry {index}: {e}")))?,
+                );
+            }
+            rest = &tail[len..];
+            index += 1;
+        }
+        expected = index;
     }
     Ok(out)
 }
@@ -620,15 +793,22 @@ fn write_hashes(
     Ok(())
 }
 
-/// Stored hashes read through one read transaction.
+/// Stored hashes read through one read transaction. Chunks read once are
+/// kept for the transaction's life (bounded), because a receipt batch asks
+/// for many proofs whose upper levels are the same hashes.
 struct TxnHashes {
     table: redb::ReadOnlyTable<u64, &'static [u8]>,
+    chunks: std::cell::RefCell<std::collections::HashMap<u64, Vec<u8>>>,
 }
+
+/// Chunks a [`TxnHashes`] keeps (64 × 32 bytes each: 2 MiB at most).
+const TXN_CHUNK_CACHE: usize = 1024;
 
 impl TxnHashes {
     fn new(read: &redb::ReadTransaction) -> Result<Self, StoreError> {
         Ok(TxnHashes {
             table: read.open_table(HASH_CHUNKS)?,
+            chunks: Default::default(),
         })
     }
 }
@@ -637,19 +817,22 @@ impl HashReader for TxnHashes {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, merkle::StorageError> {
         assert!(indexes.len() <= 4 * (MAX_PROOF_LEN + 1), "bounded reads");
         let mut out = Vec::with_capacity(indexes.len());
-        let mut cached: Option<(u64, Vec<u8>)> = None;
+        let mut chunks = self.chunks.borrow_mut();
         for &index in indexes {
             let chunk = index / HASH_CHUNK;
-            if cached.as_ref().is_none_or(|(c, _)| *c != chunk) {
+            if !chunks.contains_key(&chunk) {
                 let bytes = self
                     .table
                     .get(chunk)
                     .map_err(|e| merkle::StorageError(Box::new(e)))?
                     .map(|v| v.value().to_vec())
                     .unwrap_or_default();
-                cached = Some((chunk, bytes));
+                if chunks.len() >= TXN_CHUNK_CACHE {
+                    chunks.clear();
+                }
+                chunks.insert(chunk, bytes);
             }
-            let bytes = &cached.as_ref().expect("set above").1;
+            let bytes = &chunks[&chunk];
             let offset = (index % HASH_CHUNK) as usize * 32;
             let hash = bytes.get(offset..offset + 32).ok_or_else(|| {
                 merkle::StorageError(format!("stored hash {index} missing").into())
@@ -763,6 +946,132 @@ mod tests {
         assert_eq!(recovered.committed_blocks.len(), 4);
         assert_eq!(recovered.first_height, 15);
         assert_eq!(recovered.tree.root(), tree.root());
+    }
+
+    #[test]
+    fn entry_runs_split_at_tiles_and_read_back_any_range() {
+        let dir = tempdir();
+        let path = dir.join("db.redb");
+        let mut tree = merkle::MemoryTree::new();
+        let store = Store::open(&path, 1).unwrap();
+        // Blocks of 300, 100, 1 and 600 entries: runs start at 0, 256, 300,
+        // 400, 401, 512, 768 and 1000.
+        for per_block in [300, 100, 1, 600] {
+            commit_blocks(&store, &mut tree, 1, per_block);
+        }
+        let size = tree.size();
+        assert_eq!(size, 1001);
+        for (start, count) in [
+            (0, 1),
+            (255, 2),
+            (299, 3),
+            (400, 1),
+            (0, 1001),
+            (990, 50),
+            (1001, 5),
+        ] {
+            let got = store.entries(start, count).unwrap();
+            let expected: Vec<String> = (start..(start + count).min(size))
+                .map(|i| format!("entry {i}"))
+                .collect();
+            let got: Vec<String> = got
+                .iter()
+                .map(|e| String::from_utf8(e.to_vec()).unwrap())
+                .collect();
+            assert_eq!(got, expected, "entries({start}, {count})");
+        }
+        let blocks = store.committed_blocks(1, 4).unwrap();
+        let counts: Vec<usize> = blocks.iter().map(|b| b.entries.len()).collect();
+        assert_eq!(counts, [300, 100, 1, 600]);
+        assert_eq!(&blocks[3].entries[599][..], b"entry 1000");
+    }
+
+    #[test]
+    fn an_entry_committed_twice_keeps_its_first_index() {
+        let dir = tempdir();
+        let store = Store::open(&dir.join("db.redb"), 1).unwrap();
+        let mut tree = merkle::MemoryTree::new();
+        // Block 1 holds "a" at 1 and again at 3; block 2 (same step) at 0.
+        let mut commits = Vec::new();
+        let mut parent = Hash([0; 32]);
+        for (height, payloads) in [(1u64, vec!["x", "a", "y", "a"]), (2, vec!["a"])] {
+            let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_bytes()).collect();
+            let b = block(height, parent, &refs);
+            let first_index = tree.size();
+            let leaves: Vec<Hash> = refs.iter().map(|p| merkle::leaf_hash(p)).collect();
+            for leaf in &leaves {
+                tree.append(*leaf);
+            }
+            parent = crate::consensus::crypto::block_id(&b);
+            commits.push(Committed {
+                height,
+                block_id: parent,
+                block: b,
+                leaves,
+                first_index,
+                size: tree.size(),
+                root: tree.root(),
+            });
+        }
+        store
+            .write(&WriteBatch {
+                commits,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(store.index_of(&merkle::leaf_hash(b"a")).unwrap(), Some(1));
+        assert_eq!(store.index_of(&merkle::leaf_hash(b"y")).unwrap(), Some(2));
+        assert_eq!(store.index_of(&merkle::leaf_hash(b"z")).unwrap(), None);
+        assert_eq!(store.entries(4, 1).unwrap()[0][..], *b"a");
+    }
+
+    #[test]
+    fn the_leaf_index_merges_its_memory_level_and_rebuilds_it_on_open() {
+        let dir = tempdir();
+        let path = dir.join("db.redb");
+        let mut tree = merkle::MemoryTree::new();
+        let mut store = Store::open(&path, 1).unwrap();
+        store.recent_limit = 50;
+        // 7 blocks of 9: the memory level is merged at 54 entries.
+        commit_blocks(&store, &mut tree, 7, 9);
+        let indexed = |store: &Store| {
+            let read = store.db.begin_read().unwrap();
+            let meta = read.open_table(META).unwrap();
+            meta.get(META_LEAF_INDEXED).unwrap().map(|v| v.value())
+        };
+        assert_eq!(indexed(&store), Some(54));
+        assert_eq!(store.recent.read().unwrap().len(), 9);
+        let all: Vec<Hash> = (0..63)
+            .map(|i| merkle::leaf_hash(format!("entry {i}").as_bytes()))
+            .collect();
+        let expected: Vec<Option<u64>> = (0..63).map(Some).collect();
+        assert_eq!(store.indexes_of(&all).unwrap(), expected);
+        drop(store);
+        let store = Store::open(&path, 1).unwrap();
+        assert_eq!(store.recent.read().unwrap().len(), 9);
+        assert_eq!(store.indexes_of(&all).unwrap(), expected);
+        assert_eq!(
+            store.index_of(&merkle::leaf_hash(b"entry 63")).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_database_of_another_layout_is_refused() {
+        let dir = tempdir();
+        let path = dir.join("db.redb");
+        let mut tree = merkle::MemoryTree::new();
+        {
+            let store = Store::open(&path, 1).unwrap();
+            commit_blocks(&store, &mut tree, 1, 3);
+            let txn = store.db.begin_write().unwrap();
+            txn.open_table(META).unwrap().remove(META_SCHEMA).unwrap();
+            txn.commit().unwrap();
+        }
+        assert!(matches!(
+            Store::open(&path, 1),
+            Err(StoreError::SchemaMismatch { stored: None })
+        ));
     }
 
     #[test]
