@@ -250,19 +250,18 @@ fn receipts(
         Ok(p) => p,
         Err(e) => return read_error(e),
     };
-    let mut out = Vec::with_capacity(indexes.len());
-    for (index, inclusion) in indexes.into_iter().zip(proofs) {
-        let proof = TlogProof {
-            extra: None,
+    let texts = TlogProof::format_batch(
+        &note,
+        indexes.iter().zip(&proofs).map(|(i, p)| (*i, p.as_slice())),
+    );
+    let out = indexes
+        .into_iter()
+        .zip(texts)
+        .map(|(index, text)| Receipt {
             index,
-            inclusion,
-            checkpoint: note.clone(),
-        };
-        out.push(Receipt {
-            index,
-            tlog_proof: BoundedBytes::new(proof.format().into_bytes()).expect("proofs are bounded"),
-        });
-    }
+            tlog_proof: BoundedBytes::new(text.into_bytes()).expect("proofs are bounded"),
+        })
+        .collect();
     ClientResponse::Receipts {
         receipts: BoundedVec::new(out).expect("one per appended entry"),
     }

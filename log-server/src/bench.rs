@@ -27,6 +27,7 @@ pub struct BenchArgs {
     pub batch: usize,
     pub entry_bytes: usize,
     pub seconds: u64,
+    pub rate: Option<f64>,
     pub cluster: Option<PathBuf>,
     pub read: bool,
     pub log_size: u64,
@@ -153,35 +154,72 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let size_start = client.checkpoint().await?.checkpoint().size;
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.seconds);
+    let bench_cpu_start = cpu_seconds(std::process::id());
     let mut tasks = tokio::task::JoinSet::new();
+    // Open loop: the time between one client's appends.
+    let period = args
+        .rate
+        .map(|rate| Duration::from_secs_f64(args.clients as f64 * args.batch as f64 / rate));
     for c in 0..args.clients {
         let client = client.clone();
         let (batch, entry_bytes) = (args.batch, args.entry_bytes);
+        let entries_of = move |n: u64| -> Vec<Vec<u8>> {
+            (0..batch)
+                .map(|i| {
+                    let mut e = format!(
+                        "bench {} client {c} append {n} entry {i} ",
+                        std::process::id()
+                    )
+                    .into_bytes();
+                    e.resize(entry_bytes, b'.');
+                    e
+                })
+                .collect()
+        };
+        let clients = args.clients as u32;
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             let mut entries = 0u64;
             let mut errors = 0u64;
             let mut n = 0u64;
-            while Instant::now() < deadline {
-                let items: Vec<Vec<u8>> = (0..batch)
-                    .map(|i| {
-                        let mut e = format!(
-                            "bench {} client {c} append {n} entry {i} ",
-                            std::process::id()
-                        )
-                        .into_bytes();
-                        e.resize(entry_bytes, b'.');
-                        e
-                    })
-                    .collect();
-                n += 1;
-                let t = Instant::now();
-                match client.append(&items).await {
-                    Ok(receipts) => {
-                        latencies.push(t.elapsed());
-                        entries += receipts.len() as u64;
+            let mut record = |outcome: (Result<u64, _>, Duration)| match outcome {
+                (Ok(count), latency) => {
+                    entries += count;
+                    latencies.push(latency);
+                }
+                (Err::<_, bftlog_server::client::ClientError>(_), _) => errors += 1,
+            };
+            if let Some(period) = period {
+                // Clients start spread over one period; latency counts
+                // from the scheduled start, so a slow cluster cannot hide
+                // its queueing by delaying the next request.
+                let deadline = tokio::time::Instant::from_std(deadline);
+                let mut next = tokio::time::Instant::now() + period * c as u32 / clients;
+                let mut inflight = tokio::task::JoinSet::new();
+                while next < deadline {
+                    tokio::time::sleep_until(next).await;
+                    let items = entries_of(n);
+                    n += 1;
+                    let (client, scheduled) = (client.clone(), next);
+                    inflight.spawn(async move {
+                        let result = client.append(&items).await;
+                        (result.map(|r| r.len() as u64), scheduled.elapsed())
+                    });
+                    next += period;
+                    while let Some(done) = inflight.try_join_next() {
+                        record(done.expect("append task"));
                     }
-                    Err(_) => errors += 1,
+                }
+                while let Some(done) = inflight.join_next().await {
+                    record(done.expect("append task"));
+                }
+            } else {
+                while Instant::now() < deadline {
+                    let items = entries_of(n);
+                    n += 1;
+                    let t = Instant::now();
+                    let result = client.append(&items).await;
+                    record((result.map(|r| r.len() as u64), t.elapsed()));
                 }
             }
             (entries, latencies, errors)
@@ -195,6 +233,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         errors += x;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let bench_cpu = match (bench_cpu_start, cpu_seconds(std::process::id())) {
+        (Some(a), Some(b)) => Some((b - a) / elapsed * 100.0),
+        _ => None,
+    };
     latencies.sort();
     let size_end = client.checkpoint().await?.checkpoint().size;
     let per_replica: Vec<serde_json::Value> = replicas
@@ -224,6 +266,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         "batch": args.batch,
         "entry_bytes": args.entry_bytes,
         "seconds": elapsed,
+        "offered_entries_per_second": args.rate,
+        "bench_process_cpu_percent": bench_cpu,
         "entries": total,
         "entries_per_second": total as f64 / elapsed,
         "appends": latencies.len(),
@@ -241,6 +285,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.json {
         println!("{report}");
     } else {
+        if let Some(rate) = args.rate {
+            println!("offered load: {rate:.0} entries/s (open loop)");
+        }
         println!(
             "{} replicas, {} clients x {} entries of {} B, {:.1} s: {} entries, {:.0} entries/s ({} append errors)",
             cluster.n(),
@@ -272,6 +319,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 r["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
                 r["disk_bytes"]
             );
+        }
+        if let Some(cpu) = bench_cpu {
+            println!("bench process (clients, receipt verification): CPU {cpu:.0}%");
         }
         if let Some(d) = disk_per_entry {
             println!("disk: {d:.0} bytes per entry (replica 0, tree size {size_end})");

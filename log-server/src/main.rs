@@ -138,6 +138,12 @@ enum Command {
         entry_bytes: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Offered load in entries/s, open loop: each client starts an
+        /// append every clients×batch/rate seconds whether or not earlier
+        /// ones finished, and latency counts from the scheduled start.
+        /// Without it each client appends again as soon as it has receipts.
+        #[arg(long)]
+        rate: Option<f64>,
         /// Target a running cluster instead of starting one.
         #[arg(long)]
         cluster: Option<PathBuf>,
@@ -329,6 +335,7 @@ async fn run(cli: Cli) -> Result<()> {
             batch,
             entry_bytes,
             seconds,
+            rate,
             cluster,
             read,
             log_size,
@@ -339,6 +346,7 @@ async fn run(cli: Cli) -> Result<()> {
                 batch,
                 entry_bytes,
                 seconds,
+                rate,
                 cluster,
                 read,
                 log_size,

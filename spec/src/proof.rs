@@ -98,26 +98,26 @@ impl TlogProof {
     }
 
     pub fn format(&self) -> String {
-        let mut out = String::with_capacity(
-            128 + self.inclusion.len() * 45 + self.checkpoint.text().len() + 512,
-        );
-        out.push_str(HEADER);
-        out.push('\n');
-        if let Some(extra) = &self.extra {
-            out.push_str("extra ");
-            out.push_str(&encode_base64(extra));
-            out.push('\n');
-        }
-        out.push_str("index ");
-        out.push_str(&self.index.to_string());
-        out.push('\n');
-        for hash in &self.inclusion {
-            out.push_str(&hash.to_base64());
-            out.push('\n');
-        }
-        out.push('\n');
-        out.push_str(&self.checkpoint.format());
-        out
+        format_parts(
+            self.extra.as_deref(),
+            self.index,
+            &self.inclusion,
+            &self.checkpoint.format(),
+        )
+    }
+
+    /// The receipts of a batch of entries proved against one checkpoint,
+    /// each exactly as [`TlogProof::format`] would give it, with the note
+    /// formatted once rather than once per receipt.
+    pub fn format_batch<'a>(
+        checkpoint: &Note,
+        proofs: impl IntoIterator<Item = (u64, &'a [Hash])>,
+    ) -> Vec<String> {
+        let note = checkpoint.format();
+        proofs
+            .into_iter()
+            .map(|(index, inclusion)| format_parts(None, index, inclusion, &note))
+            .collect()
     }
 
     /// Verifies the receipt for the entry whose leaf hash is `leaf`:
@@ -202,4 +202,26 @@ impl VerifiedProof {
     pub fn checkpoint(&self) -> &VerifiedCheckpoint {
         &self.checkpoint
     }
+}
+
+fn format_parts(extra: Option<&[u8]>, index: u64, inclusion: &[Hash], note: &str) -> String {
+    use base64::Engine as _;
+    let mut out = String::with_capacity(64 + inclusion.len() * 45 + note.len());
+    out.push_str(HEADER);
+    out.push('\n');
+    if let Some(extra) = extra {
+        out.push_str("extra ");
+        out.push_str(&encode_base64(extra));
+        out.push('\n');
+    }
+    out.push_str("index ");
+    out.push_str(&index.to_string());
+    out.push('\n');
+    for hash in inclusion {
+        base64::engine::general_purpose::STANDARD.encode_string(hash.0, &mut out);
+        out.push('\n');
+    }
+    out.push('\n');
+    out.push_str(note);
+    out
 }

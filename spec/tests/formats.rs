@@ -254,6 +254,24 @@ fn receipts_verify_and_reject_tampering() {
         inclusion: merkle::prove_inclusion(7, 1000, &t).unwrap(),
         checkpoint: note,
     };
+    // A receipt batch formats each proof exactly as one at a time.
+    let batch: Vec<(u64, Vec<merkle::Hash>)> = [7u64, 8, 999]
+        .iter()
+        .map(|&i| (i, merkle::prove_inclusion(i, 1000, &t).unwrap()))
+        .collect();
+    let texts = TlogProof::format_batch(
+        &proof.checkpoint,
+        batch.iter().map(|(i, p)| (*i, p.as_slice())),
+    );
+    for ((index, inclusion), text) in batch.iter().zip(&texts) {
+        let single = TlogProof {
+            extra: None,
+            index: *index,
+            inclusion: inclusion.clone(),
+            checkpoint: proof.checkpoint.clone(),
+        };
+        assert_eq!(*text, single.format());
+    }
     let text = proof.format();
     assert!(text.starts_with("c2sp.org/tlog-proof@v1\nindex 7\n"));
     let bad: Vec<(String, ProofCheck)> = vec![
