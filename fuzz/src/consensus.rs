@@ -648,7 +648,7 @@ impl Adversary {
             entries: bounded_entries(entries),
         };
         let timeout_cert = if input.bool() {
-            match self.tcs.iter().rev().find(|tc| tc.round + 1 == round) {
+            match self.tcs.iter().rev().find(|tc| tc.round.checked_add(1) == Some(round)) {
                 Some(tc) if input.bool() => Some(tc.clone()),
                 _ => Self::pick(input, &self.tcs),
             }

@@ -272,6 +272,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         "entries_per_second": total as f64 / elapsed,
         "appends": latencies.len(),
         "append_errors": errors,
+        // The latency distribution at each whole percentile, for a CDF.
+        "latency_cdf_ms": (0..=100)
+            .map(|p| percentile(&latencies, p as f64 / 100.0))
+            .collect::<Vec<f64>>(),
         "latency_ms": {
             "p50": percentile(&latencies, 0.5),
             "p90": percentile(&latencies, 0.9),
