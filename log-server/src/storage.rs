@@ -694,23 +694,12 @@ fn recent_leaves(
     start: u64,
     end: u64,
 ) -> Result<HashMap<Hash, u64>, StoreError> {
-    let chunks = read.open_table(HASH_CHUNKS)?;
+    let reader = TxnHashes::new(read)?;
     let mut out = HashMap::with_capacity((end - start) as usize);
-    let mut cached: Option<(u64, Vec<u8>)> = None;
     for index in start..end {
         let position = merkle::stored_hash_index(0, index);
-        let chunk = position / HASH_CHUNK;
-        if cached.as_ref().is_none_or(|(c, _)| *c != chunk) {
-            let bytes = chunks.get(chunk)?.map(|v| v.value().to_vec());
-            cached = Some((chunk, bytes.unwrap_or_default()));
-        }
-        let bytes = &cached.as_ref().expect("set above").1;
-        let offset = (position % HASH_CHUNK) as usize * 32;
-        let leaf = bytes
-            .get(offset..offset + 32)
-            .ok_or_else(|| StoreError::Corrupt(format!("leaf hash {index} missing")))?;
-        out.entry(Hash(leaf.try_into().expect("32 bytes")))
-            .or_insert(index);
+        let leaf = reader.read_hashes(&[position]).map_err(ProveError::from)?[0];
+        out.entry(leaf).or_insert(index);
     }
     Ok(out)
 }
@@ -865,6 +854,31 @@ mod tests {
         }
     }
 
+    /// The commit of a block of `payloads` at `height` on `parent`,
+    /// appended to `tree`.
+    fn committed(
+        tree: &mut merkle::MemoryTree,
+        height: u64,
+        parent: Hash,
+        payloads: &[&[u8]],
+    ) -> Committed {
+        let b = block(height, parent, payloads);
+        let first_index = tree.size();
+        let leaves: Vec<Hash> = payloads.iter().map(|p| merkle::leaf_hash(p)).collect();
+        for leaf in &leaves {
+            tree.append(*leaf);
+        }
+        Committed {
+            height,
+            block_id: crate::consensus::crypto::block_id(&b),
+            block: b,
+            leaves,
+            first_index,
+            size: tree.size(),
+            root: tree.root(),
+        }
+    }
+
     fn commit_blocks(store: &Store, tree: &mut merkle::MemoryTree, count: u64, per_block: u64) {
         let mut height = store.committed_height().unwrap();
         let mut parent = Hash([0; 32]);
@@ -875,22 +889,10 @@ mod tests {
                 .map(|i| format!("entry {}", first_index + i).into_bytes())
                 .collect();
             let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
-            let b = block(height, parent, &refs);
-            let leaves: Vec<Hash> = payloads.iter().map(|p| merkle::leaf_hash(p)).collect();
-            for leaf in &leaves {
-                tree.append(*leaf);
-            }
-            parent = crate::consensus::crypto::block_id(&b);
+            let commit = committed(tree, height, parent, &refs);
+            parent = commit.block_id;
             let batch = WriteBatch {
-                commits: vec![Committed {
-                    height,
-                    block_id: parent,
-                    block: b,
-                    leaves,
-                    first_index,
-                    size: tree.size(),
-                    root: tree.root(),
-                }],
+                commits: vec![commit],
                 ..Default::default()
             };
             store.write(&batch).unwrap();
@@ -996,22 +998,9 @@ mod tests {
         let mut parent = Hash([0; 32]);
         for (height, payloads) in [(1u64, vec!["x", "a", "y", "a"]), (2, vec!["a"])] {
             let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_bytes()).collect();
-            let b = block(height, parent, &refs);
-            let first_index = tree.size();
-            let leaves: Vec<Hash> = refs.iter().map(|p| merkle::leaf_hash(p)).collect();
-            for leaf in &leaves {
-                tree.append(*leaf);
-            }
-            parent = crate::consensus::crypto::block_id(&b);
-            commits.push(Committed {
-                height,
-                block_id: parent,
-                block: b,
-                leaves,
-                first_index,
-                size: tree.size(),
-                root: tree.root(),
-            });
+            let commit = committed(&mut tree, height, parent, &refs);
+            parent = commit.block_id;
+            commits.push(commit);
         }
         store
             .write(&WriteBatch {
