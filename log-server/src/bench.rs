@@ -21,17 +21,40 @@ use bftlog_server::config::{Cluster, init_cluster};
 use bftlog_spec::wire::{ClientRequest, ClientResponse, LeafRef};
 use serde_json::json;
 
+#[derive(clap::Args, Debug)]
 pub struct BenchArgs {
+    /// Replicas of the local cluster it starts (ignored with --cluster).
+    #[arg(long, default_value_t = 4)]
     pub replicas: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
     pub clients: usize,
+    /// Entries per append.
+    #[arg(long, default_value_t = 256)]
     pub batch: usize,
+    #[arg(long, default_value_t = 256)]
     pub entry_bytes: usize,
+    #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// Offered load in entries/s, open loop: each client starts an
+    /// append every clients×batch/rate seconds whether or not earlier
+    /// ones finished, and latency counts from the scheduled start.
+    /// Without it each client appends again as soon as it has receipts.
+    #[arg(long)]
     pub rate: Option<f64>,
+    /// Send every append to f+1 replicas at once instead of one replica
+    /// first and f more after the hedge delay (for comparison).
+    #[arg(long)]
+    pub no_hedge: bool,
+    /// Target a running cluster instead of starting one.
+    #[arg(long)]
     pub cluster: Option<PathBuf>,
+    /// Measure inclusion proofs served per second instead of appends.
+    #[arg(long)]
     pub read: bool,
+    /// Entries to fill the log to before a --read run.
+    #[arg(long, default_value_t = 1_000_000)]
     pub log_size: u64,
-    pub json: bool,
 }
 
 /// A replica process this command started.
@@ -99,7 +122,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
 }
 
-pub async fn run(args: BenchArgs) -> Result<()> {
+pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
     if args.entry_bytes == 0 || args.entry_bytes > 65536 {
         bail!("--entry-bytes must be 1 to 65536");
     }
@@ -135,7 +158,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             (cluster, replicas, Some(TempDir(dir)))
         }
     };
-    let client = Client::new(cluster.clone(), ClientOptions::default())?;
+    let mut options = ClientOptions::default();
+    if args.no_hedge {
+        options.hedge_after_min_ms = 0;
+        options.hedge_after_max_ms = 0;
+    }
+    let client = Client::new(cluster.clone(), options)?;
     tokio::time::timeout(
         Duration::from_secs(60),
         client.append(&[b"bench warm-up".to_vec()]),
@@ -143,7 +171,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     .await
     .context("the cluster did not commit within 60 s")??;
     if args.read {
-        let result = read_bench(&args, &client).await;
+        let result = read_bench(&args, json_output, &client).await;
         // Stop the replicas before their directory goes.
         drop(replicas);
         drop(dir);
@@ -272,6 +300,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         "entries_per_second": total as f64 / elapsed,
         "appends": latencies.len(),
         "append_errors": errors,
+        // Appends also sent to f more replicas after the hedge delay.
+        "hedged_appends": client.hedged_appends(),
         // The latency distribution at each whole percentile, for a CDF.
         "latency_cdf_ms": (0..=100)
             .map(|p| percentile(&latencies, p as f64 / 100.0))
@@ -286,14 +316,14 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         "disk_bytes_per_entry": disk_per_entry,
         "per_replica": per_replica,
     });
-    if args.json {
+    if json_output {
         println!("{report}");
     } else {
         if let Some(rate) = args.rate {
             println!("offered load: {rate:.0} entries/s (open loop)");
         }
         println!(
-            "{} replicas, {} clients x {} entries of {} B, {:.1} s: {} entries, {:.0} entries/s ({} append errors)",
+            "{} replicas, {} clients x {} entries of {} B, {:.1} s: {} entries, {:.0} entries/s ({} append errors, {} hedged)",
             cluster.n(),
             args.clients,
             args.batch,
@@ -301,7 +331,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             elapsed,
             total,
             total as f64 / elapsed,
-            errors
+            errors,
+            client.hedged_appends()
         );
         println!(
             "commit latency (submit -> verified receipts): p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -339,7 +370,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 /// Fills the log to `--log-size` entries, then has the clients request
 /// inclusion proofs of random indexes for `--seconds`; proofs are counted
 /// as served, and one in 64 is verified against the checkpoint.
-async fn read_bench(args: &BenchArgs, client: &Client) -> Result<()> {
+async fn read_bench(args: &BenchArgs, json_output: bool, client: &Client) -> Result<()> {
     let mut size = client.checkpoint().await?.checkpoint().size;
     let fill_start = Instant::now();
     let mut n = 0u64;
@@ -414,7 +445,7 @@ async fn read_bench(args: &BenchArgs, client: &Client) -> Result<()> {
         "proofs": total,
         "proofs_per_second": total as f64 / elapsed,
     });
-    if args.json {
+    if json_output {
         println!("{report}");
     } else {
         println!(

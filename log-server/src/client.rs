@@ -2,18 +2,23 @@
 //! is given before returning it.
 //!
 //! - Replicas are authenticated by the Ed25519 keys in the cluster file.
-//! - [`Client::append`] sends the entries to f+1 replicas at once (so at
-//!   least one honest replica has them and forwards them to the leaders),
-//!   accepts the first answer whose receipts all verify under the cluster's
-//!   policy (2f+1 replica signatures, inclusion of exactly these entries),
-//!   and retries on other replicas if none does. Appends are idempotent: a
-//!   retried entry keeps its first index.
+//! - [`Client::append`] sends the entries to one replica and, if no
+//!   verified answer comes within a hedge delay (a few times the recent
+//!   append latency) or that replica fails, to f more, so that at least one
+//!   honest replica has them and forwards them to the leaders. It accepts
+//!   the first answer whose receipts all verify under the cluster's policy
+//!   (2f+1 replica signatures, inclusion of exactly these entries), and
+//!   retries on other replicas if none does. Appends are idempotent: a
+//!   retried or hedged entry keeps its first index. Sending to one replica
+//!   first rather than f+1 at once halves the cluster's per-entry work
+//!   (forwarding, receipts) in the common case; a faulty replica costs a
+//!   hedge delay, not the entry.
 //! - [`Client::checkpoint`] returns a checkpoint only after verifying its
 //!   quorum; proofs are checked against verified checkpoints.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use bftlog_spec::checkpoint::Checkpoint;
 use bftlog_spec::merkle::{self, Hash};
@@ -73,6 +78,14 @@ pub struct ClientOptions {
     pub request_timeout_ms: u64,
     /// Rounds of f+1 replicas tried per append. Default 4.
     pub append_rounds: usize,
+    /// The hedge delay (after which an append also goes to f more
+    /// replicas) is `hedge_latency_multiple` × the smoothed latency of
+    /// recent appends, clamped to `[hedge_after_min_ms, hedge_after_max_ms]`.
+    /// Defaults 200, 5,000 and 3. Both bounds 0: every append goes to f+1
+    /// replicas at once.
+    pub hedge_after_min_ms: u64,
+    pub hedge_after_max_ms: u64,
+    pub hedge_latency_multiple: u32,
 }
 
 impl Default for ClientOptions {
@@ -80,6 +93,9 @@ impl Default for ClientOptions {
         ClientOptions {
             request_timeout_ms: 60_000,
             append_rounds: 4,
+            hedge_after_min_ms: 200,
+            hedge_after_max_ms: 5_000,
+            hedge_latency_multiple: 3,
         }
     }
 }
@@ -92,6 +108,12 @@ struct Inner {
     connections: Vec<Mutex<Option<quinn::Connection>>>,
     next: AtomicUsize,
     options: ClientOptions,
+    /// Exponentially smoothed latency (1/8 weight per sample) of appends
+    /// answered by the replica they were first sent to, in microseconds;
+    /// 0 before the first. Appends won by a hedged replica are left out so
+    /// that a slow or silent replica does not stretch the hedge delay.
+    append_latency_us: AtomicU64,
+    hedged_appends: AtomicU64,
 }
 
 /// A handle to a cluster; cheap to clone.
@@ -123,6 +145,8 @@ impl Client {
                 connections,
                 next: AtomicUsize::new(start),
                 options,
+                append_latency_us: AtomicU64::new(0),
+                hedged_appends: AtomicU64::new(0),
             }),
         })
     }
@@ -251,23 +275,57 @@ impl Client {
         let fanout = self.inner.cluster.f() + 1;
         let mut last_error = None;
         for _ in 0..self.inner.options.append_rounds {
-            let start = self.inner.next.fetch_add(fanout, Ordering::Relaxed);
+            let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
+            let replicas: Vec<usize> = (0..fanout).map(|k| (start + k) % n).collect();
+            let sent_at = Instant::now();
             let mut tasks = tokio::task::JoinSet::new();
-            for k in 0..fanout {
-                let replica = (start + k) % n;
+            let spawn = |tasks: &mut tokio::task::JoinSet<_>, replica: usize| {
                 let client = self.clone();
                 let request = request.clone();
                 let leaves = leaves.clone();
                 tasks.spawn(async move {
-                    let response = client.request(replica, &request).await?;
-                    client.check_receipts(replica, response, &leaves)
+                    let result = match client.request(replica, &request).await {
+                        Ok(response) => client.check_receipts(replica, response, &leaves),
+                        Err(e) => Err(e),
+                    };
+                    (replica, result)
                 });
+            };
+            let hedge_after = self.hedge_delay();
+            let mut hedged = hedge_after.is_zero();
+            if hedged {
+                replicas.iter().for_each(|&r| spawn(&mut tasks, r));
+            } else {
+                spawn(&mut tasks, replicas[0]);
             }
+            let hedge_timer = tokio::time::sleep(hedge_after);
+            tokio::pin!(hedge_timer);
             let mut retry_after = Duration::from_millis(100);
-            while let Some(joined) = tasks.join_next().await {
-                match joined.expect("append task panicked") {
+            loop {
+                let joined = tokio::select! {
+                    joined = tasks.join_next() => joined,
+                    () = &mut hedge_timer, if !hedged => None,
+                };
+                let Some(joined) = joined else {
+                    if hedged {
+                        break; // every replica of this round answered badly
+                    }
+                    // The hedge delay passed, or the first replica failed:
+                    // f more replicas, so that an honest one has the entries.
+                    hedged = true;
+                    if replicas.len() > 1 {
+                        self.inner.hedged_appends.fetch_add(1, Ordering::Relaxed);
+                    }
+                    replicas[1..].iter().for_each(|&r| spawn(&mut tasks, r));
+                    continue;
+                };
+                let (replica, result) = joined.expect("append task panicked");
+                match result {
                     Ok(receipts) => {
                         tasks.abort_all();
+                        if replica == replicas[0] {
+                            self.record_append_latency(sent_at.elapsed());
+                        }
                         return Ok(receipts);
                     }
                     Err(e) => {
@@ -289,6 +347,11 @@ impl Client {
                             return Err(e);
                         }
                         last_error = Some(e);
+                        if !hedged && tasks.is_empty() {
+                            hedged = true;
+                            self.inner.hedged_appends.fetch_add(1, Ordering::Relaxed);
+                            replicas[1..].iter().for_each(|&r| spawn(&mut tasks, r));
+                        }
                     }
                 }
             }
@@ -297,6 +360,30 @@ impl Client {
         Err(ClientError::Exhausted(Box::new(
             last_error.expect("at least one attempt"),
         )))
+    }
+
+    /// How long an append waits for its first replica before also sending
+    /// to f more (zero: at once).
+    fn hedge_delay(&self) -> Duration {
+        hedge_delay(
+            &self.inner.options,
+            self.inner.append_latency_us.load(Ordering::Relaxed),
+        )
+    }
+
+    fn record_append_latency(&self, latency: Duration) {
+        let sample_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        // Racing updates may lose a sample; the average stays an average.
+        let old = self.inner.append_latency_us.load(Ordering::Relaxed);
+        self.inner
+            .append_latency_us
+            .store(smoothed_latency_us(old, sample_us), Ordering::Relaxed);
+    }
+
+    /// Appends that went to f more replicas because the first was slow or
+    /// failed (since this client was made).
+    pub fn hedged_appends(&self) -> u64 {
+        self.inner.hedged_appends.load(Ordering::Relaxed)
     }
 
     fn check_receipts(
@@ -528,5 +615,61 @@ fn unexpected(replica: usize, response: ClientResponse) -> ClientError {
             replica,
             message: "unexpected response type".into(),
         },
+    }
+}
+
+/// The hedge delay for a smoothed append latency (0: none measured yet).
+fn hedge_delay(options: &ClientOptions, smoothed_us: u64) -> Duration {
+    let wanted_ms = smoothed_us.saturating_mul(u64::from(options.hedge_latency_multiple)) / 1000;
+    let ms = wanted_ms.clamp(
+        options.hedge_after_min_ms,
+        options.hedge_after_max_ms.max(options.hedge_after_min_ms),
+    );
+    Duration::from_millis(ms)
+}
+
+/// One step of the exponential average: the new sample weighs 1/8.
+fn smoothed_latency_us(old_us: u64, sample_us: u64) -> u64 {
+    if old_us == 0 {
+        sample_us
+    } else {
+        old_us - old_us / 8 + sample_us / 8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hedge_delay_follows_recent_latency_within_its_bounds() {
+        let options = ClientOptions::default();
+        // Nothing measured, or fast appends: the floor.
+        assert_eq!(hedge_delay(&options, 0), Duration::from_millis(200));
+        assert_eq!(hedge_delay(&options, 10_000), Duration::from_millis(200));
+        // 3 × 400 ms.
+        assert_eq!(hedge_delay(&options, 400_000), Duration::from_millis(1200));
+        // A cluster slower than the ceiling: the ceiling.
+        assert_eq!(hedge_delay(&options, u64::MAX), Duration::from_millis(5000));
+        let at_once = ClientOptions {
+            hedge_after_min_ms: 0,
+            hedge_after_max_ms: 0,
+            ..options
+        };
+        assert_eq!(hedge_delay(&at_once, 400_000), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_smoothed_latency_starts_at_the_first_sample_and_moves_an_eighth() {
+        assert_eq!(smoothed_latency_us(0, 8_000), 8_000);
+        assert_eq!(smoothed_latency_us(8_000, 16_000), 9_000);
+        // One outlier does not dominate; a run of them does.
+        let mut s = 10_000;
+        s = smoothed_latency_us(s, 1_000_000);
+        assert!(s < 140_000, "{s}");
+        for _ in 0..40 {
+            s = smoothed_latency_us(s, 1_000_000);
+        }
+        assert!(s > 990_000, "{s}");
     }
 }

@@ -124,36 +124,7 @@ enum Command {
     },
     /// Load a cluster and print entries/s, commit latency, CPU, RSS and
     /// disk per entry (or, with --read, inclusion proofs served per second).
-    Bench {
-        /// Replicas of the local cluster it starts (ignored with --cluster).
-        #[arg(long, default_value_t = 4)]
-        replicas: usize,
-        /// Concurrent clients.
-        #[arg(long, default_value_t = 64)]
-        clients: usize,
-        /// Entries per append.
-        #[arg(long, default_value_t = 256)]
-        batch: usize,
-        #[arg(long, default_value_t = 256)]
-        entry_bytes: usize,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Offered load in entries/s, open loop: each client starts an
-        /// append every clients×batch/rate seconds whether or not earlier
-        /// ones finished, and latency counts from the scheduled start.
-        /// Without it each client appends again as soon as it has receipts.
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Target a running cluster instead of starting one.
-        #[arg(long)]
-        cluster: Option<PathBuf>,
-        /// Measure inclusion proofs served per second instead of appends.
-        #[arg(long)]
-        read: bool,
-        /// Entries to fill the log to before a --read run.
-        #[arg(long, default_value_t = 1_000_000)]
-        log_size: u64,
-    },
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -329,31 +300,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Bench {
-            replicas,
-            clients,
-            batch,
-            entry_bytes,
-            seconds,
-            rate,
-            cluster,
-            read,
-            log_size,
-        } => {
-            bench::run(bench::BenchArgs {
-                replicas,
-                clients,
-                batch,
-                entry_bytes,
-                seconds,
-                rate,
-                cluster,
-                read,
-                log_size,
-                json,
-            })
-            .await
-        }
+        Command::Bench(args) => bench::run(args, json).await,
         Command::Get {
             cluster,
             start,
