@@ -101,14 +101,17 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 async fn handle_request(shared: &Arc<Shared>, request: ClientRequest) -> ClientResponse {
-    if matches!(
-        request,
-        ClientRequest::GetInclusionProof { .. } | ClientRequest::GetConsistencyProof { .. }
-    ) {
-        shared
-            .metrics
-            .proof_requests
-            .fetch_add(1, Ordering::Relaxed);
+    let proofs = match &request {
+        ClientRequest::GetInclusionProof { .. } | ClientRequest::GetConsistencyProof { .. } => 1,
+        ClientRequest::GetInclusionProofs { indexes, .. } => indexes.len() as u64,
+        _ => 0,
+    };
+    if proofs > 0 {
+        let metrics = &shared.metrics;
+        metrics.proof_requests.fetch_add(1, Ordering::Relaxed);
+        metrics
+            .proofs_requested
+            .fetch_add(proofs, Ordering::Relaxed);
     }
     let store = shared.store.clone();
     match request {
@@ -167,6 +170,26 @@ async fn handle_request(shared: &Arc<Shared>, request: ClientRequest) -> ClientR
                     },
                     Err(e) => read_error(e),
                 }
+            })
+            .await
+        }
+        ClientRequest::GetInclusionProofs { indexes, tree_size } => {
+            let indexes = indexes.into_inner();
+            if indexes.is_empty() {
+                return error(ErrorCode::Malformed, "no indexes");
+            }
+            blocking(move || match store.inclusion_proofs(&indexes, tree_size) {
+                Ok(proofs) => ClientResponse::InclusionProofs {
+                    tree_size,
+                    proofs: BoundedVec::new(
+                        proofs
+                            .into_iter()
+                            .map(|p| BoundedVec::new(p).expect("proofs are bounded"))
+                            .collect(),
+                    )
+                    .expect("one proof per index"),
+                },
+                Err(e) => read_error(e),
             })
             .await
         }

@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// Entries to fill the log to before a --read run.
     #[arg(long, default_value_t = 1_000_000)]
     pub log_size: u64,
+    /// Inclusion proofs per request in a --read run: 1 uses
+    /// `GetInclusionProof`, more `GetInclusionProofs` (at most 1,024).
+    #[arg(long, default_value_t = 1)]
+    pub proofs_per_request: usize,
 }
 
 /// A replica process this command started.
@@ -371,21 +375,43 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
 /// inclusion proofs of random indexes for `--seconds`; proofs are counted
 /// as served, and one in 64 is verified against the checkpoint.
 async fn read_bench(args: &BenchArgs, json_output: bool, client: &Client) -> Result<()> {
-    let mut size = client.checkpoint().await?.checkpoint().size;
+    let per_request = args.proofs_per_request;
+    if per_request == 0 || per_request > bftlog_spec::wire::MAX_PROOF_BATCH {
+        bail!("--proofs-per-request must be 1 to 1024");
+    }
+    let size = client.checkpoint().await?.checkpoint().size;
     let fill_start = Instant::now();
-    let mut n = 0u64;
-    while size < args.log_size {
-        let batch = (args.log_size - size).min(4096) as usize;
-        let items: Vec<Vec<u8>> = (0..batch)
-            .map(|i| {
-                let mut e = format!("read bench fill {n} {i} ").into_bytes();
-                e.resize(args.entry_bytes, b'.');
-                e
-            })
-            .collect();
-        n += 1;
-        client.append(&items).await?;
-        size = client.checkpoint().await?.checkpoint().size;
+    if size < args.log_size {
+        // Sixteen appends of 4,096 entries in flight: filling is a setup
+        // step, and one at a time it is bound by commit latency.
+        let next_batch = Arc::new(AtomicU64::new(0));
+        let batches = (args.log_size - size).div_ceil(4096);
+        let remaining = args.log_size - size;
+        let mut fills = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let (client, next_batch) = (client.clone(), next_batch.clone());
+            let entry_bytes = args.entry_bytes;
+            fills.spawn(async move {
+                loop {
+                    let n = next_batch.fetch_add(1, Ordering::Relaxed);
+                    if n >= batches {
+                        return Ok::<(), anyhow::Error>(());
+                    }
+                    let count = (remaining - n * 4096).min(4096);
+                    let items: Vec<Vec<u8>> = (0..count)
+                        .map(|i| {
+                            let mut e = format!("read bench fill {size} {n} {i} ").into_bytes();
+                            e.resize(entry_bytes, b'.');
+                            e
+                        })
+                        .collect();
+                    client.append(&items).await?;
+                }
+            });
+        }
+        while let Some(r) = fills.join_next().await {
+            r??;
+        }
     }
     let fill = fill_start.elapsed();
     let checkpoint = client.checkpoint().await?;
@@ -402,30 +428,36 @@ async fn read_bench(args: &BenchArgs, json_output: bool, client: &Client) -> Res
             let mut x = (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let replica = c % client.cluster().n();
             while Instant::now() < deadline {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let index = x % tree_size;
-                let request = ClientRequest::GetInclusionProof {
-                    leaf: LeafRef::Index { index },
-                    tree_size,
+                let indexes: Vec<u64> = (0..per_request)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x % tree_size
+                    })
+                    .collect();
+                let proofs = if per_request == 1 {
+                    let request = ClientRequest::GetInclusionProof {
+                        leaf: LeafRef::Index { index: indexes[0] },
+                        tree_size,
+                    };
+                    match client.request(replica, &request).await? {
+                        ClientResponse::InclusionProof { hashes, .. } => vec![hashes.into_inner()],
+                        _ => bail!("unexpected answer to an inclusion proof request"),
+                    }
+                } else {
+                    client
+                        .inclusion_proofs(replica, &indexes, tree_size)
+                        .await?
                 };
-                let response = client.request(replica, &request).await?;
-                let ClientResponse::InclusionProof { hashes, .. } = response else {
-                    bail!("unexpected answer to an inclusion proof request");
-                };
-                let n = served.fetch_add(1, Ordering::Relaxed);
-                if n % 64 == 0 {
+                let before = served.fetch_add(per_request as u64, Ordering::Relaxed);
+                // Check one proof in 64 against the entry it proves.
+                if before / 64 != (before + per_request as u64) / 64 {
+                    let (index, hashes) = (indexes[0], &proofs[0]);
                     let entry = client.entries(index, 1).await?;
                     let leaf = bftlog_spec::merkle::leaf_hash(&entry[0]);
-                    bftlog_spec::merkle::verify_inclusion(
-                        index,
-                        tree_size,
-                        &leaf,
-                        &hashes.into_inner(),
-                        &root,
-                    )
-                    .map_err(|e| anyhow::anyhow!("a served proof does not verify: {e}"))?;
+                    bftlog_spec::merkle::verify_inclusion(index, tree_size, &leaf, hashes, &root)
+                        .map_err(|e| anyhow::anyhow!("a served proof does not verify: {e}"))?;
                 }
             }
             Ok(())
@@ -441,6 +473,7 @@ async fn read_bench(args: &BenchArgs, json_output: bool, client: &Client) -> Res
         "tree_size": tree_size,
         "fill_seconds": fill.as_secs_f64(),
         "clients": args.clients,
+        "proofs_per_request": per_request,
         "seconds": elapsed,
         "proofs": total,
         "proofs_per_second": total as f64 / elapsed,
@@ -449,7 +482,7 @@ async fn read_bench(args: &BenchArgs, json_output: bool, client: &Client) -> Res
         println!("{report}");
     } else {
         println!(
-            "read: {total} inclusion proofs from a {tree_size}-entry log in {elapsed:.1} s = {:.0} proofs/s ({} clients; filling took {:.0} s)",
+            "read: {total} inclusion proofs from a {tree_size}-entry log in {elapsed:.1} s = {:.0} proofs/s ({} clients, {per_request} proofs per request; filling took {:.0} s)",
             total as f64 / elapsed,
             args.clients,
             fill.as_secs_f64()

@@ -536,6 +536,50 @@ impl Client {
         .await
     }
 
+    /// Inclusion proofs of the leaves at `indexes` in the tree of
+    /// `tree_size`, in one request to one replica, as served: each has the
+    /// length RFC 6962 gives its index and size, but is not verified (the
+    /// caller holds the leaves and the checkpoint to check them against).
+    pub async fn inclusion_proofs(
+        &self,
+        replica: usize,
+        indexes: &[u64],
+        tree_size: u64,
+    ) -> Result<Vec<Vec<Hash>>, ClientError> {
+        let request = ClientRequest::GetInclusionProofs {
+            indexes: BoundedVec::new(indexes.to_vec())
+                .map_err(|e| ClientError::Invalid(format!("too many indexes: {e}")))?,
+            tree_size,
+        };
+        match self.request(replica, &request).await? {
+            ClientResponse::InclusionProofs {
+                tree_size: size,
+                proofs,
+            } if size == tree_size && proofs.len() == indexes.len() => {
+                let proofs: Vec<Vec<Hash>> = proofs
+                    .into_inner()
+                    .into_iter()
+                    .map(|p| p.into_inner())
+                    .collect();
+                for (&index, proof) in indexes.iter().zip(&proofs) {
+                    if index >= tree_size
+                        || proof.len() != merkle::inclusion_proof_len(index, tree_size)
+                    {
+                        return Err(ClientError::Verify {
+                            replica,
+                            message: format!(
+                                "a proof of {} hashes for index {index} in a tree of {tree_size}",
+                                proof.len()
+                            ),
+                        });
+                    }
+                }
+                Ok(proofs)
+            }
+            other => Err(unexpected(replica, other)),
+        }
+    }
+
     /// A consistency proof as served (unverified: the caller holds the
     /// checkpoints to check it against).
     pub async fn consistency_hashes(

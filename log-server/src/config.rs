@@ -380,6 +380,7 @@ pub struct ConsensusSection {
     pub mempool_max_entries: Option<usize>,
     pub mempool_max_bytes: Option<usize>,
     pub retain_committed_blocks: Option<usize>,
+    pub retain_committed_bytes: Option<usize>,
     pub dedup_window_entries: Option<usize>,
     pub sync_batch_blocks: Option<u16>,
     pub status_interval_ms: Option<u64>,
@@ -468,6 +469,7 @@ impl ReplicaConfig {
             mempool_max_entries,
             mempool_max_bytes,
             retain_committed_blocks,
+            retain_committed_bytes,
             dedup_window_entries,
             sync_batch_blocks,
             status_interval_ms,
@@ -520,7 +522,7 @@ impl ReplicaConfig {
                 "consensus.mempool_max_entries must be at least 1",
             ),
             (
-                c.retain_committed_blocks >= 16,
+                c.retain_committed_blocks >= crate::consensus::MIN_RETAINED_BLOCKS,
                 "consensus.retain_committed_blocks must be at least 16",
             ),
             (

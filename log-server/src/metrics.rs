@@ -49,7 +49,7 @@ pub(crate) fn render(shared: &Shared) -> String {
     let d = &shared.metrics;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::with_capacity(4096);
-    let counters: [(&str, &str, u64); 17] = [
+    let counters: [(&str, &str, u64); 18] = [
         (
             "blocks_committed_total",
             "blocks committed",
@@ -120,6 +120,11 @@ pub(crate) fn render(shared: &Shared) -> String {
             "proof_requests_total",
             "inclusion and consistency proof requests",
             load(&d.proof_requests),
+        ),
+        (
+            "proofs_requested_total",
+            "inclusion and consistency proofs asked for (a batched request counts each)",
+            load(&d.proofs_requested),
         ),
         (
             "appends_overloaded_total",

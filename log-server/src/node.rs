@@ -104,6 +104,8 @@ pub struct DriverMetrics {
     pub sync_served_from_storage: AtomicU64,
     /// Inclusion and consistency proof requests from clients.
     pub proof_requests: AtomicU64,
+    /// Proofs those requests asked for (a batched request asks for many).
+    pub proofs_requested: AtomicU64,
     /// Verified cosignatures received from witnesses.
     pub witness_cosignatures: AtomicU64,
     /// Witness submissions that failed (refused, unreachable, bad answer).
@@ -160,7 +162,11 @@ impl Node {
             &cfg.data_dir.join("bftlog.redb"),
             cfg.cluster.epoch,
         )?);
-        let recovered = store.recover(cfg.cluster.epoch, cfg.consensus.retain_committed_blocks)?;
+        let recovered = store.recover(
+            cfg.cluster.epoch,
+            cfg.consensus.retain_committed_blocks,
+            cfg.consensus.retain_committed_bytes,
+        )?;
         let started = Instant::now();
         let replica = Replica::new(
             cfg.consensus.clone(),

@@ -38,6 +38,15 @@
 //! The memory level needs no log of its own: on open it is rebuilt from
 //! the stored leaf hashes beyond that size.
 //!
+//! Proofs read the stored hashes of levels [`UPPER_LEVEL`] and up from
+//! memory ([`UpperHashes`], a quarter of a byte per entry: 2.5 MB at 10M
+//! entries), because those levels lie one per chunk: a proof in a 10M
+//! tree needs about 16 of them and otherwise read 16 chunks of 64 hashes
+//! for one hash each. The lower levels of a leaf's proof lie within its
+//! 256-leaf subtree and come from a few chunks. The cache is filled from
+//! the stored hashes on open and extended after every commit; a complete
+//! subtree's hash never changes, so it needs no invalidation.
+//!
 //! A committed block's entries live only in `entry_runs`; the block record
 //! keeps its header and the index range, and [`Store::committed_blocks`]
 //! rebuilds the full block for sync.
@@ -53,6 +62,7 @@ use std::sync::Mutex;
 
 use bftlog_spec::merkle::{
     self, CompactRange, Hash, HashReader, MAX_PROOF_LEN, ProveError, stored_hash_count,
+    stored_hash_subtree,
 };
 use bftlog_spec::wire::{self, Block, BoundedVec, Entry, QuorumCert, TimeoutCert};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -200,6 +210,8 @@ pub struct Store {
     recent: std::sync::RwLock<HashMap<Hash, u64>>,
     /// [`RECENT_LEAVES`], smaller in tests.
     recent_limit: usize,
+    /// Stored hashes of levels ≥ [`UPPER_LEVEL`], up to the committed size.
+    upper: std::sync::RwLock<UpperHashes>,
 }
 
 impl Store {
@@ -247,8 +259,9 @@ impl Store {
             writer: Mutex::new(CompactRange::new()),
             recent: Default::default(),
             recent_limit: RECENT_LEAVES,
+            upper: Default::default(),
         };
-        let (tree, recent) = {
+        let (tree, recent, upper) = {
             let read = store.db.begin_read()?;
             let reader = TxnHashes::new(&read)?;
             let indexed = read
@@ -258,11 +271,22 @@ impl Store {
             (
                 CompactRange::from_storage(size, &reader)?,
                 recent_leaves(&read, indexed, size)?,
+                UpperHashes::load(size, &reader)?,
             )
         };
         *store.writer.lock().expect("store lock") = tree;
         *store.recent.write().expect("leaf lock") = recent;
+        *store.upper.write().expect("upper lock") = upper;
         Ok(store)
+    }
+
+    /// Stored hashes for proofs within `read`'s snapshot: upper levels
+    /// from memory, the rest from the transaction.
+    fn hashes<'a>(&'a self, read: &redb::ReadTransaction) -> Result<ProofHashes<'a>, StoreError> {
+        Ok(ProofHashes {
+            upper: &self.upper,
+            txn: TxnHashes::new(read)?,
+        })
     }
 
     /// Number of committed entries.
@@ -271,9 +295,15 @@ impl Store {
     }
 
     /// What the consensus core needs to restart: its safety state, the
-    /// committed tree, the last `retain` committed blocks and the voted
+    /// committed tree, the newest committed blocks (at most `retain`, and
+    /// beyond 16 of them at most `retain_bytes` of entries) and the voted
     /// blocks not yet committed.
-    pub fn recover(&self, epoch: u64, retain: usize) -> Result<Recovered, StoreError> {
+    pub fn recover(
+        &self,
+        epoch: u64,
+        retain: usize,
+        retain_bytes: usize,
+    ) -> Result<Recovered, StoreError> {
         let read = self.db.begin_read()?;
         let mut recovered = Recovered::fresh(epoch);
         if let Some(bytes) = read.open_table(SAFETY)?.get(0u8)? {
@@ -292,9 +322,28 @@ impl Store {
             .get(META_HEIGHT)?
             .map_or(0, |v| v.value());
         if height > 0 {
-            let first = height.saturating_sub(retain as u64 - 1).max(1);
-            recovered.first_height = first;
-            recovered.committed_blocks = read_blocks(&read, first, height - first + 1)?;
+            // Newest first, one block at a time, so a restart never holds
+            // more than the window it keeps.
+            let mut newest_first = Vec::new();
+            let mut bytes = 0;
+            let mut next = height;
+            while next >= 1 && newest_first.len() < retain {
+                let block = read_blocks(&read, next, 1)?
+                    .pop()
+                    .ok_or_else(|| StoreError::Corrupt(format!("block {next} missing")))?;
+                let size = crate::consensus::entry_bytes(&block);
+                if newest_first.len() >= crate::consensus::MIN_RETAINED_BLOCKS
+                    && bytes + size > retain_bytes
+                {
+                    break;
+                }
+                bytes += size;
+                newest_first.push(block);
+                next -= 1;
+            }
+            newest_first.reverse();
+            recovered.first_height = next + 1;
+            recovered.committed_blocks = newest_first;
         }
         for row in read.open_table(VOTED)?.iter()? {
             let (_, bytes) = row?;
@@ -317,6 +366,7 @@ impl Store {
         // Set when this step merges the memory level into `leaf_index`.
         let mut merged: Option<u64> = None;
         let mut pending_leaves: Vec<(Hash, u64)> = Vec::new();
+        let mut pending_upper: Vec<(u32, u64, Hash)> = Vec::new();
         {
             let mut meta = txn.open_table(META)?;
             if !batch.commits.is_empty() {
@@ -326,6 +376,7 @@ impl Store {
                 let mut blocks = txn.open_table(BLOCKS)?;
                 let mut new_hashes: Vec<Hash> = Vec::new();
                 let mut new_leaves: Vec<(Hash, u64)> = Vec::new();
+                let mut new_upper: Vec<(u32, u64, Hash)> = Vec::new();
                 let first_stored = stored_hash_count(next_tree.size());
                 let mut max_round = 0;
                 let mut run = Vec::new();
@@ -351,7 +402,14 @@ impl Store {
                         run.extend_from_slice(&(entry.len() as u32).to_be_bytes());
                         run.extend_from_slice(entry);
                         new_leaves.push((leaf, index));
-                        new_hashes.extend_from_slice(next_tree.append(leaf).as_slice());
+                        let stored = next_tree.append(leaf);
+                        for (level, hash) in stored.as_slice().iter().enumerate() {
+                            let level = level as u32;
+                            if level >= UPPER_LEVEL {
+                                new_upper.push((level, index >> level, *hash));
+                            }
+                        }
+                        new_hashes.extend_from_slice(stored.as_slice());
                     }
                     if !run.is_empty() {
                         runs.insert(run_start, run.as_slice())?;
@@ -404,6 +462,7 @@ impl Store {
                     meta.insert(META_LEAF_INDEXED, size)?;
                 }
                 write_hashes(&mut chunks, first_stored, &new_hashes)?;
+                pending_upper = new_upper;
                 meta.insert(META_TREE_SIZE, next_tree.size())?;
                 // Voted blocks at or below the committed round are settled.
                 let mut voted = txn.open_table(VOTED)?;
@@ -443,6 +502,11 @@ impl Store {
         }
         for (leaf, index) in pending_leaves {
             recent.entry(leaf).or_insert(index);
+        }
+        drop(recent);
+        let mut upper = self.upper.write().expect("upper lock");
+        for (level, index, hash) in pending_upper {
+            upper.push(level, index, hash);
         }
         Ok(())
     }
@@ -572,7 +636,7 @@ impl Store {
                 "index {index} is not below tree size {size}"
             )));
         }
-        let reader = TxnHashes::new(&read)?;
+        let reader = self.hashes(&read)?;
         merkle::prove_inclusion(index, size, &reader).map_err(|e| StoreError::from(e).into())
     }
 
@@ -585,7 +649,7 @@ impl Store {
     ) -> Result<Vec<Vec<Hash>>, ReadError> {
         let read = self.db.begin_read()?;
         within_committed(&read, size)?;
-        let reader = TxnHashes::new(&read)?;
+        let reader = self.hashes(&read)?;
         indexes
             .iter()
             .map(|&index| {
@@ -609,7 +673,7 @@ impl Store {
                 "old size {old_size} is above new size {new_size}"
             )));
         }
-        let reader = TxnHashes::new(&read)?;
+        let reader = self.hashes(&read)?;
         merkle::prove_consistency(old_size, new_size, &reader)
             .map_err(|e| StoreError::from(e).into())
     }
@@ -618,7 +682,7 @@ impl Store {
     pub fn root_at(&self, size: u64) -> Result<Hash, ReadError> {
         let read = self.db.begin_read()?;
         within_committed(&read, size)?;
-        let reader = TxnHashes::new(&read)?;
+        let reader = self.hashes(&read)?;
         merkle::tree_root(size, &reader).map_err(|e| StoreError::from(e).into())
     }
 
@@ -780,6 +844,100 @@ fn write_hashes(
         rest = &rest[take..];
     }
     Ok(())
+}
+
+/// Lowest level of the stored hashes a [`Store`] keeps in memory.
+pub const UPPER_LEVEL: u32 = 8;
+
+/// The hashes of the complete subtrees at levels ≥ [`UPPER_LEVEL`]:
+/// `levels[l - UPPER_LEVEL][i]` covers leaves `[i·2^l, (i+1)·2^l)`.
+#[derive(Default)]
+struct UpperHashes {
+    levels: Vec<Vec<Hash>>,
+}
+
+impl UpperHashes {
+    /// Read from storage for a tree of `size` leaves.
+    fn load(size: u64, reader: &TxnHashes) -> Result<Self, StoreError> {
+        let mut upper = UpperHashes::default();
+        for level in UPPER_LEVEL..63 {
+            let count = size >> level;
+            if count == 0 {
+                break;
+            }
+            let mut hashes = Vec::with_capacity(count as usize);
+            let mut start = 0;
+            while start < count {
+                let end = count.min(start + 256);
+                let positions: Vec<u64> = (start..end)
+                    .map(|i| merkle::stored_hash_index(level, i))
+                    .collect();
+                hashes.extend(reader.read_hashes(&positions).map_err(ProveError::from)?);
+                start = end;
+            }
+            upper.levels.push(hashes);
+        }
+        Ok(upper)
+    }
+
+    fn get(&self, level: u32, index: u64) -> Option<Hash> {
+        let row = self.levels.get(level.checked_sub(UPPER_LEVEL)? as usize)?;
+        row.get(usize::try_from(index).ok()?).copied()
+    }
+
+    /// Adds the next subtree of `level`; subtrees arrive in order.
+    fn push(&mut self, level: u32, index: u64, hash: Hash) {
+        assert!(level >= UPPER_LEVEL, "only upper levels are cached");
+        let row = (level - UPPER_LEVEL) as usize;
+        if self.levels.len() <= row {
+            self.levels.resize_with(row + 1, Vec::new);
+        }
+        assert_eq!(
+            self.levels[row].len() as u64,
+            index,
+            "upper-level hashes arrive in order"
+        );
+        self.levels[row].push(hash);
+    }
+}
+
+/// The stored hashes a proof reads: levels ≥ [`UPPER_LEVEL`] from the
+/// store's memory, the others (and any upper one committed after the cache
+/// was read) from the read transaction.
+struct ProofHashes<'a> {
+    upper: &'a std::sync::RwLock<UpperHashes>,
+    txn: TxnHashes,
+}
+
+impl HashReader for ProofHashes<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, merkle::StorageError> {
+        let mut found: Vec<Option<Hash>> = {
+            let upper = self.upper.read().expect("upper lock");
+            indexes
+                .iter()
+                .map(|&position| {
+                    let (level, index) = stored_hash_subtree(position);
+                    upper.get(level, index)
+                })
+                .collect()
+        };
+        let missing: Vec<u64> = indexes
+            .iter()
+            .zip(&found)
+            .filter(|(_, hash)| hash.is_none())
+            .map(|(position, _)| *position)
+            .collect();
+        if !missing.is_empty() {
+            let mut read = self.txn.read_hashes(&missing)?.into_iter();
+            for slot in found.iter_mut().filter(|hash| hash.is_none()) {
+                *slot = read.next();
+            }
+        }
+        Ok(found
+            .into_iter()
+            .map(|hash| hash.expect("every hash found or read"))
+            .collect())
+    }
 }
 
 /// Stored hashes read through one read transaction. Chunks read once are
@@ -944,10 +1102,81 @@ mod tests {
         let blocks = store.committed_blocks(2, 2).unwrap();
         assert_eq!(blocks.len(), 2);
         assert_eq!(&blocks[0].entries[0][..], b"entry 7");
-        let recovered = store.recover(1, 4).unwrap();
+        let recovered = store.recover(1, 4, usize::MAX).unwrap();
         assert_eq!(recovered.committed_blocks.len(), 4);
         assert_eq!(recovered.first_height, 15);
         assert_eq!(recovered.tree.root(), tree.root());
+        // A byte budget: beyond the 16 newest blocks, kept whatever their
+        // size, an older block is recovered only if it fits.
+        let all = store.recover(1, 100, usize::MAX).unwrap();
+        assert_eq!((all.committed_blocks.len(), all.first_height), (18, 1));
+        let kept = store.recover(1, 100, 0).unwrap();
+        assert_eq!(
+            kept.committed_blocks.len(),
+            crate::consensus::MIN_RETAINED_BLOCKS
+        );
+        assert_eq!(kept.first_height, 3);
+        assert_eq!(&kept.committed_blocks[0].entries[0][..], b"entry 14");
+        let newest_16: usize = all.committed_blocks[2..]
+            .iter()
+            .map(crate::consensus::entry_bytes)
+            .sum();
+        let one_more = crate::consensus::entry_bytes(&all.committed_blocks[1]);
+        let budget = store.recover(1, 100, newest_16 + one_more).unwrap();
+        assert_eq!(budget.committed_blocks.len(), 17);
+        let short = store.recover(1, 100, newest_16 + one_more - 1).unwrap();
+        assert_eq!(short.committed_blocks.len(), 16);
+    }
+
+    #[test]
+    fn upper_levels_come_from_memory_and_agree_with_storage() {
+        let dir = tempdir();
+        let path = dir.join("db.redb");
+        let mut tree = merkle::MemoryTree::new();
+        {
+            let store = Store::open(&path, 1).unwrap();
+            commit_blocks(&store, &mut tree, 7, 300);
+        }
+        let store = Store::open(&path, 1).unwrap();
+        // Extended after the reopen, by commits crossing level-8 and
+        // level-9 boundaries.
+        commit_blocks(&store, &mut tree, 3, 333);
+        let size = tree.size();
+        assert_eq!(size, 3099);
+        {
+            let upper = store.upper.read().unwrap();
+            assert_eq!(upper.levels.len(), 4, "levels 8 to 11");
+            for (row, hashes) in upper.levels.iter().enumerate() {
+                let level = UPPER_LEVEL + row as u32;
+                assert_eq!(hashes.len() as u64, size >> level);
+                for (i, hash) in hashes.iter().enumerate() {
+                    let position = merkle::stored_hash_index(level, i as u64);
+                    assert_eq!(*hash, tree.stored()[position as usize]);
+                }
+            }
+        }
+        for s in [255, 256, 257, 511, 512, 2048, 2100, size] {
+            assert_eq!(
+                store.root_at(s).unwrap(),
+                merkle::tree_root(s, &tree).unwrap()
+            );
+            let indexes: Vec<u64> = (0..s).step_by(37).chain([s - 1]).collect();
+            let proofs = store.inclusion_proofs(&indexes, s).unwrap();
+            for (i, proof) in indexes.into_iter().zip(proofs) {
+                assert_eq!(
+                    proof,
+                    merkle::prove_inclusion(i, s, &tree).unwrap(),
+                    "{i} in {s}"
+                );
+            }
+            for old in [1, 255, 256, 1000, s] {
+                let old = old.min(s);
+                assert_eq!(
+                    store.consistency_proof(old, s).unwrap(),
+                    merkle::prove_consistency(old, s, &tree).unwrap()
+                );
+            }
+        }
     }
 
     #[test]
@@ -1087,7 +1316,7 @@ mod tests {
         commit_blocks(&store, &mut tree, 1, 1);
         drop(store);
         let store = Store::open(&path, 1).unwrap();
-        let recovered = store.recover(1, 100).unwrap();
+        let recovered = store.recover(1, 100, usize::MAX).unwrap();
         assert_eq!(recovered.safety, safety);
         assert_eq!(recovered.voted_blocks, vec![voted]);
         assert_eq!(store.latest_checkpoint().unwrap(), Some((4, "note".into())));

@@ -417,7 +417,7 @@ async fn metrics_endpoint_reports_the_replica() {
     let url = format!("http://{}/metrics", nodes[0].metrics_addr().unwrap());
     let client = Client::new(cluster.clone(), ClientOptions::default()).unwrap();
     let entries: Vec<Vec<u8>> = (0..50).map(|i| format!("m {i}").into_bytes()).collect();
-    client.append(&entries).await.unwrap();
+    let receipts = client.append(&entries).await.unwrap();
     let checkpoint = client.checkpoint().await.unwrap();
     for _ in 0..3 {
         client
@@ -430,6 +430,31 @@ async fn metrics_endpoint_reports_the_replica() {
             )
             .await
             .unwrap();
+    }
+    // A batch of proofs, in request order (repeats allowed), each verifying
+    // for its entry.
+    let (size, root) = (checkpoint.checkpoint().size, checkpoint.checkpoint().root);
+    let picks = [0usize, 1, 49, 1];
+    let indexes: Vec<u64> = picks.iter().map(|&k| receipts[k].index).collect();
+    let proofs = client.inclusion_proofs(0, &indexes, size).await.unwrap();
+    assert_eq!(proofs.len(), 4);
+    for ((&k, &index), proof) in picks.iter().zip(&indexes).zip(&proofs) {
+        let leaf = merkle::leaf_hash(&entries[k]);
+        merkle::verify_inclusion(index, size, &leaf, proof, &root).unwrap();
+    }
+    let batch = |indexes: Vec<u64>, tree_size: u64| ClientRequest::GetInclusionProofs {
+        indexes: wire::BoundedVec::new(indexes).unwrap(),
+        tree_size,
+    };
+    for (request, want) in [
+        (batch(vec![], size), ErrorCode::Malformed),
+        (batch(vec![0, size], size), ErrorCode::Malformed),
+        (batch(vec![0], size + 1000), ErrorCode::NotFound),
+    ] {
+        match client.request(0, &request).await.unwrap() {
+            ClientResponse::Error { code, .. } => assert_eq!(code, want),
+            other => panic!("{other:?}"),
+        }
     }
     let value = |text: &str, name: &str| -> u64 {
         text.lines()
@@ -449,7 +474,10 @@ async fn metrics_endpoint_reports_the_replica() {
     assert!(value(&text, "bftlog_tree_size") >= 50);
     assert!(value(&text, "bftlog_round") >= 1);
     assert!(value(&text, "bftlog_latest_checkpoint_size") >= 50);
-    assert_eq!(value(&text, "bftlog_proof_requests_total"), 3);
+    // 3 single requests, then batches of 4, 2 and 1 index (the empty one
+    // asks for no proof).
+    assert_eq!(value(&text, "bftlog_proof_requests_total"), 6);
+    assert_eq!(value(&text, "bftlog_proofs_requested_total"), 10);
     for name in [
         "bftlog_timeouts_sent_total",
         "bftlog_tcs_formed_total",

@@ -252,6 +252,29 @@ pub fn stored_hash_index(level: u32, index: u64) -> u64 {
     stored_hash_count(last_leaf) + level as u64
 }
 
+/// The inverse of [`stored_hash_index`]: the `(level, index)` of the
+/// complete subtree whose hash is stored at `position`. Requires `position <
+/// stored_hash_count(MAX_STORED_TREE_SIZE)`.
+pub fn stored_hash_subtree(position: u64) -> (u32, u64) {
+    assert!(
+        position < stored_hash_count(MAX_STORED_TREE_SIZE),
+        "stored-hash position beyond the layout"
+    );
+    // Leaf x's hashes occupy [count(x), count(x + 1)). Since
+    // count(x) = 2x - popcount(x) is strictly increasing and within 64 of
+    // 2x, the x holding `position` is at most 32 above position / 2.
+    let mut leaf = position / 2;
+    while leaf < MAX_STORED_TREE_SIZE && stored_hash_count(leaf + 1) <= position {
+        leaf += 1;
+    }
+    let level = (position - stored_hash_count(leaf)) as u32;
+    assert!(
+        level <= leaf.trailing_ones(),
+        "stored-hash layout arithmetic"
+    );
+    (level, leaf >> level)
+}
+
 /// Decomposes `[start, end)` into maximal aligned complete subtrees, left to
 /// right, as `(level, index)` pairs. For the ranges RFC 6962 proofs use
 /// (`start` aligned to a power of two at least `end - start`), folding these
@@ -928,6 +951,11 @@ mod tests {
         }
         assert_eq!(root_from_leaf_hashes(&leaves), reference_root(&leaves));
         assert!(CompactRange::from_parts(3, vec![Hash::default()]).is_err());
+        // Every stored position maps back to its subtree.
+        for position in 0..stored_hash_count(300) {
+            let (level, index) = stored_hash_subtree(position);
+            assert_eq!(stored_hash_index(level, index), position);
+        }
     }
 
     /// For every size 1..=128 and every index / old size: generated proofs
@@ -1108,6 +1136,15 @@ mod tests {
         assert!(consistency_proof_len(1, u64::MAX) <= MAX_PROOF_LEN);
         assert_eq!(stored_hash_count(MAX_STORED_TREE_SIZE), (1u64 << 63) - 1);
         assert_eq!(stored_hash_index(62, 0), (1u64 << 63) - 2);
+        assert_eq!(stored_hash_subtree((1u64 << 63) - 2), (62, 0));
+        let last = stored_hash_index(0, MAX_STORED_TREE_SIZE - 1);
+        assert_eq!(stored_hash_subtree(last), (0, MAX_STORED_TREE_SIZE - 1));
+        for (level, index) in [(5, 12_345_678u64), (40, 3), (0, 1 << 61), (61, 1)] {
+            assert_eq!(
+                stored_hash_subtree(stored_hash_index(level, index)),
+                (level, index)
+            );
+        }
     }
 
     #[test]

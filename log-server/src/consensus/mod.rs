@@ -93,6 +93,10 @@ pub struct Config {
     pub mempool_max_bytes: usize,
     /// Committed blocks kept in memory to serve sync. Default 4096.
     pub retain_committed_blocks: usize,
+    /// Entry bytes those blocks may hold; beyond it the oldest go (down to
+    /// [`MIN_RETAINED_BLOCKS`]). Default 64 MiB. Under load blocks are
+    /// large, and a bound by count alone held gigabytes.
+    pub retain_committed_bytes: usize,
     /// Committed leaf hashes remembered to refuse re-proposing an entry.
     /// Default 100,000.
     pub dedup_window_entries: usize,
@@ -104,6 +108,15 @@ pub struct Config {
     /// How long to wait for a sync response before asking another replica.
     /// Default 2000 ms.
     pub sync_timeout_ms: u64,
+}
+
+/// Committed blocks kept in memory whatever their size (and the least
+/// `retain_committed_blocks` may be).
+pub const MIN_RETAINED_BLOCKS: usize = 16;
+
+/// Entry bytes a block holds (what keeping it in memory costs).
+pub fn entry_bytes(block: &Block) -> usize {
+    block.entries.iter().map(|e| e.len()).sum()
 }
 
 impl Config {
@@ -120,6 +133,7 @@ impl Config {
             mempool_max_entries: 100_000,
             mempool_max_bytes: 256 << 20,
             retain_committed_blocks: 4096,
+            retain_committed_bytes: 64 << 20,
             dedup_window_entries: 100_000,
             sync_batch_blocks: 32,
             sync_timeout_ms: 2000,
@@ -424,6 +438,8 @@ pub struct Replica<R> {
     committed_round: u64,
     committed_height: u64,
     committed_window: VecDeque<(Hash, Block)>,
+    /// Entry bytes of the blocks in `committed_window`.
+    committed_window_bytes: usize,
     /// Ids of the blocks in `committed_window`.
     committed_ids: HashSet<Hash>,
     /// Height of `committed_window[0]`.
@@ -563,6 +579,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             committed_round,
             committed_height,
             committed_ids: window.iter().map(|(id, _)| *id).collect(),
+            committed_window_bytes: window.iter().map(|(_, b)| entry_bytes(b)).sum(),
             committed_window: window,
             window_first_height: recovered.first_height,
             commit_target: None,
@@ -1102,10 +1119,15 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         assert_eq!(height, self.committed_height, "heights follow the chain");
         self.committed_id = id;
         self.committed_round = block.round;
+        self.committed_window_bytes += entry_bytes(&block);
         self.committed_window.push_back((id, block.clone()));
         self.committed_ids.insert(id);
-        while self.committed_window.len() > self.cfg.retain_committed_blocks {
-            let (old, _) = self.committed_window.pop_front().expect("non-empty");
+        while self.committed_window.len() > self.cfg.retain_committed_blocks
+            || (self.committed_window_bytes > self.cfg.retain_committed_bytes
+                && self.committed_window.len() > MIN_RETAINED_BLOCKS)
+        {
+            let (old, old_block) = self.committed_window.pop_front().expect("non-empty");
+            self.committed_window_bytes -= entry_bytes(&old_block);
             self.committed_ids.remove(&old);
             self.window_first_height += 1;
         }

@@ -14,6 +14,9 @@ pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
 pub const MAX_APPEND_ENTRIES: usize = 4096;
 /// Most entries returned by one `GetEntries`.
 pub const MAX_GET_ENTRIES: usize = 1024;
+/// Most inclusion proofs one `GetInclusionProofs` asks for (the answer is at
+/// most 1,024 × 64 hashes, about 2.2 MB).
+pub const MAX_PROOF_BATCH: usize = 1024;
 /// Most entries in one consensus block.
 pub const MAX_BLOCK_ENTRIES: usize = 65_536;
 /// Most signatures in a certificate (replicas in a cluster).
@@ -122,6 +125,13 @@ pub enum ClientRequest {
         start: u64,
         count: u32,
     },
+    /// Inclusion proofs of several leaves, by index, in one tree: one
+    /// stream and one read for many proofs (auditors, monitors, bulk
+    /// verification).
+    GetInclusionProofs {
+        indexes: BoundedVec<u64, MAX_PROOF_BATCH>,
+        tree_size: u64,
+    },
 }
 
 /// Error codes a replica returns; the connection survives all of them.
@@ -171,6 +181,11 @@ pub enum ClientResponse {
     Error {
         code: ErrorCode,
         message: BoundedBytes<MAX_ERROR_TEXT>,
+    },
+    /// One proof per requested index, in request order.
+    InclusionProofs {
+        tree_size: u64,
+        proofs: BoundedVec<BoundedVec<Hash, MAX_PROOF_LEN>, MAX_PROOF_BATCH>,
     },
 }
 

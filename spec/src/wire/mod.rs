@@ -177,6 +177,24 @@ pub fn examples_markdown() -> String {
             }),
         ),
         (
+            "ClientRequest::GetInclusionProofs for indexes 0 and 1 in a tree of size 2",
+            encode(&ClientRequest::GetInclusionProofs {
+                indexes: BoundedVec::new(vec![0, 1]).expect("two"),
+                tree_size: 2,
+            }),
+        ),
+        (
+            "ClientResponse::InclusionProofs (size 2: the proofs of leaves 0 and 1, the other leaf's hash each; leaf_hash(\"example\") and leaf_hash(\"\"))",
+            encode(&ClientResponse::InclusionProofs {
+                tree_size: 2,
+                proofs: BoundedVec::new(vec![
+                    BoundedVec::new(vec![hash]).expect("one"),
+                    BoundedVec::new(vec![crate::merkle::leaf_hash(b"")]).expect("one"),
+                ])
+                .expect("two"),
+            }),
+        ),
+        (
             "ClientResponse::Error Overloaded, retry after 250 ms, message \"busy\"",
             encode(&ClientResponse::Error {
                 code: ErrorCode::Overloaded {
@@ -355,6 +373,12 @@ mod tests {
             }),
             (any::<u64>(), any::<u32>())
                 .prop_map(|(start, count)| ClientRequest::GetEntries { start, count }),
+            (prop::collection::vec(any::<u64>(), 0..20), any::<u64>()).prop_map(
+                |(indexes, tree_size)| ClientRequest::GetInclusionProofs {
+                    indexes: BoundedVec::new(indexes).unwrap(),
+                    tree_size
+                }
+            ),
         ]
     }
 
@@ -384,6 +408,17 @@ mod tests {
                     index,
                     tree_size,
                     hashes: BoundedVec::new(h).unwrap()
+                }),
+            (
+                any::<u64>(),
+                prop::collection::vec(prop::collection::vec(hash(), 0..30), 0..5)
+            )
+                .prop_map(|(tree_size, p)| ClientResponse::InclusionProofs {
+                    tree_size,
+                    proofs: BoundedVec::new(
+                        p.into_iter().map(|h| BoundedVec::new(h).unwrap()).collect()
+                    )
+                    .unwrap()
                 }),
             any::<u64>().prop_map(|ms| ClientResponse::Error {
                 code: ErrorCode::Overloaded { retry_after_ms: ms },
