@@ -4,36 +4,6 @@
 //! its body to the note text.
 #![no_main]
 
-use std::sync::LazyLock;
-
-use bftlog_spec::checkpoint::{self, Checkpoint};
-use bftlog_spec::note::{KeyRing, SignerKey};
 use libfuzzer_sys::fuzz_target;
 
-static KEYS: LazyLock<KeyRing> = LazyLock::new(bftlog_fuzz::keyring);
-static SIGNER: LazyLock<SignerKey> = LazyLock::new(|| bftlog_fuzz::replica_note_key(0));
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        if let Ok(cp) = Checkpoint::parse(text) {
-            assert_eq!(cp.format(), text, "checkpoint did not format to its input");
-            assert_eq!(cp.to_string(), text);
-            let mut rebuilt = Checkpoint::new(&cp.origin, cp.size, cp.root);
-            rebuilt.extensions = cp.extensions.clone();
-            assert_eq!(rebuilt, cp);
-            // Anything that parses can be signed, and the signed note parses
-            // back to the same checkpoint and verifies.
-            let note = cp.sign(&SIGNER).expect("a parsed checkpoint can be signed");
-            let (again_note, again) =
-                checkpoint::parse_signed(note.format().as_bytes()).expect("signed note parses");
-            assert_eq!(again, cp);
-            assert_eq!(again_note, note);
-            note.verify(&KEYS).expect("fresh signature verifies");
-        }
-    }
-    if let Ok((note, cp)) = checkpoint::parse_signed(data) {
-        assert_eq!(note.format().as_bytes(), data);
-        assert_eq!(cp.format(), note.text());
-        let _ = note.verify(&KEYS);
-    }
-});
+fuzz_target!(|data: &[u8]| bftlog_fuzz::targets::checkpoint_parse(data));

@@ -5,6 +5,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = bftlog_fuzz::consensus::run(data);
-});
+fuzz_target!(|data: &[u8]| bftlog_fuzz::targets::consensus_core(data));

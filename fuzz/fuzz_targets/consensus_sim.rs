@@ -6,6 +6,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    bftlog_fuzz::consensus::simulate(data);
-});
+fuzz_target!(|data: &[u8]| bftlog_fuzz::targets::consensus_sim(data));

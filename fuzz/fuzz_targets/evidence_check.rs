@@ -3,38 +3,6 @@
 //! is also what `evidence::compare` concludes from its two notes and path.
 #![no_main]
 
-use std::sync::LazyLock;
-
-use bftlog_spec::evidence::{self, Comparison, Evidence, Kind};
-use bftlog_spec::policy::Policy;
 use libfuzzer_sys::fuzz_target;
 
-static POLICY: LazyLock<Policy> = LazyLock::new(bftlog_fuzz::policy);
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(ev) = Evidence::parse(data) else {
-        return;
-    };
-    assert_eq!(
-        ev.format().as_bytes(),
-        data,
-        "evidence did not format to its input"
-    );
-    let Ok(verified) = ev.check(&POLICY) else {
-        return;
-    };
-    assert_eq!(verified.kind, ev.kind);
-    assert_eq!(verified.checkpoint_a.origin, verified.checkpoint_b.origin);
-    match ev.kind {
-        Kind::SameSize => {
-            assert_eq!(verified.checkpoint_a.size, verified.checkpoint_b.size);
-            assert_ne!(verified.checkpoint_a.root, verified.checkpoint_b.root);
-        }
-        Kind::Inconsistent => assert!(verified.checkpoint_a.size < verified.checkpoint_b.size),
-    }
-    assert_eq!(verified.signed_both.len(), ev.signers.len());
-    match evidence::compare(&POLICY, &ev.note_a, &ev.note_b, Some(&ev.path)) {
-        Ok(Comparison::SplitView(_, again)) => assert_eq!(again.kind, ev.kind),
-        other => panic!("evidence checks but compare says {other:?}"),
-    }
-});
+fuzz_target!(|data: &[u8]| bftlog_fuzz::targets::evidence_check(data));

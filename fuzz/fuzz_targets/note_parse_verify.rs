@@ -4,42 +4,6 @@
 //! that ring whose signature lines are in the note.
 #![no_main]
 
-use std::sync::LazyLock;
-
-use bftlog_spec::note::{KeyRing, Note};
 use libfuzzer_sys::fuzz_target;
 
-static KEYS: LazyLock<KeyRing> = LazyLock::new(bftlog_fuzz::keyring);
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(note) = Note::parse(data) else {
-        return;
-    };
-    assert_eq!(
-        note.format().as_bytes(),
-        data,
-        "note did not format to its input"
-    );
-
-    let mut rebuilt = Note::new(note.text()).expect("parsed text is valid note text");
-    for signature in note.signatures() {
-        rebuilt
-            .add_signature(signature.clone())
-            .expect("a parsed signature line can be added back");
-    }
-    assert_eq!(rebuilt, note);
-
-    if let Ok(verified) = note.verify(&KEYS) {
-        assert_eq!(verified.text(), note.text());
-        assert!(!verified.signatures().is_empty());
-        for v in verified.signatures() {
-            assert!(KEYS.get(v.key.name(), v.key.key_id()).is_some());
-            assert!(
-                note.signatures()
-                    .iter()
-                    .any(|s| s.name == v.key.name() && s.key_id == v.key.key_id()),
-                "credited a key with no signature line"
-            );
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| bftlog_fuzz::targets::note_parse_verify(data));

@@ -61,7 +61,7 @@ pub struct Progress {
 /// Runs one `consensus_core` input: the first byte picks the mode.
 pub fn run(data: &[u8]) -> Progress {
     let mut input = Input::new(data);
-    if input.u8() % 2 == 0 {
+    if input.u8().is_multiple_of(2) {
         adversary(&mut input)
     } else {
         cluster(&mut input)
@@ -493,10 +493,10 @@ impl Adversary {
                         self.learn_qc(qc);
                     }
                 }
-                ConsensusMessage::CheckpointSignature { size, root, .. } => {
-                    if !self.checkpoints.contains(&(*size, *root)) {
-                        push_bounded(&mut self.checkpoints, (*size, *root), 0, 16);
-                    }
+                ConsensusMessage::CheckpointSignature { size, root, .. }
+                    if !self.checkpoints.contains(&(*size, *root)) =>
+                {
+                    push_bounded(&mut self.checkpoints, (*size, *root), 0, 16);
                 }
                 _ => {}
             }
@@ -648,7 +648,12 @@ impl Adversary {
             entries: bounded_entries(entries),
         };
         let timeout_cert = if input.bool() {
-            match self.tcs.iter().rev().find(|tc| tc.round.checked_add(1) == Some(round)) {
+            match self
+                .tcs
+                .iter()
+                .rev()
+                .find(|tc| tc.round.checked_add(1) == Some(round))
+            {
                 Some(tc) if input.bool() => Some(tc.clone()),
                 _ => Self::pick(input, &self.tcs),
             }
@@ -859,10 +864,7 @@ impl Adversary {
                 let commit_qc = match input.u8() % 4 {
                     0 => None,
                     1 => Self::pick(input, &self.qcs),
-                    _ => match blocks.last() {
-                        Some(b) => Some(self.make_qc(input, &b.clone())),
-                        None => None,
-                    },
+                    _ => blocks.last().map(|b| self.make_qc(input, &b.clone())),
                 };
                 self.deliver(
                     from,
@@ -884,10 +886,10 @@ impl Adversary {
             }
             15 => {
                 // The replica's timer fires (or a spurious early call).
-                if let Some(t) = self.node.replica.poll_timeout() {
-                    if input.u8() != 0xff {
-                        self.now = self.now.max(t);
-                    }
+                if let Some(t) = self.node.replica.poll_timeout()
+                    && input.u8() != 0xff
+                {
+                    self.now = self.now.max(t);
                 }
                 let now = self.now;
                 self.node.replica.handle_timeout(now);
@@ -900,7 +902,7 @@ impl Adversary {
                 }
             }
             18 => {
-                if input.u8() % 4 == 0 {
+                if input.u8().is_multiple_of(4) {
                     self.node.restart(&self.cfg, self.now);
                 }
             }
@@ -1015,7 +1017,7 @@ pub fn cluster(input: &mut Input) -> Progress {
             }
             13 => {
                 let i = input.below(REPLICAS);
-                if input.u8() % 4 == 0 {
+                if input.u8().is_multiple_of(4) {
                     nodes[i].restart(&cfg, now);
                     net.retain(|m| m.to != i || input.bool());
                     flush(&mut nodes, i, &mut checker, &mut net);
@@ -1045,7 +1047,7 @@ pub fn cluster(input: &mut Input) -> Progress {
 pub fn simulate(data: &[u8]) {
     let input = &mut Input::new(data);
     let seed = input.u64();
-    let n = if input.u8() % 4 == 0 { 7 } else { 4 };
+    let n = if input.u8().is_multiple_of(4) { 7 } else { 4 };
     let mut s = Scenario::from_seed(seed, n);
     let f = (n - 1) / 3;
     // Each knob within the range from_seed draws it from, so any failure

@@ -1,11 +1,14 @@
-//! Shared fixtures for the bftlog fuzz targets and the corpus generator
-//! (`examples/gen_corpus.rs`): fixed keys, the fixed policy, and a byte
-//! reader that turns fuzz input into choices.
+//! The bftlog fuzz targets' bodies ([`targets`], one function per target,
+//! also replayed over the checked-in corpora by `tests/corpus.rs`) and the
+//! fixtures they share with the corpus generator (`examples/gen_corpus.rs`):
+//! fixed keys, the fixed policy, and a byte reader that turns fuzz input
+//! into choices.
 //!
 //! Everything here is deterministic, so a crash file reproduces exactly and
 //! the generator's seeds verify under the keys the targets use.
 
 pub mod consensus;
+pub mod targets;
 
 use std::sync::LazyLock;
 
