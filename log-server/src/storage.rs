@@ -32,11 +32,15 @@
 //! into a B-tree as they commit rewrote a page per entry, which cost a
 //! third of a replica's CPU at a few hundred thousand entries and grows
 //! with the log. The newest entries' leaves are held in memory instead
-//! ([`RECENT_LEAVES`] at most) and merged into `leaf_index` in one sorted
-//! pass, in the same transaction as the commit that fills the memory
-//! level; `meta.leaf_indexed_size` records how far `leaf_index` reaches.
-//! The memory level needs no log of its own: on open it is rebuilt from
-//! the stored leaf hashes beyond that size.
+//! ([`RECENT_LEAVES`] at most). When it fills, it is frozen as a sorted
+//! list and merged into `leaf_index` in key order, a slice per commit
+//! (twice the commit's new leaves, at least [`MERGE_STEP_MIN`]), while a
+//! fresh memory level takes new leaves; merging it all in one commit had
+//! stalled that commit for long enough to be the p99 latency.
+//! `meta.leaf_indexed_size` records how far `leaf_index` reaches once a
+//! frozen level is wholly merged. The memory level needs no log of its
+//! own: on open it is rebuilt from the stored leaf hashes beyond that
+//! size (a slice already merged is then in both, with the same index).
 //!
 //! Proofs read the stored hashes of levels [`UPPER_LEVEL`] and up from
 //! memory ([`UpperHashes`], a quarter of a byte per entry: 2.5 MB at 10M
@@ -207,9 +211,11 @@ pub struct Store {
     /// append stores.
     writer: Mutex<CompactRange>,
     /// Leaf hash → first index, for entries at or beyond `leaf_indexed_size`.
-    recent: std::sync::RwLock<HashMap<Hash, u64>>,
+    recent: std::sync::RwLock<RecentLeaves>,
     /// [`RECENT_LEAVES`], smaller in tests.
     recent_limit: usize,
+    /// [`MERGE_STEP_MIN`], smaller in tests.
+    merge_step_min: usize,
     /// Stored hashes of levels ≥ [`UPPER_LEVEL`], up to the committed size.
     upper: std::sync::RwLock<UpperHashes>,
 }
@@ -259,6 +265,7 @@ impl Store {
             writer: Mutex::new(CompactRange::new()),
             recent: Default::default(),
             recent_limit: RECENT_LEAVES,
+            merge_step_min: MERGE_STEP_MIN,
             upper: Default::default(),
         };
         let (tree, recent, upper) = {
@@ -275,7 +282,7 @@ impl Store {
             )
         };
         *store.writer.lock().expect("store lock") = tree;
-        *store.recent.write().expect("leaf lock") = recent;
+        store.recent.write().expect("leaf lock").active = recent;
         *store.upper.write().expect("upper lock") = upper;
         Ok(store)
     }
@@ -363,8 +370,13 @@ impl Store {
         let mut next_tree = tree.clone();
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate);
-        // Set when this step merges the memory level into `leaf_index`.
+        // Set when this step completes the merge of a frozen level into
+        // `leaf_index`: the size `leaf_index` then reaches.
         let mut merged: Option<u64> = None;
+        // A newly frozen level (sorted) and the tree size it ends at.
+        let mut freeze: Option<(Vec<(Hash, u64)>, u64)> = None;
+        // How much of the frozen level `leaf_index` holds after this step.
+        let mut merge_progress = 0;
         let mut pending_leaves: Vec<(Hash, u64)> = Vec::new();
         let mut pending_upper: Vec<(u32, u64, Hash)> = Vec::new();
         {
@@ -434,25 +446,46 @@ impl Store {
                     meta.insert(META_HEIGHT, commit.height)?;
                     max_round = max_round.max(commit.block.round);
                 }
-                // The memory level takes the new leaves, unless they would
-                // overflow it: then it is merged into `leaf_index` now.
+                // The memory level takes the new leaves. When they would
+                // overflow it, it is frozen (sorted) and merged into
+                // `leaf_index` a slice per commit, at least twice as fast
+                // as leaves arrive, so a merge never stalls one commit.
                 let recent = self.recent.read().expect("leaf lock");
-                if recent.len() + new_leaves.len() >= self.recent_limit {
-                    new_leaves.extend(recent.iter().map(|(leaf, index)| (*leaf, *index)));
-                    merged = Some(next_tree.size());
-                } else {
-                    pending_leaves = new_leaves;
-                    new_leaves = Vec::new();
+                let mut merged_to = recent.merged;
+                let mut to_insert: Vec<(Hash, u64)> = Vec::new();
+                if !recent.merging.is_empty() {
+                    let step = (2 * new_leaves.len()).max(self.merge_step_min);
+                    merged_to = (recent.merged + step).min(recent.merging.len());
+                    to_insert.extend_from_slice(&recent.merging[recent.merged..merged_to]);
                 }
+                if recent.active.len() + new_leaves.len() >= self.recent_limit {
+                    // The previous frozen level, if still merging, goes in
+                    // whole; the memory level plus these leaves freeze.
+                    to_insert.extend_from_slice(&recent.merging[merged_to..]);
+                    merged_to = recent.merging.len();
+                    let mut frozen = recent.active.clone();
+                    for (leaf, index) in new_leaves.drain(..) {
+                        frozen.entry(leaf).or_insert(index);
+                    }
+                    let mut frozen: Vec<(Hash, u64)> = frozen.into_iter().collect();
+                    frozen.sort_unstable();
+                    freeze = Some((frozen, next_tree.size()));
+                } else {
+                    pending_leaves = std::mem::take(&mut new_leaves);
+                }
+                if !recent.merging.is_empty() && merged_to == recent.merging.len() {
+                    merged = Some(recent.merging_end);
+                }
+                merge_progress = merged_to;
                 drop(recent);
                 // Inserted in key order, the random leaf hashes touch each
-                // B-tree page once per merge rather than once per entry. An
+                // B-tree page once per slice rather than once per entry. An
                 // entry committed twice (a Byzantine leader can re-propose
                 // one past the dedup window) keeps its first index, so
-                // receipts already given stay right: the sort puts the
-                // lower index first, and a later insert puts it back.
-                new_leaves.sort_unstable();
-                for (leaf, index) in new_leaves {
+                // receipts already given stay right: `leaf_index` only
+                // ever holds entries older than the memory level's, and an
+                // insert over an existing key puts the older index back.
+                for (leaf, index) in to_insert {
                     let previous = leaf_index.insert(leaf.0, index)?.map(|v| v.value());
                     if let Some(previous) = previous {
                         leaf_index.insert(leaf.0, previous)?;
@@ -497,11 +530,21 @@ impl Store {
         txn.commit()?;
         *tree = next_tree;
         let mut recent = self.recent.write().expect("leaf lock");
-        if merged.is_some() {
-            recent.clear();
-        }
-        for (leaf, index) in pending_leaves {
-            recent.entry(leaf).or_insert(index);
+        if !batch.commits.is_empty() {
+            recent.merged = merge_progress;
+            if merged.is_some() {
+                recent.merging = Vec::new();
+                recent.merged = 0;
+            }
+            if let Some((frozen, end)) = freeze {
+                assert!(recent.merging.is_empty(), "the previous level merged first");
+                recent.merging = frozen;
+                recent.merging_end = end;
+                recent.active.clear();
+            }
+            for (leaf, index) in pending_leaves {
+                recent.active.entry(leaf).or_insert(index);
+            }
         }
         drop(recent);
         let mut upper = self.upper.write().expect("upper lock");
@@ -528,7 +571,7 @@ impl Store {
                 // there is the first one.
                 match table.get(leaf.0)? {
                     Some(v) => Ok(Some(v.value())),
-                    None => Ok(recent.get(leaf).copied()),
+                    None => Ok(recent.get(leaf)),
                 }
             })
             .collect()
@@ -844,6 +887,36 @@ fn write_hashes(
         rest = &rest[take..];
     }
     Ok(())
+}
+
+/// Leaves a merge step moves into `leaf_index` at least (more when a step
+/// commits many entries).
+pub const MERGE_STEP_MIN: usize = 4096;
+
+/// The leaf index's memory level: leaf hash → first index for the entries
+/// `leaf_index` does not cover yet.
+#[derive(Default)]
+struct RecentLeaves {
+    /// Leaves committed since `merging` was frozen.
+    active: HashMap<Hash, u64>,
+    /// A frozen level, sorted by leaf hash (one first index per leaf),
+    /// being merged into `leaf_index`; its first `merged` are there.
+    merging: Vec<(Hash, u64)>,
+    merged: usize,
+    /// The tree size at which `merging` was frozen: `leaf_indexed_size`
+    /// once it is merged.
+    merging_end: u64,
+}
+
+impl RecentLeaves {
+    /// The first index of `leaf` in memory (`merging` holds older entries
+    /// than `active`).
+    fn get(&self, leaf: &Hash) -> Option<u64> {
+        match self.merging.binary_search_by(|(h, _)| h.cmp(leaf)) {
+            Ok(i) => Some(self.merging[i].1),
+            Err(_) => self.active.get(leaf).copied(),
+        }
+    }
 }
 
 /// Lowest level of the stored hashes a [`Store`] keeps in memory.
@@ -1244,33 +1317,92 @@ mod tests {
     }
 
     #[test]
-    fn the_leaf_index_merges_its_memory_level_and_rebuilds_it_on_open() {
+    fn the_leaf_index_merges_its_memory_level_in_slices_and_rebuilds_it_on_open() {
         let dir = tempdir();
         let path = dir.join("db.redb");
         let mut tree = merkle::MemoryTree::new();
-        let mut store = Store::open(&path, 1).unwrap();
-        store.recent_limit = 50;
-        // 7 blocks of 9: the memory level is merged at 54 entries.
-        commit_blocks(&store, &mut tree, 7, 9);
+        let small = |mut store: Store| {
+            store.recent_limit = 50;
+            store.merge_step_min = 4;
+            store
+        };
+        let store = small(Store::open(&path, 1).unwrap());
         let indexed = |store: &Store| {
             let read = store.db.begin_read().unwrap();
             let meta = read.open_table(META).unwrap();
             meta.get(META_LEAF_INDEXED).unwrap().map(|v| v.value())
         };
-        assert_eq!(indexed(&store), Some(54));
-        assert_eq!(store.recent.read().unwrap().len(), 9);
-        let all: Vec<Hash> = (0..63)
-            .map(|i| merkle::leaf_hash(format!("entry {i}").as_bytes()))
-            .collect();
-        let expected: Vec<Option<u64>> = (0..63).map(Some).collect();
-        assert_eq!(store.indexes_of(&all).unwrap(), expected);
+        let levels = |store: &Store| {
+            let r = store.recent.read().unwrap();
+            (r.active.len(), r.merging.len(), r.merged)
+        };
+        let leaves = |n: u64| -> Vec<Hash> {
+            (0..n)
+                .map(|i| merkle::leaf_hash(format!("entry {i}").as_bytes()))
+                .collect()
+        };
+        let all_found = |store: &Store, n: u64| {
+            let expected: Vec<Option<u64>> = (0..n).map(Some).collect();
+            assert_eq!(store.indexes_of(&leaves(n)).unwrap(), expected);
+            let next = merkle::leaf_hash(format!("entry {n}").as_bytes());
+            assert_eq!(store.index_of(&next).unwrap(), None);
+        };
+        // Blocks of 9: the sixth fills the memory level (54 ≥ 50), which
+        // freezes; the seventh merges 2 × 9 of its 54 leaves.
+        commit_blocks(&store, &mut tree, 7, 9);
+        assert_eq!(indexed(&store), None);
+        assert_eq!(levels(&store), (9, 54, 18));
+        all_found(&store, 63);
+        // Reopened mid-merge: everything beyond `leaf_indexed_size` (0) is
+        // rebuilt into memory; the slice already in `leaf_index` agrees.
         drop(store);
-        let store = Store::open(&path, 1).unwrap();
-        assert_eq!(store.recent.read().unwrap().len(), 9);
-        assert_eq!(store.indexes_of(&all).unwrap(), expected);
+        let store = small(Store::open(&path, 1).unwrap());
+        assert_eq!(levels(&store), (63, 0, 0));
+        all_found(&store, 63);
+        // The next block freezes all 72; four more merge them (18 each).
+        commit_blocks(&store, &mut tree, 1, 9);
+        assert_eq!(levels(&store), (0, 72, 0));
+        for (k, merged) in [(1, 18), (2, 36), (3, 54)] {
+            commit_blocks(&store, &mut tree, 1, 9);
+            assert_eq!(levels(&store), (9 * k, 72, merged));
+            assert_eq!(indexed(&store), None);
+            all_found(&store, 72 + 9 * k as u64);
+        }
+        commit_blocks(&store, &mut tree, 1, 9);
+        assert_eq!(indexed(&store), Some(72));
+        assert_eq!(levels(&store), (36, 0, 0));
+        all_found(&store, 108);
+        // An entry committed again keeps its first index, whichever level
+        // holds it: `leaf_index` (5), or memory (100).
+        let height = store.committed_height().unwrap() + 1;
+        let again = committed(
+            &mut tree,
+            height,
+            Hash([0; 32]),
+            &[b"entry 5", b"entry 100"],
+        );
+        store
+            .write(&WriteBatch {
+                commits: vec![again],
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(
-            store.index_of(&merkle::leaf_hash(b"entry 63")).unwrap(),
-            None
+            store.index_of(&merkle::leaf_hash(b"entry 5")).unwrap(),
+            Some(5)
+        );
+        assert_eq!(
+            store.index_of(&merkle::leaf_hash(b"entry 100")).unwrap(),
+            Some(100)
+        );
+        drop(store);
+        let store = small(Store::open(&path, 1).unwrap());
+        // Indexes 72..110 hold 37 distinct leaves ("entry 100" twice).
+        assert_eq!(levels(&store), (37, 0, 0));
+        all_found(&store, 108);
+        assert_eq!(
+            store.index_of(&merkle::leaf_hash(b"entry 100")).unwrap(),
+            Some(100)
         );
     }
 
