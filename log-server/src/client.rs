@@ -346,12 +346,9 @@ impl Client {
                             // Every replica would say the same.
                             return Err(e);
                         }
+                        // If that was the first replica, the set is now
+                        // empty and the next turn hedges at once.
                         last_error = Some(e);
-                        if !hedged && tasks.is_empty() {
-                            hedged = true;
-                            self.inner.hedged_appends.fetch_add(1, Ordering::Relaxed);
-                            replicas[1..].iter().for_each(|&r| spawn(&mut tasks, r));
-                        }
                     }
                 }
             }

@@ -388,7 +388,6 @@ impl Store {
                 let mut blocks = txn.open_table(BLOCKS)?;
                 let mut new_hashes: Vec<Hash> = Vec::new();
                 let mut new_leaves: Vec<(Hash, u64)> = Vec::new();
-                let mut new_upper: Vec<(u32, u64, Hash)> = Vec::new();
                 let first_stored = stored_hash_count(next_tree.size());
                 let mut max_round = 0;
                 let mut run = Vec::new();
@@ -415,11 +414,14 @@ impl Store {
                         run.extend_from_slice(entry);
                         new_leaves.push((leaf, index));
                         let stored = next_tree.append(leaf);
-                        for (level, hash) in stored.as_slice().iter().enumerate() {
+                        for (level, hash) in stored
+                            .as_slice()
+                            .iter()
+                            .enumerate()
+                            .skip(UPPER_LEVEL as usize)
+                        {
                             let level = level as u32;
-                            if level >= UPPER_LEVEL {
-                                new_upper.push((level, index >> level, *hash));
-                            }
+                            pending_upper.push((level, index >> level, *hash));
                         }
                         new_hashes.extend_from_slice(stored.as_slice());
                     }
@@ -463,12 +465,16 @@ impl Store {
                     // whole; the memory level plus these leaves freeze.
                     to_insert.extend_from_slice(&recent.merging[merged_to..]);
                     merged_to = recent.merging.len();
-                    let mut frozen = recent.active.clone();
-                    for (leaf, index) in new_leaves.drain(..) {
-                        frozen.entry(leaf).or_insert(index);
-                    }
-                    let mut frozen: Vec<(Hash, u64)> = frozen.into_iter().collect();
+                    // Sorted by leaf, then index: the dedup keeps each
+                    // leaf's first index.
+                    let mut frozen: Vec<(Hash, u64)> = recent
+                        .active
+                        .iter()
+                        .map(|(leaf, index)| (*leaf, *index))
+                        .chain(new_leaves.drain(..))
+                        .collect();
                     frozen.sort_unstable();
+                    frozen.dedup_by_key(|(leaf, _)| *leaf);
                     freeze = Some((frozen, next_tree.size()));
                 } else {
                     pending_leaves = std::mem::take(&mut new_leaves);
@@ -495,7 +501,6 @@ impl Store {
                     meta.insert(META_LEAF_INDEXED, size)?;
                 }
                 write_hashes(&mut chunks, first_stored, &new_hashes)?;
-                pending_upper = new_upper;
                 meta.insert(META_TREE_SIZE, next_tree.size())?;
                 // Voted blocks at or below the committed round are settled.
                 let mut voted = txn.open_table(VOTED)?;
