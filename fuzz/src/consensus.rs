@@ -158,8 +158,11 @@ impl Node {
     fn ack_one(&mut self) {
         if let Some(p) = self.unacked.pop_front() {
             self.durable_safety = p.state;
-            for b in p.blocks {
-                self.durable_voted.entry(b.round).or_default().push(b);
+            for (_, b) in p.blocks {
+                self.durable_voted
+                    .entry(b.round)
+                    .or_default()
+                    .push(Block::clone(&b));
             }
             self.replica.handle_persisted(p.token);
         }
@@ -196,7 +199,7 @@ impl Node {
                 continue;
             }
             if let Some(c) = self.replica.poll_commit() {
-                self.committed.push(c.block.clone());
+                self.committed.push(Block::clone(&c.block));
                 self.durable_voted = self.durable_voted.split_off(&(c.block.round + 1));
                 checker.committed(self.id, &c);
                 continue;

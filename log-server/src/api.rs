@@ -78,7 +78,7 @@ async fn handle_stream(
         shared.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
     }
     let _ = recv.stop(0u32.into());
-    let bytes = wire::frame(&wire::encode(&response));
+    let bytes = wire::encode_frame(&response);
     if send.write_all(&bytes).await.is_ok() {
         let _ = send.finish();
         // Let the response drain before the stream is dropped.

@@ -196,7 +196,7 @@ impl Client {
         request: &ClientRequest,
     ) -> Result<ClientResponse, ClientError> {
         let timeout_ms = self.inner.options.request_timeout_ms;
-        let bytes = wire::frame(&wire::encode(request));
+        let bytes = wire::encode_frame(request);
         match tokio::time::timeout(
             Duration::from_millis(timeout_ms),
             self.exchange(replica, bytes, true),
@@ -403,8 +403,12 @@ impl Client {
         }
         let mut out = Vec::with_capacity(receipts.len());
         let mut verified: Option<VerifiedCheckpoint> = None;
+        // Receipts of one answer share a checkpoint: parse it once too.
+        let mut parsed_note = None;
         for (receipt, leaf) in receipts.into_iter().zip(leaves) {
-            let proof = TlogProof::parse(&receipt.tlog_proof)
+            let text = String::from_utf8(receipt.tlog_proof.into_inner())
+                .map_err(|_| verify_error("receipt: proof is not valid UTF-8".into()))?;
+            let proof = TlogProof::parse_str_cached(&text, &mut parsed_note)
                 .map_err(|e| verify_error(format!("receipt: {e}")))?;
             if proof.index != receipt.index {
                 return Err(verify_error(
@@ -427,8 +431,7 @@ impl Client {
             verified = Some(checkpoint);
             out.push(AppendReceipt {
                 index: receipt.index,
-                proof: String::from_utf8(receipt.tlog_proof.into_inner())
-                    .expect("parsed proofs are UTF-8"),
+                proof: text,
                 tree_size,
             });
         }

@@ -35,6 +35,7 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::config::ReplicaConfig;
+use crate::consensus::digest_hash::DigestMap;
 use crate::consensus::{CheckpointEvent, Replica, SubmitResult, Target};
 use crate::metrics::{self, CoreStatus};
 use crate::net;
@@ -311,7 +312,7 @@ struct Waiters {
     next_id: u64,
     requests: HashMap<u64, Waiter>,
     /// Leaf hash → (request, position) for entries not yet committed.
-    by_leaf: HashMap<Hash, Vec<(u64, usize)>>,
+    by_leaf: DigestMap<Hash, Vec<(u64, usize)>>,
     /// Requests whose entries all have indexes, by the highest index.
     by_index: BTreeMap<u64, Vec<u64>>,
     /// Entries waiting in all requests.
@@ -858,7 +859,7 @@ impl CoreLoop {
     }
 
     fn send(&mut self, to: Target, message: &ConsensusMessage) {
-        let frame = Arc::new(wire::frame(&wire::encode(message)));
+        let frame = Arc::new(wire::encode_frame(message));
         let mut push = |peer: usize| {
             if let Some(Some(tx)) = self.peers.get(peer) {
                 if tx.try_send(frame.clone()).is_err() {

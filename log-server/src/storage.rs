@@ -60,10 +60,10 @@
 //! checkpoints of one driver step become durable together or not at all,
 //! so a crash at any point restarts from a consistent state.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
+use crate::consensus::digest_hash::DigestMap;
 use bftlog_spec::merkle::{
     self, CompactRange, Hash, HashReader, MAX_PROOF_LEN, ProveError, stored_hash_count,
     stored_hash_subtree,
@@ -189,7 +189,8 @@ struct BlockRecord {
 pub struct WriteBatch {
     pub commits: Vec<Committed>,
     pub safety: Option<SafetyState>,
-    pub voted_blocks: Vec<Block>,
+    /// Voted blocks with their ids (as the core computed them).
+    pub voted_blocks: Vec<(Hash, std::sync::Arc<Block>)>,
     /// Quorum checkpoints: (size, note text).
     pub checkpoints: Vec<(u64, String)>,
 }
@@ -223,7 +224,15 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database at `path` for a cluster `epoch`.
     pub fn open(path: &Path, epoch: u64) -> Result<Self, StoreError> {
-        let db = Database::builder().set_cache_size(256 << 20).create(path)?;
+        let db = Database::builder()
+            .set_cache_size(
+                std::env::var("BFTLOG_CACHE_MB")
+                    .ok()
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(256)
+                    << 20,
+            )
+            .create(path)?;
         let txn = db.begin_write()?;
         let size;
         {
@@ -519,9 +528,8 @@ impl Store {
             }
             if !batch.voted_blocks.is_empty() {
                 let mut voted = txn.open_table(VOTED)?;
-                for block in &batch.voted_blocks {
-                    let id = crate::consensus::crypto::block_id(block);
-                    voted.insert((block.round, id.0), wire::encode(block).as_slice())?;
+                for (id, block) in &batch.voted_blocks {
+                    voted.insert((block.round, id.0), wire::encode(block.as_ref()).as_slice())?;
                 }
             }
             if !batch.checkpoints.is_empty() {
@@ -805,9 +813,9 @@ fn recent_leaves(
     read: &redb::ReadTransaction,
     start: u64,
     end: u64,
-) -> Result<HashMap<Hash, u64>, StoreError> {
+) -> Result<DigestMap<Hash, u64>, StoreError> {
     let reader = TxnHashes::new(read)?;
-    let mut out = HashMap::with_capacity((end - start) as usize);
+    let mut out = DigestMap::with_capacity_and_hasher((end - start) as usize, Default::default());
     for index in start..end {
         let position = merkle::stored_hash_index(0, index);
         let leaf = reader.read_hashes(&[position]).map_err(ProveError::from)?[0];
@@ -903,7 +911,7 @@ pub const MERGE_STEP_MIN: usize = 4096;
 #[derive(Default)]
 struct RecentLeaves {
     /// Leaves committed since `merging` was frozen.
-    active: HashMap<Hash, u64>,
+    active: DigestMap<Hash, u64>,
     /// A frozen level, sorted by leaf hash (one first index per leaf),
     /// being merged into `leaf_index`; its first `merged` are there.
     merging: Vec<(Hash, u64)>,
@@ -1107,7 +1115,7 @@ mod tests {
         Committed {
             height,
             block_id: crate::consensus::crypto::block_id(&b),
-            block: b,
+            block: std::sync::Arc::new(b),
             leaves,
             first_index,
             size: tree.size(),
@@ -1444,7 +1452,15 @@ mod tests {
         store
             .write(&WriteBatch {
                 safety: Some(safety.clone()),
-                voted_blocks: vec![voted.clone(), stale],
+                voted_blocks: [voted.clone(), stale]
+                    .into_iter()
+                    .map(|b| {
+                        (
+                            crate::consensus::crypto::block_id(&b),
+                            std::sync::Arc::new(b),
+                        )
+                    })
+                    .collect(),
                 checkpoints: vec![(4, "note".into())],
                 ..Default::default()
             })

@@ -26,6 +26,44 @@ pub fn decode_base64(text: &str) -> Result<Vec<u8>, Base64Error> {
     Ok(bytes)
 }
 
+/// [`decode_base64`] of exactly `N` bytes, without allocating: the form of
+/// every hash in checkpoints and proofs, where a receipt holds dozens.
+pub fn decode_base64_array<const N: usize>(text: &str) -> Result<[u8; N], Base64Error> {
+    let encoded_len = N.div_ceil(3) * 4;
+    if text.len() != encoded_len {
+        // Not the canonical length of N bytes: let the general path say
+        // whether it is invalid or merely the wrong length.
+        let bytes = decode_base64(text)?;
+        return Err(Base64Error::WrongLength {
+            expected: N,
+            actual: bytes.len(),
+        });
+    }
+    assert!(N <= 768, "arrays up to 768 bytes");
+    // The engine wants room for whole 3-byte groups.
+    let mut decoded = [0u8; 771];
+    let written = STANDARD
+        .decode_slice(text, &mut decoded)
+        .map_err(|_| Base64Error::Invalid)?;
+    if written != N {
+        return Err(Base64Error::WrongLength {
+            expected: N,
+            actual: written,
+        });
+    }
+    let mut out = [0u8; N];
+    out.copy_from_slice(&decoded[..N]);
+    // The same explicit round trip as `decode_base64`, on the stack.
+    let mut reencoded = [0u8; 1024];
+    let n = STANDARD
+        .encode_slice(out, &mut reencoded)
+        .expect("sized for the encoding");
+    if &reencoded[..n] != text.as_bytes() {
+        return Err(Base64Error::Invalid);
+    }
+    Ok(out)
+}
+
 /// Encodes standard padded base64.
 pub fn encode_base64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
@@ -95,5 +133,43 @@ mod tests {
             assert_eq!(decode_base64(bad), Err(Base64Error::Invalid), "{bad:?}");
         }
         assert_eq!(decode_base64("").unwrap(), Vec::<u8>::new());
+    }
+
+    /// The allocation-free array decoder agrees with the general one on
+    /// every input: same bytes, same error kind.
+    #[test]
+    fn base64_arrays_agree_with_the_general_decoder() {
+        let hash: Vec<u8> = (0u8..32).collect();
+        let good = encode_base64(&hash);
+        assert_eq!(decode_base64_array::<32>(&good).unwrap().to_vec(), hash);
+        let mut cases = vec![
+            good.clone(),
+            encode_base64(&[7u8; 31]),
+            encode_base64(&[7u8; 33]),
+        ];
+        // Every single-character change of a canonical hash, and every cut.
+        for i in 0..good.len() {
+            for c in ["A", "B", "/", "+", "=", "-", " ", "\n", "é"] {
+                let mut s = good.clone();
+                s.replace_range(i..i + 1, c);
+                cases.push(s);
+            }
+            cases.push(good[..i].to_string());
+        }
+        for text in &cases {
+            let general = decode_base64(text).and_then(|bytes| {
+                <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| Base64Error::WrongLength {
+                    expected: 32,
+                    actual: bytes.len(),
+                })
+            });
+            assert_eq!(decode_base64_array::<32>(text), general, "{text:?}");
+        }
+        assert_eq!(
+            decode_base64_array::<2>("AAE="),
+            Ok([0, 1]),
+            "padding of a short array"
+        );
+        assert_eq!(decode_base64_array::<2>("AAF="), Err(Base64Error::Invalid));
     }
 }

@@ -38,11 +38,7 @@ impl Hash {
 
     /// Parses strict, canonical, padded standard base64 of exactly 32 bytes.
     pub fn from_base64(text: &str) -> Result<Self, crate::encoding::Base64Error> {
-        let bytes = crate::encoding::decode_base64(text)?;
-        Hash::from_slice(&bytes).map_err(|e| crate::encoding::Base64Error::WrongLength {
-            expected: HASH_LEN,
-            actual: e.0,
-        })
+        crate::encoding::decode_base64_array::<HASH_LEN>(text).map(Hash)
     }
 
     /// Standard padded base64, as used in checkpoints and proofs.

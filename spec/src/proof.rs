@@ -54,6 +54,38 @@ impl TlogProof {
             return Err(ProofParseError::TooLarge);
         }
         let text = std::str::from_utf8(bytes).map_err(|_| ProofParseError::NotUtf8)?;
+        Self::parse_text(text, |note| Note::parse(note))
+    }
+
+    /// [`TlogProof::parse`] for receipts that mostly share one checkpoint
+    /// (all receipts of one append do): a checkpoint whose bytes equal the
+    /// cached one's is cloned instead of parsed again, and the cache keeps
+    /// the last checkpoint parsed. Accepts and rejects exactly what
+    /// `parse` does.
+    pub fn parse_str_cached(
+        text: &str,
+        cache: &mut Option<(String, Note)>,
+    ) -> Result<Self, ProofParseError> {
+        if text.len() > MAX_PROOF_BYTES {
+            return Err(ProofParseError::TooLarge);
+        }
+        Self::parse_text(text, |note| {
+            if let Some((bytes, parsed)) = cache.as_ref() {
+                if bytes.as_bytes() == note {
+                    return Ok(parsed.clone());
+                }
+            }
+            let parsed = Note::parse(note)?;
+            let text = std::str::from_utf8(note).expect("a slice of a str at a line boundary");
+            *cache = Some((text.to_owned(), parsed.clone()));
+            Ok(parsed)
+        })
+    }
+
+    fn parse_text(
+        text: &str,
+        parse_note: impl FnOnce(&[u8]) -> Result<Note, NoteError>,
+    ) -> Result<Self, ProofParseError> {
         let mut rest = text;
         let mut line_no = 0;
         let (_, header) = take_line(&mut rest, &mut line_no).ok_or(ProofParseError::Truncated)?;
@@ -88,7 +120,7 @@ impl TlogProof {
             }
             inclusion.push(Hash::from_base64(current).map_err(|_| ProofParseError::Hash { line })?);
         }
-        let checkpoint = Note::parse(rest.as_bytes())?;
+        let checkpoint = parse_note(rest.as_bytes())?;
         Ok(TlogProof {
             extra,
             index,

@@ -310,10 +310,42 @@ fn receipts_verify_and_reject_tampering() {
             matches!(e, ProofParseError::Checkpoint(_))
         }),
     ];
-    for (text, check) in bad {
-        let err = TlogProof::parse(text.as_bytes()).unwrap_err();
+    // The cached parser rejects exactly the same, with a warm cache of the
+    // good checkpoint or a cold one, and leaves a good cache usable.
+    let mut warm = None;
+    assert_eq!(
+        TlogProof::parse_str_cached(&text, &mut warm).unwrap(),
+        proof
+    );
+    for (bad_text, check) in &bad {
+        let err = TlogProof::parse(bad_text.as_bytes()).unwrap_err();
         assert!(check(&err), "{err:?}");
+        assert_eq!(
+            TlogProof::parse_str_cached(bad_text, &mut warm).unwrap_err(),
+            err
+        );
+        assert_eq!(
+            TlogProof::parse_str_cached(bad_text, &mut None).unwrap_err(),
+            err
+        );
     }
+    // Receipts sharing a checkpoint parse to what `parse` gives, and a
+    // different checkpoint replaces the cached one.
+    let mut cache = None;
+    for text in texts.iter().chain([&text]) {
+        assert_eq!(
+            TlogProof::parse_str_cached(text, &mut cache).unwrap(),
+            TlogProof::parse(text.as_bytes()).unwrap()
+        );
+    }
+    let other_note = sign(&c, 1000, t.root(), &[0, 1, 2], &[0, 1]);
+    let other = TlogProof {
+        checkpoint: other_note.clone(),
+        ..proof.clone()
+    };
+    let parsed = TlogProof::parse_str_cached(&other.format(), &mut cache).unwrap();
+    assert_eq!(parsed.checkpoint, other_note);
+    assert_eq!(cache.as_ref().map(|(_, n)| n), Some(&other_note));
 }
 
 #[test]

@@ -11,23 +11,51 @@
 //! (docs/adr/0002-consensus-signatures.md). Signing is plain RFC 8032
 //! Ed25519 (ed25519-dalek), which every verifier accepts.
 
-use bftlog_spec::merkle::Hash;
+use bftlog_spec::merkle::{self, Hash};
 use bftlog_spec::wire::{self, Block, ReplicaId, Signature64};
 use ed25519_dalek::Signer as _;
 use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
 
-const BLOCK_DOMAIN: &[u8] = b"bftlog/block/v1\0";
+const BLOCK_DOMAIN: &[u8] = b"bftlog/block/v2\0";
 const GENESIS_DOMAIN: &[u8] = b"bftlog/genesis/v1\0";
 const PROPOSAL_DOMAIN: &[u8] = b"bftlog/proposal/v1\0";
 const VOTE_DOMAIN: &[u8] = b"bftlog/vote/v1\0";
 const TIMEOUT_DOMAIN: &[u8] = b"bftlog/timeout/v1\0";
 
-/// The id of a block: SHA-256 over its canonical CBOR encoding.
+/// The id of a block: SHA-256 over the domain, the canonical CBOR encoding
+/// of the block with its entries left out, and the RFC 6962 leaf hash of
+/// each entry in order.
+///
+/// Leaf hashes bind the entries as firmly as their bytes (SHA-256), and
+/// every replica computes them anyway (for the tree and for duplicate
+/// checks), so the id costs 32 bytes of hashing per entry instead of
+/// re-encoding and hashing the whole block.
 pub fn block_id(block: &Block) -> Hash {
+    let leaves: Vec<Hash> = block.entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+    block_id_with_leaves(block, &leaves)
+}
+
+/// [`block_id`] for a caller that holds the block's leaf hashes.
+///
+/// # Panics
+/// If `leaves` is not one hash per entry (a driver bug, not peer input).
+pub fn block_id_with_leaves(block: &Block, leaves: &[Hash]) -> Hash {
+    assert_eq!(block.entries.len(), leaves.len(), "one leaf hash per entry");
+    let header = Block {
+        epoch: block.epoch,
+        round: block.round,
+        author: block.author,
+        parent_id: block.parent_id,
+        justify: block.justify.clone(),
+        entries: wire::BoundedVec::new(Vec::new()).expect("empty"),
+    };
     let mut h = Sha256::new();
     h.update(BLOCK_DOMAIN);
-    h.update(wire::encode(block));
+    h.update(wire::encode(&header));
+    for leaf in leaves {
+        h.update(leaf.0);
+    }
     Hash(h.finalize().into())
 }
 
@@ -194,6 +222,51 @@ impl Committee {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    fn block_with(entries: &[&[u8]], round: u64) -> Block {
+        let genesis = crate::consensus::genesis_qc(1);
+        Block {
+            epoch: 1,
+            round,
+            author: 0,
+            parent_id: genesis.block_id,
+            justify: genesis,
+            entries: wire::BoundedVec::new(
+                entries
+                    .iter()
+                    .map(|e| wire::Entry::new(e.to_vec()).unwrap())
+                    .collect(),
+            )
+            .unwrap(),
+        }
+    }
+
+    #[test]
+    fn block_ids_bind_header_and_every_entry_in_order() {
+        let base = block_id(&block_with(&[b"a", b"b"], 1));
+        let leaves: Vec<Hash> = [b"a", b"b"].iter().map(|e| merkle::leaf_hash(*e)).collect();
+        assert_eq!(
+            block_id_with_leaves(&block_with(&[b"a", b"b"], 1), &leaves),
+            base
+        );
+        for other in [
+            block_with(&[b"b", b"a"], 1),
+            block_with(&[b"a", b"c"], 1),
+            block_with(&[b"a"], 1),
+            block_with(&[b"a", b"b", b"b"], 1),
+            block_with(&[b"ab"], 1),
+            block_with(&[b"a", b"b"], 2),
+            block_with(&[], 1),
+        ] {
+            assert_ne!(block_id(&other), base, "{other:?}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "one leaf hash per entry")]
+    fn block_id_refuses_a_leaf_list_of_the_wrong_length() {
+        block_id_with_leaves(&block_with(&[b"a"], 1), &[]);
+    }
 
     #[test]
     fn batch_and_single_agree_and_find_the_culprit() {

@@ -1,7 +1,9 @@
 //! Entries waiting to be proposed: de-duplicated by leaf hash, bounded by
 //! count and bytes, first in first out.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use super::digest_hash::{DigestMap, DigestSet};
 
 use bftlog_spec::merkle::{self, Hash};
 
@@ -16,7 +18,7 @@ pub enum Rejected {
 
 pub struct Mempool {
     order: VecDeque<Hash>,
-    live: HashMap<Hash, Vec<u8>>,
+    live: DigestMap<Hash, Vec<u8>>,
     bytes: usize,
     max_entries: usize,
     max_bytes: usize,
@@ -28,7 +30,7 @@ impl Mempool {
         assert!(max_entries > 0 && max_bytes >= max_entry_bytes);
         Mempool {
             order: VecDeque::new(),
-            live: HashMap::new(),
+            live: DigestMap::default(),
             bytes: 0,
             max_entries,
             max_bytes,
@@ -96,7 +98,7 @@ impl Mempool {
     /// entries and `max_bytes` bytes.
     pub fn batch(
         &self,
-        exclude: &HashSet<Hash>,
+        exclude: &DigestSet<Hash>,
         max_count: usize,
         max_bytes: usize,
     ) -> Vec<(Hash, Vec<u8>)> {
@@ -143,16 +145,16 @@ mod tests {
         let (h, v) = e(9);
         assert_eq!(pool.insert(h, v), Err(Rejected::Full));
         assert_eq!(pool.insert(h, vec![0; 11]), Err(Rejected::TooLarge));
-        let exclude: HashSet<Hash> = [e(0).0].into();
+        let exclude: DigestSet<Hash> = [e(0).0].into_iter().collect();
         let batch = pool.batch(&exclude, 10, 100);
         assert_eq!(batch, vec![e(1), e(2)]);
-        assert_eq!(pool.batch(&HashSet::new(), 1, 100), vec![e(0)]);
-        assert_eq!(pool.batch(&HashSet::new(), 10, 5), vec![e(0)]);
+        assert_eq!(pool.batch(&DigestSet::default(), 1, 100), vec![e(0)]);
+        assert_eq!(pool.batch(&DigestSet::default(), 10, 5), vec![e(0)]);
         pool.remove([&e(0).0, &e(2).0]);
         assert_eq!(pool.len(), 1);
         assert_eq!(pool.bytes(), 4);
         let (h, v) = e(9);
         assert_eq!(pool.insert(h, v), Ok(true));
-        assert_eq!(pool.batch(&HashSet::new(), 10, 100), vec![e(1), e(9)]);
+        assert_eq!(pool.batch(&DigestSet::default(), 10, 100), vec![e(1), e(9)]);
     }
 }

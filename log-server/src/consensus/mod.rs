@@ -46,10 +46,14 @@
 
 pub mod bugs;
 pub mod crypto;
+pub mod digest_hash;
 pub mod mempool;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
+
+use digest_hash::{DigestMap, DigestSet};
 
 use bftlog_spec::checkpoint::Checkpoint;
 use bftlog_spec::merkle::{self, CompactRange, Hash};
@@ -259,7 +263,8 @@ pub struct PersistRequest {
     /// Blocks this replica voted for since the last write. A vote promises
     /// the voter can serve the block, so it is durable before the vote
     /// leaves: a certified block then survives crashes of its voters.
-    pub blocks: Vec<Block>,
+    /// Each with its id.
+    pub blocks: Vec<(Hash, Arc<Block>)>,
 }
 
 /// Where a message goes.
@@ -281,7 +286,9 @@ pub struct Committed {
     /// 1 for the first block after genesis.
     pub height: u64,
     pub block_id: Hash,
-    pub block: Block,
+    /// Shared with the core's committed window: a block holds thousands of
+    /// entries, and copying it per use was a large share of a replica's CPU.
+    pub block: Arc<Block>,
     /// RFC 6962 leaf hashes of the block's entries, in order (hashed once
     /// by the core; storage and the driver reuse them).
     pub leaves: Vec<Hash>,
@@ -372,7 +379,7 @@ pub struct Metrics {
 }
 
 struct StoredBlock {
-    block: Block,
+    block: Arc<Block>,
     height: u64,
     /// Leaf hashes of the block's entries.
     leaves: Vec<Hash>,
@@ -405,7 +412,7 @@ pub struct Replica<R> {
 
     safety: SafetyState,
     dirty: bool,
-    persist_blocks: Vec<Block>,
+    persist_blocks: Vec<(Hash, Arc<Block>)>,
     persist_issued: u64,
     persist_done: u64,
     persist_out: VecDeque<PersistRequest>,
@@ -424,7 +431,7 @@ pub struct Replica<R> {
     entered_by_tc: Option<TimeoutCert>,
     proposed_round: u64,
 
-    blocks: HashMap<Hash, StoredBlock>,
+    blocks: DigestMap<Hash, StoredBlock>,
     /// A proposal for the current round waiting for its parent (sync).
     waiting_proposal: Option<(Block, Option<TimeoutCert>, Signature64, ReplicaId)>,
     /// Certified (round, block id, parent round) facts already verified.
@@ -437,11 +444,11 @@ pub struct Replica<R> {
     committed_id: Hash,
     committed_round: u64,
     committed_height: u64,
-    committed_window: VecDeque<(Hash, Block)>,
+    committed_window: VecDeque<(Hash, Arc<Block>)>,
     /// Entry bytes of the blocks in `committed_window`.
     committed_window_bytes: usize,
     /// Ids of the blocks in `committed_window`.
-    committed_ids: HashSet<Hash>,
+    committed_ids: DigestSet<Hash>,
     /// Height of `committed_window[0]`.
     window_first_height: u64,
     /// The highest block known to be committed but not yet applied
@@ -449,13 +456,13 @@ pub struct Replica<R> {
     commit_target: Option<(Hash, QuorumCert)>,
     /// The certified child and QC that committed the committed tip: what
     /// a lagging replica needs to commit the same tip after sync.
-    commit_evidence: Option<(Block, QuorumCert)>,
+    commit_evidence: Option<(Arc<Block>, QuorumCert)>,
     tree: CompactRange,
 
     mempool: Mempool,
     /// Recently committed leaf hashes, oldest first.
     recent_order: VecDeque<Hash>,
-    recent: HashSet<Hash>,
+    recent: DigestSet<Hash>,
     checkpoint_sigs: BTreeMap<(u64, Hash), BTreeMap<ReplicaId, Signature64>>,
     quorum_size: u64,
     sync_deadline: Option<Duration>,
@@ -524,7 +531,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             }
             committed_id = crypto::block_id(&b);
             committed_round = b.round;
-            window.push_back((committed_id, b));
+            window.push_back((committed_id, Arc::new(b)));
         }
         let committed_height = recovered.first_height + window.len() as u64 - 1;
         let mut safety = recovered.safety;
@@ -569,7 +576,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             sent_timeout: None,
             entered_by_tc: None,
             proposed_round: 0,
-            blocks: HashMap::new(),
+            blocks: DigestMap::default(),
             waiting_proposal: None,
             certified: HashMap::new(),
             votes: HashMap::new(),
@@ -587,7 +594,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             tree: recovered.tree,
             mempool,
             recent_order: VecDeque::new(),
-            recent: HashSet::new(),
+            recent: DigestSet::default(),
             checkpoint_sigs: BTreeMap::new(),
             quorum_size: 0,
             sync_deadline: None,
@@ -623,7 +630,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
                 replica.blocks.insert(
                     id,
                     StoredBlock {
-                        block,
+                        block: Arc::new(block),
                         height: parent_height + 1,
                         leaves,
                     },
@@ -1106,7 +1113,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
 
     fn commit_block(&mut self, id: Hash) {
         let stored = self.blocks.get(&id).expect("chain checked");
-        let block = stored.block.clone();
+        let block = Arc::clone(&stored.block);
         let leaves = stored.leaves.clone();
         let height = stored.height;
         let first_index = self.tree.size();
@@ -1120,7 +1127,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         self.committed_id = id;
         self.committed_round = block.round;
         self.committed_window_bytes += entry_bytes(&block);
-        self.committed_window.push_back((id, block.clone()));
+        self.committed_window.push_back((id, Arc::clone(&block)));
         self.committed_ids.insert(id);
         while self.committed_window.len() > self.cfg.retain_committed_blocks
             || (self.committed_window_bytes > self.cfg.retain_committed_bytes
@@ -1305,10 +1312,10 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         if batch.is_empty() && !pending_commit && self.commit_target.is_none() {
             return;
         }
-        let entries: Vec<Entry> = batch
+        let (leaves, entries): (Vec<Hash>, Vec<Entry>) = batch
             .into_iter()
-            .map(|(_, e)| Entry::new(e).expect("mempool bounds entries"))
-            .collect();
+            .map(|(leaf, e)| (leaf, Entry::new(e).expect("mempool bounds entries")))
+            .unzip();
         let block = Block {
             epoch: self.cfg.epoch,
             round: self.round,
@@ -1317,7 +1324,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             justify: qc,
             entries: BoundedVec::new(entries).expect("batch bounded"),
         };
-        let id = crypto::block_id(&block);
+        let id = crypto::block_id_with_leaves(&block, &leaves);
         let signature = self
             .signer
             .sign(&crypto::proposal_message(self.cfg.epoch, &id));
@@ -1336,8 +1343,8 @@ impl<R: RngCore + CryptoRng> Replica<R> {
     }
 
     /// Leaf hashes in the uncommitted chain ending at `tip`.
-    fn uncommitted_leaves(&self, tip: &Hash) -> HashSet<Hash> {
-        let mut out = HashSet::new();
+    fn uncommitted_leaves(&self, tip: &Hash) -> DigestSet<Hash> {
+        let mut out = DigestSet::default();
         let mut cursor = *tip;
         while let Some(b) = self.blocks.get(&cursor) {
             if b.block.round <= self.committed_round {
@@ -1368,7 +1375,9 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             self.metrics.stale_messages += 1;
             return;
         }
-        let id = crypto::block_id(&block);
+        // Leaf hashes first: the block id is computed from them.
+        let leaves: Vec<Hash> = block.entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+        let id = crypto::block_id_with_leaves(&block, &leaves);
         if self.blocks.contains_key(&id) {
             // Already have it; it may still be votable if we were waiting.
             if block.round == self.round {
@@ -1406,9 +1415,8 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             self.process_tc(tc, from);
         }
         self.process_qc(&justify, from);
-        // Leaf hashes; a block with duplicate entries is invalid.
-        let leaves: Vec<Hash> = block.entries.iter().map(|e| merkle::leaf_hash(e)).collect();
-        let distinct: HashSet<&Hash> = leaves.iter().collect();
+        // A block with duplicate entries is invalid.
+        let distinct: DigestSet<&Hash> = leaves.iter().collect();
         if distinct.len() != leaves.len() {
             self.metrics.malformed_messages += 1;
             return;
@@ -1432,6 +1440,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
                 return;
             }
         }
+        let round = block.round;
         // One stored block per (round, author): an equivocating leader
         // gets its first block stored; the other arrives by id via sync if
         // it is the one certified.
@@ -1445,7 +1454,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             self.blocks.insert(
                 id,
                 StoredBlock {
-                    block: block.clone(),
+                    block: Arc::new(block),
                     height: parent_height + 1,
                     leaves,
                 },
@@ -1464,7 +1473,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             self.apply_commit_rule(&qc);
         }
         self.try_commit();
-        if block.round == self.round {
+        if round == self.round {
             self.try_vote(&id, tc.as_ref());
         }
     }
@@ -1496,7 +1505,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             return;
         }
         let (round, parent_round) = (block.round, qc_round);
-        self.persist_blocks.push(block.clone());
+        self.persist_blocks.push((*id, Arc::clone(&stored.block)));
         self.safety.last_voted_round = round;
         self.safety.last_vote_round = round;
         self.dirty = true;
@@ -1904,7 +1913,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
                     .iter()
                     .skip(start)
                     .take(max)
-                    .map(|(_, b)| b.clone()),
+                    .map(|(_, b)| Block::clone(b)),
             );
         }
         // Then what makes the tip committed for the requester: the chain up
@@ -1927,7 +1936,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             let mut chain = Vec::new();
             let mut cursor = self.safety.high_qc.block_id;
             while let Some(b) = self.blocks.get(&cursor) {
-                chain.push(b.block.clone());
+                chain.push(Arc::clone(&b.block));
                 cursor = b.block.parent_id;
             }
             chain.reverse();
@@ -1944,7 +1953,12 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             if chain_ok && evidence_on_chain {
                 let skip = from_height.saturating_sub(self.committed_height + 1) as usize;
                 let room = max - blocks.len();
-                let part: Vec<Block> = chain.into_iter().skip(skip).take(room).collect();
+                let part: Vec<Block> = chain
+                    .into_iter()
+                    .skip(skip)
+                    .take(room)
+                    .map(|b| Block::clone(&b))
+                    .collect();
                 if part
                     .last()
                     .is_some_and(|b| crypto::block_id(b) == self.safety.high_qc.block_id)
@@ -1954,7 +1968,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
                 blocks.extend(part);
             } else if let Some((child, qc)) = &self.commit_evidence {
                 if from_height <= self.committed_height + 1 {
-                    blocks.push(child.clone());
+                    blocks.push(Block::clone(child));
                     commit_qc = Some(qc.clone());
                 }
             }
@@ -2018,7 +2032,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             self.blocks.insert(
                 id,
                 StoredBlock {
-                    block,
+                    block: Arc::new(block),
                     height: parent_height + 1,
                     leaves,
                 },

@@ -572,13 +572,13 @@ impl Sim {
                     generation,
                     token: p.token,
                     state: p.state,
-                    blocks: p.blocks,
+                    blocks: p.blocks.iter().map(|(_, b)| Block::clone(b)).collect(),
                 };
                 self.schedule(done, ev);
                 continue;
             }
             if let Some(c) = r.poll_commit() {
-                self.nodes[i].durable_blocks.push(c.block.clone());
+                self.nodes[i].durable_blocks.push(Block::clone(&c.block));
                 let round = c.block.round;
                 let voted = &mut self.nodes[i].durable_voted;
                 *voted = voted.split_off(&(round + 1));
