@@ -20,8 +20,9 @@
 //! lower levels, which lie close together, share a read.
 //!
 //! Entries are stored in *runs*: one row holds the consecutive entries of
-//! one block that share a 256-entry tile (`index / ENTRY_RUN`), each as a
-//! 4-byte big-endian length and the bytes. A row per entry made commits
+//! one block that share a 256-entry tile (`index / ENTRY_RUN`), at most
+//! [`ENTRY_RUN_MAX_BYTES`] (one 64 KiB page) unless a single entry is
+//! larger, each as a 4-byte big-endian length and the bytes. A row per entry made commits
 //! cost one B-tree insert per entry, the largest single cost of a replica
 //! under load; runs make it about one per 256 entries, and a range read
 //! touches a handful of rows. The row holding entry `i` is the last one
@@ -87,6 +88,11 @@ const SAFETY: TableDefinition<u8, &[u8]> = TableDefinition::new("safety");
 pub const HASH_CHUNK: u64 = 64;
 /// A row of `entry_runs` never crosses a multiple of this index.
 pub const ENTRY_RUN: u64 = 256;
+/// Nor holds more bytes than this, unless it is a single entry: a row then
+/// fits one 64 KiB redb page with its 16-byte leaf header. redb writes
+/// whole pages of a power-of-two size, and a full tile of 256-byte entries
+/// (66,560 bytes) took a 128 KiB page, half of it zeros.
+pub const ENTRY_RUN_MAX_BYTES: usize = 65_536 - 64;
 /// The layout version in `meta`; a database of another layout is refused.
 const SCHEMA_VERSION: u64 = 2;
 
@@ -414,7 +420,10 @@ impl Store {
                     let mut run_start = commit.first_index;
                     for (entry, &leaf) in commit.block.entries.iter().zip(&commit.leaves) {
                         let index = next_tree.size();
-                        if index != run_start && index % ENTRY_RUN == 0 {
+                        if index != run_start
+                            && (index % ENTRY_RUN == 0
+                                || run.len() + 4 + entry.len() > ENTRY_RUN_MAX_BYTES)
+                        {
                             runs.insert(run_start, run.as_slice())?;
                             run.clear();
                             run_start = index;
@@ -1301,6 +1310,54 @@ mod tests {
         let counts: Vec<usize> = blocks.iter().map(|b| b.entries.len()).collect();
         assert_eq!(counts, [300, 100, 1, 600]);
         assert_eq!(&blocks[3].entries[599][..], b"entry 1000");
+    }
+
+    #[test]
+    fn entry_runs_fit_a_page_unless_one_entry_is_larger() {
+        let dir = tempdir();
+        let store = Store::open(&dir.join("db.redb"), 1).unwrap();
+        let mut tree = merkle::MemoryTree::new();
+        // 256-byte entries fill a tile past a page; a 65,536-byte entry (the largest)
+        // must still get a row of its own.
+        let sizes: Vec<usize> = (0..300)
+            .map(|i| if i == 100 { 65_536 } else { 256 })
+            .collect();
+        let payloads: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let mut p = vec![(i % 251) as u8; n];
+                p[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                p
+            })
+            .collect();
+        let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+        let commit = committed(&mut tree, 1, Hash([0; 32]), &refs);
+        store
+            .write(&WriteBatch {
+                commits: vec![commit],
+                ..Default::default()
+            })
+            .unwrap();
+        let read = store.db.begin_read().unwrap();
+        let runs = read.open_table(ENTRY_RUNS).unwrap();
+        let mut starts = Vec::new();
+        for row in runs.iter().unwrap() {
+            let (start, bytes) = row.unwrap();
+            let len = bytes.value().len();
+            assert!(
+                len <= ENTRY_RUN_MAX_BYTES || start.value() == 100,
+                "run at {} has {len} bytes",
+                start.value()
+            );
+            starts.push(start.value());
+        }
+        // 251 entries of 260 bytes fill a page; the big one stands alone.
+        assert_eq!(starts, [0, 100, 101, 256]);
+        let got = store.entries(0, 300).unwrap();
+        let got: Vec<Vec<u8>> = got.iter().map(|e| e.to_vec()).collect();
+        assert_eq!(got, payloads);
+        assert_eq!(store.entries(99, 3).unwrap()[1].len(), 65_536);
     }
 
     #[test]
