@@ -12,8 +12,8 @@ use std::sync::atomic::Ordering;
 use bftlog_spec::note::Note;
 use bftlog_spec::proof::TlogProof;
 use bftlog_spec::wire::{
-    self, BoundedBytes, BoundedVec, ClientRequest, ClientResponse, ErrorCode, LeafRef,
-    MAX_GET_ENTRIES, Receipt,
+    self, BatchReceipt, BoundedBytes, BoundedVec, ClientRequest, ClientResponse, ErrorCode,
+    LeafRef, MAX_GET_ENTRIES, Receipt,
 };
 use tokio::sync::oneshot;
 use tracing::debug;
@@ -115,34 +115,8 @@ async fn handle_request(shared: &Arc<Shared>, request: ClientRequest) -> ClientR
     }
     let store = shared.store.clone();
     match request {
-        ClientRequest::Append { entries } => {
-            let entries = entries.into_inner();
-            if entries.is_empty() {
-                return error(ErrorCode::Malformed, "an append needs at least one entry");
-            }
-            let (reply, outcome) = oneshot::channel();
-            let input = CoreInput::Append { entries, reply };
-            if shared.core_tx.try_send(input).is_err() {
-                shared
-                    .metrics
-                    .appends_overloaded
-                    .fetch_add(1, Ordering::Relaxed);
-                return error(
-                    ErrorCode::Overloaded {
-                        retry_after_ms: 200,
-                    },
-                    "the replica's input queue is full",
-                );
-            }
-            match outcome.await {
-                Ok(AppendOutcome::Committed(indexes)) => {
-                    let shared = shared.clone();
-                    blocking(move || receipts(&store, &shared.cfg.cluster, indexes)).await
-                }
-                Ok(AppendOutcome::Rejected(code, message)) => error(code, message),
-                Err(_) => error(ErrorCode::Internal, "the replica is shutting down"),
-            }
-        }
+        ClientRequest::Append { entries } => append(shared, entries.into_inner(), false).await,
+        ClientRequest::AppendBatch { entries } => append(shared, entries.into_inner(), true).await,
         ClientRequest::GetCheckpoint => match served_checkpoint(&store, &shared.cfg.cluster) {
             Ok(Some((_, note))) => ClientResponse::Checkpoint {
                 note: BoundedBytes::new(note.into_bytes()).expect("stored notes are bounded"),
@@ -255,10 +229,42 @@ fn served_checkpoint(
 
 /// Receipts for committed indexes against the latest stored quorum
 /// checkpoint (which covers them: the core loop answers only then).
+/// `Append` and `AppendBatch`: submits the entries to the core loop and
+/// answers with their receipts once a stored quorum checkpoint covers them
+/// all, whole (`Receipts`) or in parts (`ReceiptBatch`).
+async fn append(shared: &Arc<Shared>, entries: Vec<wire::Entry>, parts: bool) -> ClientResponse {
+    if entries.is_empty() {
+        return error(ErrorCode::Malformed, "an append needs at least one entry");
+    }
+    let (reply, outcome) = oneshot::channel();
+    let input = CoreInput::Append { entries, reply };
+    if shared.core_tx.try_send(input).is_err() {
+        shared
+            .metrics
+            .appends_overloaded
+            .fetch_add(1, Ordering::Relaxed);
+        return error(
+            ErrorCode::Overloaded {
+                retry_after_ms: 200,
+            },
+            "the replica's input queue is full",
+        );
+    }
+    match outcome.await {
+        Ok(AppendOutcome::Committed(indexes)) => {
+            let shared = shared.clone();
+            blocking(move || receipts(&shared.store, &shared.cfg.cluster, indexes, parts)).await
+        }
+        Ok(AppendOutcome::Rejected(code, message)) => error(code, message),
+        Err(_) => error(ErrorCode::Internal, "the replica is shutting down"),
+    }
+}
+
 fn receipts(
     store: &crate::storage::Store,
     cluster: &crate::config::Cluster,
     indexes: Vec<u64>,
+    parts: bool,
 ) -> ClientResponse {
     let (size, text) = match served_checkpoint(store, cluster) {
         Ok(Some(c)) => c,
@@ -273,6 +279,20 @@ fn receipts(
         Ok(p) => p,
         Err(e) => return read_error(e),
     };
+    if parts {
+        let receipts = indexes
+            .into_iter()
+            .zip(proofs)
+            .map(|(index, hashes)| BatchReceipt {
+                index,
+                hashes: BoundedVec::new(hashes).expect("proofs are bounded"),
+            })
+            .collect();
+        return ClientResponse::ReceiptBatch {
+            checkpoint: BoundedBytes::new(text.into_bytes()).expect("stored notes are bounded"),
+            receipts: BoundedVec::new(receipts).expect("one per appended entry"),
+        };
+    }
     let texts = TlogProof::format_batch(
         &note,
         indexes.iter().zip(&proofs).map(|(i, p)| (*i, p.as_slice())),

@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 
 use bftlog_spec::checkpoint::Checkpoint;
 use bftlog_spec::merkle::{self, Hash};
+use bftlog_spec::note::Note;
 use bftlog_spec::policy::{Policy, VerifiedCheckpoint};
 use bftlog_spec::proof::TlogProof;
 use bftlog_spec::wire::{
-    self, BoundedVec, ClientRequest, ClientResponse, Entry, ErrorCode, LeafRef,
+    self, BatchReceipt, BoundedVec, ClientRequest, ClientResponse, Entry, ErrorCode, LeafRef,
 };
 use tokio::sync::Mutex;
 
@@ -265,7 +266,7 @@ impl Client {
             .iter()
             .map(|e| Entry::new(e.clone()).map_err(|e| ClientError::Invalid(format!("entry: {e}"))))
             .collect::<Result<_, _>>()?;
-        let request = Arc::new(ClientRequest::Append {
+        let request = Arc::new(ClientRequest::AppendBatch {
             entries: BoundedVec::new(bounded)
                 .map_err(|e| ClientError::Invalid(format!("too many entries: {e}")))?,
         });
@@ -391,6 +392,17 @@ impl Client {
     ) -> Result<Vec<AppendReceipt>, ClientError> {
         let receipts = match response {
             ClientResponse::Receipts { receipts } => receipts.into_inner(),
+            ClientResponse::ReceiptBatch {
+                checkpoint,
+                receipts,
+            } => {
+                return self.check_receipt_batch(
+                    replica,
+                    &checkpoint,
+                    receipts.into_inner(),
+                    leaves,
+                );
+            }
             other => return Err(unexpected(replica, other)),
         };
         let verify_error = |message: String| ClientError::Verify { replica, message };
@@ -436,6 +448,48 @@ impl Client {
             });
         }
         Ok(out)
+    }
+
+    /// Receipts sent in parts: the checkpoint is parsed and verified once,
+    /// each entry's inclusion is checked against it, and each receipt is
+    /// formatted here, exactly as a `Receipts` answer would have carried it.
+    fn check_receipt_batch(
+        &self,
+        replica: usize,
+        checkpoint: &[u8],
+        receipts: Vec<BatchReceipt>,
+        leaves: &[Hash],
+    ) -> Result<Vec<AppendReceipt>, ClientError> {
+        let verify_error = |message: String| ClientError::Verify { replica, message };
+        if receipts.len() != leaves.len() {
+            return Err(verify_error(format!(
+                "{} receipts for {} entries",
+                receipts.len(),
+                leaves.len()
+            )));
+        }
+        let note = Note::parse(checkpoint).map_err(|e| verify_error(format!("checkpoint: {e}")))?;
+        let verified = self
+            .inner
+            .policy
+            .verify_checkpoint(&note)
+            .map_err(|e| verify_error(format!("checkpoint: {e}")))?;
+        let tree = verified.checkpoint();
+        for (receipt, leaf) in receipts.iter().zip(leaves) {
+            merkle::verify_inclusion(receipt.index, tree.size, leaf, &receipt.hashes, &tree.root)
+                .map_err(|e| verify_error(format!("receipt for index {}: {e}", receipt.index)))?;
+        }
+        let texts =
+            TlogProof::format_batch(&note, receipts.iter().map(|r| (r.index, &r.hashes[..])));
+        Ok(receipts
+            .iter()
+            .zip(texts)
+            .map(|(receipt, proof)| AppendReceipt {
+                index: receipt.index,
+                proof,
+                tree_size: tree.size,
+            })
+            .collect())
     }
 
     /// A verified checkpoint: asks replicas in turn and returns the first

@@ -8,7 +8,7 @@ use bftlog_server::config::{ReplicaConfig, init_cluster};
 use bftlog_server::node::Node;
 use bftlog_spec::merkle;
 use bftlog_spec::proof::TlogProof;
-use bftlog_spec::wire::{self, ClientRequest, ClientResponse, ErrorCode};
+use bftlog_spec::wire::{self, BoundedVec, ClientRequest, ClientResponse, ErrorCode};
 
 fn tempdir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bftlog-cluster-{tag}-{}", std::process::id()));
@@ -77,6 +77,63 @@ async fn appends_commit_with_verifiable_receipts_and_survive_a_restart() {
     // Appending the same entry again returns its first index.
     let again = client.append(&entries[3..4]).await.unwrap();
     assert_eq!(again[0].index, receipts[3].index);
+
+    // `Append` (whole receipts) and `AppendBatch` (receipts in parts, what
+    // the client library sends) answer the same committed entries with the
+    // same receipts, byte for byte, when on the same checkpoint (nothing
+    // else is appended meanwhile, so it does not move).
+    let five = BoundedVec::new(
+        entries[..5]
+            .iter()
+            .map(|e| wire::Entry::new(e.clone()).unwrap())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    // Replica 0 may still store a newer checkpoint between the two
+    // requests (it can lag the replica that answered above): retry then.
+    let mut attempts = 0;
+    let (whole, checkpoint, parts) = loop {
+        let ClientResponse::Receipts { receipts: whole } = client
+            .request(
+                0,
+                &ClientRequest::Append {
+                    entries: five.clone(),
+                },
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("an Append is answered with Receipts");
+        };
+        let ClientResponse::ReceiptBatch {
+            checkpoint,
+            receipts: parts,
+        } = client
+            .request(
+                0,
+                &ClientRequest::AppendBatch {
+                    entries: five.clone(),
+                },
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("an AppendBatch is answered with a ReceiptBatch");
+        };
+        let whole_note = TlogProof::parse(&whole[0].tlog_proof).unwrap().checkpoint;
+        if whole_note.format().as_bytes() == &checkpoint[..] || attempts == 50 {
+            break (whole, checkpoint, parts);
+        }
+        attempts += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let note = bftlog_spec::note::Note::parse(&checkpoint).unwrap();
+    let formatted = TlogProof::format_batch(&note, parts.iter().map(|p| (p.index, &p.hashes[..])));
+    assert_eq!((whole.len(), parts.len()), (5, 5));
+    for ((w, p), text) in whole.iter().zip(parts.iter()).zip(&formatted) {
+        assert_eq!(w.index, p.index);
+        assert_eq!(&w.tlog_proof[..], text.as_bytes());
+    }
 
     // Restart one replica: the log continues and it catches up.
     nodes[2].take().unwrap().shutdown().await.unwrap();

@@ -283,6 +283,23 @@ pub fn examples_markdown() -> String {
             }),
         ),
         (
+            "ClientRequest::AppendBatch with entry \"hello\"",
+            encode(&ClientRequest::AppendBatch {
+                entries: BoundedVec::new(vec![entry(b"hello")]).expect("one"),
+            }),
+        ),
+        (
+            "ClientResponse::ReceiptBatch (checkpoint note \"note\" as a placeholder; entry 0 with one hash = leaf_hash(\"example\"))",
+            encode(&ClientResponse::ReceiptBatch {
+                checkpoint: BoundedBytes::new(b"note".to_vec()).expect("short"),
+                receipts: BoundedVec::new(vec![BatchReceipt {
+                    index: 0,
+                    hashes: BoundedVec::new(vec![hash]).expect("one"),
+                }])
+                .expect("one"),
+            }),
+        ),
+        (
             "ClientResponse::Error Overloaded, retry after 250 ms, message \"busy\"",
             encode(&ClientResponse::Error {
                 code: ErrorCode::Overloaded {
@@ -467,6 +484,9 @@ mod tests {
                     tree_size
                 }
             ),
+            entry_list().prop_map(|e| ClientRequest::AppendBatch {
+                entries: entries(e)
+            }),
         ]
     }
 
@@ -520,6 +540,22 @@ mod tests {
                 start,
                 entries: entries(e)
             }),
+            (
+                prop::collection::vec(any::<u8>(), 0..200),
+                prop::collection::vec((any::<u64>(), prop::collection::vec(hash(), 0..20)), 0..5)
+            )
+                .prop_map(|(note, r)| ClientResponse::ReceiptBatch {
+                    checkpoint: BoundedBytes::new(note).unwrap(),
+                    receipts: BoundedVec::new(
+                        r.into_iter()
+                            .map(|(index, h)| BatchReceipt {
+                                index,
+                                hashes: BoundedVec::new(h).unwrap()
+                            })
+                            .collect()
+                    )
+                    .unwrap()
+                }),
         ]
     }
 
