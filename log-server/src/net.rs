@@ -147,11 +147,40 @@ fn transport(limits: &Limits, client_requests: bool) -> quinn::TransportConfig {
 /// maximum, as the path allows.
 pub const MAX_UDP_PAYLOAD_BYTES: u16 = 65_527;
 
+/// Socket buffer asked for, per direction. The kernel caps it at
+/// `net.core.rmem_max` / `wmem_max` (the operator guide says how to raise
+/// them). At Linux's default of 208 KiB a burst of large datagrams
+/// (a proposal of thousands of entries) overflowed the receive buffer,
+/// and each drop cost a retransmission: a tail of hundreds of ms.
+pub const UDP_SOCKET_BUFFER_BYTES: usize = 8 << 20;
+
 /// Endpoint settings shared by replicas and clients.
 fn endpoint_config(config: &mut quinn::EndpointConfig) {
     config
         .max_udp_payload_size(MAX_UDP_PAYLOAD_BYTES)
         .expect("in range");
+}
+
+/// Binds a UDP socket with large buffers (best effort: a smaller buffer
+/// than asked for only costs throughput, so a refusal is logged, not fatal).
+fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    for (what, result) in [
+        (
+            "receive",
+            state.set_recv_buffer_size((&socket).into(), UDP_SOCKET_BUFFER_BYTES),
+        ),
+        (
+            "send",
+            state.set_send_buffer_size((&socket).into(), UDP_SOCKET_BUFFER_BYTES),
+        ),
+    ] {
+        if let Err(e) = result {
+            tracing::warn!(%addr, error = %e, "cannot enlarge the UDP {what} buffer");
+        }
+    }
+    Ok(socket)
 }
 
 /// The listening side of a replica: serves both ALPNs; any client key is
@@ -264,7 +293,7 @@ pub fn endpoint(
     config.cid_generator(move || {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });
-    let socket = std::net::UdpSocket::bind(addr)?;
+    let socket = bind_socket(addr)?;
     quinn::Endpoint::new(config, Some(server), socket, Arc::new(quinn::TokioRuntime))
 }
 
@@ -277,7 +306,7 @@ pub fn client_endpoint(peer: SocketAddr) -> std::io::Result<quinn::Endpoint> {
     };
     let mut config = quinn::EndpointConfig::default();
     endpoint_config(&mut config);
-    let socket = std::net::UdpSocket::bind(bind)?;
+    let socket = bind_socket(bind)?;
     quinn::Endpoint::new(config, None, socket, Arc::new(quinn::TokioRuntime))
 }
 
