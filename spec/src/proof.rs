@@ -54,7 +54,7 @@ impl TlogProof {
             return Err(ProofParseError::TooLarge);
         }
         let text = std::str::from_utf8(bytes).map_err(|_| ProofParseError::NotUtf8)?;
-        Self::parse_text(text, |note| Note::parse(note))
+        Self::parse_text(text, Note::parse)
     }
 
     /// [`TlogProof::parse`] for receipts that mostly share one checkpoint
