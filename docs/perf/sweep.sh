@@ -32,7 +32,7 @@ done
 # The cost of BFT: the same load on one replica.
 point single --replicas 1 --clients 64
 # Latency at a fixed offered load (open loop, 16-entry appends).
-for rate in 2000 6000 12500 20000; do
+for rate in 2000 6000 12500 20000 25000; do
   point rate --rate "$rate" --clients 64 --batch 16
 done
 echo "wrote $out"
