@@ -227,8 +227,6 @@ fn served_checkpoint(
     }
 }
 
-/// Receipts for committed indexes against the latest stored quorum
-/// checkpoint (which covers them: the core loop answers only then).
 /// `Append` and `AppendBatch`: submits the entries to the core loop and
 /// answers with their receipts once a stored quorum checkpoint covers them
 /// all, whole (`Receipts`) or in parts (`ReceiptBatch`).
@@ -260,6 +258,9 @@ async fn append(shared: &Arc<Shared>, entries: Vec<wire::Entry>, parts: bool) ->
     }
 }
 
+/// Receipts for committed indexes against the latest stored quorum
+/// checkpoint (which covers them: the core loop answers only then), whole
+/// or, with `parts`, as the stored note plus each entry's proof.
 fn receipts(
     store: &crate::storage::Store,
     cluster: &crate::config::Cluster,
@@ -270,10 +271,6 @@ fn receipts(
         Ok(Some(c)) => c,
         Ok(None) => return error(ErrorCode::Internal, "no checkpoint stored"),
         Err(e) => return error(ErrorCode::Internal, format!("storage: {e}")),
-    };
-    let note = match Note::parse(text.as_bytes()) {
-        Ok(n) => n,
-        Err(e) => return error(ErrorCode::Internal, format!("stored checkpoint: {e}")),
     };
     let proofs = match store.inclusion_proofs(&indexes, size) {
         Ok(p) => p,
@@ -293,6 +290,10 @@ fn receipts(
             receipts: BoundedVec::new(receipts).expect("one per appended entry"),
         };
     }
+    let note = match Note::parse(text.as_bytes()) {
+        Ok(n) => n,
+        Err(e) => return error(ErrorCode::Internal, format!("stored checkpoint: {e}")),
+    };
     let texts = TlogProof::format_batch(
         &note,
         indexes.iter().zip(&proofs).map(|(i, p)| (*i, p.as_slice())),

@@ -406,13 +406,7 @@ impl Client {
             other => return Err(unexpected(replica, other)),
         };
         let verify_error = |message: String| ClientError::Verify { replica, message };
-        if receipts.len() != leaves.len() {
-            return Err(verify_error(format!(
-                "{} receipts for {} entries",
-                receipts.len(),
-                leaves.len()
-            )));
-        }
+        one_receipt_per_entry(replica, receipts.len(), leaves.len())?;
         let mut out = Vec::with_capacity(receipts.len());
         let mut verified: Option<VerifiedCheckpoint> = None;
         // Receipts of one answer share a checkpoint: parse it once too.
@@ -461,13 +455,7 @@ impl Client {
         leaves: &[Hash],
     ) -> Result<Vec<AppendReceipt>, ClientError> {
         let verify_error = |message: String| ClientError::Verify { replica, message };
-        if receipts.len() != leaves.len() {
-            return Err(verify_error(format!(
-                "{} receipts for {} entries",
-                receipts.len(),
-                leaves.len()
-            )));
-        }
+        one_receipt_per_entry(replica, receipts.len(), leaves.len())?;
         let note = Note::parse(checkpoint).map_err(|e| verify_error(format!("checkpoint: {e}")))?;
         let verified = self
             .inner
@@ -700,6 +688,21 @@ impl Client {
         }
         Err(ClientError::Exhausted(Box::new(last.expect("n ≥ 1"))))
     }
+}
+
+/// An answer must carry exactly one receipt per appended entry.
+fn one_receipt_per_entry(
+    replica: usize,
+    receipts: usize,
+    entries: usize,
+) -> Result<(), ClientError> {
+    if receipts == entries {
+        return Ok(());
+    }
+    Err(ClientError::Verify {
+        replica,
+        message: format!("{receipts} receipts for {entries} entries"),
+    })
 }
 
 fn unexpected(replica: usize, response: ClientResponse) -> ClientError {

@@ -1339,7 +1339,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             },
         );
         // Handle our own proposal like anyone else's (stores it, votes).
-        self.on_proposal(self.id, block, tc, signature);
+        self.on_proposal_hashed(self.id, block, Some(leaves), tc, signature);
     }
 
     /// Leaf hashes in the uncommitted chain ending at `tip`.
@@ -1363,6 +1363,19 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         tc: Option<TimeoutCert>,
         signature: Signature64,
     ) {
+        self.on_proposal_hashed(from, block, None, tc, signature);
+    }
+
+    /// [`Replica::on_proposal`] with the block's leaf hashes when the caller
+    /// already has them (our own proposal, from the mempool's hashes).
+    fn on_proposal_hashed(
+        &mut self,
+        from: ReplicaId,
+        block: Block,
+        leaves: Option<Vec<Hash>>,
+        tc: Option<TimeoutCert>,
+        signature: Signature64,
+    ) {
         if block.epoch != self.cfg.epoch || block.justify.epoch != self.cfg.epoch {
             self.metrics.malformed_messages += 1;
             return;
@@ -1376,7 +1389,8 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             return;
         }
         // Leaf hashes first: the block id is computed from them.
-        let leaves: Vec<Hash> = block.entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+        let leaves: Vec<Hash> =
+            leaves.unwrap_or_else(|| block.entries.iter().map(|e| merkle::leaf_hash(e)).collect());
         let id = crypto::block_id_with_leaves(&block, &leaves);
         if self.blocks.contains_key(&id) {
             // Already have it; it may still be votable if we were waiting.
