@@ -25,9 +25,9 @@ use bftlog_spec::merkle::{self, Hash, MemoryTree};
 use bftlog_spec::note::{KeyType, Note, SignerKey};
 use bftlog_spec::proof::TlogProof;
 use bftlog_spec::wire::{
-    self, Block, BoundedBytes, BoundedVec, ClientRequest, ClientResponse, ConsensusMessage, Entry,
-    ErrorCode, LeafRef, QuorumCert, Receipt, ReplicaSignature, Signature64, Timeout, TimeoutCert,
-    TimeoutSignature, Vote,
+    self, BatchReceipt, Block, BoundedBytes, BoundedVec, ClientRequest, ClientResponse,
+    ConsensusMessage, Entry, ErrorCode, LeafRef, QuorumCert, Receipt, ReplicaSignature,
+    Signature64, Timeout, TimeoutCert, TimeoutSignature, Vote,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -575,11 +575,70 @@ fn wire_seeds(corpus: &mut Corpus) {
 
     // The same messages, raw, as consensus_core mode-0 inputs (op 0).
     for m in &messages[13..21] {
-        if m.len() <= 255 {
-            let mut out = Output::default();
-            out.u8(0).u8(0).u8(0).u8(1).u8(m.len() as u8).bytes(m);
-            corpus.add("consensus_core", &out.0);
-        }
+        consensus_core_raw(corpus, m);
+    }
+    later_wire_seeds(corpus, &signers, &child, &tree);
+}
+
+/// A raw message as a consensus_core mode-0 input (op 0), if it fits.
+fn consensus_core_raw(corpus: &mut Corpus, message: &[u8]) {
+    if message.len() <= 255 {
+        let mut out = Output::default();
+        out.u8(0)
+            .u8(0)
+            .u8(0)
+            .u8(1)
+            .u8(message.len() as u8)
+            .bytes(message);
+        corpus.add("consensus_core", &out.0);
+    }
+}
+
+/// Variants added after the first corpus: receipts in parts, and proposals
+/// by leaf hash with the entry request that completes them.
+fn later_wire_seeds(corpus: &mut Corpus, signers: &[Signer], child: &Block, tree: &MemoryTree) {
+    let epoch = child.epoch;
+    let leaves: Vec<Hash> = child.entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+    let header = crypto::header_of(child);
+    let consensus = vec![
+        wire::encode(&ConsensusMessage::ProposalLeaves {
+            header: header.clone(),
+            leaves: BoundedVec::new(leaves.clone()).expect("one"),
+            timeout_cert: None,
+            signature: signers[2].sign(&crypto::proposal_message(
+                epoch,
+                &crypto::block_id_from_header(&header, &leaves),
+            )),
+        }),
+        wire::encode(&ConsensusMessage::EntryRequest {
+            leaves: BoundedVec::new(leaves).expect("one"),
+        }),
+    ];
+    for m in &consensus {
+        corpus.add("wire_decode", m);
+        consensus_core_raw(corpus, m);
+    }
+    let client = [
+        wire::encode(&ClientRequest::AppendBatch {
+            entries: BoundedVec::new(vec![entry(b"a"), entry(b"bb")]).expect("two"),
+        }),
+        wire::encode(&ClientResponse::ReceiptBatch {
+            checkpoint: BoundedBytes::new(
+                signed(3, tree.root(), &[0, 1, 2], true, &[])
+                    .format()
+                    .into_bytes(),
+            )
+            .expect("small"),
+            receipts: BoundedVec::new(vec![BatchReceipt {
+                index: 1,
+                hashes: BoundedVec::new(merkle::prove_inclusion(1, 3, tree).expect("ok"))
+                    .expect("short"),
+            }])
+            .expect("one"),
+        }),
+    ];
+    for m in &client {
+        corpus.add("wire_decode", m);
     }
 }
 
@@ -627,7 +686,7 @@ fn consensus_seeds(corpus: &mut Corpus) {
 }
 
 fn main() {
-    let root = match std::env::args().nth(1) {
+    let root = match std::env::args().nth(1).filter(|a| !a.starts_with("--")) {
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus"),
     };
@@ -635,6 +694,15 @@ fn main() {
         root,
         counts: BTreeMap::new(),
     };
+    // `--wire-only` writes just the wire seeds (the whole generator takes
+    // minutes, most of it spent choosing consensus seeds).
+    if std::env::args().any(|a| a == "--wire-only") {
+        wire_seeds(&mut corpus);
+        for (target, n) in &corpus.counts {
+            println!("{target}: {n} seeds");
+        }
+        return;
+    }
     notes_and_checkpoints(&mut corpus);
     receipts(&mut corpus);
     policies(&mut corpus);

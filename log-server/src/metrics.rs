@@ -49,7 +49,7 @@ pub(crate) fn render(shared: &Shared) -> String {
     let d = &shared.metrics;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::with_capacity(4096);
-    let counters: [(&str, &str, u64); 18] = [
+    let counters: [(&str, &str, u64); 23] = [
         (
             "blocks_committed_total",
             "blocks committed",
@@ -87,9 +87,34 @@ pub(crate) fn render(shared: &Shared) -> String {
             c.view_changes,
         ),
         (
+            "proposals_incomplete_total",
+            "proposals by leaf hash that named entries this replica lacked",
+            c.proposals_incomplete,
+        ),
+        (
+            "entries_requested_total",
+            "entries asked of a leader because its proposal named them",
+            c.entries_requested,
+        ),
+        (
+            "entries_served_total",
+            "entries sent in answer to other replicas' entry requests",
+            c.entries_served,
+        ),
+        (
             "sync_requests_sent_total",
             "state sync requests sent",
             c.sync_requests_sent,
+        ),
+        (
+            "store_writes_total",
+            "durable write transactions of the core loop (votes wait for them)",
+            load(&d.store_writes),
+        ),
+        (
+            "store_write_microseconds_total",
+            "time spent in those writes, in microseconds",
+            load(&d.store_write_micros),
         ),
         (
             "sync_served_from_storage_total",

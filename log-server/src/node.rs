@@ -111,6 +111,10 @@ pub struct DriverMetrics {
     pub witness_cosignatures: AtomicU64,
     /// Witness submissions that failed (refused, unreachable, bad answer).
     pub witness_failures: AtomicU64,
+    /// Durable writes of the core loop (one transaction each), and the
+    /// microseconds they took: votes wait for them.
+    pub store_writes: AtomicU64,
+    pub store_write_micros: AtomicU64,
 }
 
 /// State shared by the network tasks.
@@ -699,14 +703,14 @@ impl CoreLoop {
                 self.latest_checkpoint = size;
             }
             let quiet = batch.is_empty();
+            let mut sent = false;
             if !quiet {
-                self.store.write(&batch)?;
+                self.timed_write(&batch)?;
             }
             for token in tokens {
                 self.replica.handle_persisted(token);
             }
             self.after_commit(&batch);
-            let mut sent = false;
             while let Some(out) = self.replica.poll_send() {
                 self.send(out.to, &out.message);
                 sent = true;
@@ -716,6 +720,17 @@ impl CoreLoop {
                 return Ok(());
             }
         }
+    }
+
+    /// One durable write, counted and timed for `/metrics`.
+    fn timed_write(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
+        let started = Instant::now();
+        self.store.write(batch)?;
+        let m = &self.shared.metrics;
+        m.store_writes.fetch_add(1, Ordering::Relaxed);
+        m.store_write_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Logs a peer's rejected message at most once per reason and peer

@@ -64,6 +64,17 @@ struct Drill {
     recoveries: Vec<(String, Duration)>,
 }
 
+/// A failed drill still stops its replica processes.
+impl Drop for Drill {
+    fn drop(&mut self) {
+        for child in self.replicas.iter_mut().filter_map(Option::take) {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 impl Drill {
     async fn start(tag: &str, seed: u64) -> Drill {
         Self::start_some(tag, seed, &[0, 1, 2, 3]).await
@@ -162,6 +173,9 @@ impl Drill {
     }
 
     fn start_replica(&mut self, i: usize) {
+        // A second process would fail to bind the port while the first,
+        // no longer tracked, outlived the test.
+        assert!(self.replicas[i].is_none(), "replica {i} is already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -379,7 +393,15 @@ async fn drills_in_ci() {
     d.kill(follower);
     let t = Instant::now();
     d.recovered("follower killed", t).await;
-    let leader = d.leader().await;
+    // The round's leader may be the dead follower (its round times out):
+    // wait for a live one.
+    let mut leader = d.leader().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leader == follower && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        leader = d.leader().await;
+    }
+    assert_ne!(leader, follower, "no live leader within 30 s");
     d.kill(leader);
     tokio::time::sleep(Duration::from_secs(2)).await;
     d.start_replica(leader);
@@ -604,7 +626,8 @@ async fn run_byzantine(
         connections.push(connection);
     }
     let signer = Signer::new(key.clone());
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<wire::Block>(1024);
+    // (round, parent round, block id) of each proposal seen.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, u64, merkle::Hash)>(1024);
     let accept = {
         let endpoint = endpoint.clone();
         tokio::spawn(async move {
@@ -619,10 +642,23 @@ async fn run_byzantine(
                         tokio::spawn(async move {
                             while let Ok(Some(frame)) = net::read_frame(&mut stream, 16 << 20).await
                             {
-                                if let Ok(ConsensusMessage::Proposal { block, .. }) =
-                                    wire::decode(&frame)
-                                {
-                                    let _ = tx.try_send(block);
+                                let seen = match wire::decode(&frame) {
+                                    Ok(ConsensusMessage::Proposal { block, .. }) => Some((
+                                        block.round,
+                                        block.justify.round,
+                                        crypto::block_id(&block),
+                                    )),
+                                    Ok(ConsensusMessage::ProposalLeaves {
+                                        header, leaves, ..
+                                    }) => Some((
+                                        header.round,
+                                        header.justify.round,
+                                        crypto::block_id_from_header(&header, &leaves),
+                                    )),
+                                    _ => None,
+                                };
+                                if let Some(seen) = seen {
+                                    let _ = tx.try_send(seen);
                                 }
                             }
                         });
@@ -637,13 +673,11 @@ async fn run_byzantine(
         streams.push(c.open_uni().await.unwrap());
     }
     while !stop.load(Ordering::SeqCst) {
-        let Ok(Some(block)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await
+        let Ok(Some((round, parent_round, real))) =
+            tokio::time::timeout(Duration::from_millis(200), rx.recv()).await
         else {
             continue;
         };
-        let round = block.round;
-        let parent_round = block.justify.round;
-        let real = crypto::block_id(&block);
         let fake = merkle::leaf_hash(format!("no such block {round}").as_bytes());
         let vote = |id: merkle::Hash| Vote {
             epoch,

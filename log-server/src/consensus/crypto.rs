@@ -42,17 +42,33 @@ pub fn block_id(block: &Block) -> Hash {
 /// If `leaves` is not one hash per entry (a driver bug, not peer input).
 pub fn block_id_with_leaves(block: &Block, leaves: &[Hash]) -> Hash {
     assert_eq!(block.entries.len(), leaves.len(), "one leaf hash per entry");
-    let header = Block {
+    block_id_from_header(&header_of(block), leaves)
+}
+
+/// The block without its entries: what a `ProposalLeaves` carries and what
+/// the block id hashes.
+pub fn header_of(block: &Block) -> Block {
+    Block {
         epoch: block.epoch,
         round: block.round,
         author: block.author,
         parent_id: block.parent_id,
         justify: block.justify.clone(),
         entries: wire::BoundedVec::new(Vec::new()).expect("empty"),
-    };
+    }
+}
+
+/// The id of the block with header `header` (a block whose entries are
+/// left out) and entries with leaf hashes `leaves`: the same id as
+/// [`block_id`] of the full block.
+///
+/// # Panics
+/// If `header` carries entries (callers check peer input first).
+pub fn block_id_from_header(header: &Block, leaves: &[Hash]) -> Hash {
+    assert!(header.entries.is_empty(), "a header carries no entries");
     let mut h = Sha256::new();
     h.update(BLOCK_DOMAIN);
-    h.update(wire::encode(&header));
+    h.update(wire::encode(header));
     for leaf in leaves {
         h.update(leaf.0);
     }
@@ -249,6 +265,11 @@ mod tests {
             block_id_with_leaves(&block_with(&[b"a", b"b"], 1), &leaves),
             base
         );
+        // A header plus leaf hashes (a `ProposalLeaves`) names the same block.
+        let header = header_of(&block_with(&[b"a", b"b"], 1));
+        assert_eq!(header, block_with(&[], 1));
+        assert_eq!(block_id_from_header(&header, &leaves), base);
+        assert_ne!(block_id_from_header(&header, &leaves[..1]), base);
         for other in [
             block_with(&[b"b", b"a"], 1),
             block_with(&[b"a", b"c"], 1),
@@ -266,6 +287,12 @@ mod tests {
     #[should_panic(expected = "one leaf hash per entry")]
     fn block_id_refuses_a_leaf_list_of_the_wrong_length() {
         block_id_with_leaves(&block_with(&[b"a"], 1), &[]);
+    }
+
+    #[test]
+    #[should_panic(expected = "a header carries no entries")]
+    fn a_header_with_entries_is_refused() {
+        block_id_from_header(&block_with(&[b"a"], 1), &[merkle::leaf_hash(b"a")]);
     }
 
     #[test]

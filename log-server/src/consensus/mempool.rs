@@ -54,6 +54,10 @@ impl Mempool {
         self.live.contains_key(leaf)
     }
 
+    pub fn get(&self, leaf: &Hash) -> Option<&Vec<u8>> {
+        self.live.get(leaf)
+    }
+
     /// Adds an entry. `Ok(true)` if new, `Ok(false)` if already pending.
     pub fn insert(&mut self, leaf: Hash, entry: Vec<u8>) -> Result<bool, Rejected> {
         if entry.len() > self.max_entry_bytes {

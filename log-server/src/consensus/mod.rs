@@ -183,6 +183,20 @@ pub fn quorum_size(n: usize) -> usize {
 /// overflowing, whatever a peer sends or a quorum of peers signs.
 pub const MAX_ROUND: u64 = 1 << 62;
 
+/// The block with header `header` and these entries (all present).
+fn with_entries(header: Block, entries: Vec<Option<Vec<u8>>>) -> Block {
+    let entries = entries
+        .into_iter()
+        .map(|e| {
+            Entry::new(e.expect("every entry present")).expect("bounded by the mempool or wire")
+        })
+        .collect();
+    Block {
+        entries: BoundedVec::new(entries).expect("as many as leaves, which are bounded"),
+        ..header
+    }
+}
+
 /// Whether every round (and checkpoint size) in `message` is within
 /// [`MAX_ROUND`] (and the largest tree size).
 fn in_range(message: &ConsensusMessage) -> bool {
@@ -199,6 +213,11 @@ fn in_range(message: &ConsensusMessage) -> bool {
             timeout_cert,
             ..
         } => block_ok(block) && timeout_cert.as_ref().is_none_or(tc_ok),
+        ConsensusMessage::ProposalLeaves {
+            header,
+            timeout_cert,
+            ..
+        } => block_ok(header) && timeout_cert.as_ref().is_none_or(tc_ok),
         ConsensusMessage::Vote { vote } => {
             vote.round <= MAX_ROUND && vote.parent_round <= MAX_ROUND
         }
@@ -206,7 +225,9 @@ fn in_range(message: &ConsensusMessage) -> bool {
             timeout.round <= MAX_ROUND && qc_ok(&timeout.high_qc)
         }
         ConsensusMessage::CheckpointSignature { size, .. } => *size <= merkle::MAX_STORED_TREE_SIZE,
-        ConsensusMessage::Forward { .. } | ConsensusMessage::SyncRequest { .. } => true,
+        ConsensusMessage::Forward { .. }
+        | ConsensusMessage::SyncRequest { .. }
+        | ConsensusMessage::EntryRequest { .. } => true,
         ConsensusMessage::SyncResponse { blocks, commit_qc } => {
             blocks.iter().all(block_ok) && commit_qc.as_ref().is_none_or(qc_ok)
         }
@@ -376,7 +397,29 @@ pub struct Metrics {
     pub checkpoints_refused: u64,
     /// Rounds entered through a timeout certificate (the leader failed).
     pub view_changes: u64,
+    /// Proposals by leaf hash that named entries this replica lacked.
+    pub proposals_incomplete: u64,
+    /// Entries asked of a leader because a proposal named them.
+    pub entries_requested: u64,
+    /// Entries sent in answer to other replicas' requests.
+    pub entries_served: u64,
 }
+
+/// A proposal by leaf hash waiting for entries this replica lacked.
+struct PendingProposal {
+    header: Block,
+    leaves: Vec<Hash>,
+    entries: Vec<Option<Vec<u8>>>,
+    /// Leaf hash → position, for the entries still missing.
+    missing: DigestMap<Hash, usize>,
+    tc: Option<TimeoutCert>,
+    signature: Signature64,
+    from: ReplicaId,
+}
+
+/// Most entry bytes in one `Forward` answering an `EntryRequest` (well
+/// under the message limit).
+const ENTRY_ANSWER_MAX_BYTES: usize = 8 << 20;
 
 struct StoredBlock {
     block: Arc<Block>,
@@ -434,6 +477,8 @@ pub struct Replica<R> {
     blocks: DigestMap<Hash, StoredBlock>,
     /// A proposal for the current round waiting for its parent (sync).
     waiting_proposal: Option<(Block, Option<TimeoutCert>, Signature64, ReplicaId)>,
+    /// A proposal by leaf hash whose missing entries were asked for.
+    pending_leaves: Option<PendingProposal>,
     /// Certified (round, block id, parent round) facts already verified.
     certified: HashMap<(u64, Hash, u64), QuorumCert>,
     votes: HashMap<(u64, Hash, u64), VoteSet>,
@@ -578,6 +623,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             proposed_round: 0,
             blocks: DigestMap::default(),
             waiting_proposal: None,
+            pending_leaves: None,
             certified: HashMap::new(),
             votes: HashMap::new(),
             voted_for: HashMap::new(),
@@ -787,6 +833,17 @@ impl<R: RngCore + CryptoRng> Replica<R> {
                 timeout_cert,
                 signature,
             } => self.on_proposal(from, block, timeout_cert, signature),
+            ConsensusMessage::ProposalLeaves {
+                header,
+                leaves,
+                timeout_cert,
+                signature,
+            } => {
+                self.on_proposal_leaves(from, header, leaves.into_inner(), timeout_cert, signature)
+            }
+            ConsensusMessage::EntryRequest { leaves } => {
+                self.on_entry_request(from, leaves.into_inner())
+            }
             ConsensusMessage::Vote { vote } => self.on_vote(from, vote),
             ConsensusMessage::Timeout { timeout } => self.on_timeout_message(from, timeout),
             ConsensusMessage::CheckpointSignature {
@@ -1330,10 +1387,14 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             .sign(&crypto::proposal_message(self.cfg.epoch, &id));
         self.proposed_round = self.round;
         self.metrics.proposals_sent += 1;
+        // Followers hold the entries already (forwarded when submitted), so
+        // the proposal names them by leaf hash: 32 bytes instead of the
+        // entry, and no decoding or hashing of entries by followers.
         self.send(
             Target::All,
-            ConsensusMessage::Proposal {
-                block: block.clone(),
+            ConsensusMessage::ProposalLeaves {
+                header: crypto::header_of(&block),
+                leaves: BoundedVec::new(leaves.clone()).expect("batch bounded"),
                 timeout_cert: tc.clone(),
                 signature,
             },
@@ -1364,6 +1425,159 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         signature: Signature64,
     ) {
         self.on_proposal_hashed(from, block, None, tc, signature);
+    }
+
+    /// A proposal by leaf hash: completed from the mempool when every entry
+    /// is there (the usual case: entries are forwarded to all replicas when
+    /// submitted), else the missing entries are asked of the leader and the
+    /// proposal waits for them (in [`Replica::on_forward`]).
+    fn on_proposal_leaves(
+        &mut self,
+        from: ReplicaId,
+        header: Block,
+        leaves: Vec<Hash>,
+        tc: Option<TimeoutCert>,
+        signature: Signature64,
+    ) {
+        if !header.entries.is_empty()
+            || header.epoch != self.cfg.epoch
+            || header.round == 0
+            || header.author != self.cfg.leader(header.round)
+        {
+            self.metrics.malformed_messages += 1;
+            return;
+        }
+        if header.round + 1 < self.round {
+            self.metrics.stale_messages += 1;
+            return;
+        }
+        let mut entries = Vec::with_capacity(leaves.len());
+        let mut missing = DigestMap::default();
+        for (i, leaf) in leaves.iter().enumerate() {
+            match self.mempool.get(leaf) {
+                Some(entry) => entries.push(Some(entry.clone())),
+                None => {
+                    entries.push(None);
+                    if missing.insert(*leaf, i).is_some() {
+                        // A block with duplicate entries is invalid.
+                        self.metrics.malformed_messages += 1;
+                        return;
+                    }
+                }
+            }
+        }
+        if missing.is_empty() {
+            let block = with_entries(header, entries);
+            self.on_proposal_hashed(from, block, Some(leaves), tc, signature);
+            return;
+        }
+        let id = crypto::block_id_from_header(&header, &leaves);
+        if self.blocks.contains_key(&id) {
+            if header.round == self.round {
+                self.try_vote(&id, tc.as_ref());
+            }
+            return;
+        }
+        // An honest leader never proposes a committed entry (nor may anyone
+        // vote for one): nothing to fetch.
+        if missing.keys().any(|leaf| self.recent.contains(leaf)) {
+            self.metrics.malformed_messages += 1;
+            return;
+        }
+        if self
+            .pending_leaves
+            .as_ref()
+            .is_some_and(|p| p.header.round > header.round)
+        {
+            self.metrics.stale_messages += 1;
+            return;
+        }
+        // Only a proposal its leader signed may make us fetch.
+        if !self.committee.verify(
+            header.author,
+            &crypto::proposal_message(self.cfg.epoch, &id),
+            &signature,
+        ) {
+            self.metrics.invalid_signatures += 1;
+            return;
+        }
+        self.metrics.proposals_incomplete += 1;
+        self.metrics.entries_requested += missing.len() as u64;
+        // Ask in block order (a deterministic message for simulation).
+        let ask: Vec<Hash> = leaves
+            .iter()
+            .zip(&entries)
+            .filter(|(_, e)| e.is_none())
+            .map(|(leaf, _)| *leaf)
+            .collect();
+        for chunk in ask.chunks(wire::MAX_APPEND_ENTRIES) {
+            self.outbox.push_back(Outgoing {
+                to: Target::One(from),
+                message: ConsensusMessage::EntryRequest {
+                    leaves: BoundedVec::new(chunk.to_vec()).expect("chunked"),
+                },
+            });
+        }
+        self.pending_leaves = Some(PendingProposal {
+            header,
+            leaves,
+            entries,
+            missing,
+            tc,
+            signature,
+            from,
+        });
+    }
+
+    /// Answers with the requested entries this replica holds: pending ones
+    /// from the mempool, else those in uncommitted blocks. Nothing here
+    /// changes safety state, so the answer need not wait for a write.
+    fn on_entry_request(&mut self, from: ReplicaId, leaves: Vec<Hash>) {
+        let mut in_blocks: Option<DigestMap<Hash, (Hash, usize)>> = None;
+        let mut found: Vec<Entry> = Vec::new();
+        let mut bytes = 0;
+        for leaf in leaves {
+            let entry = match self.mempool.get(&leaf) {
+                Some(entry) => Some(Entry::new(entry.clone()).expect("mempool bounds entries")),
+                None => {
+                    let blocks = &self.blocks;
+                    let index = in_blocks.get_or_insert_with(|| {
+                        let mut index = DigestMap::default();
+                        for (id, stored) in blocks {
+                            for (i, leaf) in stored.leaves.iter().enumerate() {
+                                index.insert(*leaf, (*id, i));
+                            }
+                        }
+                        index
+                    });
+                    index
+                        .get(&leaf)
+                        .map(|(id, i)| self.blocks[id].block.entries[*i].clone())
+                }
+            };
+            let Some(entry) = entry else { continue };
+            if found.len() == wire::MAX_APPEND_ENTRIES
+                || bytes + entry.len() > ENTRY_ANSWER_MAX_BYTES
+            {
+                self.answer_entries(from, std::mem::take(&mut found));
+                bytes = 0;
+            }
+            bytes += entry.len();
+            found.push(entry);
+        }
+        if !found.is_empty() {
+            self.answer_entries(from, found);
+        }
+    }
+
+    fn answer_entries(&mut self, to: ReplicaId, entries: Vec<Entry>) {
+        self.metrics.entries_served += entries.len() as u64;
+        self.outbox.push_back(Outgoing {
+            to: Target::One(to),
+            message: ConsensusMessage::Forward {
+                entries: BoundedVec::new(entries).expect("chunked"),
+            },
+        });
     }
 
     /// [`Replica::on_proposal`] with the block's leaf hashes when the caller
@@ -1761,15 +1975,27 @@ impl<R: RngCore + CryptoRng> Replica<R> {
     // ------------------------------------------------------------------
 
     fn on_forward(&mut self, entries: BoundedVec<Entry, { wire::MAX_APPEND_ENTRIES }>) {
+        let mut completed = false;
         for entry in entries.into_inner() {
             let entry = entry.into_inner();
             let leaf = merkle::leaf_hash(&entry);
+            if let Some(pending) = self.pending_leaves.as_mut() {
+                if let Some(i) = pending.missing.remove(&leaf) {
+                    pending.entries[i] = Some(entry.clone());
+                    completed = pending.missing.is_empty();
+                }
+            }
             if self.recent.contains(&leaf) {
                 continue;
             }
             if self.mempool.insert(leaf, entry).is_err() {
                 self.metrics.forwarded_dropped += 1;
             }
+        }
+        if completed {
+            let p = self.pending_leaves.take().expect("completed");
+            let block = with_entries(p.header, p.entries);
+            self.on_proposal_hashed(p.from, block, Some(p.leaves), p.tc, p.signature);
         }
         self.arm_timer();
         self.maybe_propose();
@@ -2125,36 +2351,176 @@ mod tests {
         }
     }
 
-    /// Found by fuzz/consensus_core: one faulty peer sending round
-    /// u64::MAX overflowed `round + 1` (a panic wherever overflow checks
-    /// are on, as in the tests and the simulator).
-    #[test]
-    fn rounds_beyond_max_round_are_malformed() {
-        use rand::SeedableRng;
-        let keys: Vec<ed25519_dalek::SigningKey> = (1..=4u8)
+    fn test_replicas(n: u8) -> (Vec<ed25519_dalek::SigningKey>, Config) {
+        let keys: Vec<ed25519_dalek::SigningKey> = (1..=n)
             .map(|i| ed25519_dalek::SigningKey::from_bytes(&[i; 32]))
             .collect();
         let cfg = Config::new(1, "o", keys.iter().map(|k| k.verifying_key()).collect());
-        let mut replica = Replica::new(
-            cfg,
-            0,
-            keys[0].clone(),
-            rand::rngs::StdRng::seed_from_u64(0),
+        (keys, cfg)
+    }
+
+    fn test_replica(
+        keys: &[ed25519_dalek::SigningKey],
+        cfg: &Config,
+        id: ReplicaId,
+    ) -> Replica<rand::rngs::StdRng> {
+        use rand::SeedableRng;
+        Replica::new(
+            cfg.clone(),
+            id,
+            keys[id as usize].clone(),
+            rand::rngs::StdRng::seed_from_u64(id as u64),
             Recovered::fresh(1),
             Duration::ZERO,
         )
-        .unwrap();
-        let sig = Signature64([0; 64]);
-        // A proposal for round 1 (led by replica 1), validly signed, carrying
-        // a TC for round u64::MAX.
-        let block = Block {
+        .unwrap()
+    }
+
+    /// An empty block for round 1 (led by replica 1) on genesis.
+    fn round_one_header() -> Block {
+        Block {
             epoch: 1,
             round: 1,
             author: 1,
             parent_id: crypto::genesis_id(1),
             justify: genesis_qc(1),
             entries: BoundedVec::new(Vec::new()).unwrap(),
+        }
+    }
+
+    /// Everything the replica sends, after making its writes durable.
+    fn drain(replica: &mut Replica<rand::rngs::StdRng>) -> Vec<Outgoing> {
+        while let Some(req) = replica.poll_persist() {
+            replica.handle_persisted(req.token);
+        }
+        std::iter::from_fn(|| replica.poll_send()).collect()
+    }
+
+    /// A proposal by leaf hash naming an entry the follower lacks: the
+    /// follower asks the leader for it, the leader answers from its
+    /// mempool, and the follower votes once the entry arrives. A request
+    /// for unknown entries is answered with nothing.
+    #[test]
+    fn missing_entries_are_fetched_from_the_leader() {
+        let (keys, cfg) = test_replicas(4);
+        // Round 1 is led by replica 1.
+        let mut leader = test_replica(&keys, &cfg, 1);
+        let mut follower = test_replica(&keys, &cfg, 2);
+        let now = Duration::ZERO;
+        // The follower has "a" (forwarded to it); only the leader has "b".
+        follower.submit(now, vec![b"a".to_vec()]);
+        drain(&mut follower);
+        leader.submit(now, vec![b"a".to_vec(), b"b".to_vec()]);
+        let out = drain(&mut leader);
+        let proposal = out
+            .iter()
+            .find_map(|o| match &o.message {
+                m @ ConsensusMessage::ProposalLeaves { leaves, .. } => {
+                    assert_eq!(o.to, Target::All);
+                    assert_eq!(leaves.len(), 2);
+                    Some(m.clone())
+                }
+                ConsensusMessage::Proposal { .. } => panic!("proposals name entries by hash"),
+                _ => None,
+            })
+            .expect("the leader proposes");
+        follower.handle_message(now, 1, proposal);
+        let out = drain(&mut follower);
+        assert_eq!(
+            out,
+            vec![Outgoing {
+                to: Target::One(1),
+                message: ConsensusMessage::EntryRequest {
+                    leaves: BoundedVec::new(vec![merkle::leaf_hash(b"b")]).unwrap(),
+                },
+            }]
+        );
+        assert_eq!(follower.metrics.proposals_incomplete, 1);
+        assert_eq!(follower.metrics.entries_requested, 1);
+
+        // The leader answers from its mempool; unknown hashes get nothing.
+        let request = out[0].message.clone();
+        leader.handle_message(now, 2, request);
+        leader.handle_message(
+            now,
+            2,
+            ConsensusMessage::EntryRequest {
+                leaves: BoundedVec::new(vec![merkle::leaf_hash(b"nobody has this")]).unwrap(),
+            },
+        );
+        let answer = drain(&mut leader);
+        assert_eq!(
+            answer,
+            vec![Outgoing {
+                to: Target::One(2),
+                message: ConsensusMessage::Forward {
+                    entries: BoundedVec::new(vec![Entry::new(b"b".to_vec()).unwrap()]).unwrap(),
+                },
+            }]
+        );
+        assert_eq!(leader.metrics.entries_served, 1);
+
+        follower.handle_message(now, 1, answer[0].message.clone());
+        let out = drain(&mut follower);
+        assert!(
+            out.iter().any(|o| matches!(
+                &o.message,
+                ConsensusMessage::Vote { vote } if vote.round == 1 && vote.voter == 2
+            )),
+            "the follower votes once it holds every entry: {out:?}"
+        );
+    }
+
+    /// A proposal by leaf hash whose header carries entries, lists an entry
+    /// twice, or is signed by someone else makes no one fetch anything.
+    #[test]
+    fn bad_proposals_by_leaf_hash_fetch_nothing() {
+        let (keys, cfg) = test_replicas(4);
+        let mut follower = test_replica(&keys, &cfg, 2);
+        let header = round_one_header();
+        let sign = |key: &ed25519_dalek::SigningKey, header: &Block, leaves: &[Hash]| {
+            Signer::new(key.clone()).sign(&crypto::proposal_message(
+                1,
+                &crypto::block_id_from_header(header, leaves),
+            ))
         };
+        let proposal =
+            |header: Block, leaves: Vec<Hash>, signature| ConsensusMessage::ProposalLeaves {
+                header,
+                leaves: BoundedVec::new(leaves).unwrap(),
+                timeout_cert: None,
+                signature,
+            };
+        let x = merkle::leaf_hash(b"x");
+        let with_entry = Block {
+            entries: BoundedVec::new(vec![Entry::new(b"x".to_vec()).unwrap()]).unwrap(),
+            ..header.clone()
+        };
+        let messages = [
+            proposal(with_entry, vec![x], Signature64([0; 64])),
+            proposal(header.clone(), vec![x, x], sign(&keys[1], &header, &[x, x])),
+            proposal(header.clone(), vec![x], sign(&keys[3], &header, &[x])),
+        ];
+        for message in messages {
+            follower.handle_message(Duration::ZERO, 1, message);
+        }
+        assert_eq!(follower.metrics.malformed_messages, 2);
+        assert_eq!(follower.metrics.invalid_signatures, 1);
+        assert_eq!(follower.metrics.entries_requested, 0);
+        assert!(drain(&mut follower).is_empty());
+    }
+
+    /// Found by fuzz/consensus_core: one faulty peer sending round
+    /// u64::MAX overflowed `round + 1` (a panic wherever overflow checks
+    /// are on, as in the tests and the simulator).
+    #[test]
+    fn rounds_beyond_max_round_are_malformed() {
+        let (keys, cfg) = test_replicas(4);
+        let mut replica = test_replica(&keys, &cfg, 0);
+        let sig = Signature64([0; 64]);
+        // A proposal for round 1 (led by replica 1), validly signed, carrying
+        // a TC for round u64::MAX.
+        let block = round_one_header();
         let signature = Signer::new(keys[1].clone())
             .sign(&crypto::proposal_message(1, &crypto::block_id(&block)));
         let far_tc = TimeoutCert {

@@ -111,29 +111,39 @@ pub(super) fn tamper(
             _ => vec![out],
         },
         Behaviour::WithholdProposals => match out.message {
-            ConsensusMessage::Proposal { .. } => Vec::new(),
+            ConsensusMessage::Proposal { .. } | ConsensusMessage::ProposalLeaves { .. } => {
+                Vec::new()
+            }
             _ => vec![out],
         },
         Behaviour::Equivocate => match &out.message {
-            ConsensusMessage::Proposal {
-                block,
+            ConsensusMessage::ProposalLeaves {
+                header,
+                leaves,
                 timeout_cert,
                 ..
             } => {
-                let mut other = block.clone();
-                let mut entries = other.entries.clone().into_inner();
-                let junk = format!("equivocation {} {}", block.round, sim.rng.r#gen::<u64>());
-                entries.push(Entry::new(junk.into_bytes()).expect("small"));
-                if entries.len() > bftlog_spec::wire::MAX_BLOCK_ENTRIES {
-                    entries.remove(0);
+                // The second block adds an entry no one else has: it goes
+                // out first as a forward, as an honest submission would.
+                let junk = format!("equivocation {} {}", header.round, sim.rng.r#gen::<u64>());
+                let junk = Entry::new(junk.into_bytes()).expect("small");
+                let mut other_leaves = leaves.clone().into_inner();
+                other_leaves.push(bftlog_spec::merkle::leaf_hash(&junk));
+                if other_leaves.len() > bftlog_spec::wire::MAX_BLOCK_ENTRIES {
+                    other_leaves.remove(0);
                 }
-                other.entries = BoundedVec::new(entries).expect("bounded");
-                let other_id = crypto::block_id(&other);
+                let other_id = crypto::block_id_from_header(header, &other_leaves);
                 let other_sig = signer.sign(&crypto::proposal_message(epoch, &other_id));
                 let (a, b) = split(n, id);
-                let mut outs = to_each(&a, &out.message);
-                let forged = ConsensusMessage::Proposal {
-                    block: other.clone(),
+                let forward = ConsensusMessage::Forward {
+                    entries: BoundedVec::new(vec![junk]).expect("one"),
+                };
+                let mut outs = to_each(&a, &forward);
+                outs.extend(to_each(&b, &forward));
+                outs.extend(to_each(&a, &out.message));
+                let forged = ConsensusMessage::ProposalLeaves {
+                    header: header.clone(),
+                    leaves: BoundedVec::new(other_leaves).expect("bounded"),
                     timeout_cert: timeout_cert.clone(),
                     signature: other_sig,
                 };
@@ -145,15 +155,15 @@ pub(super) fn tamper(
                 // And vote for the second block on that side.
                 let vote = Vote {
                     epoch,
-                    round: other.round,
+                    round: header.round,
                     block_id: other_id,
-                    parent_round: other.justify.round,
+                    parent_round: header.justify.round,
                     voter: id,
                     signature: signer.sign(&crypto::vote_message(
                         epoch,
-                        other.round,
+                        header.round,
                         &other_id,
-                        other.justify.round,
+                        header.justify.round,
                     )),
                 };
                 outs.extend(to_each(&b, &ConsensusMessage::Vote { vote }));
@@ -207,14 +217,16 @@ pub(super) fn tamper(
             outs
         }
         Behaviour::ForgeCertificates => match &out.message {
-            ConsensusMessage::Proposal {
-                block,
+            ConsensusMessage::ProposalLeaves {
+                header,
+                leaves,
                 timeout_cert,
                 ..
             } => {
-                let mut forged = block.clone();
+                let mut forged = header.clone();
+                let mut leaves = leaves.clone().into_inner();
                 let mut tc = timeout_cert.clone();
-                sim.byz.old_qcs.push(block.justify.clone());
+                sim.byz.old_qcs.push(header.justify.clone());
                 if sim.byz.old_qcs.len() > 64 {
                     sim.byz.old_qcs.remove(0);
                 }
@@ -236,19 +248,31 @@ pub(super) fn tamper(
                         old.round = forged.round - 1;
                         forged.parent_id = old.block_id;
                         forged.justify = old;
-                        forged.entries = BoundedVec::new(Vec::new()).expect("empty");
+                        leaves.clear();
                         tc = None;
                     }
                 }
-                let forged_id = crypto::block_id(&forged);
+                let forged_id = crypto::block_id_from_header(&forged, &leaves);
                 let signature = signer.sign(&crypto::proposal_message(epoch, &forged_id));
-                vec![Outgoing {
-                    to: out.to,
-                    message: ConsensusMessage::Proposal {
+                // An empty block goes out whole, so receivers' handling of
+                // full proposals meets forgeries too.
+                let message = if leaves.is_empty() {
+                    ConsensusMessage::Proposal {
                         block: forged,
                         timeout_cert: tc,
                         signature,
-                    },
+                    }
+                } else {
+                    ConsensusMessage::ProposalLeaves {
+                        header: forged,
+                        leaves: BoundedVec::new(leaves).expect("bounded"),
+                        timeout_cert: tc,
+                        signature,
+                    }
+                };
+                vec![Outgoing {
+                    to: out.to,
+                    message,
                 }]
             }
             _ => vec![out],
@@ -262,7 +286,8 @@ fn corrupt(message: &mut ConsensusMessage, rng: &mut StdRng) {
         s.0[i] ^= 1 << rng.gen_range(0..8);
     };
     match message {
-        ConsensusMessage::Proposal { signature, .. } => flip(signature, rng),
+        ConsensusMessage::Proposal { signature, .. }
+        | ConsensusMessage::ProposalLeaves { signature, .. } => flip(signature, rng),
         ConsensusMessage::Vote { vote } => flip(&mut vote.signature, rng),
         ConsensusMessage::Timeout { timeout } => flip(&mut timeout.signature, rng),
         ConsensusMessage::CheckpointSignature { note_signature, .. } => flip(note_signature, rng),

@@ -292,13 +292,21 @@ impl Checker {
             }
             ConsensusMessage::Proposal { block, .. } => {
                 let id = crate::consensus::crypto::block_id(block);
-                match self.proposals.insert((replica, block.round), id) {
-                    Some(previous) if previous != id => self.fail(Violation::DoubleProposal {
-                        replica,
-                        round: block.round,
-                    }),
-                    _ => {}
-                }
+                self.proposed(replica, block.round, id);
+            }
+            ConsensusMessage::ProposalLeaves { header, leaves, .. } => {
+                let id = crate::consensus::crypto::block_id_from_header(header, leaves);
+                self.proposed(replica, header.round, id);
+            }
+            _ => {}
+        }
+    }
+
+    /// An honest replica proposes at most one block per round.
+    fn proposed(&mut self, replica: ReplicaId, round: u64, id: Hash) {
+        match self.proposals.insert((replica, round), id) {
+            Some(previous) if previous != id => {
+                self.fail(Violation::DoubleProposal { replica, round })
             }
             _ => {}
         }

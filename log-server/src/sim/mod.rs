@@ -125,6 +125,8 @@ pub struct Outcome {
     pub committed_entries: u64,
     pub max_round: u64,
     pub virtual_time_ms: u64,
+    /// `EntryRequest`s honest replicas sent: how often the fetch path ran.
+    pub entry_requests: u64,
 }
 
 /// A run that broke an invariant.
@@ -218,6 +220,9 @@ pub struct Sim {
     checker: Checker,
     byz: byzantine::State,
     steps: u64,
+    /// `EntryRequest`s honest replicas sent (proposals naming entries they
+    /// had not received).
+    entry_requests: u64,
 }
 
 impl Sim {
@@ -279,6 +284,7 @@ impl Sim {
             checker,
             byz: byzantine::State::default(),
             steps: 0,
+            entry_requests: 0,
             scenario,
         };
         for i in 0..sim.nodes.len() {
@@ -418,6 +424,7 @@ impl Sim {
                 .max()
                 .unwrap_or(0),
             virtual_time_ms: self.now.as_millis() as u64,
+            entry_requests: self.entry_requests,
         })
     }
 
@@ -600,18 +607,21 @@ impl Sim {
             }
             if let Some(out) = r.poll_send() {
                 if std::env::var_os("SIM_TRACE").is_some() {
-                    if let ConsensusMessage::Proposal { block, .. } = &out.message {
+                    if let ConsensusMessage::ProposalLeaves { header, leaves, .. } = &out.message {
                         eprintln!(
                             "{:?} node {i} gen {generation} proposes round {} ({} entries) {}",
                             now,
-                            block.round,
-                            block.entries.len(),
+                            header.round,
+                            leaves.len(),
                             r.describe()
                         );
                     }
                 }
                 if honest {
                     self.checker.sent(id, &out.message);
+                    if matches!(out.message, ConsensusMessage::EntryRequest { .. }) {
+                        self.entry_requests += 1;
+                    }
                 }
                 self.route(i, out);
                 continue;

@@ -341,4 +341,22 @@ pub enum ConsensusMessage {
         /// The sender's committed height: a replica below it syncs.
         committed_height: u64,
     },
+    /// A proposal that names its entries by RFC 6962 leaf hash instead of
+    /// carrying them: `header` is the block with an empty `entries` list
+    /// and `leaves` lists the entries' leaf hashes in block order. The
+    /// block id covers exactly these (header and leaf hashes), so the
+    /// signature is the one a full [`ConsensusMessage::Proposal`] of the
+    /// same block carries. Receivers take the entries from what was
+    /// forwarded to them and ask for the rest with `EntryRequest`.
+    ProposalLeaves {
+        header: Block,
+        leaves: BoundedVec<Hash, MAX_BLOCK_ENTRIES>,
+        timeout_cert: Option<TimeoutCert>,
+        signature: Signature64,
+    },
+    /// Asks for the entries with these leaf hashes; answered with
+    /// `Forward` messages carrying those the responder holds.
+    EntryRequest {
+        leaves: BoundedVec<Hash, MAX_APPEND_ENTRIES>,
+    },
 }

@@ -365,11 +365,33 @@ pub fn examples_markdown() -> String {
                     round: 7,
                     author: 3,
                     parent_id: hash,
-                    justify: qc,
+                    justify: qc.clone(),
                     entries: BoundedVec::new(vec![entry(b"hello")]).expect("one"),
                 },
                 timeout_cert: None,
                 signature: sig,
+            }),
+        ),
+        (
+            "ConsensusMessage::ProposalLeaves (the same proposal naming its entry by leaf hash)",
+            encode(&ConsensusMessage::ProposalLeaves {
+                header: Block {
+                    epoch: 1,
+                    round: 7,
+                    author: 3,
+                    parent_id: hash,
+                    justify: qc,
+                    entries: BoundedVec::new(Vec::new()).expect("empty"),
+                },
+                leaves: BoundedVec::new(vec![crate::merkle::leaf_hash(b"hello")]).expect("one"),
+                timeout_cert: None,
+                signature: sig,
+            }),
+        ),
+        (
+            "ConsensusMessage::EntryRequest for the entry \"hello\"",
+            encode(&ConsensusMessage::EntryRequest {
+                leaves: BoundedVec::new(vec![crate::merkle::leaf_hash(b"hello")]).expect("one"),
             }),
         ),
     ];
@@ -663,6 +685,37 @@ mod tests {
                     high_qc,
                 }
             ),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                any::<u16>(),
+                hash(),
+                qc_strategy(),
+                prop::collection::vec(hash(), 0..20),
+                sig()
+            )
+                .prop_map(
+                    |(epoch, round, author, parent_id, justify, leaves, signature)| {
+                        ConsensusMessage::ProposalLeaves {
+                            header: Block {
+                                epoch,
+                                round,
+                                author,
+                                parent_id,
+                                justify,
+                                entries: BoundedVec::new(Vec::new()).unwrap(),
+                            },
+                            leaves: BoundedVec::new(leaves).unwrap(),
+                            timeout_cert: None,
+                            signature,
+                        }
+                    }
+                ),
+            prop::collection::vec(hash(), 0..20).prop_map(|leaves| {
+                ConsensusMessage::EntryRequest {
+                    leaves: BoundedVec::new(leaves).unwrap(),
+                }
+            }),
         ]
     }
 
