@@ -463,8 +463,12 @@ impl Client {
             .verify_checkpoint(&note)
             .map_err(|e| verify_error(format!("checkpoint: {e}")))?;
         let tree = verified.checkpoint();
+        // One tree head for all: the entries of one append are usually
+        // neighbours, so their proofs share most interior nodes.
+        let mut inclusion = merkle::InclusionVerifier::new(tree.size, tree.root);
         for (receipt, leaf) in receipts.iter().zip(leaves) {
-            merkle::verify_inclusion(receipt.index, tree.size, leaf, &receipt.hashes, &tree.root)
+            inclusion
+                .verify(receipt.index, leaf, &receipt.hashes)
                 .map_err(|e| verify_error(format!("receipt for index {}: {e}", receipt.index)))?;
         }
         let texts =

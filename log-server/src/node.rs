@@ -163,9 +163,10 @@ impl Node {
             path: cfg.data_dir.clone(),
             source,
         })?;
-        let store = Arc::new(Store::open(
+        let store = Arc::new(Store::open_with_cache(
             &cfg.data_dir.join("bftlog.redb"),
             cfg.cluster.epoch,
+            cfg.cache_mb << 20,
         )?);
         let recovered = store.recover(
             cfg.cluster.epoch,
@@ -371,7 +372,7 @@ impl CoreLoop {
                 .min(Duration::from_secs(1));
             match rx.recv_timeout(wait) {
                 Ok(CoreInput::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Ok(());
+                    return self.store.sync();
                 }
                 Ok(input) => {
                     self.handle(input)?;
@@ -379,7 +380,7 @@ impl CoreLoop {
                     // votes and appends into one durable write.
                     for _ in 0..1024 {
                         match rx.try_recv() {
-                            Ok(CoreInput::Shutdown) => return Ok(()),
+                            Ok(CoreInput::Shutdown) => return self.store.sync(),
                             Ok(input) => self.handle(input)?,
                             Err(_) => break,
                         }

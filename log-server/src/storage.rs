@@ -228,16 +228,20 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the database at `path` for a cluster `epoch`.
+    /// Opens (or creates) the database at `path` for a cluster `epoch`,
+    /// with the default page cache.
     pub fn open(path: &Path, epoch: u64) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, epoch, crate::config::DEFAULT_CACHE_MB << 20)
+    }
+
+    /// [`Store::open`] with a page cache of `cache_bytes`.
+    pub fn open_with_cache(
+        path: &Path,
+        epoch: u64,
+        cache_bytes: usize,
+    ) -> Result<Self, StoreError> {
         let db = Database::builder()
-            .set_cache_size(
-                std::env::var("BFTLOG_CACHE_MB")
-                    .ok()
-                    .and_then(|v| v.parse::<usize>().ok())
-                    .unwrap_or(256)
-                    << 20,
-            )
+            .set_cache_size(cache_bytes)
             .create(path)?;
         let txn = db.begin_write()?;
         let size;
@@ -376,7 +380,23 @@ impl Store {
         Ok(recovered)
     }
 
-    /// Makes one driver step durable.
+    /// Makes every earlier write durable (an empty durable commit): for a
+    /// clean shutdown after a checkpoints-only write.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let _tree = self.writer.lock().expect("store lock");
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Makes one driver step durable, except a step that only stores
+    /// quorum checkpoints: that one is committed (readers see it at once)
+    /// and becomes durable with the next durable write, saving an fsync
+    /// per round. Losing it in a crash loses nothing that matters: each of
+    /// its 2f+1 signers made the entries and its signature durable before
+    /// signing, and the note is only a cache of their signatures (it
+    /// verifies wherever it was already sent).
     pub fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
@@ -384,7 +404,13 @@ impl Store {
         let mut tree = self.writer.lock().expect("store lock");
         let mut next_tree = tree.clone();
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
+        let checkpoints_only =
+            batch.commits.is_empty() && batch.safety.is_none() && batch.voted_blocks.is_empty();
+        txn.set_durability(if checkpoints_only {
+            Durability::None
+        } else {
+            Durability::Immediate
+        });
         // Set when this step completes the merge of a frozen level into
         // `leaf_index`: the size `leaf_index` then reaches.
         let mut merged: Option<u64> = None;

@@ -60,6 +60,34 @@ fn merkle_benches(c: &mut Criterion) {
             merkle::verify_inclusion(*i, TREE_SIZE, leaf, proof, &root).unwrap()
         })
     });
+    // A receipt batch: 256 consecutive entries, one after another, each
+    // proof checked alone and with the batch verifier.
+    let batch: Vec<(u64, Hash, Vec<Hash>)> = (5000..5256u64)
+        .map(|i| {
+            (
+                i,
+                merkle::leaf_hash(&i.to_le_bytes()),
+                merkle::prove_inclusion(i, TREE_SIZE, &tree).unwrap(),
+            )
+        })
+        .collect();
+    group.throughput(Throughput::Elements(batch.len() as u64));
+    group.bench_function("verify_256_consecutive_one_by_one_2^20", |b| {
+        b.iter(|| {
+            for (i, leaf, proof) in &batch {
+                merkle::verify_inclusion(*i, TREE_SIZE, leaf, proof, &root).unwrap()
+            }
+        })
+    });
+    group.bench_function("verify_256_consecutive_batch_verifier_2^20", |b| {
+        b.iter(|| {
+            let mut verifier = merkle::InclusionVerifier::new(TREE_SIZE, root);
+            for (i, leaf, proof) in &batch {
+                verifier.verify(*i, leaf, proof).unwrap()
+            }
+        })
+    });
+    group.throughput(Throughput::Elements(1));
     let consistency: Vec<(u64, Hash, Vec<Hash>)> = (0..1024)
         .map(|_| {
             let m = rng.gen_range(1..TREE_SIZE);
