@@ -741,18 +741,12 @@ impl Store {
         let read = self.db.begin_read()?;
         within_committed(&read, size)?;
         let reader = self.hashes(&read)?;
-        indexes
-            .iter()
-            .map(|&index| {
-                if index >= size {
-                    return Err(ReadError::Invalid(format!(
-                        "index {index} is not below tree size {size}"
-                    )));
-                }
-                merkle::prove_inclusion(index, size, &reader)
-                    .map_err(|e| StoreError::from(e).into())
-            })
-            .collect()
+        if let Some(index) = indexes.iter().find(|&&index| index >= size) {
+            return Err(ReadError::Invalid(format!(
+                "index {index} is not below tree size {size}"
+            )));
+        }
+        merkle::prove_inclusions(indexes, size, &reader).map_err(|e| StoreError::from(e).into())
     }
 
     /// The consistency proof from `old_size` to `new_size`.

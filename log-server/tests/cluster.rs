@@ -10,6 +10,9 @@ use bftlog_spec::merkle;
 use bftlog_spec::proof::TlogProof;
 use bftlog_spec::wire::{self, BoundedVec, ClientRequest, ClientResponse, ErrorCode};
 
+#[path = "support/ports.rs"]
+mod ports;
+
 fn tempdir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bftlog-cluster-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -17,18 +20,7 @@ fn tempdir(tag: &str) -> PathBuf {
 }
 
 fn free_port_base() -> u16 {
-    // Four consecutive free UDP ports on 127.0.0.1.
-    loop {
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let base = socket.local_addr().unwrap().port();
-        if base > 60000 {
-            continue;
-        }
-        drop(socket);
-        if (0..4).all(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
+    ports::free_ports(4)
 }
 
 fn fast(dir: &Path, i: usize) -> ReplicaConfig {

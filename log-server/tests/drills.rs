@@ -31,23 +31,6 @@ use support::proxy::{Faults, Proxies};
 const BIN: &str = env!("CARGO_BIN_EXE_bftlog");
 const N: usize = 4;
 
-fn free_udp_ports(count: u16) -> u16 {
-    loop {
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let base = socket.local_addr().unwrap().port();
-        drop(socket);
-        if base > 60000 {
-            continue;
-        }
-        if (0..count).all(|i| {
-            std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok()
-                && std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
-        }) {
-            return base;
-        }
-    }
-}
-
 /// One drill cluster: proxies, replica processes, a client load.
 struct Drill {
     dir: PathBuf,
@@ -85,8 +68,8 @@ impl Drill {
         let dir = std::env::temp_dir().join(format!("bftlog-drill-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let public = free_udp_ports(N as u16);
-        let private = free_udp_ports(2 * N as u16);
+        let public = support::ports::free_ports(N as u16);
+        let private = support::ports::free_ports(2 * N as u16);
         let out = Command::new(BIN)
             .args(["init", "--dir"])
             .arg(&dir)

@@ -12,6 +12,9 @@ use bftlog_spec::merkle;
 use bftlog_spec::policy::Policy;
 use bftlog_spec::wire::{ClientRequest, ClientResponse};
 
+#[path = "support/ports.rs"]
+mod ports;
+
 const BIN: &str = env!("CARGO_BIN_EXE_bftlog");
 
 struct Replica(Child);
@@ -31,17 +34,7 @@ fn tempdir(tag: &str) -> PathBuf {
 }
 
 fn free_port_base(count: u16) -> u16 {
-    loop {
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let base = socket.local_addr().unwrap().port();
-        drop(socket);
-        if base > 60000 {
-            continue;
-        }
-        if (0..count).all(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
+    ports::free_ports(count)
 }
 
 fn free_tcp_port_base(count: u16) -> u16 {

@@ -456,6 +456,61 @@ pub fn prove_inclusion<R: HashReader + ?Sized>(
     if index >= size {
         return Err(ProveError::IndexOutOfRange { index, size });
     }
+    span_hashes(reader, &inclusion_spans(index, size))
+}
+
+/// [`prove_inclusion`] for each of `indexes` in one tree: the subtrees
+/// ending at the tree's right edge (the only ones that may be incomplete,
+/// and so need hashing) are computed once for all the proofs. Same
+/// results and errors as proving each index alone.
+pub fn prove_inclusions<R: HashReader + ?Sized>(
+    indexes: &[u64],
+    size: u64,
+    reader: &R,
+) -> Result<Vec<Vec<Hash>>, ProveError> {
+    // (start, hash) of subtrees [start, size) already computed.
+    let mut right_edge: Vec<(u64, Hash)> = Vec::new();
+    indexes
+        .iter()
+        .map(|&index| {
+            if index >= size {
+                return Err(ProveError::IndexOutOfRange { index, size });
+            }
+            let spans = inclusion_spans(index, size);
+            let mut proof: Vec<Option<Hash>> = spans
+                .iter()
+                .map(|span| {
+                    (span.end == size)
+                        .then(|| right_edge.iter().find(|(s, _)| *s == span.start))
+                        .flatten()
+                        .map(|(_, hash)| *hash)
+                })
+                .collect();
+            let todo: Vec<Span> = spans
+                .iter()
+                .zip(&proof)
+                .filter(|(_, known)| known.is_none())
+                .map(|(span, _)| *span)
+                .collect();
+            let mut computed = span_hashes(reader, &todo)?.into_iter();
+            for (span, slot) in todo.iter().zip(proof.iter_mut().filter(|h| h.is_none())) {
+                let hash = computed.next().expect("one hash per span");
+                if span.end == size {
+                    right_edge.push((span.start, hash));
+                }
+                *slot = Some(hash);
+            }
+            Ok(proof
+                .into_iter()
+                .map(|h| h.expect("every span known or computed"))
+                .collect())
+        })
+        .collect()
+}
+
+/// The subtrees whose hashes make up `PATH(index, D[0:size])`, from the
+/// leaf's sibling up. Requires `index < size`.
+fn inclusion_spans(index: u64, size: u64) -> Vec<Span> {
     // Walk down from the root; each level contributes the sibling span.
     let mut spans = Vec::new();
     let (mut start, mut end) = (0u64, size);
@@ -476,7 +531,7 @@ pub fn prove_inclusion<R: HashReader + ?Sized>(
         }
     }
     spans.reverse();
-    span_hashes(reader, &spans)
+    spans
 }
 
 /// RFC 6962 `PROOF(old_size, D[0:new_size])`. Empty when `old_size` is 0 or
@@ -991,6 +1046,29 @@ mod tests {
         let mut out = *hash;
         out.0[bit / 8] ^= 1 << (bit % 8);
         out
+    }
+
+    /// Batch proving gives each index's proof exactly as proving it alone,
+    /// in any order and with repeats, and the same error for an index out
+    /// of range.
+    #[test]
+    fn batch_proofs_equal_single_proofs() {
+        for n in 1..=40u64 {
+            let (_, tree) = tree(n);
+            let indexes: Vec<u64> = (0..n).rev().chain(0..n).chain([n / 2, 0]).collect();
+            let batch = prove_inclusions(&indexes, n, &tree).unwrap();
+            for (index, proof) in indexes.iter().zip(&batch) {
+                assert_eq!(
+                    *proof,
+                    prove_inclusion(*index, n, &tree).unwrap(),
+                    "n={n} i={index}"
+                );
+            }
+            assert_eq!(
+                prove_inclusions(&[0, n], n, &tree).unwrap_err().to_string(),
+                prove_inclusion(n, n, &tree).unwrap_err().to_string()
+            );
+        }
     }
 
     /// The batch verifier answers exactly as `verify_inclusion` for every

@@ -16,6 +16,10 @@
 //! - The leader of round `r` proposes a block that extends the block
 //!   certified by its highest QC, carrying a batch of entries. If it entered
 //!   `r` through a timeout certificate for `r − 1`, the proposal carries it.
+//! - Entries reach every replica when submitted (`Forward`), so a proposal
+//!   names them by leaf hash (`ProposalLeaves`, same block id and
+//!   signature as the full block). A replica that lacks some asks the
+//!   leader (`EntryRequest`) and votes only once it holds them all.
 //! - A replica votes for at most one block per round (durable
 //!   `last_voted_round`). It votes only if `block.round = qc.round + 1`, or if
 //!   the proposal carries a TC for `block.round − 1` and `qc.round` is at

@@ -1,2 +1,3 @@
 //! Shared by the integration tests that need it.
+pub mod ports;
 pub mod proxy;
