@@ -115,6 +115,10 @@ struct Inner {
     /// that a slow or silent replica does not stretch the hedge delay.
     append_latency_us: AtomicU64,
     hedged_appends: AtomicU64,
+    /// The last checkpoint note that passed the policy, by its exact bytes:
+    /// concurrent appends mostly get the same latest checkpoint, whose
+    /// signatures then need checking once rather than per answer.
+    last_verified: std::sync::Mutex<Option<(Vec<u8>, VerifiedCheckpoint)>>,
 }
 
 /// A handle to a cluster; cheap to clone.
@@ -148,6 +152,7 @@ impl Client {
                 options,
                 append_latency_us: AtomicU64::new(0),
                 hedged_appends: AtomicU64::new(0),
+                last_verified: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -456,12 +461,10 @@ impl Client {
     ) -> Result<Vec<AppendReceipt>, ClientError> {
         let verify_error = |message: String| ClientError::Verify { replica, message };
         one_receipt_per_entry(replica, receipts.len(), leaves.len())?;
-        let note = Note::parse(checkpoint).map_err(|e| verify_error(format!("checkpoint: {e}")))?;
         let verified = self
-            .inner
-            .policy
-            .verify_checkpoint(&note)
+            .verified_note(checkpoint)
             .map_err(|e| verify_error(format!("checkpoint: {e}")))?;
+        let note = verified.note();
         let tree = verified.checkpoint();
         // One tree head for all: the entries of one append are usually
         // neighbours, so their proofs share most interior nodes.
@@ -472,7 +475,7 @@ impl Client {
                 .map_err(|e| verify_error(format!("receipt for index {}: {e}", receipt.index)))?;
         }
         let texts =
-            TlogProof::format_batch(&note, receipts.iter().map(|r| (r.index, &r.hashes[..])));
+            TlogProof::format_batch(note, receipts.iter().map(|r| (r.index, &r.hashes[..])));
         Ok(receipts
             .iter()
             .zip(texts)
@@ -482,6 +485,34 @@ impl Client {
                 tree_size: tree.size,
             })
             .collect())
+    }
+
+    /// The checkpoint note `bytes` verified under the cluster's policy; the
+    /// same bytes as the last note verified are not checked again.
+    fn verified_note(&self, bytes: &[u8]) -> Result<VerifiedCheckpoint, String> {
+        let last = self
+            .inner
+            .last_verified
+            .lock()
+            .expect("checkpoint cache lock");
+        if let Some((last_bytes, verified)) = last.as_ref() {
+            if last_bytes.as_slice() == bytes {
+                return Ok(verified.clone());
+            }
+        }
+        drop(last);
+        let note = Note::parse(bytes).map_err(|e| e.to_string())?;
+        let verified = self
+            .inner
+            .policy
+            .verify_checkpoint(&note)
+            .map_err(|e| e.to_string())?;
+        *self
+            .inner
+            .last_verified
+            .lock()
+            .expect("checkpoint cache lock") = Some((bytes.to_vec(), verified.clone()));
+        Ok(verified)
     }
 
     /// A verified checkpoint: asks replicas in turn and returns the first
