@@ -704,7 +704,6 @@ impl CoreLoop {
                 self.latest_checkpoint = size;
             }
             let quiet = batch.is_empty();
-            let mut sent = false;
             if !quiet {
                 self.timed_write(&batch)?;
             }
@@ -712,6 +711,7 @@ impl CoreLoop {
                 self.replica.handle_persisted(token);
             }
             self.after_commit(&batch);
+            let mut sent = false;
             while let Some(out) = self.replica.poll_send() {
                 self.send(out.to, &out.message);
                 sent = true;

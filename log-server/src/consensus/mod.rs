@@ -1431,6 +1431,24 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         self.on_proposal_hashed(from, block, None, tc, signature);
     }
 
+    /// The cheap checks of a proposed block's header, before any hashing:
+    /// this epoch, a round led by its author, not stale. Counts a failure.
+    fn proposal_header_current(&mut self, block: &Block) -> bool {
+        if block.epoch != self.cfg.epoch
+            || block.justify.epoch != self.cfg.epoch
+            || block.round == 0
+            || block.author != self.cfg.leader(block.round)
+        {
+            self.metrics.malformed_messages += 1;
+            return false;
+        }
+        if block.round + 1 < self.round {
+            self.metrics.stale_messages += 1;
+            return false;
+        }
+        true
+    }
+
     /// A proposal by leaf hash: completed from the mempool when every entry
     /// is there (the usual case: entries are forwarded to all replicas when
     /// submitted), else the missing entries are asked of the leader and the
@@ -1443,16 +1461,11 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         tc: Option<TimeoutCert>,
         signature: Signature64,
     ) {
-        if !header.entries.is_empty()
-            || header.epoch != self.cfg.epoch
-            || header.round == 0
-            || header.author != self.cfg.leader(header.round)
-        {
+        if !header.entries.is_empty() {
             self.metrics.malformed_messages += 1;
             return;
         }
-        if header.round + 1 < self.round {
-            self.metrics.stale_messages += 1;
+        if !self.proposal_header_current(&header) {
             return;
         }
         let mut entries = Vec::with_capacity(leaves.len());
@@ -1594,16 +1607,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         tc: Option<TimeoutCert>,
         signature: Signature64,
     ) {
-        if block.epoch != self.cfg.epoch || block.justify.epoch != self.cfg.epoch {
-            self.metrics.malformed_messages += 1;
-            return;
-        }
-        if block.round == 0 || block.author != self.cfg.leader(block.round) {
-            self.metrics.malformed_messages += 1;
-            return;
-        }
-        if block.round + 1 < self.round {
-            self.metrics.stale_messages += 1;
+        if !self.proposal_header_current(&block) {
             return;
         }
         // Leaf hashes first: the block id is computed from them.
