@@ -16,6 +16,7 @@
 //! - [`Client::checkpoint`] returns a checkpoint only after verifying its
 //!   quorum; proofs are checked against verified checkpoints.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -32,6 +33,9 @@ use tokio::sync::Mutex;
 
 use crate::config::Cluster;
 use crate::net;
+
+/// Checkpoint notes a client remembers as verified (by their bytes).
+const VERIFIED_NOTES: usize = 16;
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -115,10 +119,12 @@ struct Inner {
     /// that a slow or silent replica does not stretch the hedge delay.
     append_latency_us: AtomicU64,
     hedged_appends: AtomicU64,
-    /// The last checkpoint note that passed the policy, by its exact bytes:
-    /// concurrent appends mostly get the same latest checkpoint, whose
-    /// signatures then need checking once rather than per answer.
-    last_verified: std::sync::Mutex<Option<(Vec<u8>, VerifiedCheckpoint)>>,
+    /// The last [`VERIFIED_NOTES`] checkpoint notes that passed the
+    /// policy, by their exact bytes, newest last: concurrent appends mostly
+    /// get one of a few latest checkpoints (each replica assembles its own
+    /// set of 2f+1 signatures, so one size comes in several byte forms),
+    /// whose signatures then need checking once rather than per answer.
+    verified_notes: std::sync::Mutex<VecDeque<(Vec<u8>, VerifiedCheckpoint)>>,
 }
 
 /// A handle to a cluster; cheap to clone.
@@ -152,7 +158,7 @@ impl Client {
                 options,
                 append_latency_us: AtomicU64::new(0),
                 hedged_appends: AtomicU64::new(0),
-                last_verified: std::sync::Mutex::new(None),
+                verified_notes: std::sync::Mutex::new(VecDeque::new()),
             }),
         })
     }
@@ -488,30 +494,32 @@ impl Client {
     }
 
     /// The checkpoint note `bytes` verified under the cluster's policy; the
-    /// same bytes as the last note verified are not checked again.
+    /// same bytes as one of the last notes verified are not checked again.
     fn verified_note(&self, bytes: &[u8]) -> Result<VerifiedCheckpoint, String> {
-        let last = self
+        let recent = self
             .inner
-            .last_verified
+            .verified_notes
             .lock()
             .expect("checkpoint cache lock");
-        if let Some((last_bytes, verified)) = last.as_ref() {
-            if last_bytes.as_slice() == bytes {
-                return Ok(verified.clone());
-            }
+        if let Some((_, verified)) = recent.iter().rev().find(|(b, _)| b.as_slice() == bytes) {
+            return Ok(verified.clone());
         }
-        drop(last);
+        drop(recent);
         let note = Note::parse(bytes).map_err(|e| e.to_string())?;
         let verified = self
             .inner
             .policy
             .verify_checkpoint(&note)
             .map_err(|e| e.to_string())?;
-        *self
+        let mut recent = self
             .inner
-            .last_verified
+            .verified_notes
             .lock()
-            .expect("checkpoint cache lock") = Some((bytes.to_vec(), verified.clone()));
+            .expect("checkpoint cache lock");
+        if recent.len() == VERIFIED_NOTES {
+            recent.pop_front();
+        }
+        recent.push_back((bytes.to_vec(), verified.clone()));
         Ok(verified)
     }
 

@@ -5,7 +5,7 @@
 //! | table         | key                    | value                                   |
 //! |---------------|------------------------|-----------------------------------------|
 //! | `entry_runs`  | first index `u64`      | a run of entries (see below)            |
-//! | `leaf_index`  | leaf hash `[u8; 32]`   | index `u64`, for indexes below `leaf_indexed_size` |
+//! | `leaf_runs`   | (run `u64`, row `u64`) | up to [`LEAF_ROW`] sorted (leaf hash, index) pairs |
 //! | `hash_chunks` | chunk `u64`            | up to 64 stored hashes (32 bytes each)  |
 //! | `blocks`      | height `u64`           | committed block without its entries     |
 //! | `voted`       | (round, block id)      | a voted, not yet committed block        |
@@ -28,20 +28,34 @@
 //! touches a handful of rows. The row holding entry `i` is the last one
 //! whose key is at most `i`.
 //!
-//! The leaf index (leaf hash → index, for idempotent appends and proofs by
-//! leaf hash) has two levels. Leaf hashes are random, so inserting them
-//! into a B-tree as they commit rewrote a page per entry, which cost a
-//! third of a replica's CPU at a few hundred thousand entries and grows
-//! with the log. The newest entries' leaves are held in memory instead
-//! ([`RECENT_LEAVES`] at most). When it fills, it is frozen as a sorted
-//! list and merged into `leaf_index` in key order, a slice per commit
-//! (twice the commit's new leaves, at least [`MERGE_STEP_MIN`]), while a
-//! fresh memory level takes new leaves; merging it all in one commit had
-//! stalled that commit for long enough to be the p99 latency.
-//! `meta.leaf_indexed_size` records how far `leaf_index` reaches once a
-//! frozen level is wholly merged. The memory level needs no log of its
-//! own: on open it is rebuilt from the stored leaf hashes beyond that
-//! size (a slice already merged is then in both, with the same index).
+//! The leaf index (leaf hash → first index, for idempotent appends and
+//! proofs by leaf hash) is a small log-structured index. Leaf hashes are
+//! random, so a B-tree keyed by them rewrites a page per insert; merging
+//! batches into one (sessions 6 to 8) still rewrote the whole tree once
+//! per batch, a cost that grew with the log until it was the p99 commit
+//! latency at a few hundred thousand entries. Instead:
+//!
+//! - the newest entries' leaves are held in memory ([`RECENT_LEAVES`] at
+//!   most);
+//! - when that fills, it is frozen as a sorted list and written out as an
+//!   immutable *run*: rows of [`LEAF_ROW`] sorted (leaf, index) pairs,
+//!   keyed by (run, row), so writing it only appends at the B-tree's right
+//!   edge. It is written a slice per commit (twice the commit's new
+//!   leaves, at least [`MERGE_STEP_MIN`]) while a fresh memory level
+//!   takes new leaves; the frozen list answers lookups until its last row
+//!   is written;
+//! - each complete run keeps in memory the first leaf of every row (a
+//!   fence, 32 bytes per [`LEAF_ROW`] entries) and a Bloom filter of its
+//!   leaves (10 bits per entry), so a lookup reads at most one row of a
+//!   run that may hold the leaf, and usually none of a run that does not.
+//!
+//! Runs are searched oldest first, so an entry committed twice keeps its
+//! first index. `meta.leaf_runs` counts the complete runs and
+//! `meta.leaf_indexed_size` is the tree size they cover. The memory level
+//! needs no log of its own: on open it is rebuilt from the stored leaf
+//! hashes beyond that size, and the rows of a run a crash left incomplete
+//! are deleted. Runs are never merged with each other yet: a lookup of an
+//! absent leaf probes one Bloom filter per run (40 at 10M entries).
 //!
 //! Proofs read the stored hashes of levels [`UPPER_LEVEL`] and up from
 //! memory ([`UpperHashes`], 4 bytes per entry: 40 MB at 10M entries),
@@ -64,7 +78,6 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use crate::consensus::digest_hash::DigestMap;
 use bftlog_spec::merkle::{
     self, CompactRange, Hash, HashReader, MAX_PROOF_LEN, ProveError, stored_hash_count,
     stored_hash_subtree,
@@ -72,11 +85,12 @@ use bftlog_spec::merkle::{
 use bftlog_spec::wire::{self, Block, BoundedVec, Entry, QuorumCert, TimeoutCert};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use crate::consensus::{Committed, Recovered, SafetyState};
 
 const ENTRY_RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("entry_runs");
-const LEAF_INDEX: TableDefinition<[u8; 32], u64> = TableDefinition::new("leaf_index");
+const LEAF_RUNS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("leaf_runs");
 const HASH_CHUNKS: TableDefinition<u64, &[u8]> = TableDefinition::new("hash_chunks");
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const VOTED: TableDefinition<(u64, [u8; 32]), &[u8]> = TableDefinition::new("voted");
@@ -94,16 +108,22 @@ pub const ENTRY_RUN: u64 = 256;
 /// (66,560 bytes) took a 128 KiB page, half of it zeros.
 pub const ENTRY_RUN_MAX_BYTES: usize = 65_536 - 64;
 /// The layout version in `meta`; a database of another layout is refused.
-const SCHEMA_VERSION: u64 = 2;
+const SCHEMA_VERSION: u64 = 3;
 
 const META_TREE_SIZE: &str = "tree_size";
 const META_HEIGHT: &str = "committed_height";
 const META_EPOCH: &str = "epoch";
 const META_SCHEMA: &str = "schema";
-/// Entries below this index have their leaf in `leaf_index`.
+/// Entries below this index have their leaf in a complete run.
 const META_LEAF_INDEXED: &str = "leaf_indexed_size";
-/// Leaves held in memory before they are merged into `leaf_index`
-/// (about 12 MiB).
+/// Complete runs of the leaf index (runs `0..count`).
+const META_LEAF_RUNS: &str = "leaf_runs";
+/// (leaf, index) pairs per `leaf_runs` row: 40 bytes each, so a row and
+/// its key fit one 4 KiB page.
+pub const LEAF_ROW: usize = 96;
+/// Bytes of one (leaf, index) pair in a run row.
+const LEAF_PAIR: usize = 40;
+/// Leaves held in memory before they freeze into a run (about 12 MiB).
 pub const RECENT_LEAVES: usize = 1 << 18;
 /// Size of the latest checkpoint whose witness cosignatures meet the policy.
 const META_WITNESSED: &str = "witnessed_size";
@@ -223,6 +243,8 @@ pub struct Store {
     recent_limit: usize,
     /// [`MERGE_STEP_MIN`], smaller in tests.
     merge_step_min: usize,
+    /// [`LEAF_ROW`], smaller in tests.
+    leaf_row: usize,
     /// Stored hashes of levels ≥ [`UPPER_LEVEL`], up to the committed size.
     upper: std::sync::RwLock<UpperHashes>,
 }
@@ -248,7 +270,7 @@ impl Store {
         {
             // Create every table so readers never see a missing one.
             txn.open_table(ENTRY_RUNS)?;
-            txn.open_table(LEAF_INDEX)?;
+            txn.open_table(LEAF_RUNS)?;
             txn.open_table(HASH_CHUNKS)?;
             txn.open_table(BLOCKS)?;
             txn.open_table(VOTED)?;
@@ -275,6 +297,11 @@ impl Store {
                 None if size == 0 => {
                     meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
                 }
+                Some(2) => {
+                    let runs = migrate_leaf_index_v2(&txn)?;
+                    meta.insert(META_LEAF_RUNS, runs)?;
+                    meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
+                }
                 stored => return Err(StoreError::SchemaMismatch { stored }),
             }
         }
@@ -285,9 +312,21 @@ impl Store {
             recent: Default::default(),
             recent_limit: RECENT_LEAVES,
             merge_step_min: MERGE_STEP_MIN,
+            leaf_row: LEAF_ROW,
             upper: Default::default(),
         };
-        let (tree, recent, upper) = {
+        // The rows of a run that a crash left half written go; the frozen
+        // level they came from is rebuilt into memory below.
+        let txn = store.db.begin_write()?;
+        let run_count = {
+            let meta = txn.open_table(META)?;
+            let count = meta.get(META_LEAF_RUNS)?.map_or(0, |v| v.value());
+            txn.open_table(LEAF_RUNS)?
+                .retain_in((count, 0)..=(u64::MAX, u64::MAX), |_, _| false)?;
+            count
+        };
+        txn.commit()?;
+        let (tree, recent, runs, upper) = {
             let read = store.db.begin_read()?;
             let reader = TxnHashes::new(&read)?;
             let indexed = read
@@ -297,11 +336,16 @@ impl Store {
             (
                 CompactRange::from_storage(size, &reader)?,
                 recent_leaves(&read, indexed, size)?,
+                load_runs(&read, run_count)?,
                 UpperHashes::load(size, &reader)?,
             )
         };
         *store.writer.lock().expect("store lock") = tree;
-        store.recent.write().expect("leaf lock").active = recent;
+        {
+            let mut leaves = store.recent.write().expect("leaf lock");
+            leaves.active = recent;
+            leaves.runs = runs;
+        }
         *store.upper.write().expect("upper lock") = upper;
         Ok(store)
     }
@@ -411,12 +455,12 @@ impl Store {
         } else {
             Durability::Immediate
         });
-        // Set when this step completes the merge of a frozen level into
-        // `leaf_index`: the size `leaf_index` then reaches.
-        let mut merged: Option<u64> = None;
+        // Set when this step writes a frozen level's last row: the run
+        // it becomes (added to memory once the transaction commits).
+        let mut completed: Option<LeafRun> = None;
         // A newly frozen level (sorted) and the tree size it ends at.
         let mut freeze: Option<(Vec<(Hash, u64)>, u64)> = None;
-        // How much of the frozen level `leaf_index` holds after this step.
+        // How much of the frozen level is written after this step.
         let mut merge_progress = 0;
         let mut pending_leaves: Vec<(Hash, u64)> = Vec::new();
         let mut pending_upper: Vec<(u32, u64, Hash)> = Vec::new();
@@ -424,7 +468,7 @@ impl Store {
             let mut meta = txn.open_table(META)?;
             if !batch.commits.is_empty() {
                 let mut runs = txn.open_table(ENTRY_RUNS)?;
-                let mut leaf_index = txn.open_table(LEAF_INDEX)?;
+                let mut leaf_runs = txn.open_table(LEAF_RUNS)?;
                 let mut chunks = txn.open_table(HASH_CHUNKS)?;
                 let mut blocks = txn.open_table(BLOCKS)?;
                 let mut new_hashes: Vec<Hash> = Vec::new();
@@ -493,57 +537,51 @@ impl Store {
                     max_round = max_round.max(commit.block.round);
                 }
                 // The memory level takes the new leaves. When they would
-                // overflow it, it is frozen (sorted) and merged into
-                // `leaf_index` a slice per commit, at least twice as fast
-                // as leaves arrive, so a merge never stalls one commit.
+                // overflow it, it is frozen (sorted) and written out as a
+                // run a slice per commit, at least twice as fast as leaves
+                // arrive, so writing a run never stalls one commit.
                 let recent = self.recent.read().expect("leaf lock");
                 let mut merged_to = recent.merged;
-                let mut to_insert: Vec<(Hash, u64)> = Vec::new();
                 if !recent.merging.is_empty() {
                     let step = (2 * new_leaves.len()).max(self.merge_step_min);
-                    merged_to = (recent.merged + step).min(recent.merging.len());
-                    to_insert.extend_from_slice(&recent.merging[recent.merged..merged_to]);
+                    // Slices end on row boundaries (but for the last).
+                    merged_to = (recent.merged + step)
+                        .next_multiple_of(self.leaf_row)
+                        .min(recent.merging.len());
                 }
                 if recent.active.len() + new_leaves.len() >= self.recent_limit {
-                    // The previous frozen level, if still merging, goes in
-                    // whole; the memory level plus these leaves freeze.
-                    to_insert.extend_from_slice(&recent.merging[merged_to..]);
+                    // The previous frozen level, if still being written,
+                    // goes in whole; the memory level plus these leaves
+                    // freeze.
                     merged_to = recent.merging.len();
-                    // Sorted by leaf, then index: the dedup keeps each
-                    // leaf's first index.
-                    let mut frozen: Vec<(Hash, u64)> = recent
-                        .active
-                        .iter()
-                        .map(|(leaf, index)| (*leaf, *index))
-                        .chain(new_leaves.drain(..))
-                        .collect();
-                    frozen.sort_unstable();
-                    frozen.dedup_by_key(|(leaf, _)| *leaf);
+                    // The memory level is already in key order; only this
+                    // commit's leaves need sorting.
+                    let frozen = freeze_level(&recent.active, std::mem::take(&mut new_leaves));
                     freeze = Some((frozen, next_tree.size()));
                 } else {
                     pending_leaves = std::mem::take(&mut new_leaves);
                 }
-                if !recent.merging.is_empty() && merged_to == recent.merging.len() {
-                    merged = Some(recent.merging_end);
+                if !recent.merging.is_empty() {
+                    let run = recent.runs.len() as u64;
+                    let rows = recent.merging[recent.merged..merged_to].chunks(self.leaf_row);
+                    let mut bytes = Vec::with_capacity(self.leaf_row * LEAF_PAIR);
+                    for (k, row) in rows.enumerate() {
+                        bytes.clear();
+                        for (leaf, index) in row {
+                            bytes.extend_from_slice(&leaf.0);
+                            bytes.extend_from_slice(&index.to_be_bytes());
+                        }
+                        let row_number = (recent.merged / self.leaf_row + k) as u64;
+                        leaf_runs.insert((run, row_number), bytes.as_slice())?;
+                    }
+                    if merged_to == recent.merging.len() {
+                        meta.insert(META_LEAF_RUNS, run + 1)?;
+                        meta.insert(META_LEAF_INDEXED, recent.merging_end)?;
+                        completed = Some(LeafRun::new(run, &recent.merging, self.leaf_row));
+                    }
                 }
                 merge_progress = merged_to;
                 drop(recent);
-                // Inserted in key order, the random leaf hashes touch each
-                // B-tree page once per slice rather than once per entry. An
-                // entry committed twice (a Byzantine leader can re-propose
-                // one past the dedup window) keeps its first index, so
-                // receipts already given stay right: `leaf_index` only
-                // ever holds entries older than the memory level's, and an
-                // insert over an existing key puts the older index back.
-                for (leaf, index) in to_insert {
-                    let previous = leaf_index.insert(leaf.0, index)?.map(|v| v.value());
-                    if let Some(previous) = previous {
-                        leaf_index.insert(leaf.0, previous)?;
-                    }
-                }
-                if let Some(size) = merged {
-                    meta.insert(META_LEAF_INDEXED, size)?;
-                }
                 write_hashes(&mut chunks, first_stored, &new_hashes)?;
                 meta.insert(META_TREE_SIZE, next_tree.size())?;
                 // Voted blocks at or below the committed round are settled.
@@ -580,12 +618,16 @@ impl Store {
         let mut recent = self.recent.write().expect("leaf lock");
         if !batch.commits.is_empty() {
             recent.merged = merge_progress;
-            if merged.is_some() {
+            if let Some(run) = completed {
+                recent.runs.push(run);
                 recent.merging = Vec::new();
                 recent.merged = 0;
             }
             if let Some((frozen, end)) = freeze {
-                assert!(recent.merging.is_empty(), "the previous level merged first");
+                assert!(
+                    recent.merging.is_empty(),
+                    "the previous frozen level was written first"
+                );
                 recent.merging = frozen;
                 recent.merging_end = end;
                 recent.active.clear();
@@ -609,18 +651,30 @@ impl Store {
 
     /// The indexes of entries with these leaf hashes, where committed.
     pub fn indexes_of(&self, leaves: &[Hash]) -> Result<Vec<Option<u64>>, StoreError> {
-        let read = self.db.begin_read()?;
-        let table = read.open_table(LEAF_INDEX)?;
+        // The lock before the snapshot: a run joins `runs` only after the
+        // transaction that wrote its last row committed, so every run
+        // seen here is whole in the snapshot, and a frozen level not yet
+        // in `runs` is still in memory.
         let recent = self.recent.read().expect("leaf lock");
+        let read = self.db.begin_read()?;
+        let table = read.open_table(LEAF_RUNS)?;
         leaves
             .iter()
             .map(|leaf| {
-                // `leaf_index` holds the older entries, so an index found
-                // there is the first one.
-                match table.get(leaf.0)? {
-                    Some(v) => Ok(Some(v.value())),
-                    None => Ok(recent.get(leaf)),
+                // Older runs hold older entries, and all runs older ones
+                // than memory: the first index found is the first one.
+                for run in &recent.runs {
+                    let Some(row) = run.row_for(leaf) else {
+                        continue;
+                    };
+                    let bytes = table.get((run.id, row))?.ok_or_else(|| {
+                        StoreError::Corrupt(format!("leaf run {} lacks row {row}", run.id))
+                    })?;
+                    if let Some(index) = find_in_row(bytes.value(), leaf)? {
+                        return Ok(Some(index));
+                    }
                 }
+                Ok(recent.get(leaf))
             })
             .collect()
     }
@@ -842,9 +896,9 @@ fn recent_leaves(
     read: &redb::ReadTransaction,
     start: u64,
     end: u64,
-) -> Result<DigestMap<Hash, u64>, StoreError> {
+) -> Result<BTreeMap<Hash, u64>, StoreError> {
     let reader = TxnHashes::new(read)?;
-    let mut out = DigestMap::with_capacity_and_hasher((end - start) as usize, Default::default());
+    let mut out = BTreeMap::new();
     for index in start..end {
         let position = merkle::stored_hash_index(0, index);
         let leaf = reader.read_hashes(&[position]).map_err(ProveError::from)?[0];
@@ -931,23 +985,215 @@ fn write_hashes(
     Ok(())
 }
 
-/// Leaves a merge step moves into `leaf_index` at least (more when a step
-/// commits many entries).
+/// Leaves of a frozen level a commit writes into its run at least (more
+/// when a step commits many entries).
 pub const MERGE_STEP_MIN: usize = 4096;
 
-/// The leaf index's memory level: leaf hash → first index for the entries
-/// `leaf_index` does not cover yet.
+/// The leaf index's levels: its complete runs (on disk, with fences and
+/// Bloom filters here) and, for the entries they do not cover yet, leaf
+/// hash → first index in memory.
 #[derive(Default)]
 struct RecentLeaves {
-    /// Leaves committed since `merging` was frozen.
-    active: DigestMap<Hash, u64>,
+    /// Complete runs, oldest first.
+    runs: Vec<LeafRun>,
+    /// Leaves committed since `merging` was frozen, in key order so that
+    /// freezing them needs no sort (sorting 2^18 leaves in the commit that
+    /// froze them had stalled it for tens of milliseconds).
+    active: BTreeMap<Hash, u64>,
     /// A frozen level, sorted by leaf hash (one first index per leaf),
-    /// being merged into `leaf_index`; its first `merged` are there.
+    /// being written out as run `runs.len()`; its first `merged` are.
     merging: Vec<(Hash, u64)>,
     merged: usize,
     /// The tree size at which `merging` was frozen: `leaf_indexed_size`
-    /// once it is merged.
+    /// once its run is complete.
     merging_end: u64,
+}
+
+/// The frozen level made of the memory level `active` and a commit's new
+/// `leaves` (in index order): sorted by leaf, each with its first index.
+fn freeze_level(active: &BTreeMap<Hash, u64>, mut leaves: Vec<(Hash, u64)>) -> Vec<(Hash, u64)> {
+    leaves.sort_unstable();
+    leaves.dedup_by_key(|(leaf, _)| *leaf);
+    let mut frozen = Vec::with_capacity(active.len() + leaves.len());
+    let mut newer = leaves.into_iter().peekable();
+    for (&leaf, &index) in active {
+        while let Some(&(next, next_index)) = newer.peek() {
+            if next > leaf {
+                break;
+            }
+            newer.next();
+            // The same leaf again: the memory level's index is older.
+            if next < leaf {
+                frozen.push((next, next_index));
+            }
+        }
+        frozen.push((leaf, index));
+    }
+    frozen.extend(newer);
+    frozen
+}
+
+/// What a [`Store`] keeps in memory of one complete run of the leaf index.
+struct LeafRun {
+    id: u64,
+    /// The first leaf of each row.
+    fences: Vec<Hash>,
+    bloom: Bloom,
+}
+
+impl LeafRun {
+    /// The run `id` holding `sorted` in rows of `row_len`.
+    fn new(id: u64, sorted: &[(Hash, u64)], row_len: usize) -> Self {
+        let mut bloom = Bloom::new(sorted.len());
+        for (leaf, _) in sorted {
+            bloom.insert(leaf);
+        }
+        LeafRun {
+            id,
+            fences: sorted.chunks(row_len).map(|row| row[0].0).collect(),
+            bloom,
+        }
+    }
+
+    /// The row that holds `leaf` if the run does.
+    fn row_for(&self, leaf: &Hash) -> Option<u64> {
+        if !self.bloom.may_contain(leaf) {
+            return None;
+        }
+        // The last row whose first leaf is at most `leaf`.
+        let after = self.fences.partition_point(|fence| fence <= leaf);
+        after.checked_sub(1).map(|row| row as u64)
+    }
+}
+
+/// A Bloom filter over leaf hashes: 10 bits and 7 probes per leaf, about
+/// 1% false positives. Leaf hashes are SHA-256 outputs, so their bytes
+/// serve as the filter's hashes. A client grinding entries can raise the
+/// false positives only for its own lookups' cost, never change an answer.
+struct Bloom {
+    bits: Vec<u64>,
+}
+
+impl Bloom {
+    const BITS_PER_LEAF: usize = 10;
+    const PROBES: u64 = 7;
+
+    fn new(leaves: usize) -> Self {
+        let words = (leaves * Self::BITS_PER_LEAF).div_ceil(64).max(1);
+        Bloom {
+            bits: vec![0; words],
+        }
+    }
+
+    /// Double hashing (Kirsch and Mitzenmacher) from two words of the leaf.
+    fn probes(&self, leaf: &Hash) -> impl Iterator<Item = usize> + use<> {
+        let word = |i: usize| u64::from_le_bytes(leaf.0[i..i + 8].try_into().expect("8 bytes"));
+        let (h1, h2) = (word(0), word(8) | 1);
+        let nbits = (self.bits.len() * 64) as u64;
+        (0..Self::PROBES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % nbits) as usize)
+    }
+
+    fn insert(&mut self, leaf: &Hash) {
+        for bit in self.probes(leaf) {
+            self.bits[bit / 64] |= 1 << (bit % 64);
+        }
+    }
+
+    fn may_contain(&self, leaf: &Hash) -> bool {
+        self.probes(leaf)
+            .all(|bit| self.bits[bit / 64] & (1 << (bit % 64)) != 0)
+    }
+}
+
+/// The index paired with `leaf` in a run row, if the row holds it.
+fn find_in_row(row: &[u8], leaf: &Hash) -> Result<Option<u64>, StoreError> {
+    if row.is_empty() || row.len() % LEAF_PAIR != 0 {
+        return Err(StoreError::Corrupt(format!(
+            "a leaf run row of {} bytes",
+            row.len()
+        )));
+    }
+    let pairs = row.len() / LEAF_PAIR;
+    let key = |i: usize| &row[i * LEAF_PAIR..i * LEAF_PAIR + 32];
+    let (mut low, mut high) = (0, pairs);
+    while low < high {
+        let mid = (low + high) / 2;
+        match key(mid).cmp(&leaf.0[..]) {
+            std::cmp::Ordering::Less => low = mid + 1,
+            std::cmp::Ordering::Greater => high = mid,
+            std::cmp::Ordering::Equal => {
+                let at = mid * LEAF_PAIR + 32;
+                let index = u64::from_be_bytes(row[at..at + 8].try_into().expect("8 bytes"));
+                return Ok(Some(index));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Layout 2 kept the leaf index as a B-tree keyed by leaf hash; its rows,
+/// read in key order, are a sorted run as they stand. They become run 0
+/// (covering the same `leaf_indexed_size`) and the old table goes.
+/// Returns the number of runs written (0 for an empty index).
+fn migrate_leaf_index_v2(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    const LEAF_INDEX_V2: TableDefinition<[u8; 32], u64> = TableDefinition::new("leaf_index");
+    let mut written = 0u64;
+    {
+        let old = txn.open_table(LEAF_INDEX_V2)?;
+        let mut runs = txn.open_table(LEAF_RUNS)?;
+        let mut row = Vec::with_capacity(LEAF_ROW * LEAF_PAIR);
+        for pair in old.iter()? {
+            let (leaf, index) = pair?;
+            row.extend_from_slice(&leaf.value());
+            row.extend_from_slice(&index.value().to_be_bytes());
+            if row.len() == LEAF_ROW * LEAF_PAIR {
+                runs.insert((0, written), row.as_slice())?;
+                row.clear();
+                written += 1;
+            }
+        }
+        if !row.is_empty() {
+            runs.insert((0, written), row.as_slice())?;
+            written += 1;
+        }
+    }
+    txn.delete_table(LEAF_INDEX_V2)?;
+    Ok(u64::from(written > 0))
+}
+
+/// The complete runs `0..count` of the leaf index, read back for their
+/// fences and Bloom filters.
+fn load_runs(read: &redb::ReadTransaction, count: u64) -> Result<Vec<LeafRun>, StoreError> {
+    let table = read.open_table(LEAF_RUNS)?;
+    let mut runs = Vec::with_capacity(count as usize);
+    for id in 0..count {
+        let mut leaves: Vec<Hash> = Vec::new();
+        let mut fences = Vec::new();
+        for (n, row) in table.range((id, 0)..(id + 1, 0))?.enumerate() {
+            let (key, bytes) = row?;
+            let bytes = bytes.value();
+            if key.value().1 != n as u64 || bytes.is_empty() || bytes.len() % LEAF_PAIR != 0 {
+                return Err(StoreError::Corrupt(format!("leaf run {id} row {n}")));
+            }
+            fences.push(Hash(bytes[..32].try_into().expect("32 bytes")));
+            for pair in bytes.chunks_exact(LEAF_PAIR) {
+                let leaf = Hash(pair[..32].try_into().expect("32 bytes"));
+                if leaves.last().is_some_and(|last| *last >= leaf) {
+                    return Err(StoreError::Corrupt(format!("leaf run {id} is not sorted")));
+                }
+                leaves.push(leaf);
+            }
+        }
+        if leaves.is_empty() {
+            return Err(StoreError::Corrupt(format!("leaf run {id} is missing")));
+        }
+        let mut bloom = Bloom::new(leaves.len());
+        for leaf in &leaves {
+            bloom.insert(leaf);
+        }
+        runs.push(LeafRun { id, fences, bloom });
+    }
+    Ok(runs)
 }
 
 impl RecentLeaves {
@@ -1416,14 +1662,24 @@ mod tests {
     }
 
     #[test]
-    fn the_leaf_index_merges_its_memory_level_in_slices_and_rebuilds_it_on_open() {
+    fn the_leaf_index_writes_frozen_levels_as_runs_in_slices_and_rebuilds_memory_on_open() {
         let dir = tempdir();
         let path = dir.join("db.redb");
         let mut tree = merkle::MemoryTree::new();
         let small = |mut store: Store| {
             store.recent_limit = 50;
             store.merge_step_min = 4;
+            store.leaf_row = 2;
             store
+        };
+        let stored_rows = |store: &Store| {
+            let read = store.db.begin_read().unwrap();
+            let table = read.open_table(LEAF_RUNS).unwrap();
+            table
+                .iter()
+                .unwrap()
+                .map(|row| row.unwrap().0.value())
+                .collect::<Vec<(u64, u64)>>()
         };
         let store = small(Store::open(&path, 1).unwrap());
         let indexed = |store: &Store| {
@@ -1447,16 +1703,22 @@ mod tests {
             assert_eq!(store.index_of(&next).unwrap(), None);
         };
         // Blocks of 9: the sixth fills the memory level (54 ≥ 50), which
-        // freezes; the seventh merges 2 × 9 of its 54 leaves.
+        // freezes; the seventh writes 2 × 9 of its 54 leaves (9 rows of
+        // run 0).
         commit_blocks(&store, &mut tree, 7, 9);
         assert_eq!(indexed(&store), None);
         assert_eq!(levels(&store), (9, 54, 18));
+        assert_eq!(
+            stored_rows(&store),
+            (0..9).map(|r| (0, r)).collect::<Vec<_>>()
+        );
         all_found(&store, 63);
-        // Reopened mid-merge: everything beyond `leaf_indexed_size` (0) is
-        // rebuilt into memory; the slice already in `leaf_index` agrees.
+        // Reopened mid-run: the incomplete run's rows go and everything
+        // beyond `leaf_indexed_size` (0) is rebuilt into memory.
         drop(store);
         let store = small(Store::open(&path, 1).unwrap());
         assert_eq!(levels(&store), (63, 0, 0));
+        assert_eq!(stored_rows(&store), []);
         all_found(&store, 63);
         // The next block freezes all 72; four more merge them (18 each).
         commit_blocks(&store, &mut tree, 1, 9);
@@ -1470,9 +1732,10 @@ mod tests {
         commit_blocks(&store, &mut tree, 1, 9);
         assert_eq!(indexed(&store), Some(72));
         assert_eq!(levels(&store), (36, 0, 0));
+        assert_eq!(stored_rows(&store).len(), 36);
         all_found(&store, 108);
         // An entry committed again keeps its first index, whichever level
-        // holds it: `leaf_index` (5), or memory (100).
+        // holds it: run 0 (5), or memory (100).
         let height = store.committed_height().unwrap() + 1;
         let again = committed(
             &mut tree,
@@ -1503,6 +1766,124 @@ mod tests {
             store.index_of(&merkle::leaf_hash(b"entry 100")).unwrap(),
             Some(100)
         );
+        // Blocks until the memory level (with the second "entry 5", at
+        // 108) is written as run 1: "entry 5" is then in both runs and
+        // keeps its first index, before and after a reopen.
+        while indexed(&store) == Some(72) {
+            commit_blocks(&store, &mut tree, 1, 9);
+        }
+        let size = tree.size();
+        let probe: Vec<Hash> = [5, 100, 110, size - 1, size]
+            .iter()
+            .map(|i| merkle::leaf_hash(format!("entry {i}").as_bytes()))
+            .collect();
+        let expected = [Some(5), Some(100), Some(110), Some(size - 1), None];
+        assert_eq!(store.recent.read().unwrap().runs.len(), 2);
+        assert_eq!(store.indexes_of(&probe).unwrap(), expected);
+        drop(store);
+        let store = small(Store::open(&path, 1).unwrap());
+        assert_eq!(store.recent.read().unwrap().runs.len(), 2);
+        assert_eq!(store.indexes_of(&probe).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_layout_2_leaf_index_becomes_run_0() {
+        let dir = tempdir();
+        let path = dir.join("db.redb");
+        let mut tree = merkle::MemoryTree::new();
+        let store = Store::open(&path, 1).unwrap();
+        commit_blocks(&store, &mut tree, 3, 100);
+        // Rewrite it as layout 2 would have left it after merging a
+        // frozen level of the first 250 entries into `leaf_index`.
+        let txn = store.db.begin_write().unwrap();
+        {
+            let old: TableDefinition<[u8; 32], u64> = TableDefinition::new("leaf_index");
+            let mut old = txn.open_table(old).unwrap();
+            for i in 0..250u64 {
+                let leaf = merkle::leaf_hash(format!("entry {i}").as_bytes());
+                old.insert(leaf.0, i).unwrap();
+            }
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert(META_SCHEMA, 2).unwrap();
+            meta.insert(META_LEAF_INDEXED, 250).unwrap();
+        }
+        txn.delete_table(LEAF_RUNS).unwrap();
+        txn.commit().unwrap();
+        drop(store);
+        let store = Store::open(&path, 1).unwrap();
+        {
+            let leaves = store.recent.read().unwrap();
+            assert_eq!(leaves.runs.len(), 1);
+            assert_eq!(leaves.runs[0].fences.len(), 250usize.div_ceil(LEAF_ROW));
+            assert_eq!(leaves.active.len(), 50);
+        }
+        let all: Vec<Hash> = (0..301u64)
+            .map(|i| merkle::leaf_hash(format!("entry {i}").as_bytes()))
+            .collect();
+        let mut expected: Vec<Option<u64>> = (0..300).map(Some).collect();
+        expected.push(None);
+        assert_eq!(store.indexes_of(&all).unwrap(), expected);
+        let read = store.db.begin_read().unwrap();
+        let meta = read.open_table(META).unwrap();
+        assert_eq!(
+            meta.get(META_SCHEMA).unwrap().unwrap().value(),
+            SCHEMA_VERSION
+        );
+        assert_eq!(meta.get(META_LEAF_RUNS).unwrap().unwrap().value(), 1);
+    }
+
+    #[test]
+    fn freezing_keeps_each_leafs_first_index_in_key_order() {
+        let h = |b: u8| Hash([b; 32]);
+        let active = BTreeMap::from([(h(1), 1), (h(3), 3)]);
+        let leaves = vec![(h(2), 5), (h(1), 6), (h(4), 7), (h(2), 8), (h(0), 9)];
+        assert_eq!(
+            freeze_level(&active, leaves),
+            [(h(0), 9), (h(1), 1), (h(2), 5), (h(3), 3), (h(4), 7)]
+        );
+        assert_eq!(freeze_level(&BTreeMap::new(), vec![(h(1), 2)]), [(h(1), 2)]);
+    }
+
+    #[test]
+    fn a_run_finds_each_of_its_leaves_in_one_row_and_no_other_leaf() {
+        let mut sorted: Vec<(Hash, u64)> = (0..2000u64)
+            .map(|i| (merkle::leaf_hash(&i.to_be_bytes()), i))
+            .collect();
+        sorted.sort_unstable();
+        let run = LeafRun::new(7, &sorted, LEAF_ROW);
+        let rows: Vec<Vec<u8>> = sorted
+            .chunks(LEAF_ROW)
+            .map(|row| {
+                row.iter()
+                    .flat_map(|(leaf, index)| leaf.0.into_iter().chain(index.to_be_bytes()))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(rows.len(), 2000usize.div_ceil(LEAF_ROW));
+        for (leaf, index) in &sorted {
+            let row = run.row_for(leaf).expect("a member passes the filter");
+            assert_eq!(
+                find_in_row(&rows[row as usize], leaf).unwrap(),
+                Some(*index)
+            );
+        }
+        let mut passed = 0;
+        for i in 2000..12_000u64 {
+            let absent = merkle::leaf_hash(&i.to_be_bytes());
+            if let Some(row) = run.row_for(&absent) {
+                passed += 1;
+                assert_eq!(find_in_row(&rows[row as usize], &absent).unwrap(), None);
+            }
+        }
+        // 10 bits and 7 probes per leaf: about 1% false positives.
+        assert!(
+            passed < 300,
+            "{passed} of 10,000 absent leaves passed the filter"
+        );
+        assert!(matches!(
+            find_in_row(&rows[0][..39], &sorted[0].0),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     #[test]
