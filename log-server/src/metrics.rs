@@ -179,6 +179,13 @@ pub(crate) fn render(shared: &Shared) -> String {
         "outgoing peer frames dropped because a peer queue was full",
         load(&d.peer_frames_dropped),
     );
+    metric(
+        &mut out,
+        "messages_oversized_total",
+        "counter",
+        "outgoing peer messages dropped for exceeding the frame limit (a bug if ever non-zero)",
+        load(&d.messages_oversized),
+    );
     out.push_str(
         "# HELP bftlog_rejected_messages_total peer messages rejected, by reason\n# TYPE bftlog_rejected_messages_total counter\n",
     );

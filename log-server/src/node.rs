@@ -93,10 +93,22 @@ pub(crate) enum CoreInput {
     Shutdown,
 }
 
+/// Marks the node stopped when dropped (the core loop's end or unwind).
+struct StopOnExit(Arc<Shared>);
+
+impl Drop for StopOnExit {
+    fn drop(&mut self) {
+        self.0.stopping.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Counters the driver keeps besides the core's own.
 #[derive(Debug, Default)]
 pub struct DriverMetrics {
     pub peer_frames_dropped: AtomicU64,
+    /// Outgoing peer messages dropped because they exceeded the frame
+    /// limit (a bug if ever non-zero).
+    pub messages_oversized: AtomicU64,
     pub peer_messages_malformed: AtomicU64,
     pub peers_rejected: AtomicU64,
     pub client_requests: AtomicU64,
@@ -235,6 +247,10 @@ impl Node {
         let core = std::thread::Builder::new()
             .name(format!("bftlog-core-{}", shared.cfg.id))
             .spawn(move || {
+                // Set `stopping` however the loop ends, a panic included:
+                // `bftlog serve` then exits instead of answering as a
+                // replica whose consensus has stopped.
+                let _stop_on_exit = StopOnExit(loop_shared.clone());
                 let mut core = CoreLoop {
                     shared: loop_shared.clone(),
                     replica,
@@ -284,7 +300,8 @@ impl Node {
         self.shared.stopping.load(Ordering::SeqCst)
     }
 
-    /// Waits until the core loop stops by itself (storage failure).
+    /// Waits until the core loop stops by itself (a storage failure, or a
+    /// panic: a bug).
     pub async fn stopped(&self) {
         while !self.is_stopped() {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -875,7 +892,24 @@ impl CoreLoop {
     }
 
     fn send(&mut self, to: Target, message: &ConsensusMessage) {
-        let frame = Arc::new(wire::encode_frame(message));
+        // The core bounds what it sends; should a message still exceed the
+        // frame limit, it is dropped and counted, never a dead core loop.
+        let frame = match wire::try_encode_frame(message) {
+            Ok(frame) => Arc::new(frame),
+            Err(len) => {
+                self.shared
+                    .metrics
+                    .messages_oversized
+                    .fetch_add(1, Ordering::Relaxed);
+                error!(
+                    replica = self.shared.cfg.id,
+                    bytes = len,
+                    kind = message.kind(),
+                    "dropped an outgoing message over the frame limit"
+                );
+                return;
+            }
+        };
         let mut push = |peer: usize| {
             if let Some(Some(tx)) = self.peers.get(peer) {
                 if tx.try_send(frame.clone()).is_err() {

@@ -45,9 +45,10 @@
 //!   takes new leaves; the frozen list answers lookups until its last row
 //!   is written;
 //! - each complete run keeps in memory the first leaf of every row (a
-//!   fence, 32 bytes per [`LEAF_ROW`] entries) and a Bloom filter of its
-//!   leaves (10 bits per entry), so a lookup reads at most one row of a
-//!   run that may hold the leaf, and usually none of a run that does not.
+//!   fence, 32 bytes per [`LEAF_ROW`] entries) and a blocked Bloom filter
+//!   of its leaves (16 bits per entry, one cache line per lookup), so a
+//!   lookup reads at most one row of a run that may hold the leaf, and
+//!   almost never one of a run that does not.
 //!
 //! Runs are searched oldest first, so an entry committed twice keeps its
 //! first index. `meta.leaf_runs` counts the complete runs and
@@ -1066,42 +1067,54 @@ impl LeafRun {
     }
 }
 
-/// A Bloom filter over leaf hashes: 10 bits and 7 probes per leaf, about
-/// 1% false positives. Leaf hashes are SHA-256 outputs, so their bytes
-/// serve as the filter's hashes. A client grinding entries can raise the
-/// false positives only for its own lookups' cost, never change an answer.
+/// A blocked Bloom filter over leaf hashes: 16 bits per leaf, and a
+/// leaf's 8 probes all fall in one 512-bit block (one cache line), so a
+/// lookup costs one cache miss per run rather than one per probe (with 40
+/// runs at 10M entries, separate probes were 6% of a replica's CPU). About
+/// 0.1% false positives. Leaf hashes are SHA-256 outputs, so their bytes
+/// serve as the filter's hashes: bytes 0..8 pick the block, bytes 8..17 the
+/// bits. A client grinding entries can raise the false positives only for
+/// the cost of its own lookups, never change an answer.
 struct Bloom {
-    bits: Vec<u64>,
+    blocks: Vec<[u64; 8]>,
 }
 
 impl Bloom {
-    const BITS_PER_LEAF: usize = 10;
-    const PROBES: u64 = 7;
+    const BITS_PER_LEAF: usize = 16;
+    const PROBES: usize = 8;
 
     fn new(leaves: usize) -> Self {
-        let words = (leaves * Self::BITS_PER_LEAF).div_ceil(64).max(1);
+        let blocks = (leaves * Self::BITS_PER_LEAF).div_ceil(512).max(1);
         Bloom {
-            bits: vec![0; words],
+            blocks: vec![[0; 8]; blocks],
         }
     }
 
-    /// Double hashing (Kirsch and Mitzenmacher) from two words of the leaf.
-    fn probes(&self, leaf: &Hash) -> impl Iterator<Item = usize> + use<> {
-        let word = |i: usize| u64::from_le_bytes(leaf.0[i..i + 8].try_into().expect("8 bytes"));
-        let (h1, h2) = (word(0), word(8) | 1);
-        let nbits = (self.bits.len() * 64) as u64;
-        (0..Self::PROBES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % nbits) as usize)
+    /// The block for `leaf` and its 8 bit positions (9 bits each) in it.
+    fn probes(&self, leaf: &Hash) -> (usize, [u16; Self::PROBES]) {
+        let pick = u64::from_le_bytes(leaf.0[0..8].try_into().expect("8 bytes"));
+        // Multiply-shift: a uniform block without a division.
+        let block = ((u128::from(pick) * self.blocks.len() as u128) >> 64) as usize;
+        let mut bits_source = [0u8; 16];
+        bits_source[..9].copy_from_slice(&leaf.0[8..17]);
+        let source = u128::from_le_bytes(bits_source);
+        let bits = std::array::from_fn(|i| ((source >> (9 * i)) & 511) as u16);
+        (block, bits)
     }
 
     fn insert(&mut self, leaf: &Hash) {
-        for bit in self.probes(leaf) {
-            self.bits[bit / 64] |= 1 << (bit % 64);
+        let (block, bits) = self.probes(leaf);
+        let block = &mut self.blocks[block];
+        for bit in bits {
+            block[usize::from(bit / 64)] |= 1 << (bit % 64);
         }
     }
 
     fn may_contain(&self, leaf: &Hash) -> bool {
-        self.probes(leaf)
-            .all(|bit| self.bits[bit / 64] & (1 << (bit % 64)) != 0)
+        let (block, bits) = self.probes(leaf);
+        let block = &self.blocks[block];
+        bits.iter()
+            .all(|&bit| block[usize::from(bit / 64)] & (1 << (bit % 64)) != 0)
     }
 }
 
@@ -1875,9 +1888,9 @@ mod tests {
                 assert_eq!(find_in_row(&rows[row as usize], &absent).unwrap(), None);
             }
         }
-        // 10 bits and 7 probes per leaf: about 1% false positives.
+        // 16 bits and 8 probes in one block per leaf: about 0.1-0.2%.
         assert!(
-            passed < 300,
+            passed < 60,
             "{passed} of 10,000 absent leaves passed the filter"
         );
         assert!(matches!(

@@ -77,6 +77,34 @@ use bugs::{Bug, active as bug};
 /// signature-line limit with room for witness cosignatures.
 pub const MAX_CLUSTER_REPLICAS: usize = 64;
 
+/// Encoded block bytes one sync response carries at most (past its first
+/// block): room under [`wire::MAX_MESSAGE_BYTES`] for the commit QC and
+/// framing. A block alone (at most 8 MiB of entries) always fits.
+pub const SYNC_RESPONSE_BYTES: usize = 12 << 20;
+
+/// Counts a sync response's block bytes against [`SYNC_RESPONSE_BYTES`].
+struct SyncBudget {
+    used: usize,
+    blocks: usize,
+}
+
+impl SyncBudget {
+    fn new() -> Self {
+        SyncBudget { used: 0, blocks: 0 }
+    }
+
+    /// Whether `block` joins the response: the first always does.
+    fn admit(&mut self, block: &Block) -> bool {
+        let len = wire::encoded_len(block);
+        if self.blocks > 0 && self.used + len > SYNC_RESPONSE_BYTES {
+            return false;
+        }
+        self.used += len;
+        self.blocks += 1;
+        true
+    }
+}
+
 /// Tunables. Every field has a default in [`Config::new`].
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -2154,6 +2182,10 @@ impl<R: RngCore + CryptoRng> Replica<R> {
     fn on_sync_request(&mut self, from: ReplicaId, from_height: u64, max_blocks: u16) {
         let max = (max_blocks as usize).min(wire::MAX_SYNC_BLOCKS);
         let mut blocks: Vec<Block> = Vec::new();
+        // Blocks also stop at a byte budget: 32 full blocks of 256-byte
+        // entries are 33 MB, past the frame limit (it once stopped every
+        // peer of a replica that fell behind after a bulk fill).
+        let mut budget = SyncBudget::new();
         if from_height >= self.window_first_height {
             let start = (from_height - self.window_first_height) as usize;
             blocks.extend(
@@ -2161,6 +2193,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
                     .iter()
                     .skip(start)
                     .take(max)
+                    .take_while(|(_, b)| budget.admit(b))
                     .map(|(_, b)| Block::clone(b)),
             );
         }
@@ -2205,6 +2238,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
                     .into_iter()
                     .skip(skip)
                     .take(room)
+                    .take_while(|b| budget.admit(b))
                     .map(|b| Block::clone(&b))
                     .collect();
                 if part
@@ -2215,7 +2249,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
                 }
                 blocks.extend(part);
             } else if let Some((child, qc)) = &self.commit_evidence {
-                if from_height <= self.committed_height + 1 {
+                if from_height <= self.committed_height + 1 && budget.admit(child) {
                     blocks.push(Block::clone(child));
                     commit_qc = Some(qc.clone());
                 }
@@ -2408,6 +2442,65 @@ mod tests {
     /// follower asks the leader for it, the leader answers from its
     /// mempool, and the follower votes once the entry arrives. A request
     /// for unknown entries is answered with nothing.
+    /// Committed blocks of 4096 entries of 256 bytes (about 1 MB encoded
+    /// each): a request for 32 of them is answered with as many as fit
+    /// the byte budget, carrying the QC that certifies the last one, and
+    /// the response fits a frame.
+    #[test]
+    fn sync_responses_stop_at_the_byte_budget() {
+        let (keys, cfg) = test_replicas(4);
+        let mut replica = test_replica(&keys, &cfg, 0);
+        let entries: Vec<Entry> = (0..4096u32)
+            .map(|i| {
+                let mut bytes = vec![0u8; 256];
+                bytes[..4].copy_from_slice(&i.to_be_bytes());
+                Entry::new(bytes).unwrap()
+            })
+            .collect();
+        let mut parent = crypto::genesis_id(1);
+        for round in 1..=40u64 {
+            let mut justify = genesis_qc(1);
+            justify.round = round - 1;
+            let block = Block {
+                round,
+                parent_id: parent,
+                justify,
+                entries: BoundedVec::new(entries.clone()).unwrap(),
+                ..round_one_header()
+            };
+            parent = crypto::block_id(&block);
+            replica
+                .committed_window
+                .push_back((parent, Arc::new(block)));
+        }
+        replica.window_first_height = 1;
+        replica.committed_height = 40;
+        replica.on_sync_request(1, 1, 32);
+        replica.finish();
+        let out = drain(&mut replica);
+        let [
+            Outgoing {
+                to: Target::One(1),
+                message,
+            },
+        ] = out.as_slice()
+        else {
+            panic!("one response to the requester: {out:?}");
+        };
+        let ConsensusMessage::SyncResponse { blocks, commit_qc } = message else {
+            panic!("a sync response");
+        };
+        let block_bytes = wire::encoded_len(&blocks[0]);
+        assert_eq!(blocks.len(), SYNC_RESPONSE_BYTES / block_bytes);
+        assert!(wire::encoded_len(message) <= wire::MAX_MESSAGE_BYTES);
+        // The next block's justify certifies the last block sent.
+        assert_eq!(
+            commit_qc.as_ref().map(|qc| qc.round),
+            Some(blocks.len() as u64)
+        );
+        assert_eq!(blocks.last().unwrap().round, blocks.len() as u64);
+    }
+
     #[test]
     fn missing_entries_are_fetched_from_the_leader() {
         let (keys, cfg) = test_replicas(4);

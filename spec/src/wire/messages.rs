@@ -360,3 +360,21 @@ pub enum ConsensusMessage {
         leaves: BoundedVec<Hash, MAX_APPEND_ENTRIES>,
     },
 }
+
+impl ConsensusMessage {
+    /// The variant's name, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConsensusMessage::Proposal { .. } => "Proposal",
+            ConsensusMessage::Vote { .. } => "Vote",
+            ConsensusMessage::Timeout { .. } => "Timeout",
+            ConsensusMessage::CheckpointSignature { .. } => "CheckpointSignature",
+            ConsensusMessage::Forward { .. } => "Forward",
+            ConsensusMessage::SyncRequest { .. } => "SyncRequest",
+            ConsensusMessage::SyncResponse { .. } => "SyncResponse",
+            ConsensusMessage::Certificates { .. } => "Certificates",
+            ConsensusMessage::ProposalLeaves { .. } => "ProposalLeaves",
+            ConsensusMessage::EntryRequest { .. } => "EntryRequest",
+        }
+    }
+}

@@ -53,18 +53,25 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// [`frame`]`(&`[`encode`]`(value))` without the intermediate copy.
 ///
 /// # Panics
-/// If the encoding exceeds [`MAX_MESSAGE_BYTES`], like [`frame`].
+/// If the encoding exceeds [`MAX_MESSAGE_BYTES`], like [`frame`]. Code
+/// that frames messages whose size depends on its peers uses
+/// [`try_encode_frame`].
 pub fn encode_frame<T: Serialize>(value: &T) -> Vec<u8> {
+    try_encode_frame(value).expect("refusing to frame an oversized message")
+}
+
+/// [`encode_frame`], or the encoded length if it exceeds
+/// [`MAX_MESSAGE_BYTES`] (nothing is framed then).
+pub fn try_encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, usize> {
     let len = encoded_len(value);
-    assert!(
-        len <= MAX_MESSAGE_BYTES,
-        "refusing to frame an oversized message"
-    );
+    if len > MAX_MESSAGE_BYTES {
+        return Err(len);
+    }
     let mut out = Vec::with_capacity(FRAME_HEADER_BYTES + len);
     out.extend_from_slice(&(len as u32).to_be_bytes());
     write_packed(value, &mut out);
     debug_assert_eq!(out.len(), FRAME_HEADER_BYTES + len);
-    out
+    Ok(out)
 }
 
 /// The length of [`encode`]`(value)`, without allocating.
