@@ -37,13 +37,13 @@
 //!
 //! - the newest entries' leaves are held in memory ([`RECENT_LEAVES`] at
 //!   most);
-//! - when that fills, it is frozen as a sorted list and written out as an
-//!   immutable *run*: rows of [`LEAF_ROW`] sorted (leaf, index) pairs,
-//!   keyed by (run, row), so writing it only appends at the B-tree's right
-//!   edge. It is written a slice per commit (twice the commit's new
-//!   leaves, at least [`MERGE_STEP_MIN`]) while a fresh memory level
-//!   takes new leaves; the frozen list answers lookups until its last row
-//!   is written;
+//! - when that fills, it is frozen, sorted on a thread of its own (its map
+//!   answers lookups meanwhile), and written out as an immutable *run*:
+//!   rows of [`LEAF_ROW`] sorted (leaf, index) pairs, keyed by (run, row),
+//!   so writing it only appends at the B-tree's right edge. It is written
+//!   a slice per commit (twice the commit's new leaves, at least
+//!   [`MERGE_STEP_MIN`]) while a fresh memory level takes new leaves; the
+//!   sorted list answers lookups until its last row is written;
 //! - each complete run keeps in memory the first leaf of every row (a
 //!   fence, 32 bytes per [`LEAF_ROW`] entries) and a blocked Bloom filter
 //!   of its leaves (16 bits per entry, one cache line per lookup), so a
