@@ -548,14 +548,19 @@ impl Store {
                 // written out as a run a slice per commit, at least twice
                 // as fast as leaves arrive, so neither sorting nor writing
                 // a run stalls a commit.
-                let freezing = {
+                let (freezing, sorting) = {
                     let recent = self.recent.read().expect("leaf lock");
-                    recent.active.len() + new_leaves.len() >= self.recent_limit
+                    (
+                        recent.active.len() + new_leaves.len() >= self.recent_limit,
+                        recent.sorting.is_some(),
+                    )
                 };
-                self.recent
-                    .write()
-                    .expect("leaf lock")
-                    .adopt_sorted(freezing);
+                if sorting {
+                    self.recent
+                        .write()
+                        .expect("leaf lock")
+                        .adopt_sorted(freezing);
+                }
                 let recent = self.recent.read().expect("leaf lock");
                 let mut merged_to = recent.merged;
                 if !recent.merging.is_empty() {
@@ -580,8 +585,7 @@ impl Store {
                     for (k, row) in rows.enumerate() {
                         bytes.clear();
                         for (leaf, index) in row {
-                            bytes.extend_from_slice(&leaf.0);
-                            bytes.extend_from_slice(&index.to_be_bytes());
+                            push_pair(&mut bytes, leaf, *index);
                         }
                         let row_number = (recent.merged / self.leaf_row + k) as u64;
                         leaf_runs.insert((run, row_number), bytes.as_slice())?;
@@ -1034,14 +1038,10 @@ struct LeafRun {
 impl LeafRun {
     /// The run `id` holding `sorted` in rows of `row_len`.
     fn new(id: u64, sorted: &[(Hash, u64)], row_len: usize) -> Self {
-        let mut bloom = Bloom::new(sorted.len());
-        for (leaf, _) in sorted {
-            bloom.insert(leaf);
-        }
         LeafRun {
             id,
             fences: sorted.chunks(row_len).map(|row| row[0].0).collect(),
-            bloom,
+            bloom: Bloom::of(sorted.iter().map(|(leaf, _)| leaf)),
         }
     }
 
@@ -1072,11 +1072,16 @@ impl Bloom {
     const BITS_PER_LEAF: usize = 16;
     const PROBES: usize = 8;
 
-    fn new(leaves: usize) -> Self {
-        let blocks = (leaves * Self::BITS_PER_LEAF).div_ceil(512).max(1);
-        Bloom {
+    /// The filter of `leaves`.
+    fn of<'a>(leaves: impl ExactSizeIterator<Item = &'a Hash>) -> Self {
+        let blocks = (leaves.len() * Self::BITS_PER_LEAF).div_ceil(512).max(1);
+        let mut bloom = Bloom {
             blocks: vec![[0; 8]; blocks],
+        };
+        for leaf in leaves {
+            bloom.insert(leaf);
         }
+        bloom
     }
 
     /// The block for `leaf` and its 8 bit positions (9 bits each) in it.
@@ -1105,6 +1110,12 @@ impl Bloom {
         bits.iter()
             .all(|&bit| block[usize::from(bit / 64)] & (1 << (bit % 64)) != 0)
     }
+}
+
+/// Appends one (leaf, index) pair to a run row.
+fn push_pair(row: &mut Vec<u8>, leaf: &Hash, index: u64) {
+    row.extend_from_slice(&leaf.0);
+    row.extend_from_slice(&index.to_be_bytes());
 }
 
 /// The index paired with `leaf` in a run row, if the row holds it.
@@ -1146,8 +1157,7 @@ fn migrate_leaf_index_v2(txn: &redb::WriteTransaction) -> Result<u64, StoreError
         let mut row = Vec::with_capacity(LEAF_ROW * LEAF_PAIR);
         for pair in old.iter()? {
             let (leaf, index) = pair?;
-            row.extend_from_slice(&leaf.value());
-            row.extend_from_slice(&index.value().to_be_bytes());
+            push_pair(&mut row, &Hash(leaf.value()), index.value());
             if row.len() == LEAF_ROW * LEAF_PAIR {
                 runs.insert((0, written), row.as_slice())?;
                 row.clear();
@@ -1189,11 +1199,11 @@ fn load_runs(read: &redb::ReadTransaction, count: u64) -> Result<Vec<LeafRun>, S
         if leaves.is_empty() {
             return Err(StoreError::Corrupt(format!("leaf run {id} is missing")));
         }
-        let mut bloom = Bloom::new(leaves.len());
-        for leaf in &leaves {
-            bloom.insert(leaf);
-        }
-        runs.push(LeafRun { id, fences, bloom });
+        runs.push(LeafRun {
+            id,
+            fences,
+            bloom: Bloom::of(leaves.iter()),
+        });
     }
     Ok(runs)
 }

@@ -85,22 +85,21 @@ pub const SYNC_RESPONSE_BYTES: usize = 12 << 20;
 /// Counts a sync response's block bytes against [`SYNC_RESPONSE_BYTES`].
 struct SyncBudget {
     used: usize,
-    blocks: usize,
 }
 
 impl SyncBudget {
     fn new() -> Self {
-        SyncBudget { used: 0, blocks: 0 }
+        SyncBudget { used: 0 }
     }
 
-    /// Whether `block` joins the response: the first always does.
+    /// Whether `block` joins the response: the first always does (an
+    /// encoded block is never empty, so `used > 0` once one joined).
     fn admit(&mut self, block: &Block) -> bool {
         let len = wire::encoded_len(block);
-        if self.blocks > 0 && self.used + len > SYNC_RESPONSE_BYTES {
+        if self.used > 0 && self.used + len > SYNC_RESPONSE_BYTES {
             return false;
         }
         self.used += len;
-        self.blocks += 1;
         true
     }
 }
