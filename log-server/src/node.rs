@@ -36,7 +36,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::ReplicaConfig;
 use crate::consensus::digest_hash::DigestMap;
-use crate::consensus::{CheckpointEvent, Replica, SubmitResult, Target};
+use crate::consensus::{CheckpointEvent, Replica, SubmitResult, SyncBudget, Target};
 use crate::metrics::{self, CoreStatus};
 use crate::net;
 use crate::storage::{Store, StoreError, WriteBatch};
@@ -458,16 +458,13 @@ impl CoreLoop {
         if blocks.len() < 2 {
             return Ok(());
         }
-        // Keep the response under the frame limit.
-        let mut bytes = 0;
-        let mut keep = 0;
-        for b in &blocks[..blocks.len() - 1] {
-            bytes += b.entries.iter().map(|e| e.len() + 4).sum::<usize>() + 512;
-            if keep > 0 && bytes > 12 << 20 {
-                break;
-            }
-            keep += 1;
-        }
+        // Keep the response under the frame limit, by the same budget as
+        // the core's answers from memory.
+        let mut budget = SyncBudget::new();
+        let keep = blocks[..blocks.len() - 1]
+            .iter()
+            .take_while(|b| budget.admit(b))
+            .count();
         let commit_qc = Some(blocks[keep].justify.clone());
         blocks.truncate(keep);
         self.shared

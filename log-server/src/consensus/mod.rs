@@ -83,18 +83,18 @@ pub const MAX_CLUSTER_REPLICAS: usize = 64;
 pub const SYNC_RESPONSE_BYTES: usize = 12 << 20;
 
 /// Counts a sync response's block bytes against [`SYNC_RESPONSE_BYTES`].
-struct SyncBudget {
+pub(crate) struct SyncBudget {
     used: usize,
 }
 
 impl SyncBudget {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         SyncBudget { used: 0 }
     }
 
     /// Whether `block` joins the response: the first always does (an
     /// encoded block is never empty, so `used > 0` once one joined).
-    fn admit(&mut self, block: &Block) -> bool {
+    pub(crate) fn admit(&mut self, block: &Block) -> bool {
         let len = wire::encoded_len(block);
         if self.used > 0 && self.used + len > SYNC_RESPONSE_BYTES {
             return false;
