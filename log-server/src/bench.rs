@@ -59,6 +59,11 @@ pub struct BenchArgs {
     /// `GetInclusionProof`, more `GetInclusionProofs` (at most 1,024).
     #[arg(long, default_value_t = 1)]
     pub proofs_per_request: usize,
+    /// Keep the local cluster's directory (configurations, data and each
+    /// replica's log, `replica-<i>.log`) instead of deleting it, and print
+    /// its path. Replicas log at `RUST_LOG` if set, else `warn`.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// A replica process this command started.
@@ -149,7 +154,10 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
                 let child = Command::new(&exe)
                     .args(["serve", "--config"])
                     .arg(dir.join(format!("replica-{i}.toml")))
-                    .env("RUST_LOG", "warn")
+                    .env(
+                        "RUST_LOG",
+                        std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                    )
                     .stdout(Stdio::null())
                     .stderr(log)
                     .spawn()
@@ -159,7 +167,10 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
                     data_dir: dir.join(format!("replica-{i}")),
                 });
             }
-            (cluster, replicas, Some(TempDir(dir)))
+            if args.keep {
+                eprintln!("keeping the cluster directory {}", dir.display());
+            }
+            (cluster, replicas, Some(TempDir(dir, !args.keep)))
         }
     };
     let mut options = ClientOptions::default();
@@ -491,11 +502,14 @@ async fn read_bench(args: &BenchArgs, json_output: bool, client: &Client) -> Res
     Ok(())
 }
 
-/// Removes the temporary cluster directory when the bench ends.
-struct TempDir(PathBuf);
+/// The temporary cluster directory, removed when the bench ends unless
+/// `--keep` (the flag).
+struct TempDir(PathBuf, bool);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if self.1 {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }

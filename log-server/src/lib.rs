@@ -30,4 +30,6 @@ pub mod net;
 pub mod node;
 pub mod sim;
 pub mod storage;
+#[cfg(test)]
+mod test_dir;
 mod witnessing;

@@ -407,7 +407,17 @@ impl CoreLoop {
             }
             let now = self.now();
             if self.replica.poll_timeout().is_some_and(|t| t <= now) {
+                let timeouts = self.replica.metrics.timeouts_sent;
                 self.replica.handle_timeout(now);
+                if self.replica.metrics.timeouts_sent > timeouts {
+                    info!(
+                        replica = self.shared.cfg.id,
+                        round = self.replica.round(),
+                        leader = self.replica.config().leader(self.replica.round()),
+                        height = self.replica.committed_height(),
+                        "round timed out; asking the others to move on"
+                    );
+                }
             }
             self.expire_waiters(now);
             self.drive()?;
@@ -429,7 +439,16 @@ impl CoreLoop {
                     }
                 }
                 let before = rejection_counts(&self.replica.metrics);
+                let view_changes = self.replica.metrics.view_changes;
                 self.replica.handle_message(now, from, *message);
+                if self.replica.metrics.view_changes > view_changes {
+                    info!(
+                        replica = self.shared.cfg.id,
+                        round = self.replica.round(),
+                        height = self.replica.committed_height(),
+                        "entered a round by a timeout certificate"
+                    );
+                }
                 let after = rejection_counts(&self.replica.metrics);
                 for (i, reason) in REJECTION_REASONS.iter().enumerate() {
                     if after[i] > before[i] {

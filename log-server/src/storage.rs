@@ -2051,16 +2051,13 @@ mod tests {
         ));
     }
 
-    fn tempdir() -> std::path::PathBuf {
+    fn tempdir() -> crate::test_dir::TestDir {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "bftlog-store-{}-{}",
+        crate::test_dir::TestDir::new(&format!(
+            "store-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+        ))
     }
 }

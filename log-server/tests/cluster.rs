@@ -1,6 +1,6 @@
 //! In-process clusters of real replicas (redb + QUIC on 127.0.0.1).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use bftlog_server::client::{Client, ClientOptions};
@@ -13,10 +13,11 @@ use bftlog_spec::wire::{self, BoundedVec, ClientRequest, ClientResponse, ErrorCo
 #[path = "support/ports.rs"]
 mod ports;
 
-fn tempdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("bftlog-cluster-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+#[path = "../src/test_dir.rs"]
+mod test_dir;
+
+fn tempdir(tag: &str) -> test_dir::TestDir {
+    test_dir::TestDir::new(&format!("cluster-{tag}-{}", std::process::id()))
 }
 
 fn free_port_base() -> u16 {

@@ -175,6 +175,12 @@ impl Drill {
         self.replicas[i] = Some(child);
     }
 
+    /// Whether replica `i`'s log has a line containing `text`.
+    fn log_contains(&self, i: usize, text: &str) -> bool {
+        std::fs::read_to_string(self.dir.join(format!("replica-{i}.log")))
+            .is_ok_and(|log| log.contains(text))
+    }
+
     fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.replicas[i].take() {
             let _ = child.kill();
@@ -415,6 +421,17 @@ async fn drills_in_ci() {
     let t = Instant::now();
     d.recovered("leader partition healed", t).await;
     d.check().await;
+    // The others gave up on the cut-off leader's round, and said so.
+    let others: Vec<usize> = (0..N).filter(|r| *r != leader as usize).collect();
+    for line in [
+        "round timed out",
+        "entered a round by a timeout certificate",
+    ] {
+        assert!(
+            others.iter().any(|r| d.log_contains(*r, line)),
+            "no replica logged `{line}` after the leader was cut off"
+        );
+    }
 
     // A lossy, slow, duplicating network.
     d.proxies.set(Faults {

@@ -1,7 +1,7 @@
 //! Real replica processes on 127.0.0.1 driven through the `bftlog` CLI;
 //! receipts are checked with the offline verifier's library.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,11 +26,11 @@ impl Drop for Replica {
     }
 }
 
-fn tempdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("bftlog-proc-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+#[path = "../src/test_dir.rs"]
+mod test_dir;
+
+fn tempdir(tag: &str) -> test_dir::TestDir {
+    test_dir::TestDir::new(&format!("proc-{tag}-{}", std::process::id()))
 }
 
 fn free_port_base(count: u16) -> u16 {
