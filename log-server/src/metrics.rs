@@ -49,7 +49,7 @@ pub(crate) fn render(shared: &Shared) -> String {
     let d = &shared.metrics;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::with_capacity(4096);
-    let counters: [(&str, &str, u64); 23] = [
+    let counters: [(&str, &str, u64); 24] = [
         (
             "blocks_committed_total",
             "blocks committed",
@@ -115,6 +115,11 @@ pub(crate) fn render(shared: &Shared) -> String {
             "store_write_microseconds_total",
             "time spent in those writes, in microseconds",
             load(&d.store_write_micros),
+        ),
+        (
+            "store_writes_slow_total",
+            "durable writes that took 100 ms or longer (each is also logged)",
+            load(&d.store_writes_slow),
         ),
         (
             "sync_served_from_storage_total",

@@ -127,6 +127,8 @@ pub struct DriverMetrics {
     /// microseconds they took: votes wait for them.
     pub store_writes: AtomicU64,
     pub store_write_micros: AtomicU64,
+    /// Durable writes that took [`SLOW_WRITE`] or longer.
+    pub store_writes_slow: AtomicU64,
 }
 
 /// State shared by the network tasks.
@@ -148,6 +150,9 @@ const REJECTION_REASONS: [&str; 4] = [
     "equivocation",
 ];
 const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// A durable write this slow is logged and counted: a round cannot go
+/// faster than its leader's and its voters' writes.
+pub const SLOW_WRITE: Duration = Duration::from_millis(100);
 
 fn rejection_counts(m: &crate::consensus::Metrics) -> [u64; 4] {
     [
@@ -756,14 +761,26 @@ impl CoreLoop {
         }
     }
 
-    /// One durable write, counted and timed for `/metrics`.
+    /// One durable write, counted and timed for `/metrics`; a slow one
+    /// is logged, since every vote and proposal of the step waits for it.
     fn timed_write(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
         let started = Instant::now();
         self.store.write(batch)?;
+        let took = started.elapsed();
         let m = &self.shared.metrics;
         m.store_writes.fetch_add(1, Ordering::Relaxed);
         m.store_write_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        if took >= SLOW_WRITE {
+            m.store_writes_slow.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                replica = self.shared.cfg.id,
+                round = self.replica.round(),
+                took_ms = took.as_millis() as u64,
+                commits = batch.commits.len(),
+                "slow durable write: this replica's votes and proposals waited for it"
+            );
+        }
         Ok(())
     }
 

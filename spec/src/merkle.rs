@@ -409,17 +409,38 @@ fn span_hashes<R: HashReader + ?Sized>(
     reader: &R,
     spans: &[Span],
 ) -> Result<Vec<Hash>, ProveError> {
-    let mut indexes = Vec::new();
-    let mut counts = Vec::with_capacity(spans.len());
-    for span in spans {
-        let before = indexes.len();
-        indexes.extend(peak_subtrees(span.start, span.end).map(|(l, i)| stored_hash_index(l, i)));
-        counts.push(indexes.len() - before);
-    }
-    let hashes = read_exact(reader, &indexes)?;
     let mut out = Vec::with_capacity(spans.len());
+    span_hashes_into(reader, spans, &mut Scratch::default(), &mut out)?;
+    Ok(out)
+}
+
+/// Buffers [`span_hashes_into`] reuses across calls: proving many indexes
+/// allocated about fifteen times per proof without them.
+#[derive(Default)]
+struct Scratch {
+    indexes: Vec<u64>,
+    counts: Vec<usize>,
+}
+
+/// [`span_hashes`], appending to `out`.
+fn span_hashes_into<R: HashReader + ?Sized>(
+    reader: &R,
+    spans: &[Span],
+    scratch: &mut Scratch,
+    out: &mut Vec<Hash>,
+) -> Result<(), ProveError> {
+    scratch.indexes.clear();
+    scratch.counts.clear();
+    for span in spans {
+        let before = scratch.indexes.len();
+        scratch
+            .indexes
+            .extend(peak_subtrees(span.start, span.end).map(|(l, i)| stored_hash_index(l, i)));
+        scratch.counts.push(scratch.indexes.len() - before);
+    }
+    let hashes = read_exact(reader, &scratch.indexes)?;
     let mut offset = 0;
-    for count in counts {
+    for &count in &scratch.counts {
         let part = &hashes[offset..offset + count];
         offset += count;
         let (last, rest) = part.split_last().expect("a span is never empty");
@@ -429,7 +450,7 @@ fn span_hashes<R: HashReader + ?Sized>(
                 .fold(*last, |acc, left| node_hash(left, &acc)),
         );
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Root of the tree of `size` leaves, from stored hashes.
@@ -456,7 +477,9 @@ pub fn prove_inclusion<R: HashReader + ?Sized>(
     if index >= size {
         return Err(ProveError::IndexOutOfRange { index, size });
     }
-    span_hashes(reader, &inclusion_spans(index, size))
+    let mut spans = Vec::with_capacity(64);
+    inclusion_spans(index, size, &mut spans);
+    span_hashes(reader, &spans)
 }
 
 /// [`prove_inclusion`] for each of `indexes` in one tree: the subtrees
@@ -470,49 +493,61 @@ pub fn prove_inclusions<R: HashReader + ?Sized>(
 ) -> Result<Vec<Vec<Hash>>, ProveError> {
     // (start, hash) of subtrees [start, size) already computed.
     let mut right_edge: Vec<(u64, Hash)> = Vec::new();
-    indexes
-        .iter()
-        .map(|&index| {
-            if index >= size {
-                return Err(ProveError::IndexOutOfRange { index, size });
-            }
-            let spans = inclusion_spans(index, size);
-            let mut proof: Vec<Option<Hash>> = spans
+    // Buffers reused for every index (see `Scratch`).
+    let mut spans = Vec::with_capacity(64);
+    let mut known: Vec<Option<Hash>> = Vec::with_capacity(64);
+    let mut todo = Vec::with_capacity(64);
+    let mut computed = Vec::with_capacity(64);
+    let mut scratch = Scratch::default();
+    let mut proofs = Vec::with_capacity(indexes.len());
+    for &index in indexes {
+        if index >= size {
+            return Err(ProveError::IndexOutOfRange { index, size });
+        }
+        inclusion_spans(index, size, &mut spans);
+        known.clear();
+        known.extend(spans.iter().map(|span| {
+            (span.end == size)
+                .then(|| right_edge.iter().find(|(s, _)| *s == span.start))
+                .flatten()
+                .map(|(_, hash)| *hash)
+        }));
+        todo.clear();
+        todo.extend(
+            spans
                 .iter()
-                .map(|span| {
-                    (span.end == size)
-                        .then(|| right_edge.iter().find(|(s, _)| *s == span.start))
-                        .flatten()
-                        .map(|(_, hash)| *hash)
-                })
-                .collect();
-            let todo: Vec<Span> = spans
-                .iter()
-                .zip(&proof)
+                .zip(&known)
                 .filter(|(_, known)| known.is_none())
-                .map(|(span, _)| *span)
-                .collect();
-            let mut computed = span_hashes(reader, &todo)?.into_iter();
-            for (span, slot) in todo.iter().zip(proof.iter_mut().filter(|h| h.is_none())) {
-                let hash = computed.next().expect("one hash per span");
-                if span.end == size {
-                    right_edge.push((span.start, hash));
+                .map(|(span, _)| *span),
+        );
+        computed.clear();
+        span_hashes_into(reader, &todo, &mut scratch, &mut computed)?;
+        let mut computed = computed.iter();
+        let mut todo_spans = todo.iter();
+        let proof: Vec<Hash> = known
+            .iter()
+            .map(|slot| match slot {
+                Some(hash) => *hash,
+                None => {
+                    let span = todo_spans.next().expect("one span per unknown hash");
+                    let hash = *computed.next().expect("one hash per span");
+                    if span.end == size {
+                        right_edge.push((span.start, hash));
+                    }
+                    hash
                 }
-                *slot = Some(hash);
-            }
-            Ok(proof
-                .into_iter()
-                .map(|h| h.expect("every span known or computed"))
-                .collect())
-        })
-        .collect()
+            })
+            .collect();
+        proofs.push(proof);
+    }
+    Ok(proofs)
 }
 
 /// The subtrees whose hashes make up `PATH(index, D[0:size])`, from the
 /// leaf's sibling up. Requires `index < size`.
-fn inclusion_spans(index: u64, size: u64) -> Vec<Span> {
+fn inclusion_spans(index: u64, size: u64, spans: &mut Vec<Span>) {
     // Walk down from the root; each level contributes the sibling span.
-    let mut spans = Vec::new();
+    spans.clear();
     let (mut start, mut end) = (0u64, size);
     while end - start > 1 {
         let k = split_point(end - start);
@@ -531,7 +566,6 @@ fn inclusion_spans(index: u64, size: u64) -> Vec<Span> {
         }
     }
     spans.reverse();
-    spans
 }
 
 /// RFC 6962 `PROOF(old_size, D[0:new_size])`. Empty when `old_size` is 0 or
