@@ -831,10 +831,13 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             };
             results.push(result);
         }
-        for chunk in forward.chunks(wire::MAX_APPEND_ENTRIES) {
-            let entries = chunk
-                .iter()
-                .map(|e| Entry::new(e.clone()).expect("size checked by the mempool"))
+        // The mempool keeps one copy; the Forward messages take the other.
+        let mut forward = forward.into_iter().peekable();
+        while forward.peek().is_some() {
+            let entries = forward
+                .by_ref()
+                .take(wire::MAX_APPEND_ENTRIES)
+                .map(|e| Entry::new(e).expect("size checked by the mempool"))
                 .collect();
             self.send(
                 Target::All,
