@@ -198,6 +198,22 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.seconds);
     let bench_cpu_start = cpu_seconds(std::process::id());
+    // The load generator's own hiccups: a task that wakes every 10 ms
+    // records how late it woke. A late wake-up delays every client's
+    // appends too, so a latency spike it explains is not the cluster's.
+    let client_stall = Arc::new(AtomicU64::new(0));
+    let watchdog = {
+        let client_stall = client_stall.clone();
+        tokio::spawn(async move {
+            let tick = Duration::from_millis(10);
+            loop {
+                let asleep = Instant::now();
+                tokio::time::sleep(tick).await;
+                let late = asleep.elapsed().saturating_sub(tick).as_micros() as u64;
+                client_stall.fetch_max(late, Ordering::Relaxed);
+            }
+        })
+    };
     let mut tasks = tokio::task::JoinSet::new();
     // Open loop: the time between one client's appends.
     let period = args
@@ -276,6 +292,8 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
         errors += x;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    watchdog.abort();
+    let client_stall_ms = client_stall.load(Ordering::Relaxed) as f64 / 1000.0;
     let bench_cpu = match (bench_cpu_start, cpu_seconds(std::process::id())) {
         (Some(a), Some(b)) => Some((b - a) / elapsed * 100.0),
         _ => None,
@@ -311,6 +329,8 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
         "seconds": elapsed,
         "offered_entries_per_second": args.rate,
         "bench_process_cpu_percent": bench_cpu,
+        // The longest the bench process's runtime was late waking a timer.
+        "client_stall_ms": client_stall_ms,
         "entries": total,
         "entries_per_second": total as f64 / elapsed,
         "appends": latencies.len(),
@@ -371,7 +391,9 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
             );
         }
         if let Some(cpu) = bench_cpu {
-            println!("bench process (clients, receipt verification): CPU {cpu:.0}%");
+            println!(
+                "bench process (clients, receipt verification): CPU {cpu:.0}%, longest stall {client_stall_ms:.1} ms"
+            );
         }
         if let Some(d) = disk_per_entry {
             println!("disk: {d:.0} bytes per entry (replica 0, tree size {size_end})");

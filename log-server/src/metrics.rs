@@ -49,7 +49,7 @@ pub(crate) fn render(shared: &Shared) -> String {
     let d = &shared.metrics;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::with_capacity(4096);
-    let counters: [(&str, &str, u64); 24] = [
+    let counters: [(&str, &str, u64); 25] = [
         (
             "blocks_committed_total",
             "blocks committed",
@@ -120,6 +120,11 @@ pub(crate) fn render(shared: &Shared) -> String {
             "store_writes_slow_total",
             "durable writes that took 100 ms or longer (each is also logged)",
             load(&d.store_writes_slow),
+        ),
+        (
+            "core_steps_slow_total",
+            "core loop steps (inputs handled, writes included) that took 100 ms or longer (each is also logged)",
+            load(&d.core_steps_slow),
         ),
         (
             "sync_served_from_storage_total",

@@ -129,6 +129,9 @@ pub struct DriverMetrics {
     pub store_write_micros: AtomicU64,
     /// Durable writes that took [`SLOW_WRITE`] or longer.
     pub store_writes_slow: AtomicU64,
+    /// Core loop steps (an input batch handled and the core drained,
+    /// writes included) that took [`SLOW_STEP`] or longer.
+    pub core_steps_slow: AtomicU64,
 }
 
 /// State shared by the network tasks.
@@ -153,6 +156,9 @@ const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// A durable write this slow is logged and counted: a round cannot go
 /// faster than its leader's and its voters' writes.
 pub const SLOW_WRITE: Duration = Duration::from_millis(100);
+/// A core loop step this slow is logged and counted: every peer message,
+/// append and timer of the replica waited for it.
+pub const SLOW_STEP: Duration = Duration::from_millis(100);
 
 fn rejection_counts(m: &crate::consensus::Metrics) -> [u64; 4] {
     [
@@ -410,6 +416,7 @@ impl CoreLoop {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
+            let step = Instant::now();
             let now = self.now();
             if self.replica.poll_timeout().is_some_and(|t| t <= now) {
                 let timeouts = self.replica.metrics.timeouts_sent;
@@ -426,6 +433,19 @@ impl CoreLoop {
             }
             self.expire_waiters(now);
             self.drive()?;
+            let took = step.elapsed();
+            if took >= SLOW_STEP {
+                self.shared
+                    .metrics
+                    .core_steps_slow
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    replica = self.shared.cfg.id,
+                    round = self.replica.round(),
+                    took_ms = took.as_millis() as u64,
+                    "slow core loop step: inputs and messages waited for it"
+                );
+            }
         }
     }
 
