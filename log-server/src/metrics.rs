@@ -49,7 +49,7 @@ pub(crate) fn render(shared: &Shared) -> String {
     let d = &shared.metrics;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::with_capacity(4096);
-    let counters: [(&str, &str, u64); 25] = [
+    let counters: [(&str, &str, u64); 26] = [
         (
             "blocks_committed_total",
             "blocks committed",
@@ -120,6 +120,11 @@ pub(crate) fn render(shared: &Shared) -> String {
             "store_writes_slow_total",
             "durable writes that took 100 ms or longer (each is also logged)",
             load(&d.store_writes_slow),
+        ),
+        (
+            "runtime_stalls_total",
+            "times the network runtime woke a 10 ms timer 100 ms or more late (each is also logged)",
+            load(&d.runtime_stalls),
         ),
         (
             "core_steps_slow_total",

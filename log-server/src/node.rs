@@ -132,6 +132,8 @@ pub struct DriverMetrics {
     /// Core loop steps (an input batch handled and the core drained,
     /// writes included) that took [`SLOW_STEP`] or longer.
     pub core_steps_slow: AtomicU64,
+    /// Times the network runtime woke a 10 ms timer [`SLOW_STEP`] late.
+    pub runtime_stalls: AtomicU64,
 }
 
 /// State shared by the network tasks.
@@ -232,6 +234,7 @@ impl Node {
             tasks.spawn(peer_sender(shared.clone(), endpoint.clone(), peer, rx));
         }
         tasks.spawn(accept_loop(shared.clone(), endpoint.clone()));
+        tasks.spawn(runtime_watchdog(shared.clone()));
         let mut metrics_addr = None;
         if let Some(addr) = shared.cfg.metrics_listen {
             let listener = metrics::bind(addr)
@@ -986,6 +989,29 @@ impl CoreLoop {
 
 /// Keeps a connection to one peer and writes its queued frames on a
 /// long-lived unidirectional stream, reconnecting with backoff.
+/// Logs and counts when the network runtime falls behind: a task that
+/// sleeps 10 ms at a time reports when it wakes [`SLOW_STEP`] late, for
+/// then every peer message and client request of this replica waited too.
+async fn runtime_watchdog(shared: Arc<Shared>) {
+    let tick = Duration::from_millis(10);
+    loop {
+        let asleep = Instant::now();
+        tokio::time::sleep(tick).await;
+        let late = asleep.elapsed().saturating_sub(tick);
+        if late >= SLOW_STEP {
+            shared
+                .metrics
+                .runtime_stalls
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(
+                replica = shared.cfg.id,
+                late_ms = late.as_millis() as u64,
+                "network runtime stalled: peer messages and client requests waited"
+            );
+        }
+    }
+}
+
 async fn peer_sender(
     shared: Arc<Shared>,
     endpoint: quinn::Endpoint,
