@@ -198,21 +198,15 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.seconds);
     let bench_cpu_start = cpu_seconds(std::process::id());
-    // The load generator's own hiccups: a task that wakes every 10 ms
-    // records how late it woke. A late wake-up delays every client's
-    // appends too, so a latency spike it explains is not the cluster's.
+    // The load generator's own hiccups (how late a 10 ms timer woke): a
+    // late wake-up delays every client's appends too, so a latency spike
+    // it explains is not the cluster's.
     let client_stall = Arc::new(AtomicU64::new(0));
     let watchdog = {
         let client_stall = client_stall.clone();
-        tokio::spawn(async move {
-            let tick = Duration::from_millis(10);
-            loop {
-                let asleep = Instant::now();
-                tokio::time::sleep(tick).await;
-                let late = asleep.elapsed().saturating_sub(tick).as_micros() as u64;
-                client_stall.fetch_max(late, Ordering::Relaxed);
-            }
-        })
+        tokio::spawn(bftlog_server::node::report_timer_lateness(move |late| {
+            client_stall.fetch_max(late.as_micros() as u64, Ordering::Relaxed);
+        }))
     };
     let mut tasks = tokio::task::JoinSet::new();
     // Open loop: the time between one client's appends.

@@ -987,17 +987,21 @@ impl CoreLoop {
 // Network tasks
 // ---------------------------------------------------------------------------
 
-/// Keeps a connection to one peer and writes its queued frames on a
-/// long-lived unidirectional stream, reconnecting with backoff.
-/// Logs and counts when the network runtime falls behind: a task that
-/// sleeps 10 ms at a time reports when it wakes [`SLOW_STEP`] late, for
-/// then every peer message and client request of this replica waited too.
-async fn runtime_watchdog(shared: Arc<Shared>) {
+/// Sleeps 10 ms at a time, forever, and reports how late each wake-up
+/// was: a late timer means every other task of the runtime waited too.
+pub async fn report_timer_lateness(mut report: impl FnMut(Duration)) {
     let tick = Duration::from_millis(10);
     loop {
         let asleep = Instant::now();
         tokio::time::sleep(tick).await;
-        let late = asleep.elapsed().saturating_sub(tick);
+        report(asleep.elapsed().saturating_sub(tick));
+    }
+}
+
+/// Logs and counts when the network runtime falls behind by [`SLOW_STEP`]
+/// or more: every peer message and client request of this replica waited.
+async fn runtime_watchdog(shared: Arc<Shared>) {
+    report_timer_lateness(|late| {
         if late >= SLOW_STEP {
             shared
                 .metrics
@@ -1009,9 +1013,12 @@ async fn runtime_watchdog(shared: Arc<Shared>) {
                 "network runtime stalled: peer messages and client requests waited"
             );
         }
-    }
+    })
+    .await
 }
 
+/// Keeps a connection to one peer and writes its queued frames on a
+/// long-lived unidirectional stream, reconnecting with backoff.
 async fn peer_sender(
     shared: Arc<Shared>,
     endpoint: quinn::Endpoint,
