@@ -124,6 +124,34 @@ fn free_port_base(count: u16) -> u16 {
     }
 }
 
+/// One second of a run: the appends due in it and their latencies.
+struct SecondOfRun {
+    second: u64,
+    appends: usize,
+    p50_ms: f64,
+    max_ms: f64,
+}
+
+/// Groups `(due, latency)` pairs by the whole second they were due in.
+fn latency_timeline(latencies: &[(Duration, Duration)]) -> Vec<SecondOfRun> {
+    let mut by_second: std::collections::BTreeMap<u64, Vec<Duration>> = Default::default();
+    for (due, latency) in latencies {
+        by_second.entry(due.as_secs()).or_default().push(*latency);
+    }
+    by_second
+        .into_iter()
+        .map(|(second, mut l)| {
+            l.sort();
+            SecondOfRun {
+                second,
+                appends: l.len(),
+                p50_ms: percentile(&l, 0.5),
+                max_ms: percentile(&l, 1.0),
+            }
+        })
+        .collect()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -235,12 +263,12 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
             let mut entries = 0u64;
             let mut errors = 0u64;
             let mut n = 0u64;
-            let mut record = |outcome: (Result<u64, _>, Duration)| match outcome {
-                (Ok(count), latency) => {
+            let mut record = |outcome: (Result<u64, _>, Duration, Duration)| match outcome {
+                (Ok(count), started, latency) => {
                     entries += count;
-                    latencies.push(latency);
+                    latencies.push((started, latency));
                 }
-                (Err::<_, bftlog_server::client::ClientError>(_), _) => errors += 1,
+                (Err::<_, bftlog_server::client::ClientError>(_), _, _) => errors += 1,
             };
             if let Some(period) = period {
                 // Clients start spread over one period; latency counts
@@ -256,7 +284,8 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
                     let (client, scheduled) = (client.clone(), next);
                     inflight.spawn(async move {
                         let result = client.append(&items).await;
-                        (result.map(|r| r.len() as u64), scheduled.elapsed())
+                        let started = scheduled.into_std().saturating_duration_since(start);
+                        (result.map(|r| r.len() as u64), started, scheduled.elapsed())
                     });
                     next += period;
                     while let Some(done) = inflight.try_join_next() {
@@ -272,7 +301,7 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
                     n += 1;
                     let t = Instant::now();
                     let result = client.append(&items).await;
-                    record((result.map(|r| r.len() as u64), t.elapsed()));
+                    record((result.map(|r| r.len() as u64), t - start, t.elapsed()));
                 }
             }
             (entries, latencies, errors)
@@ -292,6 +321,8 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
         (Some(a), Some(b)) => Some((b - a) / elapsed * 100.0),
         _ => None,
     };
+    let timeline = latency_timeline(&latencies);
+    let mut latencies: Vec<Duration> = latencies.into_iter().map(|(_, l)| l).collect();
     latencies.sort();
     let size_end = client.checkpoint().await?.checkpoint().size;
     let per_replica: Vec<serde_json::Value> = replicas
@@ -341,6 +372,12 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
             "p99": percentile(&latencies, 0.99),
             "max": percentile(&latencies, 1.0),
         },
+        // Per second of the run (by when appends were due): appends, p50
+        // and max latency, so that a stall shows when it happened.
+        "latency_by_second": timeline
+            .iter()
+            .map(|s| json!({"second": s.second, "appends": s.appends, "p50_ms": s.p50_ms, "max_ms": s.max_ms}))
+            .collect::<Vec<_>>(),
         "tree_size": {"start": size_start, "end": size_end},
         "disk_bytes_per_entry": disk_per_entry,
         "per_replica": per_replica,
@@ -382,6 +419,16 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
                 r["rss_mib"].as_f64().unwrap_or(f64::NAN),
                 r["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
                 r["disk_bytes"]
+            );
+        }
+        if let Some(worst) = timeline.iter().max_by(|a, b| a.max_ms.total_cmp(&b.max_ms)) {
+            println!(
+                "slowest second: appends due in second {} (of {}) took up to {:.1} ms (p50 {:.1} ms, {} appends)",
+                worst.second,
+                timeline.len(),
+                worst.max_ms,
+                worst.p50_ms,
+                worst.appends
             );
         }
         if let Some(cpu) = bench_cpu {

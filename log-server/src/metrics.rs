@@ -49,7 +49,7 @@ pub(crate) fn render(shared: &Shared) -> String {
     let d = &shared.metrics;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::with_capacity(4096);
-    let counters: [(&str, &str, u64); 26] = [
+    let counters: [(&str, &str, u64); 27] = [
         (
             "blocks_committed_total",
             "blocks committed",
@@ -130,6 +130,11 @@ pub(crate) fn render(shared: &Shared) -> String {
             "core_steps_slow_total",
             "core loop steps (inputs handled, writes included) that took 100 ms or longer (each is also logged)",
             load(&d.core_steps_slow),
+        ),
+        (
+            "peer_connects_total",
+            "connections to peers established (reconnections included)",
+            load(&d.peer_connects),
         ),
         (
             "sync_served_from_storage_total",
@@ -219,8 +224,13 @@ pub(crate) fn render(shared: &Shared) -> String {
             "bftlog_rejected_messages_total{{reason=\"{reason}\"}} {value}"
         );
     }
-    let gauges: [(&str, &str, u64); 7] = [
+    let gauges: [(&str, &str, u64); 8] = [
         ("round", "current consensus round", status.round),
+        (
+            "peers_connected",
+            "peers this replica has a connection to for sending",
+            load(&d.peers_connected),
+        ),
         (
             "committed_height",
             "height of the last committed block",

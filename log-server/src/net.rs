@@ -237,9 +237,30 @@ pub fn client_config(
     tls.alpn_protocols = vec![alpn.to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(|e| TlsSetupError::Quic(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(Arc::new(transport(limits, false)));
+    let mut transport = transport(limits, false);
+    if alpn == ALPN_PEER {
+        transport.initial_rtt(PEER_INITIAL_RTT);
+    }
+    config.transport_config(Arc::new(transport));
     Ok(config)
 }
+
+/// The round-trip estimate a replica's dial starts with, before it has a
+/// sample. quinn's default (333 ms, RFC 9002's) first retransmits a lost
+/// handshake packet a second later; a replica that dialled a peer not yet
+/// listening (at cluster start, or while the peer restarts) lost that
+/// first packet, and the link came up a second late, long enough for a
+/// round to time out. From 50 ms the retransmissions come at 150 and 450
+/// ms; on a link slower than that a spare copy of the first packet is all
+/// it costs.
+pub const PEER_INITIAL_RTT: Duration = Duration::from_millis(50);
+
+/// How long a replica waits on one dial of a peer before starting a fresh
+/// one. Within an attempt quinn's retransmissions back off (a peer away
+/// for 10 s would be reached up to 5 s after it was back); fresh attempts
+/// bound that. Long enough for a handshake over a link of several hundred
+/// milliseconds of round trip.
+pub const PEER_CONNECT_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// The negotiated ALPN of an established connection.
 pub fn alpn(connection: &quinn::Connection) -> Option<Vec<u8>> {

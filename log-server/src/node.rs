@@ -134,6 +134,10 @@ pub struct DriverMetrics {
     pub core_steps_slow: AtomicU64,
     /// Times the network runtime woke a 10 ms timer [`SLOW_STEP`] late.
     pub runtime_stalls: AtomicU64,
+    /// Outgoing peer connections established (reconnections included),
+    /// and how many are up now.
+    pub peer_connects: AtomicU64,
+    pub peers_connected: AtomicU64,
 }
 
 /// State shared by the network tasks.
@@ -1042,40 +1046,61 @@ async fn peer_sender(
     let mut backoff = Duration::from_millis(50);
     let mut logged = false;
     loop {
-        let connection = match endpoint.connect_with(config.clone(), addr, net::SERVER_NAME) {
-            Ok(connecting) => connecting.await,
+        let connecting = match endpoint.connect_with(config.clone(), addr, net::SERVER_NAME) {
+            Ok(connecting) => connecting,
             Err(e) => {
                 error!(peer, error = %e, "cannot dial peer");
                 return;
             }
         };
-        let connection = match connection {
-            Ok(c) => c,
-            Err(e) => {
-                if !logged {
-                    debug!(replica = shared.cfg.id, peer, error = %e, "peer unreachable; retrying");
-                    logged = true;
+        // An attempt whose first packet found no listener (the peer not
+        // started yet, or restarting) waits for the handshake's
+        // retransmissions, which back off; a fresh attempt every
+        // PEER_CONNECT_ATTEMPT brings the link up soon after the peer is.
+        let failure = match tokio::time::timeout(net::PEER_CONNECT_ATTEMPT, connecting).await {
+            Ok(Ok(connection)) => {
+                backoff = Duration::from_millis(50);
+                logged = false;
+                debug!(replica = shared.cfg.id, peer, "connected to peer");
+                shared.metrics.peer_connects.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .peers_connected
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut stream) = connection.open_uni().await {
+                    while let Some(frame) = rx.recv().await {
+                        if stream.write_all(&frame).await.is_err() {
+                            break;
+                        }
+                    }
                 }
-                // Drop what piles up while the peer is away: sync repairs it.
-                while rx.try_recv().is_ok() {}
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                shared
+                    .metrics
+                    .peers_connected
+                    .fetch_sub(1, Ordering::Relaxed);
+                if rx.is_closed() && rx.is_empty() {
+                    return;
+                }
                 continue;
             }
+            Ok(Err(e)) => Some(e.to_string()),
+            // The attempt itself took its time: dial again at once.
+            Err(_) => None,
         };
-        backoff = Duration::from_millis(50);
-        logged = false;
-        debug!(replica = shared.cfg.id, peer, "connected to peer");
-        let Ok(mut stream) = connection.open_uni().await else {
-            continue;
-        };
-        loop {
-            let Some(frame) = rx.recv().await else {
-                return;
-            };
-            if stream.write_all(&frame).await.is_err() {
-                break;
-            }
+        if !logged {
+            debug!(
+                replica = shared.cfg.id,
+                peer,
+                error = failure.as_deref().unwrap_or("no answer"),
+                "peer unreachable; retrying"
+            );
+            logged = true;
+        }
+        // Drop what piles up while the peer is away: sync repairs it.
+        while rx.try_recv().is_ok() {}
+        if failure.is_some() {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
 }
