@@ -12,7 +12,10 @@
 //!   retried or hedged entry keeps its first index. Sending to one replica
 //!   first rather than f+1 at once halves the cluster's per-entry work
 //!   (forwarding, receipts) in the common case; a faulty replica costs a
-//!   hedge delay, not the entry.
+//!   hedge delay, not the entry. A replica that failed, or that a hedged
+//!   replica beat, is not asked first for a while
+//!   ([`ClientOptions::pass_over_ms`]): with a replica down, one append
+//!   pays the hedge delay, not one in n.
 //! - [`Client::checkpoint`] returns a checkpoint only after verifying its
 //!   quorum; proofs are checked against verified checkpoints.
 
@@ -91,6 +94,11 @@ pub struct ClientOptions {
     pub hedge_after_min_ms: u64,
     pub hedge_after_max_ms: u64,
     pub hedge_latency_multiple: u32,
+    /// How long a replica that failed an append, or answered it later than
+    /// a hedged replica, is not sent appends first (it is still among the
+    /// f more, after the others). It doubles each time in a row, up to 32
+    /// times, and resets when the replica answers first. Default 2,000.
+    pub pass_over_ms: u64,
 }
 
 impl Default for ClientOptions {
@@ -101,6 +109,7 @@ impl Default for ClientOptions {
             hedge_after_min_ms: 200,
             hedge_after_max_ms: 5_000,
             hedge_latency_multiple: 3,
+            pass_over_ms: 2_000,
         }
     }
 }
@@ -119,6 +128,11 @@ struct Inner {
     /// that a slow or silent replica does not stretch the hedge delay.
     append_latency_us: AtomicU64,
     hedged_appends: AtomicU64,
+    /// Per replica: until when (ms since `created`) it is not asked first,
+    /// and how many times in a row it was passed over.
+    passed_over_until_ms: Vec<AtomicU64>,
+    passed_over_streak: Vec<AtomicU64>,
+    created: Instant,
     /// The last [`VERIFIED_NOTES`] checkpoint notes that passed the
     /// policy, by their exact bytes, newest last: concurrent appends mostly
     /// get one of a few latest checkpoints (each replica assembles its own
@@ -145,7 +159,8 @@ impl Client {
         )?;
         let endpoint = net::client_endpoint(cluster.addresses[0])?;
         let policy = cluster.receipt_policy();
-        let connections = (0..cluster.n()).map(|_| Mutex::new(None)).collect();
+        let n = cluster.n();
+        let connections = (0..n).map(|_| Mutex::new(None)).collect();
         let start = rand::random::<u32>() as usize % cluster.n();
         Ok(Client {
             inner: Arc::new(Inner {
@@ -158,6 +173,9 @@ impl Client {
                 options,
                 append_latency_us: AtomicU64::new(0),
                 hedged_appends: AtomicU64::new(0),
+                passed_over_until_ms: (0..n).map(|_| AtomicU64::new(0)).collect(),
+                passed_over_streak: (0..n).map(|_| AtomicU64::new(0)).collect(),
+                created: Instant::now(),
                 verified_notes: std::sync::Mutex::new(VecDeque::new()),
             }),
         })
@@ -283,12 +301,11 @@ impl Client {
         });
         let leaves: Arc<Vec<Hash>> =
             Arc::new(entries.iter().map(|e| merkle::leaf_hash(e)).collect());
-        let n = self.inner.cluster.n();
         let fanout = self.inner.cluster.f() + 1;
         let mut last_error = None;
         for _ in 0..self.inner.options.append_rounds {
             let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
-            let replicas: Vec<usize> = (0..fanout).map(|k| (start + k) % n).collect();
+            let replicas = self.append_order(start, fanout);
             let sent_at = Instant::now();
             let mut tasks = tokio::task::JoinSet::new();
             let spawn = |tasks: &mut tokio::task::JoinSet<_>, replica: usize| {
@@ -337,6 +354,9 @@ impl Client {
                         tasks.abort_all();
                         if replica == replicas[0] {
                             self.record_append_latency(sent_at.elapsed());
+                            self.inner.passed_over_streak[replica].store(0, Ordering::Relaxed);
+                        } else {
+                            self.pass_over(replicas[0]);
                         }
                         return Ok(receipts);
                     }
@@ -360,6 +380,7 @@ impl Client {
                         }
                         // If that was the first replica, the set is now
                         // empty and the next turn hedges at once.
+                        self.pass_over(replica);
                         last_error = Some(e);
                     }
                 }
@@ -378,6 +399,28 @@ impl Client {
             &self.inner.options,
             self.inner.append_latency_us.load(Ordering::Relaxed),
         )
+    }
+
+    /// The `fanout` replicas of one append attempt, in the order they are
+    /// asked: round robin from `start`, replicas currently passed over
+    /// last.
+    fn append_order(&self, start: usize, fanout: usize) -> Vec<usize> {
+        let now_ms = self.inner.created.elapsed().as_millis() as u64;
+        append_order(self.inner.cluster.n(), start, fanout, |r| {
+            self.inner.passed_over_until_ms[r].load(Ordering::Relaxed) > now_ms
+        })
+    }
+
+    /// Asks `replica` first again only after `pass_over_ms`, doubled for
+    /// each time in a row.
+    fn pass_over(&self, replica: usize) {
+        let now_ms = self.inner.created.elapsed().as_millis() as u64;
+        if self.inner.passed_over_until_ms[replica].load(Ordering::Relaxed) > now_ms {
+            return; // already passed over: answers to appends sent before
+        }
+        let streak = self.inner.passed_over_streak[replica].fetch_add(1, Ordering::Relaxed);
+        let until = now_ms + (self.inner.options.pass_over_ms << streak.min(5));
+        self.inner.passed_over_until_ms[replica].fetch_max(until, Ordering::Relaxed);
     }
 
     fn record_append_latency(&self, latency: Duration) {
@@ -781,6 +824,22 @@ fn smoothed_latency_us(old_us: u64, sample_us: u64) -> u64 {
     }
 }
 
+/// `fanout` of `n` replicas, round robin from `start`, those
+/// `passed_over` last.
+fn append_order(
+    n: usize,
+    start: usize,
+    fanout: usize,
+    passed_over: impl Fn(usize) -> bool,
+) -> Vec<usize> {
+    let (mut order, later): (Vec<usize>, Vec<usize>) = (0..n)
+        .map(|k| (start + k) % n)
+        .partition(|r| !passed_over(*r));
+    order.extend(later);
+    order.truncate(fanout);
+    order
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -801,6 +860,16 @@ mod tests {
             ..options
         };
         assert_eq!(hedge_delay(&at_once, 400_000), Duration::ZERO);
+    }
+
+    #[test]
+    fn replicas_passed_over_are_asked_last() {
+        assert_eq!(append_order(4, 5, 2, |_| false), vec![1, 2]);
+        assert_eq!(append_order(4, 5, 2, |r| r == 1), vec![2, 3]);
+        assert_eq!(append_order(4, 3, 2, |r| r == 0), vec![3, 1]);
+        // All passed over: round robin.
+        assert_eq!(append_order(4, 2, 2, |_| true), vec![2, 3]);
+        assert_eq!(append_order(7, 6, 3, |r| r == 0 || r == 1), vec![6, 2, 3]);
     }
 
     #[test]

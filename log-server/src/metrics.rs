@@ -25,6 +25,8 @@ use crate::node::Shared;
 pub struct CoreStatus {
     pub consensus: consensus::Metrics,
     pub round: u64,
+    /// The current round's leader, as this replica sees it.
+    pub leader: u64,
     pub committed_height: u64,
     pub tree_size: u64,
     /// Entries in the mempool, not yet in a block.
@@ -224,8 +226,13 @@ pub(crate) fn render(shared: &Shared) -> String {
             "bftlog_rejected_messages_total{{reason=\"{reason}\"}} {value}"
         );
     }
-    let gauges: [(&str, &str, u64); 8] = [
+    let gauges: [(&str, &str, u64); 9] = [
         ("round", "current consensus round", status.round),
+        (
+            "leader",
+            "the current round's leader as this replica sees it (replica id)",
+            status.leader,
+        ),
         (
             "peers_connected",
             "peers this replica has a connection to for sending",

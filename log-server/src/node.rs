@@ -432,7 +432,7 @@ impl CoreLoop {
                     info!(
                         replica = self.shared.cfg.id,
                         round = self.replica.round(),
-                        leader = self.replica.config().leader(self.replica.round()),
+                        leader = self.replica.leader(),
                         height = self.replica.committed_height(),
                         "round timed out; asking the others to move on"
                     );
@@ -835,6 +835,7 @@ impl CoreLoop {
         let status = CoreStatus {
             consensus: self.replica.metrics.clone(),
             round: self.replica.round(),
+            leader: self.replica.leader() as u64,
             committed_height: self.replica.committed_height(),
             tree_size: self.replica.tree_size(),
             mempool_entries: self.replica.pending_entries(),

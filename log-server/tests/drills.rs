@@ -277,16 +277,23 @@ impl Drill {
         .unwrap()
     }
 
-    /// The replica currently leading, by the highest round any replica
-    /// reports.
+    /// The replica currently leading, as the replica in the highest round
+    /// sees it.
     async fn leader(&self) -> usize {
-        let mut round = 0;
+        let (mut round, mut leader) = (0, 0);
         for i in 0..N {
             if self.replicas[i].is_some() {
-                round = round.max(self.metric(i, "bftlog_round").await.unwrap_or(0));
+                let r = self.metric(i, "bftlog_round").await.unwrap_or(0);
+                if r >= round {
+                    round = r;
+                    leader = self
+                        .metric(i, "bftlog_leader")
+                        .await
+                        .unwrap_or(r % N as u64);
+                }
             }
         }
-        (round % N as u64) as usize
+        leader as usize
     }
 
     /// Every acknowledged entry is in the latest quorum checkpoint at its

@@ -12,7 +12,11 @@
 //!
 //! # Protocol (2-chain HotStuff / Jolteon)
 //!
-//! - Rounds have round-robin leaders: `leader(r) = r mod n`.
+//! - Leaders rotate among active replicas: the leader of round `r` is the
+//!   first replica from `r mod n` on that the parent block shows active
+//!   (its author or a signer of its QC) when the parent is from round
+//!   `r − 1`; after a failed round, `r mod n` ([`Config::leader_after`],
+//!   docs/adr/0003-active-leaders.md).
 //! - The leader of round `r` proposes a block that extends the block
 //!   certified by its highest QC, carrying a batch of entries. If it entered
 //!   `r` through a timeout certificate for `r − 1`, the proposal carries it.
@@ -190,8 +194,43 @@ impl Config {
         quorum_size(self.n())
     }
 
+    /// The round-robin leader of `round`: `round mod n`. It leads a round
+    /// entered after a failed one, and is where [`Config::leader_after`]
+    /// starts looking.
     pub fn leader(&self, round: u64) -> ReplicaId {
         (round % self.n() as u64) as ReplicaId
+    }
+
+    /// The leader of `round` for a proposal extending `parent`, the block
+    /// its certificate certifies (docs/adr/0003-active-leaders.md).
+    ///
+    /// When `parent` is the previous round's block, the leader is the
+    /// first replica, in round-robin order from `round mod n`, that
+    /// `parent` shows active: its author, or a signer of the certificate
+    /// it carries. A crashed or cut-off replica drops out of those within
+    /// two rounds, and its turns pass to the next active replica instead
+    /// of each costing a round timeout. Every replica holding `parent`
+    /// computes the same leader. After a failed round (the parent is
+    /// older), or from the first block (its certificate has no
+    /// signers), it is round robin.
+    pub fn leader_after(&self, round: u64, parent: &Block) -> ReplicaId {
+        let n = self.n();
+        if parent.round + 1 != round || parent.justify.signatures.is_empty() {
+            return self.leader(round);
+        }
+        let mut active = [false; MAX_CLUSTER_REPLICAS];
+        for id in std::iter::once(parent.author)
+            .chain(parent.justify.signatures.iter().map(|s| s.replica))
+        {
+            if let Some(slot) = active.get_mut(id as usize) {
+                *slot = true;
+            }
+        }
+        let first = self.leader(round) as usize;
+        (0..n)
+            .map(|k| ((first + k) % n) as ReplicaId)
+            .find(|id| active[*id as usize])
+            .unwrap_or(first as ReplicaId)
     }
 }
 
@@ -1368,7 +1407,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         // A leader votes for its own proposal, so a round at or below the
         // durable last-voted round is one it already proposed in (or gave
         // up on) before a restart: proposing again would equivocate.
-        if self.cfg.leader(self.round) != self.id
+        if self.leader() != self.id
             || self.proposed_round >= self.round
             || self.safety.last_voted_round >= self.round
         {
@@ -1461,13 +1500,54 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         self.on_proposal_hashed(from, block, None, tc, signature);
     }
 
+    /// A stored block, or the committed tip (kept in the committed window).
+    fn block_by_id(&self, id: &Hash) -> Option<&Block> {
+        match self.blocks.get(id) {
+            Some(stored) => Some(&stored.block),
+            None if *id == self.committed_id => {
+                self.committed_window.back().map(|(_, block)| &**block)
+            }
+            None => None,
+        }
+    }
+
+    /// The leader of `round` for a block extending `parent_id` of
+    /// `parent_round` ([`Config::leader_after`]); `None` if that depends
+    /// on a parent this replica does not hold.
+    fn leader_for(&self, round: u64, parent_id: &Hash, parent_round: u64) -> Option<ReplicaId> {
+        if parent_round + 1 != round {
+            return Some(self.cfg.leader(round));
+        }
+        match self.block_by_id(parent_id) {
+            Some(parent) => Some(self.cfg.leader_after(round, parent)),
+            // The genesis QC certifies no block.
+            None if *parent_id == crypto::genesis_id(self.cfg.epoch) => {
+                Some(self.cfg.leader(round))
+            }
+            None => None,
+        }
+    }
+
+    /// The leader of the current round as this replica sees it: for a
+    /// proposal on its highest certificate, or round robin if it does not
+    /// hold that certificate's block.
+    pub fn leader(&self) -> ReplicaId {
+        let qc = &self.safety.high_qc;
+        self.leader_for(self.round, &qc.block_id, qc.round)
+            .unwrap_or_else(|| self.cfg.leader(self.round))
+    }
+
     /// The cheap checks of a proposed block's header, before any hashing:
-    /// this epoch, a round led by its author, not stale. Counts a failure.
+    /// this epoch, a round led by its author (when this replica holds the
+    /// parent that decides it; else [`Replica::on_proposal_hashed`] checks
+    /// once it does), not stale. Counts a failure.
     fn proposal_header_current(&mut self, block: &Block) -> bool {
+        let leader = self.leader_for(block.round, &block.parent_id, block.justify.round);
         if block.epoch != self.cfg.epoch
             || block.justify.epoch != self.cfg.epoch
             || block.round == 0
-            || block.author != self.cfg.leader(block.round)
+            || leader.is_some_and(|leader| block.author != leader)
+            || block.author as usize >= self.cfg.n()
         {
             self.metrics.malformed_messages += 1;
             return false;
@@ -1705,6 +1785,12 @@ impl<R: RngCore + CryptoRng> Replica<R> {
                 self.metrics.malformed_messages += 1;
                 return;
             }
+        }
+        // The parent is held now, so the leader is decided.
+        if self.leader_for(block.round, &block.parent_id, block.justify.round) != Some(block.author)
+        {
+            self.metrics.malformed_messages += 1;
+            return;
         }
         let round = block.round;
         // One stored block per (round, author): an equivocating leader
@@ -2430,6 +2516,54 @@ mod tests {
             justify: genesis_qc(1),
             entries: BoundedVec::new(Vec::new()).unwrap(),
         }
+    }
+
+    /// A block of `round` by `author` whose QC `signers` signed.
+    fn block_signed_by(round: u64, author: ReplicaId, signers: &[ReplicaId]) -> Block {
+        let mut justify = genesis_qc(1);
+        justify.round = round - 1;
+        justify.signatures = BoundedVec::new(
+            signers
+                .iter()
+                .map(|&replica| ReplicaSignature {
+                    replica,
+                    signature: Signature64([0; 64]),
+                })
+                .collect(),
+        )
+        .unwrap();
+        Block {
+            round,
+            author,
+            justify,
+            ..round_one_header()
+        }
+    }
+
+    #[test]
+    fn leaders_pass_over_replicas_the_parent_shows_inactive() {
+        let (_, cfg) = test_replicas(4);
+        // Everyone active: round robin.
+        let all = block_signed_by(8, 0, &[0, 1, 2, 3]);
+        assert_eq!(cfg.leader_after(9, &all), 1);
+        // Replica 1 neither proposed nor signed: its turn passes to 2.
+        let without_1 = block_signed_by(8, 0, &[0, 2, 3]);
+        assert_eq!(cfg.leader_after(9, &without_1), 2);
+        assert_eq!(cfg.leader_after(9, &block_signed_by(8, 0, &[2, 3, 0])), 2);
+        // The author counts as active though it did not sign.
+        assert_eq!(cfg.leader_after(9, &block_signed_by(8, 1, &[0, 2, 3])), 1);
+        // Search wraps around: round 11 starts at 3.
+        let only_0_1_2 = block_signed_by(10, 2, &[0, 1, 2]);
+        assert_eq!(cfg.leader_after(11, &only_0_1_2), 0);
+        // The parent is not the previous round's: round robin.
+        assert_eq!(cfg.leader_after(12, &only_0_1_2), 0);
+        assert_eq!(cfg.leader_after(13, &only_0_1_2), 1);
+        let old = block_signed_by(10, 2, &[0, 2, 3]);
+        assert_eq!(cfg.leader_after(13, &old), 1);
+        // A parent on genesis (no signers): round robin.
+        assert_eq!(cfg.leader_after(2, &round_one_header()), 2);
+        // Ids outside the cluster are ignored, not a panic.
+        assert_eq!(cfg.leader_after(9, &block_signed_by(8, 0, &[0, 9, 63])), 0);
     }
 
     /// Everything the replica sends, after making its writes durable.
