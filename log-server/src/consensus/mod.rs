@@ -1600,9 +1600,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         }
         let id = crypto::block_id_from_header(&header, &leaves);
         if self.blocks.contains_key(&id) {
-            if header.round == self.round {
-                self.try_vote(&id, tc.as_ref());
-            }
+            self.vote_for_stored(&id, header.round, tc);
             return;
         }
         // An honest leader never proposes a committed entry (nor may anyone
@@ -1726,9 +1724,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         let id = crypto::block_id_with_leaves(&block, &leaves);
         if self.blocks.contains_key(&id) {
             // Already have it; it may still be votable if we were waiting.
-            if block.round == self.round {
-                self.try_vote(&id, tc.as_ref());
-            }
+            self.vote_for_stored(&id, block.round, tc);
             return;
         }
         // Our own proposal (`from == self.id` only via `maybe_propose`) was
@@ -1830,7 +1826,29 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         }
     }
 
-    /// Votes for the stored block `id` if the safety rules allow.
+    /// A proposal for a block already stored: votes if the rules allow.
+    /// The TC is this message's, unverified so far, and [`Replica::try_vote`]
+    /// trusts the TC it is given (a forged one with a low high QC would
+    /// unlock a vote for a block that skips a certified one), so it is
+    /// verified first.
+    fn vote_for_stored(&mut self, id: &Hash, round: u64, tc: Option<TimeoutCert>) {
+        if round != self.round {
+            return;
+        }
+        if let Some(tc) = &tc {
+            if tc.round + 1 != round {
+                self.metrics.invalid_certificates += 1;
+                return;
+            }
+            if !self.check_tc(tc) {
+                return;
+            }
+        }
+        self.try_vote(id, tc.as_ref());
+    }
+
+    /// Votes for the stored block `id` if the safety rules allow. `tc`
+    /// must have been verified.
     fn try_vote(&mut self, id: &Hash, tc: Option<&TimeoutCert>) {
         let Some(stored) = self.blocks.get(id) else {
             return;
@@ -2564,6 +2582,75 @@ mod tests {
         assert_eq!(cfg.leader_after(2, &round_one_header()), 2);
         // Ids outside the cluster are ignored, not a panic.
         assert_eq!(cfg.leader_after(9, &block_signed_by(8, 0, &[0, 9, 63])), 0);
+    }
+
+    /// A proposal re-sent for a block already stored is voted for only with
+    /// a TC that verifies: a forged TC (a low high QC, bad signatures) must
+    /// not unlock a vote for a block that skips a certified one.
+    #[test]
+    fn a_stored_block_is_not_voted_for_on_a_forged_tc() {
+        let (keys, cfg) = test_replicas(4);
+        let mut replica = test_replica(&keys, &cfg, 0);
+        let now = Duration::ZERO;
+        // Replicas 1-3 vote for block A of round 1: replica 0 forms QC(A)
+        // and enters round 2.
+        let a_id = crypto::block_id(&round_one_header());
+        for voter in 1..=3u16 {
+            let signature = Signer::new(keys[voter as usize].clone())
+                .sign(&crypto::vote_message(1, 1, &a_id, 0));
+            let vote = Vote {
+                epoch: 1,
+                round: 1,
+                block_id: a_id,
+                parent_round: 0,
+                voter,
+                signature,
+            };
+            replica.handle_message(now, voter, ConsensusMessage::Vote { vote });
+        }
+        drain(&mut replica);
+        assert_eq!(replica.round(), 2);
+        // Block B of round 2 (led by replica 2) extends genesis, skipping
+        // A: only a TC for round 1 makes it votable.
+        let b = Block {
+            round: 2,
+            author: 2,
+            ..round_one_header()
+        };
+        let signature =
+            Signer::new(keys[2].clone()).sign(&crypto::proposal_message(1, &crypto::block_id(&b)));
+        let proposal = |timeout_cert| ConsensusMessage::Proposal {
+            block: b.clone(),
+            timeout_cert,
+            signature,
+        };
+        let votes = |out: Vec<Outgoing>| {
+            out.iter()
+                .filter(|o| matches!(o.message, ConsensusMessage::Vote { .. }))
+                .count()
+        };
+        replica.handle_message(now, 2, proposal(None));
+        assert_eq!(votes(drain(&mut replica)), 0);
+        // B is stored now. The same proposal with a forged TC:
+        let forged = TimeoutCert {
+            epoch: 1,
+            round: 1,
+            high_qc: genesis_qc(1),
+            signatures: BoundedVec::new(
+                (1..=3u16)
+                    .map(|replica| TimeoutSignature {
+                        replica,
+                        high_qc_round: 0,
+                        signature: Signature64([7; 64]),
+                    })
+                    .collect(),
+            )
+            .unwrap(),
+        };
+        let invalid_before = replica.metrics.invalid_certificates;
+        replica.handle_message(now, 2, proposal(Some(forged)));
+        assert_eq!(votes(drain(&mut replica)), 0, "a forged TC unlocked a vote");
+        assert!(replica.metrics.invalid_certificates > invalid_before);
     }
 
     /// Everything the replica sends, after making its writes durable.

@@ -4,7 +4,10 @@
 //! protocol's rules.
 
 use bftlog_spec::merkle::Hash;
-use bftlog_spec::wire::{BoundedVec, ConsensusMessage, Entry, ReplicaId, Vote};
+use bftlog_spec::wire::{
+    BoundedVec, ConsensusMessage, Entry, ReplicaId, Signature64, TimeoutCert, TimeoutSignature,
+    Vote,
+};
 use rand::Rng;
 use rand::rngs::StdRng;
 
@@ -34,8 +37,10 @@ pub enum Behaviour {
     Replay,
     /// Sends proposals whose certificates are forged: a QC moved to
     /// another round (also one extending an old block, relabelled as the
-    /// previous round's), or a TC whose high QC does not match its
-    /// signatures.
+    /// previous round's), a TC whose high QC does not match its
+    /// signatures, or a block on an old QC sent twice, the second time
+    /// with a TC of invalid signatures (receivers then hold the block: the
+    /// path that must still verify the TC).
     ForgeCertificates,
     /// Two copies with one key, each talking to its own side of the
     /// honest replicas.
@@ -230,7 +235,49 @@ pub(super) fn tamper(
                 if sim.byz.old_qcs.len() > 64 {
                     sim.byz.old_qcs.remove(0);
                 }
-                let pick = sim.rng.gen_range(0..3);
+                let pick = sim.rng.gen_range(0..4);
+                if pick == 3 {
+                    // Extend an old certified block with its true QC:
+                    // receivers store the block but must not vote without
+                    // a TC. Then send it again with a TC whose signatures
+                    // are garbage and whose high QC is that old one: the
+                    // path for a proposal already stored must verify it.
+                    let i = sim.rng.gen_range(0..sim.byz.old_qcs.len());
+                    let old = sim.byz.old_qcs[i].clone();
+                    if old.round + 1 < forged.round {
+                        forged.parent_id = old.block_id;
+                        let fake_tc = TimeoutCert {
+                            epoch,
+                            round: forged.round - 1,
+                            high_qc: old.clone(),
+                            signatures: BoundedVec::new(
+                                (0..n as ReplicaId)
+                                    .map(|replica| TimeoutSignature {
+                                        replica,
+                                        high_qc_round: old.round,
+                                        signature: Signature64([0; 64]),
+                                    })
+                                    .collect(),
+                            )
+                            .expect("n replicas"),
+                        };
+                        forged.justify = old;
+                        forged.entries = BoundedVec::new(Vec::new()).expect("empty");
+                        let forged_id = crypto::block_id(&forged);
+                        let signature = signer.sign(&crypto::proposal_message(epoch, &forged_id));
+                        return [None, Some(fake_tc)]
+                            .into_iter()
+                            .map(|timeout_cert| Outgoing {
+                                to: out.to,
+                                message: ConsensusMessage::Proposal {
+                                    block: forged.clone(),
+                                    timeout_cert,
+                                    signature,
+                                },
+                            })
+                            .collect();
+                    }
+                }
                 if let Some(tc) = tc.as_mut().filter(|_| pick == 0) {
                     // Claim a higher QC round than any signer reported.
                     tc.high_qc.round += 1;
