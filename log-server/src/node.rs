@@ -1099,6 +1099,9 @@ async fn peer_sender(
         }
         // Drop what piles up while the peer is away: sync repairs it.
         while rx.try_recv().is_ok() {}
+        if rx.is_closed() {
+            return; // the replica is stopping
+        }
         if failure.is_some() {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));

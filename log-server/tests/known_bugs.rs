@@ -35,17 +35,15 @@ fn hunt(
 
 #[test]
 fn commit_without_the_round_plus_one_condition_is_caught() {
-    // Certificates that form at some replicas and not others (a replica
-    // sending each vote to at most one peer, plus loss) let a round end in
-    // a TC while its block was certified somewhere: the gap the "round + 1"
-    // condition guards. Crashes add failed rounds: since leaders rotate
-    // among active replicas (ADR 0003) a vote-withholding replica rarely
-    // leads, and without them the first seed caught was 2257.
+    // Loss and delays let a round end in a TC while its block was
+    // certified somewhere: the gap the "round + 1" condition guards. (A
+    // replica sending each vote to at most one peer was the lever before
+    // leaders rotated among active replicas, ADR 0003: such a replica now
+    // rarely leads. This catch is rare, one seed in 1,500; widen the
+    // scenarios if a change loses it.)
     let found = hunt(Bug::CommitWithoutConsecutiveRound, 4, 0..1500, |s| {
         s.loss = 0.3;
         s.max_delay_ms = 600;
-        s.crashes = true;
-        s.byzantine = vec![(3, Behaviour::WithholdVotes)];
     });
     let failure = found.expect("the simulator must catch a commit rule without round + 1");
     eprintln!("caught: {failure}");

@@ -951,6 +951,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         if self.status_deadline <= now {
             self.status_deadline = now + Duration::from_millis(self.cfg.status_interval_ms);
             self.send_certificates(Target::All);
+            self.resend_checkpoint_signature();
         }
         if self.sync_deadline.is_some_and(|d| d <= now) {
             self.sync_deadline = None;
@@ -2148,6 +2149,38 @@ impl<R: RngCore + CryptoRng> Replica<R> {
     // ------------------------------------------------------------------
 
     /// Signs the checkpoint for the committed tree if that is safe.
+    /// Sends this replica's signature on its latest checkpoint again (the
+    /// same bytes: Ed25519 signing is deterministic). Signatures sent
+    /// while a peer was restarting are lost with its old connection, and a
+    /// peer that then caught up by sync would lack a quorum checkpoint for
+    /// its size until the next commit.
+    fn resend_checkpoint_signature(&mut self) {
+        if let Some((size, root)) = self.safety.last_signed {
+            self.send_checkpoint_signature(size, root);
+        }
+    }
+
+    /// Signs the checkpoint `(size, root)` and sends the signature to all;
+    /// callers decide whether this replica may sign it.
+    fn send_checkpoint_signature(&mut self, size: u64, root: Hash) -> Signature64 {
+        let text = Checkpoint::new(&self.cfg.origin, size, root).format();
+        let sig = self
+            .note_key
+            .sign_text(&text)
+            .expect("checkpoint text is a valid note");
+        let note_signature = Signature64(sig.signature.try_into().expect("Ed25519 is 64 bytes"));
+        self.send(
+            Target::All,
+            ConsensusMessage::CheckpointSignature {
+                size,
+                root,
+                replica: self.id,
+                note_signature,
+            },
+        );
+        note_signature
+    }
+
     fn sign_checkpoint(&mut self) {
         let (size, root) = (self.tree.size(), self.tree.root());
         if size == 0 {
@@ -2167,26 +2200,14 @@ impl<R: RngCore + CryptoRng> Replica<R> {
                 return;
             }
         }
-        let text = Checkpoint::new(&self.cfg.origin, size, root).format();
-        let sig = self
-            .note_key
-            .sign_text(&text)
-            .expect("checkpoint text is a valid note");
-        let signature = Signature64(sig.signature.try_into().expect("Ed25519 is 64 bytes"));
         self.safety.last_signed = Some((size, root));
         self.dirty = true;
         self.metrics.checkpoints_signed += 1;
         self.checkpoint_events
             .push_back(CheckpointEvent::Signed { size, root });
-        self.send(
-            Target::All,
-            ConsensusMessage::CheckpointSignature {
-                size,
-                root,
-                replica: self.id,
-                note_signature: signature,
-            },
-        );
+        // Sent only after `last_signed` is durable: messages wait for the
+        // step's write.
+        let signature = self.send_checkpoint_signature(size, root);
         let me = self.id;
         self.add_checkpoint_signature(size, root, me, signature);
     }
@@ -2204,7 +2225,10 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             return;
         }
         if size <= self.quorum_size {
-            self.metrics.stale_messages += 1;
+            // At the quorum size: most likely a peer's periodic re-send.
+            if size < self.quorum_size {
+                self.metrics.stale_messages += 1;
+            }
             return;
         }
         // Bound what is kept: sizes up to far beyond our own tree would be
