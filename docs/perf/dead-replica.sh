@@ -31,6 +31,7 @@ done
 # One short run to see the cluster commit with all four.
 "$BFTLOG" bench --cluster "$dir/cluster.toml" --rate 2000 --seconds 1 >/dev/null
 kill -9 "${pids[3]}"
+wait "${pids[3]}" 2>/dev/null || true
 sleep 0.5
 if [ $# -eq 0 ]; then
   set -- --rate 5000 --seconds 10
