@@ -571,10 +571,16 @@ async fn dev(
         );
     }
     let client = Client::new(cluster.clone(), ClientOptions::default())?;
-    let stamp = std::time::SystemTime::now()
+    // To the nanosecond: two runs within one second must still append
+    // distinct records (an equal one would get its first index back).
+    let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+        .unwrap_or_default();
+    let stamp = format!(
+        "{}.{:09}",
+        since_epoch.as_secs(),
+        since_epoch.subsec_nanos()
+    );
     let samples: Vec<Vec<u8>> = vec![
         b"certificate: CN=example.org serial=01 (sample record)".to_vec(),
         b"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  empty.tar (sample build record)"
