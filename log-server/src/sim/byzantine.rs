@@ -45,10 +45,15 @@ pub enum Behaviour {
     /// Two copies with one key, each talking to its own side of the
     /// honest replicas.
     Twins,
+    /// With each vote, also proposes an empty block for the next round on
+    /// its highest QC, whoever leads that round, to half the replicas:
+    /// replicas that lack the QC's block cannot tell it from the leader's
+    /// proposal until the block arrives, and must keep both.
+    ProposeOutOfTurn,
 }
 
 /// Every behaviour.
-pub const ALL_BEHAVIOURS: [Behaviour; 9] = [
+pub const ALL_BEHAVIOURS: [Behaviour; 10] = [
     Behaviour::Silent,
     Behaviour::WithholdVotes,
     Behaviour::WithholdProposals,
@@ -58,6 +63,7 @@ pub const ALL_BEHAVIOURS: [Behaviour; 9] = [
     Behaviour::Replay,
     Behaviour::ForgeCertificates,
     Behaviour::Twins,
+    Behaviour::ProposeOutOfTurn,
 ];
 
 impl Behaviour {
@@ -102,6 +108,37 @@ pub(super) fn tamper(
     match behaviour {
         Behaviour::Silent => Vec::new(),
         Behaviour::Twins => vec![out],
+        Behaviour::ProposeOutOfTurn => {
+            let ConsensusMessage::Vote { .. } = out.message else {
+                return vec![out];
+            };
+            let Some(high_qc) = sim.nodes[node]
+                .replica
+                .as_ref()
+                .map(|r| r.safety().high_qc.clone())
+            else {
+                return vec![out];
+            };
+            let block = bftlog_spec::wire::Block {
+                epoch,
+                round: high_qc.round + 1,
+                author: id,
+                parent_id: high_qc.block_id,
+                justify: high_qc,
+                entries: BoundedVec::new(Vec::new()).expect("empty"),
+            };
+            let signature =
+                signer.sign(&crypto::proposal_message(epoch, &crypto::block_id(&block)));
+            let proposal = ConsensusMessage::Proposal {
+                block,
+                timeout_cert: None,
+                signature,
+            };
+            let (a, _) = split(n, id);
+            let mut outs = to_each(&a, &proposal);
+            outs.push(out);
+            outs
+        }
         Behaviour::WithholdVotes => match out.message {
             // Each vote reaches one replica at most: certificates form at
             // some replicas and not others.
