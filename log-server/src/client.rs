@@ -355,7 +355,10 @@ impl Client {
                         if replica == replicas[0] {
                             self.record_append_latency(sent_at.elapsed());
                             self.inner.passed_over_streak[replica].store(0, Ordering::Relaxed);
-                        } else {
+                        } else if !hedge_after.is_zero() {
+                            // The first replica had a head start and lost.
+                            // (Sent to all at once, losing a race says
+                            // nothing about it.)
                             self.pass_over(replicas[0]);
                         }
                         return Ok(receipts);
@@ -415,12 +418,22 @@ impl Client {
     /// each time in a row.
     fn pass_over(&self, replica: usize) {
         let now_ms = self.inner.created.elapsed().as_millis() as u64;
-        if self.inner.passed_over_until_ms[replica].load(Ordering::Relaxed) > now_ms {
+        let until_ms = &self.inner.passed_over_until_ms[replica];
+        let current = until_ms.load(Ordering::Relaxed);
+        if current > now_ms {
             return; // already passed over: answers to appends sent before
         }
-        let streak = self.inner.passed_over_streak[replica].fetch_add(1, Ordering::Relaxed);
-        let until = now_ms + (self.inner.options.pass_over_ms << streak.min(5));
-        self.inner.passed_over_until_ms[replica].fetch_max(until, Ordering::Relaxed);
+        let streak = &self.inner.passed_over_streak[replica];
+        let until =
+            now_ms + (self.inner.options.pass_over_ms << streak.load(Ordering::Relaxed).min(5));
+        // Concurrent appends may fail on the same replica together: only
+        // the one that sets the period lengthens the streak.
+        if until_ms
+            .compare_exchange(current, until, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            streak.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn record_append_latency(&self, latency: Duration) {

@@ -1024,6 +1024,10 @@ async fn runtime_watchdog(shared: Arc<Shared>) {
 
 /// Keeps a connection to one peer and writes its queued frames on a
 /// long-lived unidirectional stream, reconnecting with backoff.
+/// How long a link to a peer must have lasted for a redial after it breaks
+/// to start without a backoff.
+const PEER_LINK_STABLE: Duration = Duration::from_secs(1);
+
 async fn peer_sender(
     shared: Arc<Shared>,
     endpoint: quinn::Endpoint,
@@ -1060,7 +1064,7 @@ async fn peer_sender(
         // PEER_CONNECT_ATTEMPT brings the link up soon after the peer is.
         let failure = match tokio::time::timeout(net::PEER_CONNECT_ATTEMPT, connecting).await {
             Ok(Ok(connection)) => {
-                backoff = Duration::from_millis(50);
+                let connected_at = tokio::time::Instant::now();
                 logged = false;
                 debug!(replica = shared.cfg.id, peer, "connected to peer");
                 shared.metrics.peer_connects.fetch_add(1, Ordering::Relaxed);
@@ -1081,6 +1085,16 @@ async fn peer_sender(
                     .fetch_sub(1, Ordering::Relaxed);
                 if rx.is_closed() && rx.is_empty() {
                     return;
+                }
+                // A link that worked for a while is dialled again at once;
+                // one that broke right after its handshake (a peer that
+                // closes what it accepted) is retried with the backoff, not
+                // at the handshake's pace.
+                if connected_at.elapsed() >= PEER_LINK_STABLE {
+                    backoff = Duration::from_millis(50);
+                } else {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
                 continue;
             }
