@@ -527,7 +527,8 @@ impl ReplicaConfig {
                 "consensus.max_block_entries must be 1 to 65536",
             ),
             (
-                c.max_block_bytes >= c.max_entry_bytes && c.max_block_bytes <= 12 << 20,
+                c.max_block_bytes >= c.max_entry_bytes
+                    && c.max_block_bytes <= crate::consensus::MAX_BLOCK_BYTES,
                 "consensus.max_block_bytes must be at least limits.max_entry_bytes and at most 12 MiB (a proposal must fit a 16 MiB frame)",
             ),
             (

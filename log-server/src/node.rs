@@ -1022,12 +1022,12 @@ async fn runtime_watchdog(shared: Arc<Shared>) {
     .await
 }
 
-/// Keeps a connection to one peer and writes its queued frames on a
-/// long-lived unidirectional stream, reconnecting with backoff.
 /// How long a link to a peer must have lasted for a redial after it breaks
 /// to start without a backoff.
 const PEER_LINK_STABLE: Duration = Duration::from_secs(1);
 
+/// Keeps a connection to one peer and writes its queued frames on a
+/// long-lived unidirectional stream, reconnecting with backoff.
 async fn peer_sender(
     shared: Arc<Shared>,
     endpoint: quinn::Endpoint,

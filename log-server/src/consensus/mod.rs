@@ -153,6 +153,13 @@ pub struct Config {
 /// `retain_committed_blocks` may be).
 pub const MIN_RETAINED_BLOCKS: usize = 16;
 
+/// The most entry bytes `max_block_bytes` may allow (a proposal must fit a
+/// 16 MiB frame). No honest leader proposes more, whatever its own
+/// setting, so replicas reject larger blocks: that bounds what a faulty
+/// leader's proposal by leaf hash can make a replica assemble from its
+/// mempool and keep while it waits.
+pub const MAX_BLOCK_BYTES: usize = 12 << 20;
+
 /// Entry bytes a block holds (what keeping it in memory costs).
 pub fn entry_bytes(block: &Block) -> usize {
     block.entries.iter().map(|e| e.len()).sum()
@@ -1601,9 +1608,17 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         }
         let mut entries = Vec::with_capacity(leaves.len());
         let mut missing = DigestMap::default();
+        let mut bytes = 0;
         for (i, leaf) in leaves.iter().enumerate() {
             match self.mempool.get(leaf) {
-                Some(entry) => entries.push(Some(entry.clone())),
+                Some(entry) => {
+                    bytes += entry.len();
+                    if bytes > MAX_BLOCK_BYTES {
+                        self.metrics.malformed_messages += 1;
+                        return;
+                    }
+                    entries.push(Some(entry.clone()));
+                }
                 None => {
                     entries.push(None);
                     if missing.insert(*leaf, i).is_some() {
@@ -1738,6 +1753,10 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         signature: Signature64,
     ) {
         if !self.proposal_header_current(&block) {
+            return;
+        }
+        if entry_bytes(&block) > MAX_BLOCK_BYTES {
+            self.metrics.malformed_messages += 1;
             return;
         }
         // Leaf hashes first: the block id is computed from them.
@@ -2782,10 +2801,17 @@ mod tests {
                 })
                 .collect()
         };
-        for parent_by_sync in [false, true] {
+        for (parent_by_sync, impostor_first) in
+            [(false, false), (false, true), (true, false), (true, true)]
+        {
             let mut replica = test_replica(&keys, &cfg, 0);
-            replica.handle_message(now, 2, proposal(&b, 2));
-            replica.handle_message(now, 3, proposal(&impostor, 3));
+            if impostor_first {
+                replica.handle_message(now, 3, proposal(&impostor, 3));
+                replica.handle_message(now, 2, proposal(&b, 2));
+            } else {
+                replica.handle_message(now, 2, proposal(&b, 2));
+                replica.handle_message(now, 3, proposal(&impostor, 3));
+            }
             let out = drain(&mut replica);
             assert_eq!(replica.round(), 2);
             assert!(votes_for(&out).is_empty(), "voted without the parent");
@@ -2810,7 +2836,7 @@ mod tests {
             assert_eq!(
                 votes_for(&out),
                 vec![(2, b_id)],
-                "votes for the leader's block (parent by sync: {parent_by_sync})"
+                "votes for the leader's block (parent by sync: {parent_by_sync}, impostor first: {impostor_first})"
             );
             assert_eq!(replica.metrics.malformed_messages, 1, "the impostor");
         }
@@ -2825,6 +2851,7 @@ mod tests {
     /// can fail. (The simulator catches that bug only rarely: see
     /// tests/known_bugs.rs.)
     #[test]
+    #[cfg(feature = "inject-bugs")]
     fn a_child_certified_after_a_timeout_does_not_commit_its_parent() {
         let (keys, cfg) = test_replicas(4);
         let now = Duration::ZERO;
@@ -3088,6 +3115,52 @@ mod tests {
         assert_eq!(follower.metrics.invalid_signatures, 1);
         assert_eq!(follower.metrics.entries_requested, 0);
         assert!(drain(&mut follower).is_empty());
+    }
+
+    /// A proposal by leaf hash naming more entry bytes than any honest
+    /// leader may propose is refused before anything is assembled or
+    /// fetched: each faulty author keeps a waiting slot, and a slot must
+    /// not hold a copy of the whole mempool.
+    #[test]
+    fn proposals_beyond_the_block_byte_ceiling_are_refused() {
+        let (keys, cfg) = test_replicas(4);
+        let mut follower = test_replica(&keys, &cfg, 2);
+        let now = Duration::ZERO;
+        let entry_len = 64 << 10;
+        let count = MAX_BLOCK_BYTES / entry_len + 1;
+        let entries: Vec<Vec<u8>> = (0..count as u32)
+            .map(|i| {
+                let mut e = vec![0u8; entry_len];
+                e[..4].copy_from_slice(&i.to_be_bytes());
+                e
+            })
+            .collect();
+        let leaves: Vec<Hash> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
+        follower.submit(now, entries);
+        drain(&mut follower);
+        let header = round_one_header();
+        let signature = Signer::new(keys[1].clone()).sign(&crypto::proposal_message(
+            1,
+            &crypto::block_id_from_header(&header, &leaves),
+        ));
+        follower.handle_message(
+            now,
+            1,
+            ConsensusMessage::ProposalLeaves {
+                header,
+                leaves: BoundedVec::new(leaves).unwrap(),
+                timeout_cert: None,
+                signature,
+            },
+        );
+        assert_eq!(follower.metrics.malformed_messages, 1);
+        assert!(follower.pending_leaves.is_empty() && follower.waiting_proposals.is_empty());
+        assert!(
+            !drain(&mut follower)
+                .iter()
+                .any(|o| matches!(o.message, ConsensusMessage::Vote { .. })),
+            "voted for an oversized block"
+        );
     }
 
     /// Found by fuzz/consensus_core: one faulty peer sending round

@@ -45,10 +45,11 @@ pub enum Behaviour {
     /// Two copies with one key, each talking to its own side of the
     /// honest replicas.
     Twins,
-    /// With each vote, also proposes an empty block for the next round on
-    /// its highest QC, whoever leads that round, to half the replicas:
-    /// replicas that lack the QC's block cannot tell it from the leader's
-    /// proposal until the block arrives, and must keep both.
+    /// With each vote, also proposes an empty block on its highest QC (for
+    /// the round after the QC's, usually the round it votes in), whoever
+    /// leads that round, to half the replicas. Replicas holding the QC's
+    /// block reject it at once; lagging ones cannot tell it from the
+    /// leader's proposal until the block arrives, and must keep both.
     ProposeOutOfTurn,
 }
 
