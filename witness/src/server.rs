@@ -46,7 +46,10 @@ pub struct ServerConfig {
     /// URL path prefix, e.g. `/witness` (no trailing slash); empty for none.
     pub prefix: String,
     /// A connection that does not send a full request head within this
-    /// long (including an idle keep-alive connection) is closed.
+    /// long (including an idle keep-alive connection) is closed, and a
+    /// request whose body has not fully arrived this long after its head
+    /// is answered 408: a client trickling bytes must not hold one of the
+    /// `MAX_CONNECTIONS` slots for ever.
     pub header_read_timeout_ms: u64,
 }
 
@@ -278,7 +281,12 @@ fn reply(response: Response) -> hyper::Response<Full<Bytes>> {
 async fn handle(shared: &Shared, req: Request<Incoming>) -> hyper::Response<Full<Bytes>> {
     shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_owned();
-    let Some(route) = path.strip_prefix(shared.config.prefix.as_str()) else {
+    // The prefix ends at a path segment: `/witnessadd-checkpoint` is not
+    // under `/witness`.
+    let Some(route) = path
+        .strip_prefix(shared.config.prefix.as_str())
+        .filter(|route| route.is_empty() || route.starts_with('/'))
+    else {
         return reply(Response::text(404, "not found"));
     };
     let method = req.method().clone();
@@ -355,10 +363,12 @@ async fn add_checkpoint(shared: &Shared, req: Request<Incoming>) -> Response {
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Response::text(413, format!("body larger than {MAX_BODY_BYTES} bytes"));
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
+    let read = Limited::new(req.into_body(), MAX_BODY_BYTES).collect();
+    let timeout = Duration::from_millis(shared.config.header_read_timeout_ms);
+    let Ok(read) = tokio::time::timeout(timeout, read).await else {
+        return Response::text(408, "the request body did not arrive in time");
+    };
+    let body = match read {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
             return if e

@@ -5,6 +5,7 @@
 //! | `logs` | origin | [`LogConfig`] text: keys and threshold |
 //! | `latest` | origin | the latest cosigned checkpoint note, verbatim |
 //! | `evidence` | id | proven split-view evidence (`spec/evidence.md`) |
+//! | `evidence_seen` | SHA-256 of the two checkpoint texts | id (so replays are kept once) |
 //! | `rejected` | id | an inconsistent submission that proves nothing alone |
 //! | `rejected_seen` | SHA-256 of the record | id (so replays are kept once) |
 //!
@@ -20,6 +21,7 @@ const LATEST: TableDefinition<&str, &[u8]> = TableDefinition::new("latest");
 const EVIDENCE: TableDefinition<u64, &[u8]> = TableDefinition::new("evidence");
 const REJECTED: TableDefinition<u64, &[u8]> = TableDefinition::new("rejected");
 const REJECTED_SEEN: TableDefinition<&[u8; 32], u64> = TableDefinition::new("rejected_seen");
+const EVIDENCE_SEEN: TableDefinition<&[u8; 32], u64> = TableDefinition::new("evidence_seen");
 
 /// At most this many unproven rejected submissions are kept. Anyone can
 /// replay a log's genuine checkpoint with a garbage proof, so these are
@@ -58,7 +60,9 @@ from_redb!(
 pub struct WriteBatch {
     /// (origin, cosigned note) pairs.
     pub latest: Vec<(String, Vec<u8>)>,
-    pub evidence: Vec<Vec<u8>>,
+    /// (SHA-256 of the two checkpoint texts it shows, evidence): a fork
+    /// replayed (with other signature lines, even) is kept once.
+    pub evidence: Vec<([u8; 32], Vec<u8>)>,
     /// (SHA-256 of the record, record).
     pub rejected: Vec<([u8; 32], Vec<u8>)>,
 }
@@ -96,6 +100,7 @@ impl Store {
         txn.open_table(EVIDENCE)?;
         txn.open_table(REJECTED)?;
         txn.open_table(REJECTED_SEEN)?;
+        txn.open_table(EVIDENCE_SEEN)?;
         txn.commit()?;
         Ok(Store { db })
     }
@@ -151,9 +156,15 @@ impl Store {
                 latest.insert(origin.as_str(), note.as_slice())?;
             }
             let mut evidence = txn.open_table(EVIDENCE)?;
-            let first = evidence.last()?.map_or(1, |(k, _)| k.value() + 1);
-            for (id, item) in (first..).zip(&batch.evidence) {
-                evidence.insert(id, item.as_slice())?;
+            let mut evidence_seen = txn.open_table(EVIDENCE_SEEN)?;
+            let mut next = evidence.last()?.map_or(1, |(k, _)| k.value() + 1);
+            for (digest, item) in &batch.evidence {
+                if evidence_seen.get(digest)?.is_some() {
+                    continue;
+                }
+                evidence.insert(next, item.as_slice())?;
+                evidence_seen.insert(digest, next)?;
+                next += 1;
             }
             let mut rejected = txn.open_table(REJECTED)?;
             let mut seen = txn.open_table(REJECTED_SEEN)?;
@@ -181,22 +192,27 @@ impl Store {
         txn.delete_table(EVIDENCE)?;
         txn.delete_table(REJECTED)?;
         txn.delete_table(REJECTED_SEEN)?;
+        txn.delete_table(EVIDENCE_SEEN)?;
         txn.commit()?;
         let txn = self.db.begin_write()?;
         txn.open_table(LATEST)?;
         txn.open_table(EVIDENCE)?;
         txn.open_table(REJECTED)?;
         txn.open_table(REJECTED_SEEN)?;
+        txn.open_table(EVIDENCE_SEEN)?;
         txn.commit()?;
         Ok(())
     }
 
-    pub fn evidence(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        self.all(EVIDENCE)
+    /// Calls `f` with each evidence item in id order, one at a time (the
+    /// listing must not hold every item in memory at once).
+    pub fn for_each_evidence(&self, f: impl FnMut(u64, &[u8])) -> Result<(), StoreError> {
+        self.for_each(EVIDENCE, f)
     }
 
-    pub fn rejected(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        self.all(REJECTED)
+    /// As [`Store::for_each_evidence`], for rejected records.
+    pub fn for_each_rejected(&self, f: impl FnMut(u64, &[u8])) -> Result<(), StoreError> {
+        self.for_each(REJECTED, f)
     }
 
     pub fn evidence_item(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
@@ -207,15 +223,18 @@ impl Store {
         self.one(REJECTED, id)
     }
 
-    fn all(&self, def: TableDefinition<u64, &[u8]>) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    fn for_each(
+        &self,
+        def: TableDefinition<u64, &[u8]>,
+        mut f: impl FnMut(u64, &[u8]),
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(def)?;
-        let mut out = Vec::new();
         for row in table.iter()? {
             let (id, value) = row?;
-            out.push((id.value(), value.value().to_vec()));
+            f(id.value(), value.value());
         }
-        Ok(out)
+        Ok(())
     }
 
     fn one(

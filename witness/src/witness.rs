@@ -188,6 +188,12 @@ pub struct Witness {
     /// Serialises commits, so check-and-store stays atomic even if callers
     /// run several writers.
     commit_lock: Mutex<()>,
+    /// The latest timestamp this witness put in a cosignature (found in
+    /// the stored notes at start). Cosignatures never go back in time even
+    /// if the clock does: a cosignature says the largest tree seen *as of*
+    /// its time, so an older time on a larger tree would contradict one
+    /// already given.
+    last_timestamp: std::sync::atomic::AtomicU64,
 }
 
 pub fn origin_hash_hex(origin: &str) -> String {
@@ -195,6 +201,16 @@ pub fn origin_hash_hex(origin: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The timestamp of this witness's own cosignature on a stored note.
+fn own_timestamp(key: &SignerKey, note: &str) -> Option<u64> {
+    let note = Note::parse(note.as_bytes()).ok()?;
+    note.signatures()
+        .iter()
+        .filter(|s| s.key_id == key.key_id() && s.name == key.name())
+        .find_map(|s| bftlog_spec::cosignature::split_signature(&s.signature).ok())
+        .map(|(timestamp, _)| timestamp)
 }
 
 fn parse_latest(origin: &str, note: &[u8]) -> Result<Latest, OpenError> {
@@ -231,8 +247,11 @@ impl Witness {
             );
         }
         let mut latest = HashMap::new();
+        let mut last_timestamp = 0;
         for (origin, note) in store.latest()? {
-            latest.insert(origin.clone(), parse_latest(&origin, &note)?);
+            let parsed = parse_latest(&origin, &note)?;
+            last_timestamp = last_timestamp.max(own_timestamp(&key, &parsed.note).unwrap_or(0));
+            latest.insert(origin.clone(), parsed);
         }
         Ok(Witness {
             key,
@@ -241,6 +260,7 @@ impl Witness {
             by_origin_hash,
             latest: Mutex::new(latest),
             commit_lock: Mutex::new(()),
+            last_timestamp: std::sync::atomic::AtomicU64::new(last_timestamp),
         })
     }
 
@@ -331,6 +351,11 @@ impl Witness {
     /// durably in one transaction, and only then returns the outcomes.
     pub fn commit(&self, batch: &[Checked], now_unix_s: u64) -> Vec<Outcome> {
         let _writer = self.commit_lock.lock().expect("commit lock");
+        // Under the commit lock: no other commit moves it meanwhile.
+        let now_unix_s = self
+            .last_timestamp
+            .fetch_max(now_unix_s, std::sync::atomic::Ordering::SeqCst)
+            .max(now_unix_s);
         let mut staged: HashMap<&str, Latest> = HashMap::new();
         let mut write = WriteBatch::default();
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -373,12 +398,21 @@ impl Witness {
         }
         if let Some(current) = &current {
             if checkpoint.size == current.size {
-                if checkpoint.root == current.root {
-                    // Same tree again: cosign, nothing new to store.
-                    return self.cosign(&request.note, now_unix_s).0;
+                if checkpoint.root != current.root {
+                    self.record_split_view(log, current, checked, write);
+                    return Outcome::SameSizeFork(current.size);
                 }
-                self.record_split_view(log, current, checked, write);
-                return Outcome::SameSizeFork(current.size);
+                // Same tree again. The proof from a size to itself is
+                // empty; the note is cosigned and stored below (its
+                // extension lines may differ, and the monitoring endpoint
+                // serves what was last cosigned).
+                if !request.proof.is_empty() {
+                    return Outcome::Inconsistent(format!(
+                        "a proof from size {} to itself is empty, not {} hashes",
+                        checkpoint.size,
+                        request.proof.len()
+                    ));
+                }
             }
         }
         let old_root = current.as_ref().map_or_else(merkle::empty_root, |c| c.root);
@@ -454,7 +488,15 @@ impl Witness {
             _ => None,
         };
         if let Some(evidence) = proven {
-            write.evidence.push(evidence.format().into_bytes());
+            // Replays of one fork (with other signature lines, even) are
+            // one item: anyone can replay it once a log has signed a fork.
+            let mut texts = Sha256::new();
+            texts.update(stored.text().as_bytes());
+            texts.update([0]);
+            texts.update(submitted.text().as_bytes());
+            write
+                .evidence
+                .push((texts.finalize().into(), evidence.format().into_bytes()));
             return;
         }
         let mut record = format!(
@@ -514,30 +556,31 @@ pub fn summarize_evidence(id: u64, bytes: &[u8]) -> Option<EvidenceSummary> {
 /// `rejected <id> <origin>`.
 pub fn evidence_listing(store: &Store) -> Result<String, StoreError> {
     let mut out = String::new();
-    for (id, bytes) in store.evidence()? {
-        match summarize_evidence(id, &bytes) {
-            Some(s) => out.push_str(&format!(
-                "split-view {id} {} {} {} {} {}\n",
-                match s.kind {
-                    Kind::SameSize => "same-size",
-                    Kind::Inconsistent => "inconsistent",
-                },
-                s.origin,
-                s.size_a,
-                s.size_b,
-                s.signed_both
-            )),
-            None => out.push_str(&format!("split-view {id} unreadable\n")),
-        }
-    }
-    for (id, bytes) in store.rejected()? {
-        let origin = std::str::from_utf8(&bytes)
-            .ok()
-            .and_then(|t| t.lines().nth(1))
-            .and_then(|l| l.strip_prefix("origin "))
-            .unwrap_or("?")
-            .to_owned();
+    store.for_each_evidence(|id, bytes| match summarize_evidence(id, bytes) {
+        Some(s) => out.push_str(&format!(
+            "split-view {id} {} {} {} {} {}\n",
+            match s.kind {
+                Kind::SameSize => "same-size",
+                Kind::Inconsistent => "inconsistent",
+            },
+            s.origin,
+            s.size_a,
+            s.size_b,
+            s.signed_both
+        )),
+        None => out.push_str(&format!("split-view {id} unreadable\n")),
+    })?;
+    store.for_each_rejected(|id, bytes| {
+        // The origin line comes right after the header; only the record's
+        // head is read.
+        let head = &bytes[..bytes.len().min(512)];
+        let origin = head
+            .split(|&b| b == b'\n')
+            .nth(1)
+            .and_then(|l| l.strip_prefix(b"origin "))
+            .and_then(|o| std::str::from_utf8(o).ok())
+            .unwrap_or("?");
         out.push_str(&format!("rejected {id} {origin}\n"));
-    }
+    })?;
     Ok(out)
 }

@@ -109,6 +109,10 @@ fn open_witness(dir: &std::path::Path, key: &SignerKey) -> Witness {
 
 impl Harness {
     async fn start(logs: &[LogConfig]) -> Harness {
+        Self::start_with(logs, ServerConfig::default()).await
+    }
+
+    async fn start_with(logs: &[LogConfig], config: ServerConfig) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let dir_path = dir.path().to_owned();
         let key = witness_key();
@@ -119,13 +123,9 @@ impl Harness {
             }
         }
         let witness = Arc::new(open_witness(&dir_path, &key));
-        let server = Server::start(
-            witness,
-            "127.0.0.1:0".parse().unwrap(),
-            ServerConfig::default(),
-        )
-        .await
-        .unwrap();
+        let server = Server::start(witness, "127.0.0.1:0".parse().unwrap(), config)
+            .await
+            .unwrap();
         let addr = server.local_addr();
         Harness {
             _dir: dir,
@@ -381,6 +381,20 @@ async fn a_fork_is_refused_and_recorded_as_verifiable_evidence() {
     let (status, _, _) = h.post(forked.body(10, 15)).await;
     assert_eq!(status, 422);
 
+    // Replays of the fork, also with a signature line from a key the
+    // witness does not know, are refused again and kept once.
+    assert_eq!(h.post(forked.body(10, 10)).await.0, 409);
+    let mut note = forked.note(10, &[0, 1, 2]);
+    let stranger = SignerKey::new(
+        "stranger.example/key",
+        KeyType::Ed25519,
+        ed25519_dalek::SigningKey::from_bytes(&[99; 32]),
+    )
+    .unwrap();
+    note.sign(&stranger).unwrap();
+    let (status, _, _) = h.post(format_add_checkpoint(10, &[], &note.format())).await;
+    assert_eq!(status, 409);
+
     let (_, _, listing) = h.get("/evidence").await;
     let lines: Vec<&str> = listing.lines().collect();
     assert_eq!(
@@ -569,4 +583,112 @@ fn crash_between_store_and_response_is_recovered_by_the_next_request() {
     drop(witness);
     let reopened = open_witness(dir.path(), &key);
     assert_eq!(reopened.latest(ORIGIN).unwrap().size, 9);
+}
+
+/// The same tree again is cosigned (and its note stored) only with the
+/// empty proof a size-to-itself consistency proof is.
+#[tokio::test]
+async fn the_same_tree_again_needs_an_empty_proof() {
+    let mut log = TestLog::new(1);
+    let h = Harness::start(&[bft_config(&log)]).await;
+    assert_eq!(h.post(log.body(0, 10)).await.0, 200);
+    let note = log.note(10, &[0, 1, 2]);
+    let junk = log.proof(5, 10);
+    let (status, _, body) = h
+        .post(format_add_checkpoint(10, &junk, &note.format()))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    // Junk for the same tree proves nothing: no rejected record.
+    assert_eq!(h.get("/evidence").await.2, "");
+    assert_eq!(h.post(log.body(10, 10)).await.0, 200);
+}
+
+/// The path prefix ends at a segment boundary.
+#[tokio::test]
+async fn the_prefix_matches_whole_path_segments() {
+    let mut log = TestLog::new(1);
+    let config = ServerConfig {
+        prefix: "/witness".into(),
+        ..ServerConfig::default()
+    };
+    let h = Harness::start_with(&[bft_config(&log)], config).await;
+    let body = log.body(0, 3);
+    let (status, _, _) = http(
+        h.addr,
+        "POST",
+        "/witnessadd-checkpoint",
+        body.clone().into(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _, _) = http(h.addr, "POST", "/witness/add-checkpoint", body.into()).await;
+    assert_eq!(status, 200);
+}
+
+/// A request whose body trickles in is answered 408 once the read timeout
+/// passes, so it does not hold a connection slot for ever.
+#[tokio::test]
+async fn a_body_that_does_not_arrive_is_408() {
+    let log = TestLog::new(1);
+    let config = ServerConfig {
+        header_read_timeout_ms: 300,
+        ..ServerConfig::default()
+    };
+    let h = Harness::start_with(&[bft_config(&log)], config).await;
+    let addr = h.addr;
+    let response = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let head = format!(
+            "POST /add-checkpoint HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 100\r\n\r\nold 0\n"
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut response = [0u8; 512];
+        let n = stream.read(&mut response).unwrap();
+        String::from_utf8_lossy(&response[..n]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+}
+
+/// Cosignature timestamps never go back, even when the clock does, and
+/// across a restart (the last one is read back from the stored notes).
+#[test]
+fn cosignature_timestamps_never_go_back() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let key = witness_key();
+    let mut log = TestLog::new(1);
+    {
+        let store = Store::open(&dir.path().join("witness.redb")).unwrap();
+        store.add_log(&bft_config(&log)).unwrap();
+    }
+    let timestamp = |line: &[u8]| {
+        let line = std::str::from_utf8(line).unwrap();
+        let b64 = line.trim_end().rsplit(' ').next().unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        u64::from_be_bytes(bytes[4..12].try_into().unwrap())
+    };
+    let later = 1_800_000_000;
+    let earlier = 1_700_000_000;
+    {
+        let witness = open_witness(dir.path(), &key);
+        let first = witness.add_checkpoint(log.body(0, 5).as_bytes(), later);
+        assert_eq!(first.status, 200);
+        assert_eq!(timestamp(&first.body), later);
+        let second = witness.add_checkpoint(log.body(5, 6).as_bytes(), earlier);
+        assert_eq!(second.status, 200);
+        assert_eq!(timestamp(&second.body), later, "the clock went back");
+    }
+    let witness = open_witness(dir.path(), &key);
+    let third = witness.add_checkpoint(log.body(6, 7).as_bytes(), earlier);
+    assert_eq!(third.status, 200);
+    assert_eq!(timestamp(&third.body), later, "after a restart");
+    let fourth = witness.add_checkpoint(log.body(7, 8).as_bytes(), later + 5);
+    assert_eq!(timestamp(&fourth.body), later + 5);
 }
