@@ -496,8 +496,6 @@ pub enum NoteError {
     MalformedSignature { line: usize, reason: &'static str },
     #[error("signature line {line}: {error}")]
     SignatureName { line: usize, error: NameError },
-    #[error("two signatures from known key {name}+{key_id:08x}")]
-    DuplicateSignature { name: String, key_id: u32 },
     #[error("signature by known key {name}+{key_id:08x} does not verify: {error}")]
     InvalidSignature {
         name: String,
@@ -617,11 +615,11 @@ impl Note {
             let Some(key) = keys.get(&signature.name, signature.key_id) else {
                 continue;
             };
+            // A repeated line by one known key is dropped unverified, as
+            // Go's note.Open does: the first one counts, so a key counts
+            // once (and notes Go accepts are accepted here).
             if !seen.insert((signature.name.as_str(), signature.key_id)) {
-                return Err(NoteError::DuplicateSignature {
-                    name: signature.name.clone(),
-                    key_id: signature.key_id,
-                });
+                continue;
             }
             let timestamp = key
                 .verify(&self.text, &signature.signature)
@@ -762,6 +760,40 @@ mod tests {
         .unwrap();
         assert_eq!(key.key_id(), 0x017f50a1);
         assert_eq!(key.key_type(), KeyType::CosignatureV1);
+    }
+
+    /// A repeated line by one known key is dropped unverified, as Go's
+    /// note.Open does: the key counts once, and a garbage repeat does not
+    /// reject the note (a garbage *first* line still does).
+    #[test]
+    fn a_known_key_counts_once_and_its_repeats_are_ignored() {
+        let key = SignerKey::new(
+            "log.example",
+            KeyType::Ed25519,
+            SigningKey::from_bytes(&[1; 32]),
+        )
+        .unwrap();
+        let ring = KeyRing::from_keys([key.verifier()]).unwrap();
+        let mut note = Note::new("hello\n").unwrap();
+        note.sign(&key).unwrap();
+        let good = note.signatures()[0].clone();
+        let garbage = NoteSignature {
+            signature: vec![7; 64],
+            ..good.clone()
+        };
+        let mut twice = note.clone();
+        twice.add_signature(good.clone()).unwrap();
+        twice.add_signature(garbage.clone()).unwrap();
+        let parsed = Note::parse(twice.format().as_bytes()).unwrap();
+        assert_eq!(parsed.verify(&ring).unwrap().signatures().len(), 1);
+        let mut garbage_first = Note::new("hello\n").unwrap();
+        garbage_first.add_signature(garbage).unwrap();
+        garbage_first.add_signature(good).unwrap();
+        let parsed = Note::parse(garbage_first.format().as_bytes()).unwrap();
+        assert!(matches!(
+            parsed.verify(&ring),
+            Err(NoteError::InvalidSignature { .. })
+        ));
     }
 
     #[test]

@@ -52,7 +52,10 @@ pub enum PolicyError {
     ReservedName { line: usize, name: String },
     #[error("line {line}: {name:?} is not defined on an earlier line")]
     UndefinedName { line: usize, name: String },
-    #[error("line {line}: {name:?} is listed twice in one group")]
+    /// tlog-policy: "Each defined name can be listed as a group member at
+    /// most once", in the whole policy, so that a witness counts towards
+    /// the quorum in one way only.
+    #[error("line {line}: {name:?} is already a member of a group (a name may be a member once)")]
     DuplicateMember { line: usize, name: String },
     #[error("line {line}: threshold must be all, any or a decimal k with 1 <= k <= members")]
     Threshold { line: usize },
@@ -143,6 +146,8 @@ impl Policy {
         let mut witnesses: Vec<WitnessEntry> = Vec::new();
         let mut groups: Vec<GroupEntry> = Vec::new();
         let mut quorum = None;
+        // Names listed as a group member so far, in any group.
+        let mut used_members: Vec<Member> = Vec::new();
         let mut pending_replicas: Vec<(usize, String, Option<usize>)> = Vec::new();
         // Witness and group names share one namespace.
         let lookup =
@@ -264,12 +269,13 @@ impl Policy {
                                 name: m.into(),
                             }
                         })?;
-                        if members.contains(&member) {
+                        if used_members.contains(&member) {
                             return Err(PolicyError::DuplicateMember {
                                 line,
                                 name: m.into(),
                             });
                         }
+                        used_members.push(member);
                         members.push(member);
                     }
                     let n = members.len();

@@ -166,6 +166,16 @@ fn policy_parse_errors() {
             format!("{}{}group g any w0 w0\nquorum g\n", log(0), wit(0)),
             |e| matches!(e, PolicyError::DuplicateMember { .. }),
         ),
+        // A member of one group may not be a member of another: w0 would
+        // count twice towards b ("2 of a, w0" met by w0 alone).
+        (
+            format!(
+                "{}{}group a any w0\ngroup b 2 a w0\nquorum b\n",
+                log(0),
+                wit(0)
+            ),
+            |e| matches!(e, PolicyError::DuplicateMember { line: 4, .. }),
+        ),
         (
             format!("{}{}group w0 any w0\nquorum w0\n", log(0), wit(0)),
             |e| matches!(e, PolicyError::DuplicateName { .. }),

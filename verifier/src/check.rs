@@ -40,7 +40,6 @@ impl CheckpointCheckError {
     pub fn status(&self) -> Status {
         match self {
             CheckpointCheckError::Note(_) | CheckpointCheckError::Body(_) => Status::Malformed,
-            CheckpointCheckError::Signature(e) => note_error_status(e),
             _ => Status::Invalid,
         }
     }
@@ -53,15 +52,6 @@ impl CheckpointCheckError {
             | CheckpointCheckError::WitnessQuorum { report } => Some(report),
             _ => None,
         }
-    }
-}
-
-/// A note error found while verifying: two signature lines from one key
-/// make the note malformed; a bad or missing signature makes it invalid.
-fn note_error_status(error: &NoteError) -> Status {
-    match error {
-        NoteError::DuplicateSignature { .. } => Status::Malformed,
-        _ => Status::Invalid,
     }
 }
 
@@ -357,7 +347,6 @@ impl CompareError {
         match self {
             CompareError::Note { .. }
             | CompareError::Evidence(EvidenceError::Checkpoint { .. }) => Status::Malformed,
-            CompareError::Evidence(EvidenceError::Note { error, .. }) => note_error_status(error),
             CompareError::Evidence(_) => Status::Invalid,
         }
     }
@@ -460,7 +449,8 @@ pub enum NoteCheckError {
 impl NoteCheckError {
     pub fn status(&self) -> Status {
         match self {
-            NoteCheckError::Verify(e) => note_error_status(e),
+            // A bad or missing signature.
+            NoteCheckError::Verify(_) => Status::Invalid,
             _ => Status::Malformed,
         }
     }
