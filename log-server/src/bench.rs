@@ -88,6 +88,61 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
+/// The whole machine's CPU time so far, from the first line of
+/// `/proc/stat` (ticks summed over all cores).
+#[derive(Clone, Copy)]
+struct MachineTicks {
+    busy: u64,
+    /// Idle and waiting for I/O.
+    idle: u64,
+    /// Taken by the hypervisor for other guests.
+    steal: u64,
+}
+
+fn machine_ticks() -> Option<MachineTicks> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is
+    // counted in user already).
+    let at = |i: usize| fields.get(i).copied().unwrap_or(0);
+    Some(MachineTicks {
+        busy: at(0) + at(1) + at(2) + at(5) + at(6),
+        idle: at(3) + at(4),
+        steal: at(7),
+    })
+}
+
+/// (busy, steal) as percentages of the machine's CPU time between two
+/// readings.
+fn machine_cpu_percent(start: MachineTicks, end: MachineTicks) -> Option<(f64, f64)> {
+    let busy = end.busy.checked_sub(start.busy)? as f64;
+    let idle = end.idle.checked_sub(start.idle)? as f64;
+    let steal = end.steal.checked_sub(start.steal)? as f64;
+    let total = busy + idle + steal;
+    (total > 0.0).then(|| (busy / total * 100.0, steal / total * 100.0))
+}
+
+/// One core's speed just before the run: SHA-256 over 32 MiB, in MiB/s.
+/// Virtual machines differ from day to day; this lets figures taken on
+/// different days be compared, or not.
+fn sha256_mib_per_s() -> f64 {
+    use sha2::Digest;
+    let block = vec![0x5a_u8; 1 << 20];
+    let start = Instant::now();
+    let mut hasher = sha2::Sha256::new();
+    for _ in 0..32 {
+        hasher.update(&block);
+    }
+    std::hint::black_box(hasher.finalize());
+    32.0 / start.elapsed().as_secs_f64()
+}
+
 /// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -221,6 +276,8 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
         return result;
     }
     let pids: Vec<u32> = replicas.iter().map(|r| r.child.id()).collect();
+    let sha256_speed = sha256_mib_per_s();
+    let machine_start = machine_ticks();
     let cpu_start: Vec<Option<f64>> = pids.iter().map(|p| cpu_seconds(*p)).collect();
     let size_start = client.checkpoint().await?.checkpoint().size;
     let start = Instant::now();
@@ -321,6 +378,11 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
         (Some(a), Some(b)) => Some((b - a) / elapsed * 100.0),
         _ => None,
     };
+    let machine_cpu = match (machine_start, machine_ticks()) {
+        (Some(a), Some(b)) => machine_cpu_percent(a, b),
+        _ => None,
+    };
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let timeline = latency_timeline(&latencies);
     let mut latencies: Vec<Duration> = latencies.into_iter().map(|(_, l)| l).collect();
     latencies.sort();
@@ -381,6 +443,15 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
         "tree_size": {"start": size_start, "end": size_end},
         "disk_bytes_per_entry": disk_per_entry,
         "per_replica": per_replica,
+        // How busy the whole machine was (a latency figure taken on a
+        // saturated machine measures the machine), and how fast one core
+        // was just before the run.
+        "machine": {
+            "cores": cores,
+            "cpu_busy_percent": machine_cpu.map(|(busy, _)| busy),
+            "cpu_steal_percent": machine_cpu.map(|(_, steal)| steal),
+            "sha256_mib_per_second": sha256_speed,
+        },
     });
     if json_output {
         println!("{report}");
@@ -439,6 +510,12 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
         if let Some(d) = disk_per_entry {
             println!("disk: {d:.0} bytes per entry (replica 0, tree size {size_end})");
         }
+        let load = machine_cpu.map_or(String::new(), |(busy, steal)| {
+            format!(", CPU {busy:.0}% busy and {steal:.0}% stolen during the run")
+        });
+        println!(
+            "machine: {cores} cores{load}; one core hashed SHA-256 at {sha256_speed:.0} MiB/s before it"
+        );
     }
     drop(replicas);
     drop(dir);
