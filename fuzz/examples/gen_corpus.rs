@@ -229,7 +229,7 @@ fn policies(corpus: &mut Corpus) {
         format!("{logs}quorum none\n"),
         format!("{logs}replica-quorum {ORIGIN} 4\nquorum none\n"),
         format!(
-            "# a comment\n\n{logs}replica-quorum\t{ORIGIN}  3\nwitness w1 {w1}\nwitness w2 {w2} https://w2.example/\ngroup g 1 w1 w2\ngroup all all g w2\nquorum all\n"
+            "# a comment\n\n{logs}replica-quorum\t{ORIGIN}  3\nwitness w1 {w1}\nwitness w2 {w2} https://w2.example/\ngroup g 1 w1 w2\ngroup all all g\nquorum all\n"
         ),
         format!(
             "log {vector_log} https://log.example\nwitness a {w1}\ngroup any any a\nquorum any\n"

@@ -137,11 +137,15 @@ impl WitnessClient {
         let parsed = Note::parse(combined.as_bytes()).map_err(|e| bad(e.to_string()))?;
         let ring = KeyRing::from_keys([self.key.clone()]).expect("one key");
         parsed.verify(&ring).map_err(|e| bad(e.to_string()))?;
+        // Only the first line by the key was verified (later ones are
+        // ignored unverified, as Go's note.Open does): keep that one, or a
+        // witness could have its garbage repeats carried into checkpoints.
         let mine: Vec<NoteSignature> = parsed
             .signatures()
             .iter()
-            .filter(|s| s.name == self.key.name() && s.key_id == self.key.key_id())
+            .find(|s| s.name == self.key.name() && s.key_id == self.key.key_id())
             .cloned()
+            .into_iter()
             .collect();
         if self.key.key_type() != KeyType::CosignatureV1 || mine.is_empty() {
             return Err(bad("no cosignature/v1 signature".into()));
@@ -198,5 +202,35 @@ impl WitnessClient {
             return Ok((status, content_type, bytes));
         }
         unreachable!("the loop returns on its second attempt")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bftlog_spec::note::SignerKey;
+
+    /// A witness answering with its cosignature followed by repeats of
+    /// garbage: only the verified first line is kept, so a faulty witness
+    /// cannot fill the log's checkpoints with unchecked lines.
+    #[test]
+    fn only_the_verified_cosignature_line_is_kept() {
+        let witness = SignerKey::new(
+            "witness.example/w1",
+            KeyType::CosignatureV1,
+            ed25519_dalek::SigningKey::from_bytes(&[42; 32]),
+        )
+        .unwrap();
+        let client = WitnessClient::new("http://127.0.0.1:1", witness.verifier(), 1000).unwrap();
+        let note = Note::new("example.com/log\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n")
+            .unwrap();
+        let good = witness.cosign_text(note.text(), 1_700_000_000).unwrap();
+        let garbage = NoteSignature {
+            signature: vec![7; 72],
+            ..good.clone()
+        };
+        let body = format!("{}{}{}", good.line(), garbage.line(), garbage.line());
+        let kept = client.verify_cosignatures(&note, body.as_bytes()).unwrap();
+        assert_eq!(kept, vec![good]);
     }
 }

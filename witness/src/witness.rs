@@ -311,6 +311,8 @@ impl Witness {
     pub fn reset_for_fuzzing(&self) {
         self.store.reset_for_fuzzing().expect("in-memory reset");
         self.latest.lock().expect("latest lock").clear();
+        self.last_timestamp
+            .store(0, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The stateless checks: parse, origin, signatures, `old <= size`.
@@ -403,15 +405,24 @@ impl Witness {
                     return Outcome::SameSizeFork(current.size);
                 }
                 // Same tree again. The proof from a size to itself is
-                // empty; the note is cosigned and stored below (its
-                // extension lines may differ, and the monitoring endpoint
-                // serves what was last cosigned).
+                // empty.
                 if !request.proof.is_empty() {
                     return Outcome::Inconsistent(format!(
                         "a proof from size {} to itself is empty, not {} hashes",
                         checkpoint.size,
                         request.proof.len()
                     ));
+                }
+                // The same text: cosign, and keep the stored note (a copy
+                // cut down to fewer log signatures must not replace it:
+                // split-view evidence names who signed both). A different
+                // text (other extension lines) is cosigned and stored
+                // below, as the monitoring endpoint serves what was last
+                // cosigned.
+                let stored =
+                    Note::parse(current.note.as_bytes()).expect("stored notes were checked");
+                if stored.text() == request.note.text() {
+                    return self.cosign(&request.note, now_unix_s).0;
                 }
             }
         }
@@ -573,7 +584,8 @@ pub fn evidence_listing(store: &Store) -> Result<String, StoreError> {
     store.for_each_rejected(|id, bytes| {
         // The origin line comes right after the header; only the record's
         // head is read.
-        let head = &bytes[..bytes.len().min(512)];
+        // (Header 31 bytes, "origin " and an origin of at most 512.)
+        let head = &bytes[..bytes.len().min(1024)];
         let origin = head
             .split(|&b| b == b'\n')
             .nth(1)

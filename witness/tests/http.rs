@@ -601,6 +601,18 @@ async fn the_same_tree_again_needs_an_empty_proof() {
     // Junk for the same tree proves nothing: no rejected record.
     assert_eq!(h.get("/evidence").await.2, "");
     assert_eq!(h.post(log.body(10, 10)).await.0, 200);
+    // The same text signed by other replicas is cosigned, but the stored
+    // note (replica 0's signature with it) is not replaced.
+    let other_signers = log.note(10, &[1, 2, 3]);
+    let (status, _, _) = h
+        .post(format_add_checkpoint(10, &[], &other_signers.format()))
+        .await;
+    assert_eq!(status, 200);
+    let replica_0_line = log.note(10, &[0]).signatures()[0].line();
+    let (_, _, stored) = h
+        .get(&format!("/{}/checkpoint", origin_hash_hex(ORIGIN)))
+        .await;
+    assert!(stored.contains(&replica_0_line), "{stored}");
 }
 
 /// The path prefix ends at a segment boundary.
