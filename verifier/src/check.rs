@@ -496,7 +496,13 @@ pub fn check_note(
         })
         .collect();
     Ok(NoteReport {
-        unknown_signatures: note.signatures().len() - signatures.len(),
+        // Lines by keys not in the ring (a repeated line by a known key is
+        // neither verified nor unknown).
+        unknown_signatures: note
+            .signatures()
+            .iter()
+            .filter(|s| ring.get(&s.name, s.key_id).is_none())
+            .count(),
         signatures,
         checkpoint,
     })
