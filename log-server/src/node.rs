@@ -1092,11 +1092,9 @@ async fn peer_sender(
                 // at the handshake's pace.
                 if connected_at.elapsed() >= PEER_LINK_STABLE {
                     backoff = Duration::from_millis(50);
-                } else {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
                 }
-                continue;
+                Some("the link broke right after its handshake".to_owned())
             }
             Ok(Err(e)) => Some(e.to_string()),
             // The attempt itself took its time: dial again at once.

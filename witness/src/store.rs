@@ -73,6 +73,29 @@ impl WriteBatch {
     }
 }
 
+/// Appends `items` to the id-keyed `table`, each at most once: `seen` maps
+/// an item's digest to its id. Stops adding once `table` holds `cap` rows.
+fn append_once(
+    txn: &redb::WriteTransaction,
+    table: TableDefinition<u64, &[u8]>,
+    seen: TableDefinition<&[u8; 32], u64>,
+    items: &[([u8; 32], Vec<u8>)],
+    cap: u64,
+) -> Result<(), StoreError> {
+    let mut table = txn.open_table(table)?;
+    let mut seen = txn.open_table(seen)?;
+    let mut next = table.last()?.map_or(1, |(k, _)| k.value() + 1);
+    for (digest, item) in items {
+        if table.len()? >= cap || seen.get(digest)?.is_some() {
+            continue;
+        }
+        table.insert(next, item.as_slice())?;
+        seen.insert(digest, next)?;
+        next += 1;
+    }
+    Ok(())
+}
+
 pub struct Store {
     db: Database,
 }
@@ -155,28 +178,14 @@ impl Store {
             for (origin, note) in &batch.latest {
                 latest.insert(origin.as_str(), note.as_slice())?;
             }
-            let mut evidence = txn.open_table(EVIDENCE)?;
-            let mut evidence_seen = txn.open_table(EVIDENCE_SEEN)?;
-            let mut next = evidence.last()?.map_or(1, |(k, _)| k.value() + 1);
-            for (digest, item) in &batch.evidence {
-                if evidence_seen.get(digest)?.is_some() {
-                    continue;
-                }
-                evidence.insert(next, item.as_slice())?;
-                evidence_seen.insert(digest, next)?;
-                next += 1;
-            }
-            let mut rejected = txn.open_table(REJECTED)?;
-            let mut seen = txn.open_table(REJECTED_SEEN)?;
-            let mut next = rejected.last()?.map_or(1, |(k, _)| k.value() + 1);
-            for (digest, record) in &batch.rejected {
-                if rejected.len()? >= MAX_REJECTED_RECORDS || seen.get(digest)?.is_some() {
-                    continue;
-                }
-                rejected.insert(next, record.as_slice())?;
-                seen.insert(digest, next)?;
-                next += 1;
-            }
+            append_once(&txn, EVIDENCE, EVIDENCE_SEEN, &batch.evidence, u64::MAX)?;
+            append_once(
+                &txn,
+                REJECTED,
+                REJECTED_SEEN,
+                &batch.rejected,
+                MAX_REJECTED_RECORDS,
+            )?;
         }
         txn.commit()?;
         Ok(())

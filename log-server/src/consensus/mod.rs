@@ -1804,11 +1804,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             self.metrics.malformed_messages += 1;
             return;
         }
-        let parent_height = if block.parent_id == self.committed_id {
-            Some(self.committed_height)
-        } else {
-            self.blocks.get(&block.parent_id).map(|p| p.height)
-        };
+        let parent_height = self.height_of(&block.parent_id);
         let Some(parent_height) = parent_height else {
             if block.round == self.round {
                 let waiting = WaitingProposal {
@@ -1877,6 +1873,16 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         }
     }
 
+    /// The height of a block this replica can extend: a stored block or
+    /// the committed tip.
+    fn height_of(&self, id: &Hash) -> Option<u64> {
+        if *id == self.committed_id {
+            Some(self.committed_height)
+        } else {
+            self.blocks.get(id).map(|b| b.height)
+        }
+    }
+
     /// Handles again the waiting proposals whose parent this replica now
     /// holds.
     fn retry_waiting_proposals(&mut self) {
@@ -1885,10 +1891,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         }
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting_proposals)
             .into_iter()
-            .partition(|w| {
-                w.block.parent_id == self.committed_id
-                    || self.blocks.contains_key(&w.block.parent_id)
-            });
+            .partition(|w| self.height_of(&w.block.parent_id).is_some());
         self.waiting_proposals = waiting;
         for w in ready {
             self.on_proposal(w.from, w.block, w.tc, w.signature);
@@ -2501,11 +2504,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             if !certified_ids.contains(&id) {
                 continue;
             }
-            let parent_height = if block.parent_id == self.committed_id {
-                Some(self.committed_height)
-            } else {
-                self.blocks.get(&block.parent_id).map(|p| p.height)
-            };
+            let parent_height = self.height_of(&block.parent_id);
             let Some(parent_height) = parent_height else {
                 continue;
             };
