@@ -6,7 +6,8 @@
 //! batches of entries of a given size for T seconds; every receipt is
 //! verified by the client library before it counts. Printed: entries/s,
 //! commit latency percentiles (submit → verified receipts), CPU% and RSS per
-//! replica, disk bytes per entry. `--read` instead fills the log and then
+//! replica, disk bytes per entry and bytes written per entry during the
+//! run (write amplification). `--read` instead fills the log and then
 //! measures inclusion proofs served per second.
 
 use std::path::{Path, PathBuf};
@@ -141,6 +142,17 @@ fn sha256_mib_per_s() -> f64 {
     }
     std::hint::black_box(hasher.finalize());
     32.0 / start.elapsed().as_secs_f64()
+}
+
+/// Bytes a process has passed to `write` and `pwrite` so far
+/// (`/proc/<pid>/io` `wchar`): for a replica, what its database wrote,
+/// pages and padding included; UDP sends are not counted. The kernel's
+/// `write_bytes` is not used: it counted redb's pages more than once.
+fn written_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
@@ -279,6 +291,7 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
     let sha256_speed = sha256_mib_per_s();
     let machine_start = machine_ticks();
     let cpu_start: Vec<Option<f64>> = pids.iter().map(|p| cpu_seconds(*p)).collect();
+    let written_start: Vec<Option<u64>> = pids.iter().map(|p| written_bytes(*p)).collect();
     let size_start = client.checkpoint().await?.checkpoint().size;
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.seconds);
@@ -396,18 +409,30 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
                 (Some(a), Some(b)) => Some((b - a) / elapsed * 100.0),
                 _ => None,
             };
+            let written = match (written_start[i], written_bytes(pid)) {
+                (Some(a), Some(b)) => b.checked_sub(a),
+                _ => None,
+            };
             json!({
                 "replica": i,
                 "cpu_percent": cpu,
                 "rss_mib": status_kib(pid, "VmRSS").map(|k| k as f64 / 1024.0),
                 "peak_rss_mib": status_kib(pid, "VmHWM").map(|k| k as f64 / 1024.0),
                 "disk_bytes": dir_bytes(&r.data_dir),
+                // Written during the run (write calls), for write
+                // amplification: compare with the entries committed.
+                "written_bytes": written,
             })
         })
         .collect();
     let disk_per_entry = replicas
         .first()
         .map(|r| dir_bytes(&r.data_dir) as f64 / size_end.max(1) as f64);
+    let committed = size_end.saturating_sub(size_start).max(1) as f64;
+    let written_per_entry = per_replica
+        .first()
+        .and_then(|r| r["written_bytes"].as_u64())
+        .map(|w| w as f64 / committed);
     let report = json!({
         "replicas": cluster.n(),
         "clients": args.clients,
@@ -442,6 +467,8 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
             .collect::<Vec<_>>(),
         "tree_size": {"start": size_start, "end": size_end},
         "disk_bytes_per_entry": disk_per_entry,
+        // Replica 0's writes during the run per entry committed in it.
+        "written_bytes_per_entry": written_per_entry,
         "per_replica": per_replica,
         // How busy the whole machine was (a latency figure taken on a
         // saturated machine measures the machine), and how fast one core
@@ -508,7 +535,10 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
             );
         }
         if let Some(d) = disk_per_entry {
-            println!("disk: {d:.0} bytes per entry (replica 0, tree size {size_end})");
+            let written = written_per_entry.map_or(String::new(), |w| {
+                format!("; it wrote {w:.0} bytes per entry committed during the run")
+            });
+            println!("disk: {d:.0} bytes per entry (replica 0, tree size {size_end}){written}");
         }
         let load = machine_cpu.map_or(String::new(), |(busy, steal)| {
             format!(", CPU {busy:.0}% busy and {steal:.0}% stolen during the run")

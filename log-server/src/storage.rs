@@ -8,7 +8,7 @@
 //! | `leaf_runs`   | (run `u64`, row `u64`) | up to [`LEAF_ROW`] sorted (leaf hash, index) pairs |
 //! | `hash_chunks` | chunk `u64`            | up to 64 stored hashes (32 bytes each)  |
 //! | `blocks`      | height `u64`           | committed block without its entries     |
-//! | `voted`       | (round, block id)      | a voted, not yet committed block        |
+//! | `voted_parts` | (round, block id, part) | a voted, not yet committed block, in parts |
 //! | `checkpoints` | size `u64`             | quorum checkpoint note text             |
 //! | `meta`        | name `&str`            | `u64` (tree size, committed height)     |
 //! | `safety`      | `0u8`                  | consensus safety state (canonical CBOR) |
@@ -96,7 +96,8 @@ const ENTRY_RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("entry_runs
 const LEAF_RUNS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("leaf_runs");
 const HASH_CHUNKS: TableDefinition<u64, &[u8]> = TableDefinition::new("hash_chunks");
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
-const VOTED: TableDefinition<(u64, [u8; 32]), &[u8]> = TableDefinition::new("voted");
+const VOTED_PARTS: TableDefinition<(u64, [u8; 32], u32), &[u8]> =
+    TableDefinition::new("voted_parts");
 const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SAFETY: TableDefinition<u8, &[u8]> = TableDefinition::new("safety");
@@ -110,8 +111,13 @@ pub const ENTRY_RUN: u64 = 256;
 /// whole pages of a power-of-two size, and a full tile of 256-byte entries
 /// (66,560 bytes) took a 128 KiB page, half of it zeros.
 pub const ENTRY_RUN_MAX_BYTES: usize = 65_536 - 64;
+/// Bytes of one part of a voted block's encoding: a part, its 44-byte key
+/// and its leaf header fit one 64 KiB redb page. A block stored whole took
+/// the next power of two (a 150 KB block a 256 KiB page), and voted blocks
+/// were the largest share of what a replica wrote under load.
+pub const VOTED_PART_BYTES: usize = 65_536 - 128;
 /// The layout version in `meta`; a database of another layout is refused.
-const SCHEMA_VERSION: u64 = 3;
+const SCHEMA_VERSION: u64 = 4;
 
 const META_TREE_SIZE: &str = "tree_size";
 const META_HEIGHT: &str = "committed_height";
@@ -279,7 +285,7 @@ impl Store {
             txn.open_table(LEAF_RUNS)?;
             txn.open_table(HASH_CHUNKS)?;
             txn.open_table(BLOCKS)?;
-            txn.open_table(VOTED)?;
+            txn.open_table(VOTED_PARTS)?;
             txn.open_table(CHECKPOINTS)?;
             txn.open_table(SAFETY)?;
             let mut meta = txn.open_table(META)?;
@@ -306,6 +312,11 @@ impl Store {
                 Some(2) => {
                     let runs = migrate_leaf_index_v2(&txn)?;
                     meta.insert(META_LEAF_RUNS, runs)?;
+                    migrate_voted_v3(&txn)?;
+                    meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
+                }
+                Some(3) => {
+                    migrate_voted_v3(&txn)?;
                     meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
                 }
                 stored => return Err(StoreError::SchemaMismatch { stored }),
@@ -422,12 +433,7 @@ impl Store {
             recovered.first_height = next + 1;
             recovered.committed_blocks = newest_first;
         }
-        for row in read.open_table(VOTED)?.iter()? {
-            let (_, bytes) = row?;
-            recovered
-                .voted_blocks
-                .push(decode(bytes.value(), "voted block")?);
-        }
+        recovered.voted_blocks = read_voted(&read)?;
         Ok(recovered)
     }
 
@@ -601,8 +607,8 @@ impl Store {
                 write_hashes(&mut chunks, first_stored, &new_hashes)?;
                 meta.insert(META_TREE_SIZE, next_tree.size())?;
                 // Voted blocks at or below the committed round are settled.
-                let mut voted = txn.open_table(VOTED)?;
-                voted.retain_in(..=(max_round, [0xff; 32]), |_, _| false)?;
+                let mut voted = txn.open_table(VOTED_PARTS)?;
+                voted.retain_in(..=(max_round, [0xff; 32], u32::MAX), |_, _| false)?;
             }
             if let Some(state) = &batch.safety {
                 let record = SafetyRecord {
@@ -616,9 +622,9 @@ impl Store {
                     .insert(0u8, wire::encode(&record).as_slice())?;
             }
             if !batch.voted_blocks.is_empty() {
-                let mut voted = txn.open_table(VOTED)?;
+                let mut voted = txn.open_table(VOTED_PARTS)?;
                 for (id, block) in &batch.voted_blocks {
-                    voted.insert((block.round, id.0), wire::encode(block.as_ref()).as_slice())?;
+                    put_voted(&mut voted, block.round, id, &wire::encode(block.as_ref()))?;
                 }
             }
             if !batch.checkpoints.is_empty() {
@@ -1142,6 +1148,88 @@ fn find_in_row(row: &[u8], leaf: &Hash) -> Result<Option<u64>, StoreError> {
         }
     }
     Ok(None)
+}
+
+/// Stores one voted block's encoding as parts `0..` of at most
+/// [`VOTED_PART_BYTES`].
+fn put_voted(
+    table: &mut redb::Table<(u64, [u8; 32], u32), &[u8]>,
+    round: u64,
+    id: &Hash,
+    encoded: &[u8],
+) -> Result<(), StoreError> {
+    for (part, bytes) in encoded.chunks(VOTED_PART_BYTES).enumerate() {
+        let part = u32::try_from(part).expect("a block is far below 2^32 parts");
+        table.insert((round, id.0, part), bytes)?;
+    }
+    Ok(())
+}
+
+/// The voted blocks, each reassembled from its parts (in key order, so
+/// oldest round first). Parts are written in one transaction, so a gap is
+/// corruption, not a torn write.
+fn read_voted(read: &redb::ReadTransaction) -> Result<Vec<Block>, StoreError> {
+    /// The block being reassembled.
+    struct Partial {
+        round: u64,
+        id: [u8; 32],
+        next_part: u32,
+        encoded: Vec<u8>,
+    }
+    let mut blocks = Vec::new();
+    let mut current: Option<Partial> = None;
+    for row in read.open_table(VOTED_PARTS)?.iter()? {
+        let (key, bytes) = row?;
+        let (round, id, part) = key.value();
+        if let Some(p) = &mut current {
+            if (p.round, p.id) == (round, id) {
+                if part != p.next_part {
+                    return Err(StoreError::Corrupt(format!(
+                        "voted block of round {round} lacks part {}",
+                        p.next_part
+                    )));
+                }
+                p.next_part += 1;
+                p.encoded.extend_from_slice(bytes.value());
+                continue;
+            }
+        }
+        if part != 0 {
+            return Err(StoreError::Corrupt(format!(
+                "voted block of round {round} lacks part 0"
+            )));
+        }
+        let next = Partial {
+            round,
+            id,
+            next_part: 1,
+            encoded: bytes.value().to_vec(),
+        };
+        if let Some(done) = current.replace(next) {
+            blocks.push(decode(&done.encoded, "voted block")?);
+        }
+    }
+    if let Some(done) = current {
+        blocks.push(decode(&done.encoded, "voted block")?);
+    }
+    Ok(blocks)
+}
+
+/// Layouts 2 and 3 kept each voted block as one value in `voted`; they
+/// are moved into `voted_parts` and the old table goes.
+fn migrate_voted_v3(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    const VOTED_V3: TableDefinition<(u64, [u8; 32]), &[u8]> = TableDefinition::new("voted");
+    {
+        let old = txn.open_table(VOTED_V3)?;
+        let mut parts = txn.open_table(VOTED_PARTS)?;
+        for row in old.iter()? {
+            let (key, bytes) = row?;
+            let (round, id) = key.value();
+            put_voted(&mut parts, round, &Hash(id), bytes.value())?;
+        }
+    }
+    txn.delete_table(VOTED_V3)?;
+    Ok(())
 }
 
 /// Layout 2 kept the leaf index as a B-tree keyed by leaf hash; its rows,
@@ -1988,6 +2076,116 @@ mod tests {
             find_in_row(&rows[0][..39], &sorted[0].0),
             Err(StoreError::Corrupt(_))
         ));
+    }
+
+    /// A voted block larger than a part is stored in parts and comes back
+    /// whole, in round order with the blocks around it; a lost part is
+    /// corruption, not a shorter block.
+    #[test]
+    fn voted_blocks_are_stored_in_parts_and_reassembled() {
+        let dir = tempdir();
+        let path = dir.join("db.redb");
+        let big_entry = vec![7u8; 40_000];
+        let entries: Vec<&[u8]> = vec![big_entry.as_slice(); 5];
+        let big = block(5, Hash([2; 32]), &entries);
+        let small_before = block(4, Hash([1; 32]), &[b"a"]);
+        let small_after = block(6, Hash([3; 32]), &[b"b"]);
+        let id = |b: &Block| crate::consensus::crypto::block_id(b);
+        let big_id = id(&big);
+        let parts = wire::encode(&big).len().div_ceil(VOTED_PART_BYTES) as u32;
+        assert!(parts >= 3, "the test block must span several parts");
+        {
+            let store = Store::open(&path, 1).unwrap();
+            store
+                .write(&WriteBatch {
+                    safety: Some(SafetyState::genesis(1)),
+                    voted_blocks: [&small_after, &big, &small_before]
+                        .into_iter()
+                        .map(|b| (id(b), std::sync::Arc::new(b.clone())))
+                        .collect(),
+                    ..Default::default()
+                })
+                .unwrap();
+            let read = store.db.begin_read().unwrap();
+            let table = read.open_table(VOTED_PARTS).unwrap();
+            assert_eq!(table.len().unwrap(), u64::from(parts) + 2);
+            // Each part fills its page: whole, the ~200 KB block took a
+            // 256 KiB page, a quarter of it padding.
+            let stats = table.stats().unwrap();
+            assert!(
+                stats.fragmented_bytes() < 8192,
+                "{} bytes of padding",
+                stats.fragmented_bytes()
+            );
+        }
+        let store = Store::open(&path, 1).unwrap();
+        let recovered = store.recover(1, 100, usize::MAX).unwrap();
+        assert_eq!(
+            recovered.voted_blocks,
+            vec![small_before.clone(), big.clone(), small_after.clone()]
+        );
+        // Remove a middle part: recovery must refuse, not decode a prefix.
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(VOTED_PARTS)
+            .unwrap()
+            .remove((5, big_id.0, 1))
+            .unwrap();
+        txn.commit().unwrap();
+        assert!(matches!(
+            store.recover(1, 100, usize::MAX),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    /// Layout 3 kept each voted block whole in `voted`: opening moves them
+    /// into parts, drops the old table and records layout 4.
+    #[test]
+    fn a_layout_3_database_has_its_voted_blocks_moved_into_parts() {
+        let dir = tempdir();
+        let path = dir.join("db.redb");
+        let mut tree = merkle::MemoryTree::new();
+        let big_entry = vec![9u8; 50_000];
+        let big = block(
+            8,
+            Hash([4; 32]),
+            &[big_entry.as_slice(), big_entry.as_slice()],
+        );
+        let small = block(9, Hash([5; 32]), &[b"c"]);
+        let v3: TableDefinition<(u64, [u8; 32]), &[u8]> = TableDefinition::new("voted");
+        {
+            let store = Store::open(&path, 1).unwrap();
+            commit_blocks(&store, &mut tree, 2, 3);
+            let txn = store.db.begin_write().unwrap();
+            {
+                let mut old = txn.open_table(v3).unwrap();
+                for b in [&big, &small] {
+                    let id = crate::consensus::crypto::block_id(b);
+                    old.insert((b.round, id.0), wire::encode(b).as_slice())
+                        .unwrap();
+                }
+                txn.open_table(META)
+                    .unwrap()
+                    .insert(META_SCHEMA, 3)
+                    .unwrap();
+            }
+            txn.delete_table(VOTED_PARTS).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path, 1).unwrap();
+        let recovered = store.recover(1, 100, usize::MAX).unwrap();
+        assert_eq!(recovered.voted_blocks, vec![big, small]);
+        assert_eq!(store.tree_size(), 6);
+        let read = store.db.begin_read().unwrap();
+        assert_eq!(
+            read.open_table(META)
+                .unwrap()
+                .get(META_SCHEMA)
+                .unwrap()
+                .unwrap()
+                .value(),
+            SCHEMA_VERSION
+        );
+        assert!(read.open_table(v3).is_err(), "the layout 3 table is gone");
     }
 
     #[test]
