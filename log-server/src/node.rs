@@ -698,6 +698,14 @@ impl CoreLoop {
     /// Drains the core until it is quiet (see the module docs for the order).
     fn drive(&mut self) -> Result<(), StoreError> {
         loop {
+            // What the core released depends only on writes already
+            // durable, so it goes before this step's write: a leader's
+            // proposal that relies on earlier writes only (not on its own
+            // vote) then reaches the followers while the leader's write
+            // runs, and their writes overlap it.
+            while let Some(out) = self.replica.poll_send() {
+                self.send(out.to, &out.message);
+            }
             let mut batch = WriteBatch::default();
             while let Some(commit) = self.replica.poll_commit() {
                 batch.commits.push(commit);

@@ -18,6 +18,9 @@ pub enum Bug {
     VoteBeforePersist,
     /// A restarted replica recovers its highest QC but not its highest TC.
     RecoverQcButNotTc,
+    /// A restarted leader forgets that it may have proposed, before its
+    /// write, in the round after its durable last-voted round.
+    ForgetEarlyProposal,
 }
 
 #[cfg(feature = "inject-bugs")]
