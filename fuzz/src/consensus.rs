@@ -21,8 +21,8 @@
 //!   simulator's [`Checker`] must see no safety violation: committed logs
 //!   are prefixes of one another, quorum checkpoints match them, and no
 //!   replica proposes twice in a round; a leader's proposal leaves only once
-//!   its own vote for it is durable. Liveness is not checked: the schedule
-//!   may be unfair.
+//!   its vote in the round before is durable (its own vote for it, in
+//!   round 1). Liveness is not checked: the schedule may be unfair.
 //! - [`simulate`]: the simulator itself, with its seed and fault plan (delays,
 //!   loss, duplication, partitions, crashes, Byzantine replicas within f)
 //!   taken from the input, each within the ranges `Scenario::from_seed`
@@ -249,8 +249,10 @@ impl Node {
     /// Persist before speak: what a message commits the sender to is on
     /// disk before the message leaves.
     ///
-    /// A leader's proposal is covered by its own vote for it, which is what
-    /// keeps a restarted leader from proposing twice in a round. Peers that
+    /// A leader's proposal may leave before its own vote for it is durable,
+    /// but not before its last-voted round is the round before (round 1:
+    /// its own vote); with the restart rule that keeps a restarted leader
+    /// from proposing twice in a round. Peers that
     /// hold a quorum of keys can forge a certificate the leader builds on
     /// and then refuses to vote for (a QC whose round is not its block's),
     /// so that check, and the single-proposal check, need honest peers.
@@ -268,10 +270,12 @@ impl Node {
                 "timeout for round {} left before it was durable",
                 timeout.round
             ),
-            ConsensusMessage::Proposal { block, .. } if honest_peers => assert!(
-                safety.last_voted_round >= block.round,
-                "proposal for round {} left before the leader's vote was durable",
-                block.round
+            ConsensusMessage::ProposalLeaves { header, .. } if honest_peers => assert!(
+                safety.last_voted_round + 1 >= header.round
+                    && (header.round > 1 || safety.last_voted_round >= 1),
+                "proposal for round {} left with last-voted round {} durable",
+                header.round,
+                safety.last_voted_round
             ),
             ConsensusMessage::CheckpointSignature { size, .. } => assert!(
                 safety.last_signed.is_some_and(|(s, _)| s >= *size),

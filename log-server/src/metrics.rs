@@ -51,7 +51,7 @@ pub(crate) fn render(shared: &Shared) -> String {
     let d = &shared.metrics;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::with_capacity(4096);
-    let counters: [(&str, &str, u64); 27] = [
+    let counters: [(&str, &str, u64); 28] = [
         (
             "blocks_committed_total",
             "blocks committed",
@@ -110,8 +110,13 @@ pub(crate) fn render(shared: &Shared) -> String {
         ),
         (
             "store_writes_total",
-            "durable write transactions of the core loop (votes wait for them)",
+            "write transactions of the core loop (votes wait for them)",
             load(&d.store_writes),
+        ),
+        (
+            "store_flushes_total",
+            "those write transactions flushed to disk (safety state or voted blocks; commits alone wait for the next)",
+            load(&d.store_flushes),
         ),
         (
             "store_write_microseconds_total",

@@ -6,7 +6,8 @@
 //! core, then drains the core until it is quiet:
 //!
 //! 1. commits, checkpoint events and persist requests are written to redb
-//!    in **one durable transaction**;
+//!    in **one transaction**, flushed when it holds safety state or voted
+//!    blocks (commits alone are flushed with the next such write);
 //! 2. only then are the persist tokens acknowledged, which releases the
 //!    votes, timeouts and checkpoint signatures that depended on them
 //!    (persist before speak);
@@ -123,9 +124,11 @@ pub struct DriverMetrics {
     pub witness_cosignatures: AtomicU64,
     /// Witness submissions that failed (refused, unreachable, bad answer).
     pub witness_failures: AtomicU64,
-    /// Durable writes of the core loop (one transaction each), and the
+    /// Writes of the core loop (one transaction each), and the
     /// microseconds they took: votes wait for them.
     pub store_writes: AtomicU64,
+    /// Those of them flushed to disk (safety state or voted blocks).
+    pub store_flushes: AtomicU64,
     pub store_write_micros: AtomicU64,
     /// Durable writes that took [`SLOW_WRITE`] or longer.
     pub store_writes_slow: AtomicU64,
@@ -796,14 +799,18 @@ impl CoreLoop {
         }
     }
 
-    /// One durable write, counted and timed for `/metrics`; a slow one
-    /// is logged, since every vote and proposal of the step waits for it.
+    /// One write, counted (and whether it was flushed) and timed for
+    /// `/metrics`; a slow one is logged, since every vote and proposal of
+    /// the step waits for it.
     fn timed_write(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
         let started = Instant::now();
         self.store.write(batch)?;
         let took = started.elapsed();
         let m = &self.shared.metrics;
         m.store_writes.fetch_add(1, Ordering::Relaxed);
+        if batch.needs_flush() {
+            m.store_flushes.fetch_add(1, Ordering::Relaxed);
+        }
         m.store_write_micros
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         if took >= SLOW_WRITE {

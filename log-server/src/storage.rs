@@ -71,10 +71,12 @@
 //! keeps its header and the index range, and [`Store::committed_blocks`]
 //! rebuilds the full block for sync.
 //!
-//! Every [`Store::write`] is one redb transaction with immediate
-//! durability: all the commits, the safety state and the quorum
-//! checkpoints of one driver step become durable together or not at all,
-//! so a crash at any point restarts from a consistent state.
+//! Every [`Store::write`] is one redb transaction: all the commits, the
+//! safety state and the quorum checkpoints of one driver step become
+//! durable together or not at all, so a crash at any point restarts from
+//! a consistent state. A step with safety state or voted blocks is flushed
+//! before it returns; one of commits and quorum checkpoints only becomes
+//! durable with the next flushed step (see [`Store::write`]).
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -236,6 +238,14 @@ impl WriteBatch {
             && self.safety.is_none()
             && self.voted_blocks.is_empty()
             && self.checkpoints.is_empty()
+    }
+
+    /// Whether the write must be flushed before the step's messages leave:
+    /// it holds the consensus safety state or blocks this replica voted
+    /// for. Commits and quorum checkpoints alone need not be (see
+    /// [`Store::write`]).
+    pub fn needs_flush(&self) -> bool {
+        self.safety.is_some() || !self.voted_blocks.is_empty()
     }
 }
 
@@ -447,13 +457,21 @@ impl Store {
         Ok(())
     }
 
-    /// Makes one driver step durable, except a step that only stores
-    /// quorum checkpoints: that one is committed (readers see it at once)
-    /// and becomes durable with the next durable write, saving an fsync
-    /// per round. Losing it in a crash loses nothing that matters: each of
-    /// its 2f+1 signers made the entries and its signature durable before
-    /// signing, and the note is only a cache of their signatures (it
-    /// verifies wherever it was already sent).
+    /// Writes one driver step in one transaction. It is flushed when it
+    /// holds safety state or voted blocks ([`WriteBatch::needs_flush`]).
+    /// A step of commits and quorum checkpoints only is committed (readers
+    /// see it at once) and becomes durable with the next flushed write,
+    /// saving a flush: at light load, the commit of a round that certified
+    /// no entries. Losing it in a crash loses nothing that matters:
+    /// - a commit follows from certificates the replica and its peers
+    ///   hold; after a restart the replica commits those blocks again
+    ///   (their voted copies are deleted in the same transaction as the
+    ///   commit, so they come back with it) or fetches them by sync;
+    /// - a checkpoint signature is safety state, so the commits it covers
+    ///   are flushed with it, before it is sent;
+    /// - a quorum checkpoint's 2f+1 signers each made its entries and
+    ///   their signature durable before signing, and the note is only a
+    ///   cache of their signatures (it verifies wherever it was sent).
     pub fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
@@ -461,12 +479,10 @@ impl Store {
         let mut tree = self.writer.lock().expect("store lock");
         let mut next_tree = tree.clone();
         let mut txn = self.db.begin_write()?;
-        let checkpoints_only =
-            batch.commits.is_empty() && batch.safety.is_none() && batch.voted_blocks.is_empty();
-        txn.set_durability(if checkpoints_only {
-            Durability::None
-        } else {
+        txn.set_durability(if batch.needs_flush() {
             Durability::Immediate
+        } else {
+            Durability::None
         });
         // Set when this step writes a frozen level's last row: the run
         // it becomes (added to memory once the transaction commits).

@@ -41,7 +41,12 @@
 //! **Persist before speak.** Every change to [`SafetyState`] is written
 //! through a [`PersistRequest`]. Messages produced by the same or a later
 //! input are released by [`Replica::poll_send`] only after
-//! [`Replica::handle_persisted`] acknowledges that write.
+//! [`Replica::handle_persisted`] acknowledges that write. Two kinds wait
+//! only for the writes issued before their input: forwarded entries, and
+//! a leader's proposal for the round right after the last-voted round of
+//! those writes (its own vote still waits for its write; a restarted
+//! replica never proposes in that round again). The highest QC is written
+//! with the next write rather than one of its own (see `process_qc`).
 //!
 //! **After commit**, the core appends the committed entries' leaf hashes to
 //! its RFC 6962 compact range and computes (size, root). It signs the C2SP
@@ -557,8 +562,10 @@ pub struct Replica<R> {
     /// without waiting for the leader's own vote (see `maybe_propose`).
     issued_last_voted_round: u64,
     staging: Vec<Outgoing>,
-    /// This input's proposal, when it may leave before this input's write.
-    staging_early: Option<Outgoing>,
+    /// This input's messages that may leave before this input's write:
+    /// forwarded entries (they depend on no state) and a proposal that
+    /// relies only on earlier writes (`maybe_propose`), in that order.
+    staging_early: Vec<Outgoing>,
     held: VecDeque<(u64, Outgoing)>,
     outbox: VecDeque<Outgoing>,
     commits: VecDeque<Committed>,
@@ -688,6 +695,9 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         }
         let committed_height = recovered.first_height + window.len() as u64 - 1;
         let mut safety = recovered.safety;
+        // What was durable, before the known-bug switch below hides part
+        // of it (that switch must not also make early proposals repeat).
+        let durable_last_voted_round = safety.last_voted_round;
         if bug(Bug::RecoverQcButNotTc) {
             // Known bug: the TC, and with it the round this replica timed
             // out in, is not recovered.
@@ -699,7 +709,6 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             .round
             .max(safety.high_tc.as_ref().map_or(0, |tc| tc.round))
             + 1;
-        let durable_last_voted_round = safety.last_voted_round;
         let mempool = Mempool::new(
             cfg.mempool_max_entries,
             cfg.mempool_max_bytes,
@@ -721,7 +730,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             persist_out: VecDeque::new(),
             issued_last_voted_round: durable_last_voted_round,
             staging: Vec::new(),
-            staging_early: None,
+            staging_early: Vec::new(),
             held: VecDeque::new(),
             outbox: VecDeque::new(),
             commits: VecDeque::new(),
@@ -929,12 +938,15 @@ impl<R: RngCore + CryptoRng> Replica<R> {
                 .take(wire::MAX_APPEND_ENTRIES)
                 .map(|e| Entry::new(e).expect("size checked by the mempool"))
                 .collect();
-            self.send(
-                Target::All,
-                ConsensusMessage::Forward {
+            // Ahead of this input's write, and of a proposal naming these
+            // entries: followers that lacked them would otherwise ask the
+            // leader for them.
+            self.staging_early.push(Outgoing {
+                to: Target::All,
+                message: ConsensusMessage::Forward {
                     entries: BoundedVec::new(entries).expect("chunked"),
                 },
-            );
+            });
         }
         self.arm_timer();
         self.maybe_propose();
@@ -1074,7 +1086,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
     fn finish(&mut self) {
         // An early proposal waits only for the writes issued before this
         // input, whose state it relies on (`maybe_propose`).
-        if let Some(out) = self.staging_early.take() {
+        for out in self.staging_early.drain(..) {
             self.held.push_back((self.persist_issued, out));
         }
         if self.dirty {
@@ -1194,9 +1206,15 @@ impl<R: RngCore + CryptoRng> Replica<R> {
 
     /// Takes in a verified QC: highest QC, commit rule, round advance.
     fn process_qc(&mut self, qc: &QuorumCert, from: ReplicaId) {
+        // The highest QC rides along with the next state write rather than
+        // costing one of its own (at light load, one flush per replica and
+        // round that certifies no entries). What safety needs of it is
+        // that a replica which voted for a block never reports a highest
+        // QC below that block's certificate after a crash: a vote's write
+        // holds the whole state, and the certificate a block carries is
+        // processed before the vote, so that write covers it.
         if qc.round > self.safety.high_qc.round {
             self.safety.high_qc = qc.clone();
-            self.dirty = true;
         }
         if qc.round > 0
             && !self.blocks.contains_key(&qc.block_id)
@@ -1478,7 +1496,8 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             _ => return,
         };
         // Propose only on top of a block we hold: we vote for our own
-        // proposal, and that vote (durable before the proposal leaves) is
+        // proposal, and that vote (durable before the proposal leaves, or
+        // for an early proposal the restart rule in `Replica::new`) is
         // what stops a restarted leader from proposing twice in a round.
         if qc.block_id != self.committed_id && !self.blocks.contains_key(&qc.block_id) {
             let peer = self.sync_peer;
@@ -1538,7 +1557,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         // proposal leaves only once that write is durable. Round 1 always
         // waits, so that a replica that never voted can propose in it.
         if self.round >= 2 && self.round == self.issued_last_voted_round + 1 {
-            self.staging_early = Some(proposal);
+            self.staging_early.push(proposal);
         } else {
             self.staging.push(proposal);
         }

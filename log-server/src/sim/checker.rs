@@ -58,7 +58,8 @@ pub struct Checker {
     chain: Vec<Hash>,
     committed_set: BTreeSet<Hash>,
     tree: MemoryTree,
-    /// Committed size per honest replica (survives restarts).
+    /// Committed size per honest replica (back to its durable size on a
+    /// restart).
     sizes: BTreeMap<ReplicaId, u64>,
     signed: BTreeMap<(ReplicaId, u64), Hash>,
     votes: BTreeMap<(ReplicaId, u64), Hash>,
@@ -124,6 +125,15 @@ impl Checker {
     /// Whether `entry` is in the committed log.
     pub fn is_committed(&self, entry: &[u8]) -> bool {
         self.committed_set.contains(&merkle::leaf_hash(entry))
+    }
+
+    /// An honest replica restarted with `size` entries committed durably:
+    /// commits it lost in the crash come again and are checked again.
+    pub fn restarted(&mut self, replica: ReplicaId, size: u64) {
+        if let Some(s) = self.sizes.get_mut(&replica) {
+            assert!(size <= *s, "a restart cannot add commits");
+            *s = size;
+        }
     }
 
     pub fn healed(&mut self, at: Duration) {

@@ -195,6 +195,13 @@ struct Node {
     durable_blocks: Vec<Block>,
     /// Voted blocks made durable, by round (pruned as commits pass them).
     durable_voted: BTreeMap<u64, Vec<Block>>,
+    /// Commits not durable yet, each with the token of the write that
+    /// makes it durable: the write of its own step, or else the next one
+    /// (a step without a state write stores its commits without a flush,
+    /// as the driver does). Lost in a crash.
+    pending_commits: Vec<(u64, Block)>,
+    /// The token of this incarnation's latest write request.
+    last_token: u64,
     timer_at: Option<Duration>,
     /// When the last requested write completes (writes are ordered).
     last_write_done: Duration,
@@ -258,6 +265,8 @@ impl Sim {
                     durable_safety: SafetyState::genesis(cfg.epoch),
                     durable_blocks: Vec::new(),
                     durable_voted: BTreeMap::new(),
+                    pending_commits: Vec::new(),
+                    last_token: 0,
                     timer_at: None,
                     last_write_done: Duration::ZERO,
                     byzantine: behaviour,
@@ -368,6 +377,7 @@ impl Sim {
                 tree.append(merkle::leaf_hash(e));
             }
         }
+        let durable_size = tree.size();
         let recovered = Recovered {
             safety: node.durable_safety.clone(),
             tree,
@@ -385,6 +395,11 @@ impl Sim {
             self.now,
         )
         .expect("valid simulated configuration");
+        if self.nodes[i].byzantine.is_none() {
+            // It resumes from its durable commits; those lost in a crash
+            // are committed again and checked again.
+            self.checker.restarted(id, durable_size);
+        }
         self.nodes[i].replica = Some(replica);
         self.nodes[i].timer_at = None;
         self.drain(i);
@@ -487,6 +502,16 @@ impl Sim {
                 for b in blocks {
                     n.durable_voted.entry(b.round).or_default().push(b);
                 }
+                let durable = n
+                    .pending_commits
+                    .iter()
+                    .take_while(|(t, _)| *t <= token)
+                    .count();
+                for (_, block) in n.pending_commits.drain(..durable) {
+                    // The store drops voted blocks its commits settle.
+                    n.durable_voted = n.durable_voted.split_off(&(block.round + 1));
+                    n.durable_blocks.push(block);
+                }
                 if let Some(r) = n.replica.as_mut() {
                     r.handle_persisted(token);
                     self.drain(node);
@@ -523,6 +548,8 @@ impl Sim {
                     n.replica = None;
                     n.generation += 1;
                     n.timer_at = None;
+                    n.pending_commits.clear();
+                    n.last_token = 0;
                 }
             }
             Event::Restart { node } => {
@@ -561,6 +588,8 @@ impl Sim {
         let generation = self.nodes[i].generation;
         let id = self.nodes[i].replica_id;
         let honest = self.nodes[i].byzantine.is_none();
+        // The write this input issued, which its commits share.
+        let mut step_write: Option<u64> = None;
         loop {
             let Some(r) = self.nodes[i].replica.as_mut() else {
                 return;
@@ -574,6 +603,8 @@ impl Sim {
                 );
                 let done = (now + delay).max(self.nodes[i].last_write_done);
                 self.nodes[i].last_write_done = done;
+                self.nodes[i].last_token = p.token;
+                step_write = Some(p.token);
                 let ev = Event::Persisted {
                     node: i,
                     generation,
@@ -585,10 +616,10 @@ impl Sim {
                 continue;
             }
             if let Some(c) = r.poll_commit() {
-                self.nodes[i].durable_blocks.push(Block::clone(&c.block));
-                let round = c.block.round;
-                let voted = &mut self.nodes[i].durable_voted;
-                *voted = voted.split_off(&(round + 1));
+                let node = &mut self.nodes[i];
+                let durable_with = step_write.unwrap_or(node.last_token + 1);
+                node.pending_commits
+                    .push((durable_with, Block::clone(&c.block)));
                 if honest {
                     self.checker.committed(id, &c);
                 }
