@@ -5,6 +5,9 @@
 //! It waits for an input or the core's next timer, hands the input to the
 //! core, then drains the core until it is quiet:
 //!
+//! 0. messages the core has already released (they depend only on writes
+//!    already durable: forwarded entries, a leader's early proposal) go
+//!    to the per-peer sender tasks first, so they overlap the write;
 //! 1. commits, checkpoint events and persist requests are written to redb
 //!    in **one transaction**, flushed when it holds safety state or voted
 //!    blocks (commits alone are flushed with the next such write);
@@ -130,7 +133,7 @@ pub struct DriverMetrics {
     /// Those of them flushed to disk (safety state or voted blocks).
     pub store_flushes: AtomicU64,
     pub store_write_micros: AtomicU64,
-    /// Durable writes that took [`SLOW_WRITE`] or longer.
+    /// Writes that took [`SLOW_WRITE`] or longer.
     pub store_writes_slow: AtomicU64,
     /// Core loop steps (an input batch handled and the core drained,
     /// writes included) that took [`SLOW_STEP`] or longer.
