@@ -658,7 +658,7 @@ impl Store {
             recent.merged = merge_progress;
             if let Some(run) = completed {
                 recent.runs.push(run);
-                recent.merging = Vec::new();
+                recent.merging = SortedLevel::default();
                 recent.merged = 0;
             }
             for (leaf, index) in pending_leaves {
@@ -1042,7 +1042,7 @@ struct RecentLeaves {
     sorting: Option<Sorting>,
     /// A frozen level, sorted by leaf hash (one first index per leaf),
     /// being written out as run `runs.len()`; its first `merged` are.
-    merging: Vec<(Hash, u64)>,
+    merging: SortedLevel,
     merged: usize,
     /// The tree size at which `merging` was frozen: `leaf_indexed_size`
     /// once its run is complete.
@@ -1317,22 +1317,92 @@ struct Sorting {
     leaves: Arc<DigestMap<Hash, u64>>,
     /// The tree size it ends at.
     end: u64,
-    sorted: std::thread::JoinHandle<Vec<(Hash, u64)>>,
+    sorted: std::thread::JoinHandle<SortedLevel>,
 }
 
 /// `leaves` sorted by leaf hash (one index per leaf already).
-fn sort_level(leaves: &DigestMap<Hash, u64>) -> Vec<(Hash, u64)> {
+fn sort_level(leaves: &DigestMap<Hash, u64>) -> SortedLevel {
     let mut sorted: Vec<(Hash, u64)> = leaves.iter().map(|(l, i)| (*l, *i)).collect();
     sorted.sort_unstable();
-    sorted
+    SortedLevel::new(sorted)
+}
+
+/// Leaves sorted by hash, with where each bucket of leading hash bits
+/// starts. Leaf hashes are uniform, so a bucket holds about
+/// [`SortedLevel::LEAVES_PER_BUCKET`] leaves and a lookup touches a cache
+/// line or two. A plain binary search over a frozen level of 2^18 leaves
+/// took 18 steps, most of them cache misses, for every submitted entry:
+/// 8% of a replica's core thread at 55,000 entries/s (session 14 profile).
+#[derive(Default)]
+struct SortedLevel {
+    leaves: Vec<(Hash, u64)>,
+    /// `leaves[starts[b]..starts[b + 1]]` are the leaves whose first
+    /// `bucket_bits` bits are `b`.
+    starts: Vec<u32>,
+    bucket_bits: u32,
+}
+
+impl SortedLevel {
+    const LEAVES_PER_BUCKET: usize = 4;
+
+    fn new(leaves: Vec<(Hash, u64)>) -> Self {
+        assert!(
+            leaves.windows(2).all(|w| w[0].0 < w[1].0),
+            "a sorted level holds each leaf once, in order"
+        );
+        assert!(
+            u32::try_from(leaves.len()).is_ok(),
+            "a level fits u32 indexes"
+        );
+        let bucket_bits = (leaves.len() / Self::LEAVES_PER_BUCKET)
+            .max(1)
+            .ilog2()
+            .min(24);
+        let mut starts = vec![0u32; (1 << bucket_bits) + 1];
+        for (leaf, _) in &leaves {
+            starts[Self::bucket(leaf, bucket_bits) + 1] += 1;
+        }
+        for b in 1..starts.len() {
+            starts[b] += starts[b - 1];
+        }
+        SortedLevel {
+            leaves,
+            starts,
+            bucket_bits,
+        }
+    }
+
+    fn bucket(leaf: &Hash, bucket_bits: u32) -> usize {
+        let top = u32::from_be_bytes(leaf.0[..4].try_into().expect("4 bytes"));
+        // `checked_shr` because a shift by 32 (no bucket bits) overflows.
+        top.checked_shr(32 - bucket_bits).unwrap_or(0) as usize
+    }
+
+    fn index_of(&self, leaf: &Hash) -> Option<u64> {
+        if self.leaves.is_empty() {
+            return None;
+        }
+        let b = Self::bucket(leaf, self.bucket_bits);
+        let bucket = &self.leaves[self.starts[b] as usize..self.starts[b + 1] as usize];
+        let i = bucket.binary_search_by(|(h, _)| h.cmp(leaf)).ok()?;
+        Some(bucket[i].1)
+    }
+}
+
+impl std::ops::Deref for SortedLevel {
+    type Target = [(Hash, u64)];
+
+    fn deref(&self) -> &[(Hash, u64)] {
+        &self.leaves
+    }
 }
 
 impl RecentLeaves {
     /// The first index of `leaf` in memory (`merging` and `sorting` hold
     /// older entries than `active`; at most one of them is set).
     fn get(&self, leaf: &Hash) -> Option<u64> {
-        if let Ok(i) = self.merging.binary_search_by(|(h, _)| h.cmp(leaf)) {
-            return Some(self.merging[i].1);
+        if let Some(index) = self.merging.index_of(leaf) {
+            return Some(index);
         }
         if let Some(index) = self.sorting.as_ref().and_then(|s| s.leaves.get(leaf)) {
             return Some(*index);
@@ -1603,6 +1673,26 @@ mod tests {
                 ..Default::default()
             };
             store.write(&batch).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_sorted_level_finds_every_leaf_and_no_other() {
+        for n in [0u64, 1, 3, 7, 8, 9, 100, 4096, 70_000] {
+            let leaf = |i: u64| merkle::leaf_hash(&i.to_be_bytes());
+            let mut leaves: Vec<(Hash, u64)> = (0..n).map(|i| (leaf(i), i)).collect();
+            leaves.sort_unstable();
+            let level = SortedLevel::new(leaves);
+            assert_eq!(level.len() as u64, n);
+            assert!(n < 8 || level.bucket_bits > 0, "n = {n}");
+            for i in 0..n {
+                assert_eq!(level.index_of(&leaf(i)), Some(i), "n = {n}, leaf {i}");
+            }
+            for i in n..n + 100 {
+                assert_eq!(level.index_of(&leaf(i)), None, "n = {n}, leaf {i}");
+            }
+            assert_eq!(level.index_of(&Hash([0; 32])), None);
+            assert_eq!(level.index_of(&Hash([0xff; 32])), None);
         }
     }
 

@@ -61,6 +61,7 @@ pub mod bugs;
 pub mod crypto;
 pub mod digest_hash;
 pub mod mempool;
+pub mod window;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -79,6 +80,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use crypto::{Committee, Signer};
 use mempool::Mempool;
+use window::CommittedWindow;
 
 use bugs::{Bug, active as bug};
 
@@ -141,8 +143,8 @@ pub struct Config {
     /// [`MIN_RETAINED_BLOCKS`]). Default 64 MiB. Under load blocks are
     /// large, and a bound by count alone held gigabytes.
     pub retain_committed_bytes: usize,
-    /// Committed leaf hashes remembered to refuse re-proposing an entry.
-    /// Default 100,000.
+    /// Committed leaf hashes remembered to refuse re-proposing an entry:
+    /// at least the last this many, at most twice as many. Default 100,000.
     pub dedup_window_entries: usize,
     /// Blocks per sync response. Default 32.
     pub sync_batch_blocks: u16,
@@ -620,9 +622,8 @@ pub struct Replica<R> {
     tree: CompactRange,
 
     mempool: Mempool,
-    /// Recently committed leaf hashes, oldest first.
-    recent_order: VecDeque<Hash>,
-    recent: DigestSet<Hash>,
+    /// Recently committed leaf hashes.
+    recent: CommittedWindow,
     checkpoint_sigs: BTreeMap<(u64, Hash), BTreeMap<ReplicaId, Signature64>>,
     quorum_size: u64,
     sync_deadline: Option<Duration>,
@@ -769,8 +770,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             commit_evidence: None,
             tree: recovered.tree,
             mempool,
-            recent_order: VecDeque::new(),
-            recent: DigestSet::default(),
+            recent: CommittedWindow::new(cfg.dedup_window_entries),
             checkpoint_sigs: BTreeMap::new(),
             quorum_size: 0,
             sync_deadline: None,
@@ -1359,13 +1359,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
 
     fn remember_committed(&mut self, leaves: &[Hash]) {
         for leaf in leaves {
-            if self.recent.insert(*leaf) {
-                self.recent_order.push_back(*leaf);
-            }
-        }
-        while self.recent_order.len() > self.cfg.dedup_window_entries {
-            let old = self.recent_order.pop_front().expect("non-empty");
-            self.recent.remove(&old);
+            self.recent.insert(*leaf);
         }
     }
 
