@@ -5,6 +5,7 @@ use bftlog_spec::checkpoint::Checkpoint;
 use bftlog_spec::merkle::{self, Hash, MemoryTree};
 use bftlog_spec::note::{KeyType, Note, SignerKey};
 use bftlog_spec::policy::Policy;
+use bftlog_spec::proof::TlogProof;
 use bftlog_spec::wire;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
@@ -172,6 +173,21 @@ fn note_benches(c: &mut Criterion) {
     });
     group.bench_function("sign_checkpoint", |b| {
         b.iter(|| cp.sign(&replicas[0]).unwrap())
+    });
+    group.finish();
+
+    // A receipt batch as the client library formats it: 256 entries of a
+    // 2^24-entry log, 24 proof hashes each, one checkpoint note.
+    let proof: Vec<Hash> = leaves(24);
+    let mut group = c.benchmark_group("proof");
+    group.throughput(Throughput::Elements(256));
+    group.bench_function("format_256_receipts", |b| {
+        b.iter(|| {
+            TlogProof::format_batch(
+                black_box(&note),
+                (0..256u64).map(|i| ((1 << 23) + i, proof.as_slice())),
+            )
+        })
     });
     group.finish();
 }

@@ -4,6 +4,8 @@
 //!
 //! Normative description: `spec/tlog-proof.md`.
 
+use std::fmt::Write as _;
+
 use crate::encoding::{decode_base64, encode_base64, parse_decimal};
 use crate::merkle::{self, Hash, InclusionError, MAX_PROOF_LEN};
 use crate::note::{MAX_NOTE_BYTES, Note, NoteError};
@@ -237,7 +239,6 @@ impl VerifiedProof {
 }
 
 fn format_parts(extra: Option<&[u8]>, index: u64, inclusion: &[Hash], note: &str) -> String {
-    use base64::Engine as _;
     let mut out = String::with_capacity(64 + inclusion.len() * 45 + note.len());
     out.push_str(HEADER);
     out.push('\n');
@@ -247,10 +248,10 @@ fn format_parts(extra: Option<&[u8]>, index: u64, inclusion: &[Hash], note: &str
         out.push('\n');
     }
     out.push_str("index ");
-    out.push_str(&index.to_string());
+    write!(out, "{index}").expect("writing to a String");
     out.push('\n');
     for hash in inclusion {
-        base64::engine::general_purpose::STANDARD.encode_string(hash.0, &mut out);
+        crate::encoding::push_base64_short(&mut out, &hash.0);
         out.push('\n');
     }
     out.push('\n');
