@@ -10,6 +10,7 @@
 //! run (write amplification). `--read` instead fills the log and then
 //! measures inclusion proofs served per second.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -314,14 +315,17 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
     for c in 0..args.clients {
         let client = client.clone();
         let (batch, entry_bytes) = (args.batch, args.entry_bytes);
+        // Distinct entries, padded to the size asked for; the common part
+        // is formatted once per append, not once per entry (the bench's
+        // client shares the machine with the replicas it measures).
+        let prefix = format!("bench {} client {c} append ", std::process::id());
         let entries_of = move |n: u64| -> Vec<Vec<u8>> {
+            let head = format!("{prefix}{n} entry ");
             (0..batch)
                 .map(|i| {
-                    let mut e = format!(
-                        "bench {} client {c} append {n} entry {i} ",
-                        std::process::id()
-                    )
-                    .into_bytes();
+                    let mut e = Vec::with_capacity(entry_bytes.max(head.len() + 21));
+                    e.extend_from_slice(head.as_bytes());
+                    write!(e, "{i} ").expect("writing to a Vec");
                     e.resize(entry_bytes, b'.');
                     e
                 })

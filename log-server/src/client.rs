@@ -69,13 +69,44 @@ pub enum ClientError {
     Exhausted(Box<ClientError>),
 }
 
-/// A verified receipt for one appended entry.
+/// A verified receipt for one appended entry: its index, and a C2SP
+/// tlog-proof (inclusion proof and a checkpoint with ≥ 2f+1 replica
+/// signatures) that was checked before the append returned.
 #[derive(Clone, Debug)]
 pub struct AppendReceipt {
     pub index: u64,
-    /// The C2SP tlog-proof text (checkpoint with ≥ 2f+1 replica signatures).
-    pub proof: String,
     pub tree_size: u64,
+    proof: ReceiptProof,
+}
+
+/// A receipt's tlog-proof as the replica sent it.
+#[derive(Clone, Debug)]
+enum ReceiptProof {
+    /// Whole text (a `Receipts` answer).
+    Text(String),
+    /// The parts of a `ReceiptBatch` answer: the batch's checkpoint note
+    /// text, shared by all its receipts, and this entry's inclusion proof.
+    /// The text is formatted when asked for: an append of many entries
+    /// whose caller keeps only some receipts (or none, as `bftlog bench`)
+    /// does not pay for formatting all of them.
+    Parts {
+        note_text: Arc<str>,
+        inclusion: Vec<Hash>,
+    },
+}
+
+impl AppendReceipt {
+    /// The C2SP tlog-proof text, which `bftlog-verify` and other tools
+    /// check offline.
+    pub fn tlog_proof(&self) -> String {
+        match &self.proof {
+            ReceiptProof::Text(text) => text.clone(),
+            ReceiptProof::Parts {
+                note_text,
+                inclusion,
+            } => TlogProof::format_with_note(self.index, inclusion, note_text),
+        }
+    }
 }
 
 /// Client settings; every field has a default in [`ClientOptions::default`].
@@ -504,16 +535,17 @@ impl Client {
             verified = Some(checkpoint);
             out.push(AppendReceipt {
                 index: receipt.index,
-                proof: text,
                 tree_size,
+                proof: ReceiptProof::Text(text),
             });
         }
         Ok(out)
     }
 
-    /// Receipts sent in parts: the checkpoint is parsed and verified once,
-    /// each entry's inclusion is checked against it, and each receipt is
-    /// formatted here, exactly as a `Receipts` answer would have carried it.
+    /// Receipts sent in parts: the checkpoint is parsed and verified once
+    /// and each entry's inclusion is checked against it; each receipt's
+    /// text, exactly as a `Receipts` answer would have carried it, is
+    /// formatted when asked for ([`AppendReceipt::tlog_proof`]).
     fn check_receipt_batch(
         &self,
         replica: usize,
@@ -536,15 +568,16 @@ impl Client {
                 .verify(receipt.index, leaf, &receipt.hashes)
                 .map_err(|e| verify_error(format!("receipt for index {}: {e}", receipt.index)))?;
         }
-        let texts =
-            TlogProof::format_batch(note, receipts.iter().map(|r| (r.index, &r.hashes[..])));
+        let note_text: Arc<str> = note.format().into();
         Ok(receipts
-            .iter()
-            .zip(texts)
-            .map(|(receipt, proof)| AppendReceipt {
+            .into_iter()
+            .map(|receipt| AppendReceipt {
                 index: receipt.index,
-                proof,
                 tree_size: tree.size,
+                proof: ReceiptProof::Parts {
+                    note_text: note_text.clone(),
+                    inclusion: receipt.hashes.into_inner(),
+                },
             })
             .collect())
     }

@@ -442,13 +442,14 @@ async fn append(
     let mut jsonl: std::collections::BTreeMap<PathBuf, String> = Default::default();
     for ((path, label, entry), receipt) in items.iter().zip(&receipts) {
         if pem || sha256sums {
-            let line = json!({"name": label, "entry": b64.encode(entry), "proof": receipt.proof});
+            let line =
+                json!({"name": label, "entry": b64.encode(entry), "proof": receipt.tlog_proof()});
             let buf = jsonl.entry(path.clone()).or_default();
             buf.push_str(&line.to_string());
             buf.push('\n');
         } else {
             let out = proof_path(path);
-            std::fs::write(&out, &receipt.proof)
+            std::fs::write(&out, receipt.tlog_proof())
                 .with_context(|| format!("writing {}", out.display()))?;
         }
         if json {
@@ -592,11 +593,12 @@ async fn dev(
         .context("the local cluster did not commit within 60 s")??;
     let sample = dir.join("sample-record");
     std::fs::write(&sample, &samples[2])?;
-    std::fs::write(proof_path(&sample), &receipts[2].proof)?;
+    let sample_proof = receipts[2].tlog_proof();
+    std::fs::write(proof_path(&sample), &sample_proof)?;
     let policy = cluster.policy();
     let report = bftlog_verify::check::check_receipt(
         &policy,
-        receipts[2].proof.as_bytes(),
+        sample_proof.as_bytes(),
         &merkle::leaf_hash(&samples[2]),
     )
     .map_err(|e| anyhow::anyhow!("the receipt does not verify: {e}"))?;

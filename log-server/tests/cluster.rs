@@ -60,7 +60,7 @@ async fn appends_commit_with_verifiable_receipts_and_survive_a_restart() {
     assert_eq!(receipts.len(), 20);
     let mut indexes: Vec<u64> = receipts.iter().map(|r| r.index).collect();
     for (r, e) in receipts.iter().zip(&entries) {
-        let proof = TlogProof::parse(r.proof.as_bytes()).unwrap();
+        let proof = TlogProof::parse(r.tlog_proof().as_bytes()).unwrap();
         proof.verify_entry(&policy, e).unwrap();
     }
     indexes.sort();
@@ -312,9 +312,12 @@ async fn receipts_carry_witness_cosignatures_and_a_forged_fork_is_recorded() {
     let entries: Vec<Vec<u8>> = (0..10).map(|i| format!("w {i}").into_bytes()).collect();
     let receipts = client.append(&entries).await.unwrap();
     for (r, e) in receipts.iter().zip(&entries) {
-        let verified =
-            bftlog_verify::check::check_receipt(&policy, r.proof.as_bytes(), &merkle::leaf_hash(e))
-                .unwrap();
+        let verified = bftlog_verify::check::check_receipt(
+            &policy,
+            r.tlog_proof().as_bytes(),
+            &merkle::leaf_hash(e),
+        )
+        .unwrap();
         assert_eq!(verified.checkpoint.cosignatures.len(), 2);
         assert!(verified.checkpoint.witness_quorum_met);
     }

@@ -150,8 +150,16 @@ impl TlogProof {
         let note = checkpoint.format();
         proofs
             .into_iter()
-            .map(|(index, inclusion)| format_parts(None, index, inclusion, &note))
+            .map(|(index, inclusion)| Self::format_with_note(index, inclusion, &note))
             .collect()
+    }
+
+    /// One receipt without extra data, exactly as [`TlogProof::format`]
+    /// would give it, from its parts and the checkpoint note's text
+    /// (`Note::format`), so that a holder of many receipts of one
+    /// checkpoint keeps the note's text once and formats each on demand.
+    pub fn format_with_note(index: u64, inclusion: &[Hash], note_text: &str) -> String {
+        format_parts(None, index, inclusion, note_text)
     }
 
     /// Verifies the receipt for the entry whose leaf hash is `leaf`:

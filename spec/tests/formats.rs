@@ -281,6 +281,11 @@ fn receipts_verify_and_reject_tampering() {
             checkpoint: proof.checkpoint.clone(),
         };
         assert_eq!(*text, single.format());
+        let note_text = proof.checkpoint.format();
+        assert_eq!(
+            *text,
+            TlogProof::format_with_note(*index, inclusion, &note_text)
+        );
     }
     let text = proof.format();
     assert!(text.starts_with("c2sp.org/tlog-proof@v1\nindex 7\n"));

@@ -50,6 +50,13 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
+/// Appends the canonical encoding of `value` to `out`: for a caller that
+/// encodes into a buffer it reuses, so that neither a count pass nor fresh
+/// memory is paid per value.
+pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) {
+    write_packed(value, out);
+}
+
 /// [`frame`]`(&`[`encode`]`(value))` without the intermediate copy.
 ///
 /// # Panics
@@ -748,6 +755,11 @@ mod tests {
             prop_assert_eq!(&bytes, &reference);
             prop_assert_eq!(encoded_len(&msg), reference.len());
             prop_assert_eq!(encode_frame(&msg), frame(&reference));
+            // Appending into a reused buffer leaves what it held before.
+            let mut reused = b"kept".to_vec();
+            encode_into(&msg, &mut reused);
+            prop_assert_eq!(&reused[..4], b"kept");
+            prop_assert_eq!(&reused[4..], &reference[..]);
         }
 
         /// The streaming canonical check rejects every strict prefix and
