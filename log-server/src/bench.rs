@@ -323,6 +323,7 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
             let head = format!("{prefix}{n} entry ");
             (0..batch)
                 .map(|i| {
+                    // Room for the head, `i` (at most 20 digits) and a space.
                     let mut e = Vec::with_capacity(entry_bytes.max(head.len() + 21));
                     e.extend_from_slice(head.as_bytes());
                     write!(e, "{i} ").expect("writing to a Vec");

@@ -257,7 +257,8 @@ pub struct Store {
     /// append stores.
     writer: Mutex<CompactRange>,
     /// Reused for encoding voted blocks (hundreds of KB each under load):
-    /// a fresh buffer per block faulted in new pages every time.
+    /// a fresh buffer per block faulted in new pages every time. It keeps
+    /// the size of the largest block voted, at most a 12 MiB proposal.
     voted_scratch: Mutex<Vec<u8>>,
     /// Leaf hash → first index, for entries at or beyond `leaf_indexed_size`.
     recent: std::sync::RwLock<RecentLeaves>,
