@@ -2,16 +2,18 @@
 //!
 //! Tables:
 //!
-//! | table         | key                    | value                                   |
-//! |---------------|------------------------|-----------------------------------------|
-//! | `entry_runs`  | first index `u64`      | a run of entries (see below)            |
-//! | `leaf_runs`   | (run `u64`, row `u64`) | up to [`LEAF_ROW`] sorted (leaf hash, index) pairs |
-//! | `hash_chunks` | chunk `u64`            | up to 64 stored hashes (32 bytes each)  |
-//! | `blocks`      | height `u64`           | committed block without its entries     |
-//! | `voted_parts` | (round, block id, part) | a voted, not yet committed block, in parts |
-//! | `checkpoints` | size `u64`             | quorum checkpoint note text             |
-//! | `meta`        | name `&str`            | `u64` (tree size, committed height)     |
-//! | `safety`      | `0u8`                  | consensus safety state (canonical CBOR) |
+//! | table          | key                      | value                                   |
+//! |----------------|--------------------------|-----------------------------------------|
+//! | `block_parts`  | (round, block id, part)  | part 0: the block without its entries; part 1 + k: a run of its entries from offset k |
+//! | `voted_blocks` | (round, block id)        | entry count of a voted block no commit has settled |
+//! | `block_starts` | first index `u64`        | (round, block id, entry count) of a committed block with entries |
+//! | `entry_runs`   | first index `u64`        | layout 4's runs of committed entries, below `meta.legacy_entries_end` |
+//! | `leaf_runs`    | (run `u64`, row `u64`)   | up to [`LEAF_ROW`] sorted (leaf hash, index) pairs |
+//! | `hash_chunks`  | chunk `u64`              | up to 64 stored hashes (32 bytes each)  |
+//! | `blocks`       | height `u64`             | committed block without its entries, and its index range |
+//! | `checkpoints`  | size `u64`               | quorum checkpoint note text             |
+//! | `meta`         | name `&str`              | `u64` (tree size, committed height, …)  |
+//! | `safety`       | `0u8`                    | consensus safety state (canonical CBOR) |
 //!
 //! Merkle hashes use the spec crate's stored-hash order (Go sumdb's
 //! layout): the hashes a leaf completes are stored right after it, so an
@@ -19,14 +21,25 @@
 //! hashes. Hashes are grouped in chunks of [`HASH_CHUNK`] so a proof's
 //! lower levels, which lie close together, share a read.
 //!
-//! Entries are stored in *runs*: one row holds the consecutive entries of
-//! one block that share a 256-entry tile (`index / ENTRY_RUN`), at most
-//! [`ENTRY_RUN_MAX_BYTES`] (one 64 KiB page) unless a single entry is
-//! larger, each as a 4-byte big-endian length and the bytes. A row per entry made commits
-//! cost one B-tree insert per entry, the largest single cost of a replica
-//! under load; runs make it about one per 256 entries, and a range read
-//! touches a handful of rows. The row holding entry `i` is the last one
-//! whose key is at most `i`.
+//! **Each entry is written once** (layout 5, docs/adr/0004). A replica
+//! must make a block durable before it votes for it (a block a quorum
+//! certified has to survive all replicas crashing at once), so the vote
+//! writes the block into `block_parts`: its header, then its entries in
+//! *runs*, each entry a 4-byte big-endian length and the bytes, a run at
+//! most [`BLOCK_PART_BYTES`] (one 64 KiB page with its key) unless a
+//! single entry is larger. When the block commits, those rows stay where
+//! they are: the commit adds only a `block_starts` row (its first index →
+//! the block) and takes the block off `voted_blocks`. Until layout 4 the
+//! commit copied every entry into index-keyed runs, about a third of what
+//! a replica wrote under load. A block committed without this replica's
+//! vote (by sync, or a proposal it was too late for) is written at
+//! commit. Voted blocks at or below a commit's round that did not commit
+//! never will (they conflict with the committed chain), and that commit
+//! deletes them. Entry `i` is in the block of the last `block_starts` row
+//! at or below `i`, in its last run whose part is at most `i - first + 1`;
+//! a missing run is corruption, never a shorter log. A database upgraded
+//! from layout 4 keeps its committed entries in `entry_runs`, read for
+//! indexes below `meta.legacy_entries_end`: no rewrite of a large log.
 //!
 //! The leaf index (leaf hash → first index, for idempotent appends and
 //! proofs by leaf hash) is a small log-structured index. Leaf hashes are
@@ -67,9 +80,8 @@
 //! the stored hashes on open and extended after every commit; a complete
 //! subtree's hash never changes, so it needs no invalidation.
 //!
-//! A committed block's entries live only in `entry_runs`; the block record
-//! keeps its header and the index range, and [`Store::committed_blocks`]
-//! rebuilds the full block for sync.
+//! A committed block's record in `blocks` keeps its header and index
+//! range; [`Store::committed_blocks`] adds its entries for sync.
 //!
 //! Every [`Store::write`] is one redb transaction: all the commits, the
 //! safety state and the quorum checkpoints of one driver step become
@@ -98,28 +110,30 @@ const ENTRY_RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("entry_runs
 const LEAF_RUNS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("leaf_runs");
 const HASH_CHUNKS: TableDefinition<u64, &[u8]> = TableDefinition::new("hash_chunks");
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
-const VOTED_PARTS: TableDefinition<(u64, [u8; 32], u32), &[u8]> =
+/// Layout 4's voted blocks (CBOR in parts); read only to migrate.
+const VOTED_PARTS_V4: TableDefinition<(u64, [u8; 32], u32), &[u8]> =
     TableDefinition::new("voted_parts");
+const BLOCK_PARTS: TableDefinition<(u64, [u8; 32], u32), &[u8]> =
+    TableDefinition::new("block_parts");
+const VOTED: TableDefinition<(u64, [u8; 32]), u64> = TableDefinition::new("voted_blocks");
+const BLOCK_STARTS: TableDefinition<u64, (u64, [u8; 32], u64)> =
+    TableDefinition::new("block_starts");
 const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SAFETY: TableDefinition<u8, &[u8]> = TableDefinition::new("safety");
 
 /// Stored hashes per `hash_chunks` row.
 pub const HASH_CHUNK: u64 = 64;
-/// A row of `entry_runs` never crosses a multiple of this index.
-pub const ENTRY_RUN: u64 = 256;
-/// Nor holds more bytes than this, unless it is a single entry: a row then
-/// fits one 64 KiB redb page with its 16-byte leaf header. redb writes
-/// whole pages of a power-of-two size, and a full tile of 256-byte entries
-/// (66,560 bytes) took a 128 KiB page, half of it zeros.
-pub const ENTRY_RUN_MAX_BYTES: usize = 65_536 - 64;
-/// Bytes of one part of a voted block's encoding: a part, its 44-byte key
-/// and its leaf header fit one 64 KiB redb page. A block stored whole took
-/// the next power of two (a 150 KB block a 256 KiB page), and voted blocks
-/// were the largest share of what a replica wrote under load.
-pub const VOTED_PART_BYTES: usize = 65_536 - 128;
+/// Most bytes of one `block_parts` row unless it is a single entry: the
+/// row, its 44-byte key and its leaf header fit one 64 KiB redb page. A
+/// block stored whole took the next power of two (a 150 KB block a
+/// 256 KiB page), and blocks are most of what a replica writes.
+pub const BLOCK_PART_BYTES: usize = 65_536 - 128;
 /// The layout version in `meta`; a database of another layout is refused.
-const SCHEMA_VERSION: u64 = 4;
+const SCHEMA_VERSION: u64 = 5;
+/// Entries below this index are in `entry_runs` (a database migrated from
+/// layout 4 or earlier); the rest are in their blocks' runs.
+const META_LEGACY_END: &str = "legacy_entries_end";
 
 const META_TREE_SIZE: &str = "tree_size";
 const META_HEIGHT: &str = "committed_height";
@@ -253,13 +267,14 @@ impl WriteBatch {
 /// writes; writes come from the driver only.
 pub struct Store {
     db: Database,
+    /// [`META_LEGACY_END`]: entries below it are read from `entry_runs`.
+    legacy_end: u64,
     /// The committed tree's right edge, kept to compute the hashes each
     /// append stores.
     writer: Mutex<CompactRange>,
-    /// Reused for encoding voted blocks (hundreds of KB each under load):
-    /// a fresh buffer per block faulted in new pages every time. It keeps
-    /// the size of the largest block voted, at most a 12 MiB proposal.
-    voted_scratch: Mutex<Vec<u8>>,
+    /// Reused for the rows of blocks written (one `block_parts` row at a
+    /// time): a fresh buffer per block faulted in new pages every time.
+    block_scratch: Mutex<Vec<u8>>,
     /// Leaf hash → first index, for entries at or beyond `leaf_indexed_size`.
     recent: std::sync::RwLock<RecentLeaves>,
     /// [`RECENT_LEAVES`], smaller in tests.
@@ -299,7 +314,9 @@ impl Store {
             txn.open_table(LEAF_RUNS)?;
             txn.open_table(HASH_CHUNKS)?;
             txn.open_table(BLOCKS)?;
-            txn.open_table(VOTED_PARTS)?;
+            txn.open_table(BLOCK_PARTS)?;
+            txn.open_table(VOTED)?;
+            txn.open_table(BLOCK_STARTS)?;
             txn.open_table(CHECKPOINTS)?;
             txn.open_table(SAFETY)?;
             let mut meta = txn.open_table(META)?;
@@ -323,24 +340,33 @@ impl Store {
                 None if size == 0 => {
                     meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
                 }
-                Some(2) => {
-                    let runs = migrate_leaf_index_v2(&txn)?;
-                    meta.insert(META_LEAF_RUNS, runs)?;
-                    migrate_voted_v3(&txn)?;
-                    meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
-                }
-                Some(3) => {
-                    migrate_voted_v3(&txn)?;
+                Some(stored @ 2..=4) => {
+                    if stored == 2 {
+                        let runs = migrate_leaf_index_v2(&txn)?;
+                        meta.insert(META_LEAF_RUNS, runs)?;
+                    }
+                    if stored <= 3 {
+                        migrate_voted_v3(&txn)?;
+                    }
+                    migrate_voted_v4(&txn)?;
+                    // Committed entries stay where they are; no rewrite
+                    // of a large log on upgrade.
+                    meta.insert(META_LEGACY_END, size)?;
                     meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
                 }
                 stored => return Err(StoreError::SchemaMismatch { stored }),
             }
         }
+        let legacy_end = txn
+            .open_table(META)?
+            .get(META_LEGACY_END)?
+            .map_or(0, |v| v.value());
         txn.commit()?;
         let store = Store {
             db,
+            legacy_end,
             writer: Mutex::new(CompactRange::new()),
-            voted_scratch: Mutex::new(Vec::new()),
+            block_scratch: Mutex::new(Vec::new()),
             recent: Default::default(),
             recent_limit: RECENT_LEAVES,
             merge_step_min: MERGE_STEP_MIN,
@@ -431,7 +457,7 @@ impl Store {
             let mut bytes = 0;
             let mut next = height;
             while next >= 1 && newest_first.len() < retain {
-                let block = read_blocks(&read, next, 1)?
+                let block = read_blocks(&read, self.legacy_end, next, 1)?
                     .pop()
                     .ok_or_else(|| StoreError::Corrupt(format!("block {next} missing")))?;
                 let size = crate::consensus::entry_bytes(&block);
@@ -500,8 +526,23 @@ impl Store {
         let mut pending_upper: Vec<(u32, u64, Hash)> = Vec::new();
         {
             let mut meta = txn.open_table(META)?;
+            let mut scratch = self.block_scratch.lock().expect("scratch lock");
+            if !batch.voted_blocks.is_empty() {
+                // Before the commits: a block voted and committed in one
+                // step is then written once, by its vote.
+                let mut parts = txn.open_table(BLOCK_PARTS)?;
+                let mut voted = txn.open_table(VOTED)?;
+                for (id, block) in &batch.voted_blocks {
+                    let count = block.entries.len() as u64;
+                    if voted.insert((block.round, id.0), count)?.is_none() {
+                        put_block(&mut parts, id, block, &mut scratch)?;
+                    }
+                }
+            }
             if !batch.commits.is_empty() {
-                let mut runs = txn.open_table(ENTRY_RUNS)?;
+                let mut parts = txn.open_table(BLOCK_PARTS)?;
+                let mut voted = txn.open_table(VOTED)?;
+                let mut starts = txn.open_table(BLOCK_STARTS)?;
                 let mut leaf_runs = txn.open_table(LEAF_RUNS)?;
                 let mut chunks = txn.open_table(HASH_CHUNKS)?;
                 let mut blocks = txn.open_table(BLOCKS)?;
@@ -509,7 +550,6 @@ impl Store {
                 let mut new_leaves: Vec<(Hash, u64)> = Vec::new();
                 let first_stored = stored_hash_count(next_tree.size());
                 let mut max_round = 0;
-                let mut run = Vec::new();
                 for commit in &batch.commits {
                     assert_eq!(
                         commit.first_index,
@@ -521,19 +561,8 @@ impl Store {
                         commit.block.entries.len(),
                         "one leaf hash per entry"
                     );
-                    let mut run_start = commit.first_index;
-                    for (entry, &leaf) in commit.block.entries.iter().zip(&commit.leaves) {
+                    for &leaf in &commit.leaves {
                         let index = next_tree.size();
-                        if index != run_start
-                            && (index % ENTRY_RUN == 0
-                                || run.len() + 4 + entry.len() > ENTRY_RUN_MAX_BYTES)
-                        {
-                            runs.insert(run_start, run.as_slice())?;
-                            run.clear();
-                            run_start = index;
-                        }
-                        run.extend_from_slice(&(entry.len() as u32).to_be_bytes());
-                        run.extend_from_slice(entry);
                         new_leaves.push((leaf, index));
                         let stored = next_tree.append(leaf);
                         for (level, hash) in stored
@@ -547,22 +576,21 @@ impl Store {
                         }
                         new_hashes.extend_from_slice(stored.as_slice());
                     }
-                    if !run.is_empty() {
-                        runs.insert(run_start, run.as_slice())?;
-                        run.clear();
+                    // The entries stay where this replica's vote wrote
+                    // them; a block it did not vote for (a sync, a
+                    // proposal it was too late for) is written now.
+                    let round = commit.block.round;
+                    if voted.remove((round, commit.block_id.0))?.is_none() {
+                        put_block(&mut parts, &commit.block_id, &commit.block, &mut scratch)?;
+                    }
+                    let count = commit.block.entries.len() as u64;
+                    if count > 0 {
+                        starts.insert(commit.first_index, (round, commit.block_id.0, count))?;
                     }
                     assert_eq!(next_tree.size(), commit.size, "committed size mismatch");
                     assert_eq!(next_tree.root(), commit.root, "committed root mismatch");
-                    let header = Block {
-                        epoch: commit.block.epoch,
-                        round: commit.block.round,
-                        author: commit.block.author,
-                        parent_id: commit.block.parent_id,
-                        justify: commit.block.justify.clone(),
-                        entries: BoundedVec::new(Vec::new()).expect("empty"),
-                    };
                     let record = BlockRecord {
-                        header,
+                        header: crate::consensus::crypto::header_of(&commit.block),
                         first_index: commit.first_index,
                         entry_count: commit.block.entries.len() as u64,
                     };
@@ -627,9 +655,20 @@ impl Store {
                 drop(recent);
                 write_hashes(&mut chunks, first_stored, &new_hashes)?;
                 meta.insert(META_TREE_SIZE, next_tree.size())?;
-                // Voted blocks at or below the committed round are settled.
-                let mut voted = txn.open_table(VOTED_PARTS)?;
-                voted.retain_in(..=(max_round, [0xff; 32], u32::MAX), |_, _| false)?;
+                // Voted blocks at or below the committed round that did
+                // not commit never will (they conflict with the committed
+                // chain): their rows go. Committed ones left `voted` above,
+                // and none comes back: a replica votes only in its current
+                // round, which is past a block's round once a certificate
+                // commits it.
+                let mut settled = Vec::new();
+                for row in voted.range(..=(max_round, [0xff; 32]))? {
+                    settled.push(row?.0.value());
+                }
+                for (round, id) in settled {
+                    voted.remove((round, id))?;
+                    parts.retain_in((round, id, 0)..=(round, id, u32::MAX), |_, _| false)?;
+                }
             }
             if let Some(state) = &batch.safety {
                 let record = SafetyRecord {
@@ -641,15 +680,6 @@ impl Store {
                 };
                 txn.open_table(SAFETY)?
                     .insert(0u8, wire::encode(&record).as_slice())?;
-            }
-            if !batch.voted_blocks.is_empty() {
-                let mut voted = txn.open_table(VOTED_PARTS)?;
-                let mut encoded = self.voted_scratch.lock().expect("scratch lock");
-                for (id, block) in &batch.voted_blocks {
-                    encoded.clear();
-                    wire::encode_into(block.as_ref(), &mut encoded);
-                    put_voted(&mut voted, block.round, id, &encoded)?;
-                }
             }
             if !batch.checkpoints.is_empty() {
                 let mut checkpoints = txn.open_table(CHECKPOINTS)?;
@@ -726,8 +756,12 @@ impl Store {
     /// Up to `count` entries from `start`.
     pub fn entries(&self, start: u64, count: u64) -> Result<Vec<Entry>, ReadError> {
         let read = self.db.begin_read()?;
-        let table = read.open_table(ENTRY_RUNS)?;
-        Ok(read_entries(&table, start, start.saturating_add(count))?)
+        Ok(read_entries(
+            &read,
+            self.legacy_end,
+            start,
+            start.saturating_add(count),
+        )?)
     }
 
     /// The latest quorum checkpoint: (size, note text).
@@ -872,7 +906,7 @@ impl Store {
     /// Up to `max` committed blocks from `from_height`, entries included.
     pub fn committed_blocks(&self, from_height: u64, max: u64) -> Result<Vec<Block>, StoreError> {
         let read = self.db.begin_read()?;
-        read_blocks(&read, from_height, max)
+        read_blocks(&read, self.legacy_end, from_height, max)
     }
 
     /// Height of the last committed block.
@@ -912,17 +946,17 @@ fn decode<T: Serialize + serde::de::DeserializeOwned>(
 
 fn read_blocks(
     read: &redb::ReadTransaction,
+    legacy_end: u64,
     from_height: u64,
     max: u64,
 ) -> Result<Vec<Block>, StoreError> {
     let blocks = read.open_table(BLOCKS)?;
-    let runs = read.open_table(ENTRY_RUNS)?;
     let mut out = Vec::new();
     for row in blocks.range(from_height..from_height.saturating_add(max))? {
         let (_, bytes) = row?;
         let record: BlockRecord = decode(bytes.value(), "block")?;
         let end = record.first_index + record.entry_count;
-        let items = read_entries(&runs, record.first_index, end)?;
+        let items = read_entries(read, legacy_end, record.first_index, end)?;
         if items.len() as u64 != record.entry_count {
             return Err(StoreError::Corrupt("block entries missing".into()));
         }
@@ -951,9 +985,11 @@ fn recent_leaves(
     Ok(out)
 }
 
-/// The stored entries `start..end` (fewer if the log ends first).
+/// The stored entries `start..end` (fewer if the log ends first): below
+/// `legacy_end` from `entry_runs`, the rest from their blocks' runs.
 fn read_entries(
-    runs: &redb::ReadOnlyTable<u64, &'static [u8]>,
+    read: &redb::ReadTransaction,
+    legacy_end: u64,
     start: u64,
     end: u64,
 ) -> Result<Vec<Entry>, StoreError> {
@@ -961,38 +997,102 @@ fn read_entries(
     if start >= end {
         return Ok(out);
     }
+    if start < legacy_end {
+        let runs = read.open_table(ENTRY_RUNS)?;
+        read_legacy_entries(&runs, start, end.min(legacy_end), &mut out)?;
+    }
+    let from = start.max(legacy_end);
+    if from >= end || (start < legacy_end && out.len() as u64 != legacy_end - start) {
+        return Ok(out);
+    }
+    let starts = read.open_table(BLOCK_STARTS)?;
+    let parts = read.open_table(BLOCK_PARTS)?;
+    // The block holding `from` is the last one that starts at or before it.
+    let first = match starts.range(..=from)?.next_back() {
+        Some(row) => row?.0.value(),
+        None => return Ok(out),
+    };
+    let mut expected = first;
+    for row in starts.range(first..end)? {
+        let (key, value) = row?;
+        let block_start = key.value();
+        let (round, id, count) = value.value();
+        if block_start != expected {
+            return Err(StoreError::Corrupt(format!(
+                "blocks' entries jump from {expected} to {block_start}"
+            )));
+        }
+        read_block_entries(
+            &parts,
+            (round, id),
+            count,
+            from.saturating_sub(block_start),
+            end - block_start,
+            &mut out,
+        )?;
+        expected = block_start + count;
+    }
+    Ok(out)
+}
+
+/// Entries `start..end` of `entry_runs` (fewer if they end first) into
+/// `out`.
+fn read_legacy_entries(
+    runs: &redb::ReadOnlyTable<u64, &'static [u8]>,
+    start: u64,
+    end: u64,
+    out: &mut Vec<Entry>,
+) -> Result<(), StoreError> {
+    if start >= end {
+        return Ok(());
+    }
     // The run holding `start` is the last one that begins at or before it.
     let first = match runs.range(..=start)?.next_back() {
         Some(row) => row?.0.value(),
-        None => return Ok(out),
+        None => return Ok(()),
     };
     let corrupt = |index: u64| StoreError::Corrupt(format!("entry run at {index}"));
     let mut expected = first;
     for row in runs.range(first..end)? {
         let (key, bytes) = row?;
-        let mut index = key.value();
+        let index = key.value();
         if index != expected {
             return Err(corrupt(index));
         }
-        let mut rest = bytes.value();
-        while !rest.is_empty() {
-            let (len, tail) = rest
-                .split_first_chunk::<4>()
-                .ok_or_else(|| corrupt(index))?;
-            let len = u32::from_be_bytes(*len) as usize;
-            let body = tail.get(..len).ok_or_else(|| corrupt(index))?;
-            if index >= start && index < end {
-                out.push(
-                    Entry::new(body.to_vec())
-                        .map_err(|e| StoreError::Corrupt(format!("entry {index}: {e}")))?,
-                );
-            }
-            rest = &tail[len..];
-            index += 1;
-        }
-        expected = index;
+        expected = push_run_entries(bytes.value(), index, start..end, out)?;
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Pushes the entries of one run (each a 4-byte big-endian length, then
+/// the bytes) numbered `first..` that lie in `wanted` onto `out`; returns
+/// the number after the run's last entry.
+fn push_run_entries(
+    run: &[u8],
+    first: u64,
+    wanted: std::ops::Range<u64>,
+    out: &mut Vec<Entry>,
+) -> Result<u64, StoreError> {
+    let mut rest = run;
+    let mut index = first;
+    let corrupt =
+        |index: u64| StoreError::Corrupt(format!("run of entries at {first}, entry {index}"));
+    while !rest.is_empty() {
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| corrupt(index))?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let body = tail.get(..len).ok_or_else(|| corrupt(index))?;
+        if wanted.contains(&index) {
+            out.push(
+                Entry::new(body.to_vec())
+                    .map_err(|e| StoreError::Corrupt(format!("entry {index}: {e}")))?,
+            );
+        }
+        rest = &tail[len..];
+        index += 1;
+    }
+    Ok(index)
 }
 
 /// Appends `hashes` at stored-hash positions `first..`, rewriting the
@@ -1180,25 +1280,139 @@ fn find_in_row(row: &[u8], leaf: &Hash) -> Result<Option<u64>, StoreError> {
     Ok(None)
 }
 
-/// Stores one voted block's encoding as parts `0..` of at most
-/// [`VOTED_PART_BYTES`].
-fn put_voted(
+/// The `block_parts` part number of the run whose first entry is at
+/// `offset` in its block (part 0 is the header).
+fn run_part(offset: u64) -> u32 {
+    u32::try_from(offset + 1).expect("a block holds far fewer than 2^32 entries")
+}
+
+/// Writes `block` into `block_parts`: its header as part 0, then its
+/// entries in runs (a 4-byte big-endian length, then the bytes, each),
+/// a run of at most [`BLOCK_PART_BYTES`] unless it is one larger entry.
+fn put_block(
+    parts: &mut redb::Table<(u64, [u8; 32], u32), &[u8]>,
+    id: &Hash,
+    block: &Block,
+    scratch: &mut Vec<u8>,
+) -> Result<(), StoreError> {
+    let key = |part| (block.round, id.0, part);
+    scratch.clear();
+    wire::encode_into(&crate::consensus::crypto::header_of(block), scratch);
+    parts.insert(key(0), scratch.as_slice())?;
+    scratch.clear();
+    let mut run_first = 0;
+    for (offset, entry) in block.entries.iter().enumerate() {
+        if offset != run_first && scratch.len() + 4 + entry.len() > BLOCK_PART_BYTES {
+            parts.insert(key(run_part(run_first as u64)), scratch.as_slice())?;
+            scratch.clear();
+            run_first = offset;
+        }
+        scratch.extend_from_slice(&(entry.len() as u32).to_be_bytes());
+        scratch.extend_from_slice(entry);
+    }
+    if !block.entries.is_empty() {
+        parts.insert(key(run_part(run_first as u64)), scratch.as_slice())?;
+    }
+    Ok(())
+}
+
+/// Reads the entries at offsets `from..end` of the block (`round`, `id`)
+/// of `count` entries into `out`. A missing or misplaced run is
+/// corruption: runs are written in the transaction that refers to them.
+fn read_block_entries(
+    parts: &impl ReadableTable<(u64, [u8; 32], u32), &'static [u8]>,
+    (round, id): (u64, [u8; 32]),
+    count: u64,
+    from: u64,
+    end: u64,
+    out: &mut Vec<Entry>,
+) -> Result<(), StoreError> {
+    let corrupt = |offset: u64| {
+        StoreError::Corrupt(format!(
+            "block of round {round} lacks its run at entry {offset}"
+        ))
+    };
+    let end = end.min(count);
+    if from >= end {
+        return Ok(());
+    }
+    // The run holding `from` is the last one that begins at or before it.
+    let from_part = u32::try_from(from + 1).map_err(|_| corrupt(from))?;
+    let first = match parts
+        .range((round, id, 1)..=(round, id, from_part))?
+        .next_back()
+    {
+        Some(row) => row?.0.value().2,
+        None => return Err(corrupt(from)),
+    };
+    let mut offset = u64::from(first) - 1;
+    for row in parts.range((round, id, first)..=(round, id, u32::MAX))? {
+        if offset >= end {
+            break;
+        }
+        let (key, bytes) = row?;
+        if u64::from(key.value().2) != offset + 1 {
+            return Err(corrupt(offset));
+        }
+        offset = push_run_entries(bytes.value(), offset, from..end, out)?;
+    }
+    if offset < end || (end == count && offset != count) {
+        return Err(corrupt(offset));
+    }
+    Ok(())
+}
+
+/// The block (`round`, `id`) of `count` entries read back from
+/// `block_parts`.
+fn read_block(
+    parts: &impl ReadableTable<(u64, [u8; 32], u32), &'static [u8]>,
+    (round, id): (u64, [u8; 32]),
+    count: u64,
+) -> Result<Block, StoreError> {
+    let header = parts
+        .get((round, id, 0))?
+        .ok_or_else(|| StoreError::Corrupt(format!("block of round {round} lacks its header")))?;
+    let mut block: Block = decode(header.value(), "block header")?;
+    let mut entries = Vec::with_capacity(count as usize);
+    read_block_entries(parts, (round, id), count, 0, count, &mut entries)?;
+    block.entries =
+        BoundedVec::new(entries).map_err(|e| StoreError::Corrupt(format!("block: {e}")))?;
+    Ok(block)
+}
+
+/// The voted blocks not settled by a commit yet, oldest round first.
+fn read_voted(read: &redb::ReadTransaction) -> Result<Vec<Block>, StoreError> {
+    let parts = read.open_table(BLOCK_PARTS)?;
+    let mut blocks = Vec::new();
+    for row in read.open_table(VOTED)?.iter()? {
+        let (key, count) = row?;
+        blocks.push(read_block(&parts, key.value(), count.value())?);
+    }
+    Ok(blocks)
+}
+
+/// Stores one voted block's encoding as layout 4 did: parts `0..` of at
+/// most [`BLOCK_PART_BYTES`] (for the layout 3 migration, which layout 4's
+/// then completes).
+fn put_voted_v4(
     table: &mut redb::Table<(u64, [u8; 32], u32), &[u8]>,
     round: u64,
     id: &Hash,
     encoded: &[u8],
 ) -> Result<(), StoreError> {
-    for (part, bytes) in encoded.chunks(VOTED_PART_BYTES).enumerate() {
+    for (part, bytes) in encoded.chunks(BLOCK_PART_BYTES).enumerate() {
         let part = u32::try_from(part).expect("a block is far below 2^32 parts");
         table.insert((round, id.0, part), bytes)?;
     }
     Ok(())
 }
 
-/// The voted blocks, each reassembled from its parts (in key order, so
-/// oldest round first). Parts are written in one transaction, so a gap is
-/// corruption, not a torn write.
-fn read_voted(read: &redb::ReadTransaction) -> Result<Vec<Block>, StoreError> {
+/// Layout 4's voted blocks with their ids, each reassembled from its
+/// parts. Parts were written in one transaction, so a gap is corruption,
+/// not a torn write.
+fn read_voted_v4(
+    table: &impl ReadableTable<(u64, [u8; 32], u32), &'static [u8]>,
+) -> Result<Vec<(Hash, Block)>, StoreError> {
     /// The block being reassembled.
     struct Partial {
         round: u64,
@@ -1206,9 +1420,12 @@ fn read_voted(read: &redb::ReadTransaction) -> Result<Vec<Block>, StoreError> {
         next_part: u32,
         encoded: Vec<u8>,
     }
+    let finish = |p: Partial| -> Result<(Hash, Block), StoreError> {
+        Ok((Hash(p.id), decode(&p.encoded, "voted block")?))
+    };
     let mut blocks = Vec::new();
     let mut current: Option<Partial> = None;
-    for row in read.open_table(VOTED_PARTS)?.iter()? {
+    for row in table.iter()? {
         let (key, bytes) = row?;
         let (round, id, part) = key.value();
         if let Some(p) = &mut current {
@@ -1236,26 +1453,46 @@ fn read_voted(read: &redb::ReadTransaction) -> Result<Vec<Block>, StoreError> {
             encoded: bytes.value().to_vec(),
         };
         if let Some(done) = current.replace(next) {
-            blocks.push(decode(&done.encoded, "voted block")?);
+            blocks.push(finish(done)?);
         }
     }
     if let Some(done) = current {
-        blocks.push(decode(&done.encoded, "voted block")?);
+        blocks.push(finish(done)?);
     }
     Ok(blocks)
 }
 
+/// Layout 4 kept voted blocks CBOR-encoded in `voted_parts`; they move
+/// into `block_parts` (listed in `voted`) and the old table goes.
+fn migrate_voted_v4(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let blocks = read_voted_v4(&txn.open_table(VOTED_PARTS_V4)?)?;
+    {
+        let mut parts = txn.open_table(BLOCK_PARTS)?;
+        let mut voted = txn.open_table(VOTED)?;
+        let mut scratch = Vec::new();
+        for (id, block) in &blocks {
+            let count = block.entries.len() as u64;
+            if voted.insert((block.round, id.0), count)?.is_none() {
+                put_block(&mut parts, id, block, &mut scratch)?;
+            }
+        }
+    }
+    txn.delete_table(VOTED_PARTS_V4)?;
+    Ok(())
+}
+
 /// Layouts 2 and 3 kept each voted block as one value in `voted`; they
-/// are moved into `voted_parts` and the old table goes.
+/// are moved into layout 4's `voted_parts` and the old table goes, before
+/// [`migrate_voted_v4`] runs.
 fn migrate_voted_v3(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     const VOTED_V3: TableDefinition<(u64, [u8; 32]), &[u8]> = TableDefinition::new("voted");
     {
         let old = txn.open_table(VOTED_V3)?;
-        let mut parts = txn.open_table(VOTED_PARTS)?;
+        let mut parts = txn.open_table(VOTED_PARTS_V4)?;
         for row in old.iter()? {
             let (key, bytes) = row?;
             let (round, id) = key.value();
-            put_voted(&mut parts, round, &Hash(id), bytes.value())?;
+            put_voted_v4(&mut parts, round, &Hash(id), bytes.value())?;
         }
     }
     txn.delete_table(VOTED_V3)?;
@@ -1853,14 +2090,14 @@ mod tests {
     }
 
     #[test]
-    fn entry_runs_split_at_tiles_and_read_back_any_range() {
+    fn entries_read_back_from_their_blocks_in_any_range() {
         let dir = tempdir();
         let path = dir.join("db.redb");
         let mut tree = merkle::MemoryTree::new();
         let store = Store::open(&path, 1).unwrap();
-        // Blocks of 300, 100, 1 and 600 entries: runs start at 0, 256, 300,
-        // 400, 401, 512, 768 and 1000.
-        for per_block in [300, 100, 1, 600] {
+        // Blocks of 300, 100, 0 (no row in `block_starts`), 1 and 600
+        // entries.
+        for per_block in [300, 100, 0, 1, 600] {
             commit_blocks(&store, &mut tree, 1, per_block);
         }
         let size = tree.size();
@@ -1872,6 +2109,7 @@ mod tests {
             (400, 1),
             (0, 1001),
             (990, 50),
+            (1000, 1),
             (1001, 5),
         ] {
             let got = store.entries(start, count).unwrap();
@@ -1884,20 +2122,20 @@ mod tests {
                 .collect();
             assert_eq!(got, expected, "entries({start}, {count})");
         }
-        let blocks = store.committed_blocks(1, 4).unwrap();
+        let blocks = store.committed_blocks(1, 5).unwrap();
         let counts: Vec<usize> = blocks.iter().map(|b| b.entries.len()).collect();
-        assert_eq!(counts, [300, 100, 1, 600]);
-        assert_eq!(&blocks[3].entries[599][..], b"entry 1000");
+        assert_eq!(counts, [300, 100, 0, 1, 600]);
+        assert_eq!(&blocks[4].entries[599][..], b"entry 1000");
     }
 
     #[test]
-    fn entry_runs_fit_a_page_unless_one_entry_is_larger() {
+    fn block_runs_fit_a_page_unless_one_entry_is_larger() {
         let dir = tempdir();
         let store = Store::open(&dir.join("db.redb"), 1).unwrap();
         let mut tree = merkle::MemoryTree::new();
-        // 256-byte entries fill a tile past a page; a 65,536-byte entry (the largest)
+        // 256-byte entries fill a page; a 65,536-byte entry (the largest)
         // must still get a row of its own.
-        let sizes: Vec<usize> = (0..300)
+        let sizes: Vec<usize> = (0..600)
             .map(|i| if i == 100 { 65_536 } else { 256 })
             .collect();
         let payloads: Vec<Vec<u8>> = sizes
@@ -1918,24 +2156,26 @@ mod tests {
             })
             .unwrap();
         let read = store.db.begin_read().unwrap();
-        let runs = read.open_table(ENTRY_RUNS).unwrap();
-        let mut starts = Vec::new();
-        for row in runs.iter().unwrap() {
-            let (start, bytes) = row.unwrap();
+        let parts = read.open_table(BLOCK_PARTS).unwrap();
+        let mut numbers = Vec::new();
+        for row in parts.iter().unwrap() {
+            let (key, bytes) = row.unwrap();
+            let part = key.value().2;
             let len = bytes.value().len();
             assert!(
-                len <= ENTRY_RUN_MAX_BYTES || start.value() == 100,
-                "run at {} has {len} bytes",
-                start.value()
+                len <= BLOCK_PART_BYTES || part == 101,
+                "part {part} has {len} bytes"
             );
-            starts.push(start.value());
+            numbers.push(part);
         }
-        // 251 entries of 260 bytes fill a page; the big one stands alone.
-        assert_eq!(starts, [0, 100, 101, 256]);
-        let got = store.entries(0, 300).unwrap();
+        // The header; 100 entries; the big one alone; then 251 entries of
+        // 260 bytes fill a page.
+        assert_eq!(numbers, [0, 1, 101, 102, 353]);
+        let got = store.entries(0, 600).unwrap();
         let got: Vec<Vec<u8>> = got.iter().map(|e| e.to_vec()).collect();
         assert_eq!(got, payloads);
         assert_eq!(store.entries(99, 3).unwrap()[1].len(), 65_536);
+        assert_eq!(store.entries(352, 2).unwrap()[1][..8], 353u64.to_be_bytes());
     }
 
     #[test]
@@ -2240,45 +2480,49 @@ mod tests {
         ));
     }
 
-    /// A voted block larger than a part is stored in parts and comes back
-    /// whole, in round order with the blocks around it; a lost part is
+    fn stored_schema(read: &redb::ReadTransaction) -> Option<u64> {
+        let meta = read.open_table(META).unwrap();
+        meta.get(META_SCHEMA).unwrap().map(|v| v.value())
+    }
+
+    /// Writes `blocks` as voted, with the genesis safety state.
+    fn vote(store: &Store, blocks: &[&Block]) {
+        store
+            .write(&WriteBatch {
+                safety: Some(SafetyState::genesis(1)),
+                voted_blocks: blocks
+                    .iter()
+                    .map(|b| {
+                        let id = crate::consensus::crypto::block_id(b);
+                        (id, std::sync::Arc::new((*b).clone()))
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+
+    /// A voted block larger than a page is stored in runs and comes back
+    /// whole, in round order with the blocks around it; a lost run is
     /// corruption, not a shorter block.
     #[test]
-    fn voted_blocks_are_stored_in_parts_and_reassembled() {
+    fn voted_blocks_are_stored_in_runs_and_reassembled() {
         let dir = tempdir();
         let path = dir.join("db.redb");
-        let big_entry = vec![7u8; 40_000];
-        let entries: Vec<&[u8]> = vec![big_entry.as_slice(); 5];
+        let entry = vec![7u8; 256];
+        let entries: Vec<&[u8]> = vec![entry.as_slice(); 700];
         let big = block(5, Hash([2; 32]), &entries);
         let small_before = block(4, Hash([1; 32]), &[b"a"]);
         let small_after = block(6, Hash([3; 32]), &[b"b"]);
         let id = |b: &Block| crate::consensus::crypto::block_id(b);
         let big_id = id(&big);
-        let parts = wire::encode(&big).len().div_ceil(VOTED_PART_BYTES) as u32;
-        assert!(parts >= 3, "the test block must span several parts");
         {
             let store = Store::open(&path, 1).unwrap();
-            store
-                .write(&WriteBatch {
-                    safety: Some(SafetyState::genesis(1)),
-                    voted_blocks: [&small_after, &big, &small_before]
-                        .into_iter()
-                        .map(|b| (id(b), std::sync::Arc::new(b.clone())))
-                        .collect(),
-                    ..Default::default()
-                })
-                .unwrap();
+            vote(&store, &[&small_after, &big, &small_before]);
             let read = store.db.begin_read().unwrap();
-            let table = read.open_table(VOTED_PARTS).unwrap();
-            assert_eq!(table.len().unwrap(), u64::from(parts) + 2);
-            // Each part fills its page: whole, the ~200 KB block took a
-            // 256 KiB page, a quarter of it padding.
-            let stats = table.stats().unwrap();
-            assert!(
-                stats.fragmented_bytes() < 8192,
-                "{} bytes of padding",
-                stats.fragmented_bytes()
-            );
+            let table = read.open_table(BLOCK_PARTS).unwrap();
+            // Headers, and runs of 251 + 251 + 198 entries and of one.
+            assert_eq!(table.len().unwrap(), 3 + 3 + 2);
         }
         let store = Store::open(&path, 1).unwrap();
         let recovered = store.recover(1, 100, usize::MAX).unwrap();
@@ -2286,12 +2530,13 @@ mod tests {
             recovered.voted_blocks,
             vec![small_before.clone(), big.clone(), small_after.clone()]
         );
-        // Remove a middle part: recovery must refuse, not decode a prefix.
+        // Remove a middle run: recovery must refuse, not decode a prefix.
         let txn = store.db.begin_write().unwrap();
-        txn.open_table(VOTED_PARTS)
+        txn.open_table(BLOCK_PARTS)
             .unwrap()
-            .remove((5, big_id.0, 1))
-            .unwrap();
+            .remove((5, big_id.0, 252))
+            .unwrap()
+            .expect("the second run starts at entry 251");
         txn.commit().unwrap();
         assert!(matches!(
             store.recover(1, 100, usize::MAX),
@@ -2299,10 +2544,187 @@ mod tests {
         ));
     }
 
-    /// Layout 3 kept each voted block whole in `voted`: opening moves them
-    /// into parts, drops the old table and records layout 4.
+    /// A voted block that commits keeps the rows its vote wrote (the
+    /// commit writes no entries); a voted block its round's commit passed
+    /// by goes; one of a later round stays voted.
     #[test]
-    fn a_layout_3_database_has_its_voted_blocks_moved_into_parts() {
+    fn a_voted_block_is_written_once_and_read_from_its_vote_after_commit() {
+        let dir = tempdir();
+        let path = dir.join("db.redb");
+        let mut tree = merkle::MemoryTree::new();
+        let commit = committed(&mut tree, 1, Hash([0; 32]), &[b"one", b"two"]);
+        let fork = block(1, Hash([9; 32]), &[b"fork"]);
+        let later = block(3, commit.block_id, &[b"later"]);
+        let id = |b: &Block| crate::consensus::crypto::block_id(b);
+        let store = Store::open(&path, 1).unwrap();
+        vote(&store, &[commit.block.as_ref(), &fork, &later]);
+        // Change the voted run in place: if the commit wrote the block's
+        // entries again, the change would be undone.
+        let txn = store.db.begin_write().unwrap();
+        let mut marked = Vec::new();
+        for entry in [&b"ONE"[..], b"TWO"] {
+            marked.extend_from_slice(&(entry.len() as u32).to_be_bytes());
+            marked.extend_from_slice(entry);
+        }
+        txn.open_table(BLOCK_PARTS)
+            .unwrap()
+            .insert((1, commit.block_id.0, 1), marked.as_slice())
+            .unwrap()
+            .expect("the vote wrote the run");
+        txn.commit().unwrap();
+        store
+            .write(&WriteBatch {
+                commits: vec![commit.clone()],
+                ..Default::default()
+            })
+            .unwrap();
+        drop(store);
+        let store = Store::open(&path, 1).unwrap();
+        let texts =
+            |entries: Vec<Entry>| -> Vec<Vec<u8>> { entries.iter().map(|e| e.to_vec()).collect() };
+        assert_eq!(texts(store.entries(0, 2).unwrap()), [b"ONE", b"TWO"]);
+        let recovered = store.recover(1, 100, usize::MAX).unwrap();
+        assert_eq!(recovered.voted_blocks, vec![later.clone()]);
+        assert_eq!(recovered.committed_blocks.len(), 1);
+        let read = store.db.begin_read().unwrap();
+        let parts = read.open_table(BLOCK_PARTS).unwrap();
+        let fork_id = id(&fork).0;
+        assert!(
+            parts
+                .range((1, fork_id, 0)..=(1, fork_id, u32::MAX))
+                .unwrap()
+                .next()
+                .is_none(),
+            "the settled fork's rows are gone"
+        );
+        let voted: Vec<_> = read
+            .open_table(VOTED)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|row| row.unwrap().0.value())
+            .collect();
+        assert_eq!(voted, [(3, id(&later).0)]);
+    }
+
+    /// A committed block whose runs are gone is corruption, never a
+    /// shorter log or a shorter block.
+    #[test]
+    fn a_committed_block_without_its_runs_is_corruption() {
+        let dir = tempdir();
+        let mut tree = merkle::MemoryTree::new();
+        let store = Store::open(&dir.join("db.redb"), 1).unwrap();
+        commit_blocks(&store, &mut tree, 2, 3);
+        let second = store.committed_blocks(2, 1).unwrap().remove(0);
+        let second_id = crate::consensus::crypto::block_id(&second);
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(BLOCK_PARTS)
+            .unwrap()
+            .remove((2, second_id.0, 1))
+            .unwrap()
+            .expect("the run exists");
+        txn.commit().unwrap();
+        assert_eq!(store.entries(0, 3).unwrap().len(), 3);
+        for (start, count) in [(0, 6), (4, 1), (5, 10)] {
+            assert!(
+                matches!(
+                    store.entries(start, count),
+                    Err(ReadError::Store(StoreError::Corrupt(_)))
+                ),
+                "entries({start}, {count})"
+            );
+        }
+        assert!(matches!(
+            store.committed_blocks(1, 2),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    /// Rewrites `store` as layout 4 kept it: committed entries in
+    /// `entry_runs` (a row per entry, a valid layout 4 run), voted blocks
+    /// CBOR-encoded in `voted_parts`.
+    fn downgrade_to_layout_4(store: Store) {
+        let entries = store.entries(0, store.tree_size()).unwrap();
+        let voted = store.recover(1, 0, 0).unwrap().voted_blocks;
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut runs = txn.open_table(ENTRY_RUNS).unwrap();
+            for (index, entry) in entries.iter().enumerate() {
+                let mut row = (entry.len() as u32).to_be_bytes().to_vec();
+                row.extend_from_slice(entry);
+                runs.insert(index as u64, row.as_slice()).unwrap();
+            }
+            let mut old = txn.open_table(VOTED_PARTS_V4).unwrap();
+            for b in &voted {
+                let id = crate::consensus::crypto::block_id(b);
+                put_voted_v4(&mut old, b.round, &id, &wire::encode(b)).unwrap();
+            }
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert(META_SCHEMA, 4).unwrap();
+            meta.remove(META_LEGACY_END).unwrap();
+        }
+        txn.delete_table(BLOCK_PARTS).unwrap();
+        txn.delete_table(VOTED).unwrap();
+        txn.delete_table(BLOCK_STARTS).unwrap();
+        txn.commit().unwrap();
+    }
+
+    /// Layout 4 copied committed entries into `entry_runs`: they stay
+    /// there and are read from there, new commits' entries stay in their
+    /// blocks, and reads across the boundary see one log.
+    #[test]
+    fn a_layout_4_database_keeps_its_entries_and_grows_in_layout_5() {
+        let dir = tempdir();
+        let path = dir.join("db.redb");
+        let mut tree = merkle::MemoryTree::new();
+        let voted = block(50, Hash([6; 32]), &[b"voted"]);
+        {
+            let store = Store::open(&path, 1).unwrap();
+            commit_blocks(&store, &mut tree, 3, 5);
+            vote(&store, &[&voted]);
+            downgrade_to_layout_4(store);
+        }
+        let check = |store: &Store, size: u64| {
+            let got: Vec<String> = store
+                .entries(0, 100)
+                .unwrap()
+                .iter()
+                .map(|e| String::from_utf8(e.to_vec()).unwrap())
+                .collect();
+            let expected: Vec<String> = (0..size).map(|i| format!("entry {i}")).collect();
+            assert_eq!(got, expected);
+            let across: Vec<_> = store.entries(13, 4).unwrap();
+            assert_eq!(across.len() as u64, 4.min(size - 13));
+            let blocks = store.committed_blocks(1, 10).unwrap();
+            assert_eq!(blocks.len() as u64, size / 5);
+            assert!(blocks.iter().all(|b| b.entries.len() == 5));
+            assert_eq!(
+                store.recover(1, 100, usize::MAX).unwrap().voted_blocks,
+                vec![voted.clone()]
+            );
+        };
+        {
+            let store = Store::open(&path, 1).unwrap();
+            assert_eq!(store.legacy_end, 15);
+            check(&store, 15);
+            commit_blocks(&store, &mut tree, 2, 5);
+            check(&store, 25);
+            let read = store.db.begin_read().unwrap();
+            assert!(
+                read.open_table(VOTED_PARTS_V4).is_err(),
+                "the old table is gone"
+            );
+            assert_eq!(stored_schema(&read), Some(SCHEMA_VERSION));
+        }
+        let store = Store::open(&path, 1).unwrap();
+        assert_eq!(store.legacy_end, 15);
+        check(&store, 25);
+    }
+
+    /// Layout 3 kept each voted block whole in `voted`: opening moves them
+    /// into block runs, drops the old table and records layout 5.
+    #[test]
+    fn a_layout_3_database_has_its_voted_blocks_moved_into_block_runs() {
         let dir = tempdir();
         let path = dir.join("db.redb");
         let mut tree = merkle::MemoryTree::new();
@@ -2317,7 +2739,11 @@ mod tests {
         {
             let store = Store::open(&path, 1).unwrap();
             commit_blocks(&store, &mut tree, 2, 3);
-            let txn = store.db.begin_write().unwrap();
+            downgrade_to_layout_4(store);
+        }
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
             {
                 let mut old = txn.open_table(v3).unwrap();
                 for b in [&big, &small] {
@@ -2330,23 +2756,16 @@ mod tests {
                     .insert(META_SCHEMA, 3)
                     .unwrap();
             }
-            txn.delete_table(VOTED_PARTS).unwrap();
+            txn.delete_table(VOTED_PARTS_V4).unwrap();
             txn.commit().unwrap();
         }
         let store = Store::open(&path, 1).unwrap();
         let recovered = store.recover(1, 100, usize::MAX).unwrap();
         assert_eq!(recovered.voted_blocks, vec![big, small]);
         assert_eq!(store.tree_size(), 6);
+        assert_eq!(&store.entries(5, 1).unwrap()[0][..], b"entry 5");
         let read = store.db.begin_read().unwrap();
-        assert_eq!(
-            read.open_table(META)
-                .unwrap()
-                .get(META_SCHEMA)
-                .unwrap()
-                .unwrap()
-                .value(),
-            SCHEMA_VERSION
-        );
+        assert_eq!(stored_schema(&read), Some(SCHEMA_VERSION));
         assert!(read.open_table(v3).is_err(), "the layout 3 table is gone");
     }
 
