@@ -823,6 +823,10 @@ impl CoreLoop {
                 round = self.replica.round(),
                 took_ms = took.as_millis() as u64,
                 commits = batch.commits.len(),
+                // redb doubles its file when it runs out of space and drops
+                // its read cache when it does: a size that just doubled
+                // points at that.
+                file_bytes = self.store.file_bytes(),
                 "slow durable write: this replica's votes and proposals waited for it"
             );
         }

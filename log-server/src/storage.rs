@@ -285,6 +285,8 @@ struct WriteScratch {
 /// writes; writes come from the driver only.
 pub struct Store {
     db: Database,
+    /// The database file, for [`Store::file_bytes`].
+    path: std::path::PathBuf,
     /// [`META_LEGACY_END`]: entries below it are read from `entry_runs`.
     legacy_end: u64,
     /// The committed tree's right edge, kept to compute the hashes each
@@ -381,6 +383,7 @@ impl Store {
         txn.commit()?;
         let store = Store {
             db,
+            path: path.to_path_buf(),
             legacy_end,
             writer: Mutex::new(CompactRange::new()),
             scratch: Default::default(),
@@ -433,6 +436,11 @@ impl Store {
             upper: &self.upper,
             txn: TxnHashes::new(read)?,
         })
+    }
+
+    /// The database file's length in bytes (0 if it cannot be read).
+    pub fn file_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
     }
 
     /// Number of committed entries.
