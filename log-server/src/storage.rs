@@ -560,10 +560,7 @@ impl Store {
                 let mut parts = txn.open_table(BLOCK_PARTS)?;
                 let mut voted = txn.open_table(VOTED)?;
                 for (id, block) in &batch.voted_blocks {
-                    let count = block.entries.len() as u64;
-                    if voted.insert((block.round, id.0), count)?.is_none() {
-                        put_block(&mut parts, id, block, &mut scratch.row)?;
-                    }
+                    put_voted(&mut parts, &mut voted, id, block, &mut scratch.row)?;
                 }
             }
             if !batch.commits.is_empty() {
@@ -622,7 +619,7 @@ impl Store {
                     let record = BlockRecord {
                         header: crate::consensus::crypto::header_of(&commit.block),
                         first_index: commit.first_index,
-                        entry_count: commit.block.entries.len() as u64,
+                        entry_count: count,
                     };
                     blocks.insert(commit.height, wire::encode(&record).as_slice())?;
                     meta.insert(META_HEIGHT, commit.height)?;
@@ -691,11 +688,11 @@ impl Store {
                 // round, which is past a block's round once a certificate
                 // commits it.
                 let mut settled = Vec::new();
-                for row in voted.range(..=(max_round, [0xff; 32]))? {
-                    settled.push(row?.0.value());
-                }
+                voted.retain_in(..=(max_round, [0xff; 32]), |key, _| {
+                    settled.push(key);
+                    false
+                })?;
                 for (round, id) in settled {
-                    voted.remove((round, id))?;
                     parts.retain_in((round, id, 0)..=(round, id, u32::MAX), |_, _| false)?;
                 }
             }
@@ -1345,6 +1342,22 @@ fn put_block(
     Ok(())
 }
 
+/// Records `block` as voted (with its entry count) and writes it, unless
+/// it is listed already (its rows are then written).
+fn put_voted(
+    parts: &mut redb::Table<(u64, [u8; 32], u32), &[u8]>,
+    voted: &mut redb::Table<(u64, [u8; 32]), u64>,
+    id: &Hash,
+    block: &Block,
+    scratch: &mut Vec<u8>,
+) -> Result<(), StoreError> {
+    let count = block.entries.len() as u64;
+    if voted.insert((block.round, id.0), count)?.is_none() {
+        put_block(parts, id, block, scratch)?;
+    }
+    Ok(())
+}
+
 /// Reads the entries at offsets `from..end` of the block (`round`, `id`)
 /// of `count` entries into `out`. A missing or misplaced run is
 /// corruption: runs are written in the transaction that refers to them.
@@ -1500,10 +1513,7 @@ fn migrate_voted_v4(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
         let mut voted = txn.open_table(VOTED)?;
         let mut scratch = Vec::new();
         for (id, block) in &blocks {
-            let count = block.entries.len() as u64;
-            if voted.insert((block.round, id.0), count)?.is_none() {
-                put_block(&mut parts, id, block, &mut scratch)?;
-            }
+            put_voted(&mut parts, &mut voted, id, block, &mut scratch)?;
         }
     }
     txn.delete_table(VOTED_PARTS_V4)?;
