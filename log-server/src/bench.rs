@@ -7,8 +7,11 @@
 //! verified by the client library before it counts. Printed: entries/s,
 //! commit latency percentiles (submit → verified receipts), CPU% and RSS per
 //! replica, disk bytes per entry and bytes written per entry during the
-//! run (write amplification). `--read` instead fills the log and then
-//! measures inclusion proofs served per second.
+//! run (write amplification), and from each replica's Prometheus endpoint
+//! (turned on in the configurations it writes) rounds per second, entries
+//! per committed block and durable writes per round, which tell whether
+//! the CPU went on rounds or on entries. `--read` instead fills the log
+//! and then measures inclusion proofs served per second.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -72,6 +75,100 @@ pub struct BenchArgs {
 struct Replica {
     child: Child,
     data_dir: PathBuf,
+    /// Its Prometheus endpoint, for the consensus counters.
+    metrics: std::net::SocketAddr,
+}
+
+/// A replica's consensus and storage counters at one moment, from its
+/// Prometheus endpoint: with them a run shows whether its CPU went on
+/// rounds (signatures, durable writes) or on entries.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct ConsensusCounters {
+    round: f64,
+    blocks_committed: f64,
+    store_writes: f64,
+    store_flushes: f64,
+    store_write_us: f64,
+}
+
+impl ConsensusCounters {
+    /// From a Prometheus text exposition; `None` if a counter is missing.
+    fn parse(text: &str) -> Option<Self> {
+        let value = |name: &str| {
+            text.lines().find_map(|line| {
+                let (metric, value) = line.split_once(' ')?;
+                (metric == name).then(|| value.trim().parse::<f64>().ok())?
+            })
+        };
+        Some(ConsensusCounters {
+            round: value("bftlog_round")?,
+            blocks_committed: value("bftlog_blocks_committed_total")?,
+            store_writes: value("bftlog_store_writes_total")?,
+            store_flushes: value("bftlog_store_flushes_total")?,
+            store_write_us: value("bftlog_store_write_microseconds_total")?,
+        })
+    }
+
+    /// What happened between two readings, per second of `seconds` and
+    /// per round; `None` if a counter went backwards (a restart).
+    fn between(&self, end: &Self, seconds: f64) -> Option<serde_json::Value> {
+        let delta = |a: f64, b: f64| (b >= a).then_some(b - a);
+        let rounds = delta(self.round, end.round)?;
+        let blocks = delta(self.blocks_committed, end.blocks_committed)?;
+        let writes = delta(self.store_writes, end.store_writes)?;
+        let flushes = delta(self.store_flushes, end.store_flushes)?;
+        let write_us = delta(self.store_write_us, end.store_write_us)?;
+        let per = |x: f64, y: f64| if y > 0.0 { Some(x / y) } else { None };
+        Some(json!({
+            "rounds": rounds,
+            "rounds_per_second": per(rounds, seconds),
+            "blocks_committed": blocks,
+            "durable_writes_per_round": per(writes, rounds),
+            "flushes_per_round": per(flushes, rounds),
+            "ms_per_durable_write": per(write_us / 1000.0, writes),
+        }))
+    }
+}
+
+/// `GET /metrics` from a replica (plain HTTP/1.0, so the server closes
+/// the connection after its answer).
+async fn scrape_counters(addr: std::net::SocketAddr) -> Option<ConsensusCounters> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        let text = String::from_utf8(response).ok()?;
+        let (_, body) = text.split_once("\r\n\r\n")?;
+        ConsensusCounters::parse(body)
+    };
+    tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// A TCP port on 127.0.0.1 free at the time of asking.
+fn free_tcp_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free TCP port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Turns on `replica`'s Prometheus endpoint at `addr` in its configuration
+/// file.
+fn enable_metrics(config: &Path, addr: std::net::SocketAddr) -> Result<()> {
+    let text = std::fs::read_to_string(config)?;
+    let mut table: toml::Table = toml::from_str(&text)?;
+    table.insert(
+        "metrics_listen".into(),
+        toml::Value::String(addr.to_string()),
+    );
+    std::fs::write(config, toml::to_string(&table)?)?;
+    Ok(())
 }
 
 impl Drop for Replica {
@@ -247,9 +344,13 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
             let mut replicas = Vec::new();
             for i in 0..args.replicas {
                 let log = std::fs::File::create(dir.join(format!("replica-{i}.log")))?;
+                let config = dir.join(format!("replica-{i}.toml"));
+                let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
+                enable_metrics(&config, metrics)
+                    .with_context(|| format!("enabling metrics in {}", config.display()))?;
                 let child = Command::new(&exe)
                     .args(["serve", "--config"])
-                    .arg(dir.join(format!("replica-{i}.toml")))
+                    .arg(&config)
                     .env(
                         "RUST_LOG",
                         std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -261,6 +362,7 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
                 replicas.push(Replica {
                     child,
                     data_dir: dir.join(format!("replica-{i}")),
+                    metrics,
                 });
             }
             if args.keep {
@@ -293,6 +395,10 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
     let machine_start = machine_ticks();
     let cpu_start: Vec<Option<f64>> = pids.iter().map(|p| cpu_seconds(*p)).collect();
     let written_start: Vec<Option<u64>> = pids.iter().map(|p| written_bytes(*p)).collect();
+    let mut counters_start = Vec::new();
+    for r in &replicas {
+        counters_start.push(scrape_counters(r.metrics).await);
+    }
     let size_start = client.checkpoint().await?.checkpoint().size;
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.seconds);
@@ -405,6 +511,14 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
     let mut latencies: Vec<Duration> = latencies.into_iter().map(|(_, l)| l).collect();
     latencies.sort();
     let size_end = client.checkpoint().await?.checkpoint().size;
+    let mut consensus = Vec::new();
+    for (r, start) in replicas.iter().zip(&counters_start) {
+        let end = scrape_counters(r.metrics).await;
+        consensus.push(match (start, end) {
+            (Some(a), Some(b)) => a.between(&b, elapsed),
+            _ => None,
+        });
+    }
     let per_replica: Vec<serde_json::Value> = replicas
         .iter()
         .enumerate()
@@ -427,6 +541,8 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
                 // Written during the run (write calls), for write
                 // amplification: compare with the entries committed.
                 "written_bytes": written,
+                // Rounds, durable writes and flushes during the run.
+                "consensus": consensus[i],
             })
         })
         .collect();
@@ -522,6 +638,22 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
                 r["rss_mib"].as_f64().unwrap_or(f64::NAN),
                 r["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
                 r["disk_bytes"]
+            );
+        }
+        if let Some(c) = report["per_replica"][0]["consensus"].as_object() {
+            let f = |k: &str| c.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+            let blocks = f("blocks_committed");
+            println!(
+                "consensus (replica 0): {:.0} rounds/s, {:.0} entries per committed block, {:.1} durable writes ({:.1} flushed) per round, {:.2} ms per write",
+                f("rounds_per_second"),
+                if blocks > 0.0 {
+                    committed / blocks
+                } else {
+                    f64::NAN
+                },
+                f("durable_writes_per_round"),
+                f("flushes_per_round"),
+                f("ms_per_durable_write")
             );
         }
         if let Some(worst) = timeline.iter().max_by(|a, b| a.max_ms.total_cmp(&b.max_ms)) {
@@ -686,5 +818,66 @@ impl Drop for TempDir {
         if self.1 {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXPOSITION: &str = "# HELP bftlog_round The current round.\n\
+        # TYPE bftlog_round gauge\n\
+        bftlog_blocks_committed_total 40\n\
+        bftlog_store_writes_total 90\n\
+        bftlog_store_flushes_total 60\n\
+        bftlog_store_write_microseconds_total 45000\n\
+        bftlog_store_writes_slow_total 7\n\
+        bftlog_rejected_messages_total{reason=\"stale\"} 3\n\
+        bftlog_round 45\n";
+
+    #[test]
+    fn counters_are_read_by_exact_name() {
+        let c = ConsensusCounters::parse(EXPOSITION).unwrap();
+        assert_eq!(
+            c,
+            ConsensusCounters {
+                round: 45.0,
+                blocks_committed: 40.0,
+                store_writes: 90.0,
+                store_flushes: 60.0,
+                store_write_us: 45000.0,
+            }
+        );
+        // A missing counter is no reading, not a zero.
+        let without_round: String = EXPOSITION
+            .lines()
+            .filter(|l| !l.starts_with("bftlog_round "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(ConsensusCounters::parse(&without_round), None);
+    }
+
+    #[test]
+    fn a_run_is_the_difference_of_two_readings() {
+        let start = ConsensusCounters::parse(EXPOSITION).unwrap();
+        let end = ConsensusCounters {
+            round: 245.0,
+            blocks_committed: 240.0,
+            store_writes: 490.0,
+            store_flushes: 360.0,
+            store_write_us: 445_000.0,
+        };
+        let run = start.between(&end, 2.0).unwrap();
+        assert_eq!(run["rounds"], 200.0);
+        assert_eq!(run["rounds_per_second"], 100.0);
+        assert_eq!(run["blocks_committed"], 200.0);
+        assert_eq!(run["durable_writes_per_round"], 2.0);
+        assert_eq!(run["flushes_per_round"], 1.5);
+        assert_eq!(run["ms_per_durable_write"], 1.0);
+        // A replica that restarted during the run has no figures.
+        assert_eq!(end.between(&start, 2.0), None);
+        // No rounds: no per-round figures, still a reading.
+        let idle = start.between(&start, 2.0).unwrap();
+        assert_eq!(idle["durable_writes_per_round"], serde_json::Value::Null);
     }
 }

@@ -323,3 +323,66 @@ fn dev_runs_a_local_cluster_and_resumes_it() {
     let entry = std::fs::read(dir.join("sample-record")).unwrap();
     check(&policy, &proof, &entry);
 }
+
+/// `bftlog bench` end to end on a small load: its own cluster of
+/// processes, every receipt verified, and figures that add up.
+#[test]
+fn bench_reports_appends_rounds_and_proofs() {
+    let out = bftlog(&[
+        "--json",
+        "bench",
+        "--seconds",
+        "2",
+        "--clients",
+        "4",
+        "--batch",
+        "16",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["replicas"], 4);
+    assert_eq!(report["append_errors"], 0, "{report}");
+    let entries = report["entries"].as_u64().unwrap();
+    assert!(entries > 0 && entries % 16 == 0, "{report}");
+    // Every appended entry is in the tree (plus the warm-up entry).
+    let size = &report["tree_size"];
+    assert!(size["end"].as_u64().unwrap() >= size["start"].as_u64().unwrap() + entries);
+    let latency = &report["latency_ms"];
+    assert!(latency["p50"].as_f64().unwrap() > 0.0);
+    assert!(latency["p50"].as_f64() <= latency["p99"].as_f64());
+    let replicas = report["per_replica"].as_array().unwrap();
+    assert_eq!(replicas.len(), 4);
+    for r in replicas {
+        assert!(r["rss_mib"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["written_bytes"].as_u64().unwrap() > 0, "{r}");
+        // The counters come from the replica's own metrics endpoint.
+        let c = &r["consensus"];
+        let blocks = c["blocks_committed"].as_f64().unwrap();
+        assert!(
+            blocks >= 1.0 && c["rounds"].as_f64().unwrap() >= blocks,
+            "{r}"
+        );
+        // Each round that committed wrote at least once, flushed or not.
+        assert!(c["durable_writes_per_round"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(c["flushes_per_round"].as_f64() <= c["durable_writes_per_round"].as_f64());
+    }
+
+    for per_request in ["1", "8"] {
+        let out = bftlog(&[
+            "--json",
+            "bench",
+            "--read",
+            "--log-size",
+            "3000",
+            "--seconds",
+            "1",
+            "--clients",
+            "2",
+            "--proofs-per-request",
+            per_request,
+        ]);
+        let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(report["mode"], "read");
+        assert!(report["tree_size"].as_u64().unwrap() >= 3000, "{report}");
+        assert!(report["proofs"].as_u64().unwrap() > 0, "{report}");
+    }
+}
