@@ -10,8 +10,9 @@
 //! run (write amplification), and from each replica's Prometheus endpoint
 //! (turned on in the configurations it writes) rounds per second, entries
 //! per committed block and durable writes per round, which tell whether
-//! the CPU went on rounds or on entries. `--read` instead fills the log
-//! and then measures inclusion proofs served per second.
+//! the CPU went on rounds or on entries. The replicas it starts get the
+//! machine's cores divided among them as tokio workers. `--read` instead
+//! fills the log and then measures inclusion proofs served per second.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -341,6 +342,15 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
                 free_port_base(args.replicas as u16),
             )?;
             let exe = std::env::current_exe().context("locating the bftlog binary")?;
+            // The replicas share this machine's cores: each gets its share
+            // of tokio workers (at least one) rather than one per core, so
+            // that n runtimes do not each wake a worker per core. Measured
+            // in docs/performance.md, session 17. A TOKIO_WORKER_THREADS
+            // already set is passed on unchanged.
+            let workers = std::env::var("TOKIO_WORKER_THREADS").unwrap_or_else(|_| {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                (cores / args.replicas.max(1)).max(1).to_string()
+            });
             let mut replicas = Vec::new();
             for i in 0..args.replicas {
                 let log = std::fs::File::create(dir.join(format!("replica-{i}.log")))?;
@@ -355,6 +365,7 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
                         "RUST_LOG",
                         std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
                     )
+                    .env("TOKIO_WORKER_THREADS", &workers)
                     .stdout(Stdio::null())
                     .stderr(log)
                     .spawn()
