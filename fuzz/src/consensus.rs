@@ -117,8 +117,17 @@ struct Node {
     unacked: VecDeque<PersistRequest>,
     durable_safety: SafetyState,
     durable_voted: BTreeMap<u64, Vec<Block>>,
-    /// Committed blocks (durable once committed, as in the simulator).
+    /// Committed blocks that are durable.
     committed: Vec<Block>,
+    /// Commits not durable yet, each with the token of the write that
+    /// makes it durable: the write of its own step, or else the next one.
+    /// The driver stores a step's commits in that step's transaction and
+    /// flushes it only if it holds safety state or voted blocks, so a
+    /// crash loses commits no flushed write has covered (as in the
+    /// simulator). Lost in a crash. Mode 1 only; see [`Node::drain`].
+    pending_commits: Vec<(u64, Block)>,
+    /// The token of this incarnation's latest write request.
+    last_token: u64,
     restarts: u64,
     quorums: u64,
 }
@@ -134,15 +143,23 @@ impl Node {
             durable_safety,
             durable_voted: BTreeMap::new(),
             committed: Vec::new(),
+            pending_commits: Vec::new(),
+            last_token: 0,
             restarts: 0,
             quorums: 0,
         }
     }
 
-    /// Crash (unacknowledged writes are lost) and restart from disk.
-    fn restart(&mut self, cfg: &Config, now: Duration) {
+    /// Crash (unacknowledged writes and the commits they would have made
+    /// durable are lost) and restart from disk. The checker learns the
+    /// durable log's size: lost commits come again and are checked again.
+    fn restart(&mut self, cfg: &Config, now: Duration, checker: &mut Checker) {
         self.unacked.clear();
+        self.pending_commits.clear();
+        self.last_token = 0;
         self.restarts += 1;
+        let durable_size: usize = self.committed.iter().map(|b| b.entries.len()).sum();
+        checker.restarted(self.id, durable_size as u64);
         self.replica = start(
             cfg,
             self.id,
@@ -163,6 +180,16 @@ impl Node {
                     .entry(b.round)
                     .or_default()
                     .push(Block::clone(&b));
+            }
+            let durable = self
+                .pending_commits
+                .iter()
+                .take_while(|(token, _)| *token <= p.token)
+                .count();
+            for (_, block) in self.pending_commits.drain(..durable) {
+                // The store drops the voted blocks its commits settle.
+                self.durable_voted = self.durable_voted.split_off(&(block.round + 1));
+                self.committed.push(block);
             }
             self.replica.handle_persisted(p.token);
         }
@@ -193,14 +220,33 @@ impl Node {
         honest_peers: bool,
     ) -> Vec<Outgoing> {
         let mut sent = Vec::new();
+        // This step's write request, if it made one: its commits share
+        // that transaction.
+        let mut step_write = None;
         loop {
             if let Some(p) = self.replica.poll_persist() {
+                step_write = Some(p.token);
+                self.last_token = p.token;
                 self.unacked.push_back(p);
                 continue;
             }
             if let Some(c) = self.replica.poll_commit() {
-                self.committed.push(Block::clone(&c.block));
-                self.durable_voted = self.durable_voted.split_off(&(c.block.round + 1));
+                if honest_peers {
+                    let durable_with = step_write.unwrap_or(self.last_token + 1);
+                    self.pending_commits
+                        .push((durable_with, Block::clone(&c.block)));
+                } else {
+                    // Hostile peers holding a quorum of keys could certify
+                    // a different block at the height of a commit lost in
+                    // a crash; the replica signed nothing for the lost one
+                    // (a checkpoint signature is flushed, and the flush
+                    // covers the commits before it), so that would be the
+                    // peers' doing, not a fault of its own. Commits are
+                    // durable at once here, and the checker can keep
+                    // holding the replica to a single chain.
+                    self.committed.push(Block::clone(&c.block));
+                    self.durable_voted = self.durable_voted.split_off(&(c.block.round + 1));
+                }
                 checker.committed(self.id, &c);
                 continue;
             }
@@ -910,7 +956,7 @@ impl Adversary {
             }
             18 => {
                 if input.u8().is_multiple_of(4) {
-                    self.node.restart(&self.cfg, self.now);
+                    self.node.restart(&self.cfg, self.now, &mut self.checker);
                 }
             }
             _ => {
@@ -1025,7 +1071,7 @@ pub fn cluster(input: &mut Input) -> Progress {
             13 => {
                 let i = input.below(REPLICAS);
                 if input.u8().is_multiple_of(4) {
-                    nodes[i].restart(&cfg, now);
+                    nodes[i].restart(&cfg, now, &mut checker);
                     net.retain(|m| m.to != i || input.bool());
                     flush(&mut nodes, i, &mut checker, &mut net);
                 }
