@@ -354,6 +354,13 @@ fn bench_reports_appends_rounds_and_proofs() {
     for r in replicas {
         assert!(r["rss_mib"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["written_bytes"].as_u64().unwrap() > 0, "{r}");
+        // The core thread is part of the process (ticks are 10 ms, so
+        // the two readings may differ by one).
+        let core = r["core_thread_cpu_percent"].as_f64().unwrap();
+        assert!(
+            core > 0.0 && core <= r["cpu_percent"].as_f64().unwrap() + 1.0,
+            "{r}"
+        );
         // The counters come from the replica's own metrics endpoint.
         let c = &r["consensus"];
         let blocks = c["blocks_committed"].as_f64().unwrap();
