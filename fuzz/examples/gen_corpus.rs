@@ -636,6 +636,20 @@ fn later_wire_seeds(corpus: &mut Corpus, signers: &[Signer], child: &Block, tree
             }])
             .expect("one"),
         }),
+        wire::encode(&ClientRequest::AppendMultiproof {
+            entries: BoundedVec::new(vec![entry(b"a"), entry(b"bb")]).expect("two"),
+        }),
+        wire::encode(&ClientResponse::ReceiptMultiproof {
+            checkpoint: BoundedBytes::new(
+                signed(3, tree.root(), &[0, 1, 2], true, &[])
+                    .format()
+                    .into_bytes(),
+            )
+            .expect("small"),
+            indexes: BoundedVec::new(vec![1, 2, 1]).expect("three"),
+            proof: BoundedVec::new(merkle::prove_multiproof(&[1, 2], 3, tree).expect("ok"))
+                .expect("short"),
+        }),
     ];
     for m in &client {
         corpus.add("wire_decode", m);

@@ -126,8 +126,15 @@ async fn handle_request(shared: &Arc<Shared>, request: ClientRequest) -> ClientR
     }
     let store = shared.store.clone();
     match request {
-        ClientRequest::Append { entries } => append(shared, entries.into_inner(), false).await,
-        ClientRequest::AppendBatch { entries } => append(shared, entries.into_inner(), true).await,
+        ClientRequest::Append { entries } => {
+            append(shared, entries.into_inner(), ReceiptForm::Whole).await
+        }
+        ClientRequest::AppendBatch { entries } => {
+            append(shared, entries.into_inner(), ReceiptForm::Parts).await
+        }
+        ClientRequest::AppendMultiproof { entries } => {
+            append(shared, entries.into_inner(), ReceiptForm::Multiproof).await
+        }
         ClientRequest::GetCheckpoint => match served_checkpoint(&store, &shared.cfg.cluster) {
             Ok(Some((_, note))) => ClientResponse::Checkpoint {
                 note: BoundedBytes::new(note.into_bytes()).expect("stored notes are bounded"),
@@ -238,10 +245,26 @@ fn served_checkpoint(
     }
 }
 
-/// `Append` and `AppendBatch`: submits the entries to the core loop and
-/// answers with their receipts once a stored quorum checkpoint covers them
-/// all, whole (`Receipts`) or in parts (`ReceiptBatch`).
-async fn append(shared: &Arc<Shared>, entries: Vec<wire::Entry>, parts: bool) -> ClientResponse {
+/// How an append's receipts travel (spec/wire.md, "Client protocol").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReceiptForm {
+    /// `Receipts`: each entry's tlog-proof text.
+    Whole,
+    /// `ReceiptBatch`: the note once and each entry's proof hashes.
+    Parts,
+    /// `ReceiptMultiproof`: the note once, each entry's index and one
+    /// multiproof for them all.
+    Multiproof,
+}
+
+/// `Append`, `AppendBatch` and `AppendMultiproof`: submits the entries to
+/// the core loop and answers with their receipts, in `form`, once a stored
+/// quorum checkpoint covers them all.
+async fn append(
+    shared: &Arc<Shared>,
+    entries: Vec<wire::Entry>,
+    form: ReceiptForm,
+) -> ClientResponse {
     if entries.is_empty() {
         return error(ErrorCode::Malformed, "an append needs at least one entry");
     }
@@ -262,7 +285,7 @@ async fn append(shared: &Arc<Shared>, entries: Vec<wire::Entry>, parts: bool) ->
     match outcome.await {
         Ok(AppendOutcome::Committed(indexes)) => {
             let shared = shared.clone();
-            blocking(move || receipts(&shared.store, &shared.cfg.cluster, indexes, parts)).await
+            blocking(move || receipts(&shared.store, &shared.cfg.cluster, indexes, form)).await
         }
         Ok(AppendOutcome::Rejected(code, message)) => error(code, message),
         Err(_) => error(ErrorCode::Internal, "the replica is shutting down"),
@@ -270,24 +293,38 @@ async fn append(shared: &Arc<Shared>, entries: Vec<wire::Entry>, parts: bool) ->
 }
 
 /// Receipts for committed indexes against the latest stored quorum
-/// checkpoint (which covers them: the core loop answers only then), whole
-/// or, with `parts`, as the stored note plus each entry's proof.
+/// checkpoint (which covers them: the core loop answers only then), in
+/// `form`.
 fn receipts(
     store: &crate::storage::Store,
     cluster: &crate::config::Cluster,
     indexes: Vec<u64>,
-    parts: bool,
+    form: ReceiptForm,
 ) -> ClientResponse {
     let (size, text) = match served_checkpoint(store, cluster) {
         Ok(Some(c)) => c,
         Ok(None) => return error(ErrorCode::Internal, "no checkpoint stored"),
         Err(e) => return error(ErrorCode::Internal, format!("storage: {e}")),
     };
+    if form == ReceiptForm::Multiproof {
+        let mut distinct = indexes.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let proof = match store.multiproof(&distinct, size) {
+            Ok(p) => p,
+            Err(e) => return read_error(e),
+        };
+        return ClientResponse::ReceiptMultiproof {
+            checkpoint: BoundedBytes::new(text.into_bytes()).expect("stored notes are bounded"),
+            indexes: BoundedVec::new(indexes).expect("one per appended entry"),
+            proof: BoundedVec::new(proof).expect("a multiproof of an append's entries is bounded"),
+        };
+    }
     let proofs = match store.inclusion_proofs(&indexes, size) {
         Ok(p) => p,
         Err(e) => return read_error(e),
     };
-    if parts {
+    if form == ReceiptForm::Parts {
         let receipts = indexes
             .into_iter()
             .zip(proofs)

@@ -84,8 +84,9 @@ pub struct AppendReceipt {
 enum ReceiptProof {
     /// Whole text (a `Receipts` answer).
     Text(String),
-    /// The parts of a `ReceiptBatch` answer: the batch's checkpoint note
-    /// text, shared by all its receipts, and this entry's inclusion proof.
+    /// The parts of a `ReceiptBatch` or `ReceiptMultiproof` answer: the
+    /// checkpoint note text, shared by all its receipts, and this entry's
+    /// inclusion proof.
     /// The text is formatted when asked for: an append of many entries
     /// whose caller keeps only some receipts (or none, as `bftlog bench`)
     /// does not pay for formatting all of them.
@@ -326,7 +327,7 @@ impl Client {
             .iter()
             .map(|e| Entry::new(e.clone()).map_err(|e| ClientError::Invalid(format!("entry: {e}"))))
             .collect::<Result<_, _>>()?;
-        let request = Arc::new(ClientRequest::AppendBatch {
+        let request = Arc::new(ClientRequest::AppendMultiproof {
             entries: BoundedVec::new(bounded)
                 .map_err(|e| ClientError::Invalid(format!("too many entries: {e}")))?,
         });
@@ -501,6 +502,19 @@ impl Client {
                     leaves,
                 );
             }
+            ClientResponse::ReceiptMultiproof {
+                checkpoint,
+                indexes,
+                proof,
+            } => {
+                return self.check_receipt_multiproof(
+                    replica,
+                    &checkpoint,
+                    &indexes,
+                    &proof,
+                    leaves,
+                );
+            }
             other => return Err(unexpected(replica, other)),
         };
         let verify_error = |message: String| ClientError::Verify { replica, message };
@@ -577,6 +591,43 @@ impl Client {
                 proof: ReceiptProof::Parts {
                     note_text: note_text.clone(),
                     inclusion: receipt.hashes.into_inner(),
+                },
+            })
+            .collect())
+    }
+
+    /// Receipts sent as one multiproof: the checkpoint is verified once,
+    /// the multiproof of the distinct indexes is checked against its root
+    /// with the entries' own leaf hashes, and each entry's inclusion proof
+    /// comes out of that check; the receipts are then those of a
+    /// `ReceiptBatch` answer.
+    fn check_receipt_multiproof(
+        &self,
+        replica: usize,
+        checkpoint: &[u8],
+        indexes: &[u64],
+        proof: &[Hash],
+        leaves: &[Hash],
+    ) -> Result<Vec<AppendReceipt>, ClientError> {
+        let verify_error = |message: String| ClientError::Verify { replica, message };
+        one_receipt_per_entry(replica, indexes.len(), leaves.len())?;
+        let verified = self
+            .verified_note(checkpoint)
+            .map_err(|e| verify_error(format!("checkpoint: {e}")))?;
+        let tree = verified.checkpoint();
+        let (pairs, pair_of_entry) = multiproof_pairs(indexes, leaves).map_err(verify_error)?;
+        let paths = merkle::verify_multiproof(tree.size, &tree.root, &pairs, proof)
+            .map_err(|e| verify_error(format!("receipts: {e}")))?;
+        let note_text: Arc<str> = verified.note().format().into();
+        Ok(indexes
+            .iter()
+            .zip(pair_of_entry)
+            .map(|(&index, pair)| AppendReceipt {
+                index,
+                tree_size: tree.size,
+                proof: ReceiptProof::Parts {
+                    note_text: note_text.clone(),
+                    inclusion: paths[pair].clone(),
                 },
             })
             .collect())
@@ -886,6 +937,33 @@ fn append_order(
     order
 }
 
+/// [`multiproof_pairs`]: the distinct pairs, and each entry's pair.
+type MultiproofPairs = (Vec<(u64, Hash)>, Vec<usize>);
+
+/// The distinct `(index, leaf hash)` pairs of an append's entries in index
+/// order, as a multiproof covers them, and for each entry the position of
+/// its pair. An entry appended twice has one index; one index given for
+/// two different entries is a lie (an error naming the index).
+fn multiproof_pairs(indexes: &[u64], leaves: &[Hash]) -> Result<MultiproofPairs, String> {
+    assert_eq!(indexes.len(), leaves.len(), "one index per entry");
+    let mut order: Vec<usize> = (0..indexes.len()).collect();
+    order.sort_unstable_by_key(|&i| indexes[i]);
+    let mut pairs: Vec<(u64, Hash)> = Vec::with_capacity(indexes.len());
+    let mut pair_of_entry = vec![0usize; indexes.len()];
+    for &entry in &order {
+        match pairs.last() {
+            Some(&(index, leaf)) if index == indexes[entry] => {
+                if leaf != leaves[entry] {
+                    return Err(format!("index {index} is given for two different entries"));
+                }
+            }
+            _ => pairs.push((indexes[entry], leaves[entry])),
+        }
+        pair_of_entry[entry] = pairs.len() - 1;
+    }
+    Ok((pairs, pair_of_entry))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -930,5 +1008,22 @@ mod tests {
             s = smoothed_latency_us(s, 1_000_000);
         }
         assert!(s > 990_000, "{s}");
+    }
+
+    /// Entries map to the distinct pairs a multiproof covers, in index
+    /// order; a repeated entry shares its pair; one index for two entries
+    /// is refused.
+    #[test]
+    fn multiproof_pairs_sort_share_and_refuse_one_index_for_two_entries() {
+        let leaf = |i: u8| merkle::leaf_hash(&[i]);
+        let (pairs, of_entry) =
+            multiproof_pairs(&[7, 3, 9, 3], &[leaf(1), leaf(2), leaf(3), leaf(2)]).unwrap();
+        assert_eq!(pairs, vec![(3, leaf(2)), (7, leaf(1)), (9, leaf(3))]);
+        assert_eq!(of_entry, vec![1, 0, 2, 0]);
+        assert_eq!(
+            multiproof_pairs(&[4, 4], &[leaf(1), leaf(2)]).unwrap_err(),
+            "index 4 is given for two different entries"
+        );
+        assert_eq!(multiproof_pairs(&[], &[]).unwrap(), (vec![], vec![]));
     }
 }

@@ -907,6 +907,18 @@ impl Store {
         merkle::prove_inclusions(indexes, size, &reader).map_err(|e| StoreError::from(e).into())
     }
 
+    /// The multiproof of `indexes` (strictly increasing) in the tree of
+    /// `size` leaves (spec/merkle.md, "Multiproofs").
+    pub fn multiproof(&self, indexes: &[u64], size: u64) -> Result<Vec<Hash>, ReadError> {
+        let read = self.db.begin_read()?;
+        within_committed(&read, size)?;
+        let reader = self.hashes(&read)?;
+        merkle::prove_multiproof(indexes, size, &reader).map_err(|e| match e {
+            merkle::ProveError::Multiproof(e) => ReadError::Invalid(e.to_string()),
+            e => StoreError::from(e).into(),
+        })
+    }
+
     /// The consistency proof from `old_size` to `new_size`.
     pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, ReadError> {
         let read = self.db.begin_read()?;
@@ -2022,6 +2034,13 @@ mod tests {
             );
             let indexes = [0, s / 2, s - 1];
             let batch = store.inclusion_proofs(&indexes, s).unwrap();
+            let mut distinct = indexes.to_vec();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(
+                store.multiproof(&distinct, s).unwrap(),
+                merkle::prove_multiproof(&distinct, s, &tree).unwrap()
+            );
             for (i, from_batch) in indexes.into_iter().zip(batch) {
                 let proof = store.inclusion_proof(i, s).unwrap();
                 assert_eq!(proof, merkle::prove_inclusion(i, s, &tree).unwrap());

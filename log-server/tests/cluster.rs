@@ -71,10 +71,11 @@ async fn appends_commit_with_verifiable_receipts_and_survive_a_restart() {
     let again = client.append(&entries[3..4]).await.unwrap();
     assert_eq!(again[0].index, receipts[3].index);
 
-    // `Append` (whole receipts) and `AppendBatch` (receipts in parts, what
-    // the client library sends) answer the same committed entries with the
-    // same receipts, byte for byte, when on the same checkpoint (nothing
-    // else is appended meanwhile, so it does not move).
+    // `Append` (whole receipts), `AppendBatch` (receipts in parts) and
+    // `AppendMultiproof` (one multiproof, what the client library sends)
+    // answer the same committed entries with the same receipts, byte for
+    // byte, when on the same checkpoint (nothing else is appended
+    // meanwhile, so it does not move).
     let five = BoundedVec::new(
         entries[..5]
             .iter()
@@ -85,7 +86,15 @@ async fn appends_commit_with_verifiable_receipts_and_survive_a_restart() {
     // Replica 0 may still store a newer checkpoint between the two
     // requests (it can lag the replica that answered above): retry then.
     let mut attempts = 0;
-    let (whole, checkpoint, parts) = loop {
+    // The multiproof request names entry 2 twice: it gets one index.
+    let six = BoundedVec::new(
+        [0, 1, 2, 3, 4, 2]
+            .iter()
+            .map(|&i| wire::Entry::new(entries[i].clone()).unwrap())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let (whole, checkpoint, parts, multi) = loop {
         let ClientResponse::Receipts { receipts: whole } = client
             .request(
                 0,
@@ -113,9 +122,32 @@ async fn appends_commit_with_verifiable_receipts_and_survive_a_restart() {
         else {
             panic!("an AppendBatch is answered with a ReceiptBatch");
         };
+        let ClientResponse::ReceiptMultiproof {
+            checkpoint: multi_checkpoint,
+            indexes: multi_indexes,
+            proof: multi_proof,
+        } = client
+            .request(
+                0,
+                &ClientRequest::AppendMultiproof {
+                    entries: six.clone(),
+                },
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("an AppendMultiproof is answered with a ReceiptMultiproof");
+        };
         let whole_note = TlogProof::parse(&whole[0].tlog_proof).unwrap().checkpoint;
-        if whole_note.format().as_bytes() == &checkpoint[..] || attempts == 50 {
-            break (whole, checkpoint, parts);
+        let same = whole_note.format().as_bytes() == &checkpoint[..]
+            && checkpoint[..] == multi_checkpoint[..];
+        if same || attempts == 50 {
+            break (
+                whole,
+                checkpoint,
+                parts,
+                (multi_indexes.into_inner(), multi_proof.into_inner()),
+            );
         }
         attempts += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -126,6 +158,26 @@ async fn appends_commit_with_verifiable_receipts_and_survive_a_restart() {
     for ((w, p), text) in whole.iter().zip(parts.iter()).zip(&formatted) {
         assert_eq!(w.index, p.index);
         assert_eq!(&w.tlog_proof[..], text.as_bytes());
+    }
+    let (multi_indexes, multi_proof) = multi;
+    let whole_indexes: Vec<u64> = whole.iter().map(|w| w.index).collect();
+    assert_eq!(multi_indexes[..5], whole_indexes[..]);
+    assert_eq!(multi_indexes[5], multi_indexes[2]);
+    let (_, tree) = bftlog_spec::checkpoint::parse_signed(&checkpoint).unwrap();
+    let mut pairs: Vec<(u64, merkle::Hash)> = multi_indexes[..5]
+        .iter()
+        .zip(&entries[..5])
+        .map(|(&i, e)| (i, merkle::leaf_hash(e)))
+        .collect();
+    pairs.sort();
+    let paths = merkle::verify_multiproof(tree.size, &tree.root, &pairs, &multi_proof).unwrap();
+    let from_multi = TlogProof::format_batch(
+        &note,
+        pairs.iter().zip(&paths).map(|((i, _), p)| (*i, &p[..])),
+    );
+    for w in whole.iter() {
+        let at = pairs.iter().position(|(i, _)| *i == w.index).unwrap();
+        assert_eq!(&w.tlog_proof[..], from_multi[at].as_bytes());
     }
 
     // Restart one replica: the log continues and it catches up.

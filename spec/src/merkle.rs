@@ -389,6 +389,8 @@ pub enum ProveError {
     OldSizeTooLarge { old_size: u64, new_size: u64 },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Multiproof(#[from] MultiproofError),
 }
 
 /// A subtree `[start, end)` whose MTH appears in a proof.
@@ -1051,6 +1053,170 @@ pub fn prove_consistency_path<R: HashReader + ?Sized>(
     Ok(path)
 }
 
+// ---------------------------------------------------------------------------
+// Multiproofs: the inclusion of several leaves of one tree at once
+// ---------------------------------------------------------------------------
+
+/// Why leaf indexes cannot have a multiproof, or a multiproof did not
+/// verify (spec/merkle.md, "Multiproofs").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MultiproofError {
+    #[error("a multiproof needs at least one leaf")]
+    NoLeaves,
+    #[error("leaf indexes must strictly increase: {next} follows {previous}")]
+    NotIncreasing { previous: u64, next: u64 },
+    #[error("leaf index {index} is not below tree size {size}")]
+    IndexOutOfRange { index: u64, size: u64 },
+    #[error(
+        "multiproof has {actual} hashes, these leaves of a tree of size {size} need {expected}"
+    )]
+    WrongProofLength {
+        size: u64,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("computed root {computed} does not match the expected root {expected}")]
+    RootMismatch { computed: Hash, expected: Hash },
+}
+
+/// Checks that `indexes` is a non-empty, strictly increasing list of
+/// leaves of a tree of `size`.
+fn check_multiproof_indexes(indexes: &[u64], size: u64) -> Result<(), MultiproofError> {
+    let (&last, _) = indexes.split_last().ok_or(MultiproofError::NoLeaves)?;
+    for pair in indexes.windows(2) {
+        if pair[0] >= pair[1] {
+            return Err(MultiproofError::NotIncreasing {
+                previous: pair[0],
+                next: pair[1],
+            });
+        }
+    }
+    if last >= size {
+        return Err(MultiproofError::IndexOutOfRange { index: last, size });
+    }
+    Ok(())
+}
+
+/// The subtrees of `[start, end)` whose MTHs make up the multiproof of
+/// `indexes` (all within the range), left to right: each maximal subtree
+/// holding none of them. Recursion depth is the tree's height (≤ 63).
+fn multiproof_spans(start: u64, end: u64, indexes: &[u64], out: &mut Vec<Span>) {
+    if indexes.is_empty() {
+        out.push(Span { start, end });
+        return;
+    }
+    if end - start == 1 {
+        return;
+    }
+    let mid = start + split_point(end - start);
+    let split = indexes.partition_point(|&i| i < mid);
+    multiproof_spans(start, mid, &indexes[..split], out);
+    multiproof_spans(mid, end, &indexes[split..], out);
+}
+
+/// Number of hashes in the multiproof of `indexes` (non-empty, strictly
+/// increasing, each below `size`) in the tree of `size` leaves.
+pub fn multiproof_len(indexes: &[u64], size: u64) -> Result<usize, MultiproofError> {
+    check_multiproof_indexes(indexes, size)?;
+    let mut spans = Vec::new();
+    multiproof_spans(0, size, indexes, &mut spans);
+    Ok(spans.len())
+}
+
+/// The multiproof of the leaves at `indexes` (non-empty, strictly
+/// increasing) in the tree of `size` leaves: the MTH of every maximal
+/// subtree that holds none of them, left to right. With the leaves'
+/// hashes it gives the root, and every leaf's own inclusion proof
+/// ([`verify_multiproof`]); for a run of k neighbouring leaves it is about
+/// 2·log2(size) hashes instead of k·log2(size).
+pub fn prove_multiproof<R: HashReader + ?Sized>(
+    indexes: &[u64],
+    size: u64,
+    reader: &R,
+) -> Result<Vec<Hash>, ProveError> {
+    check_multiproof_indexes(indexes, size)?;
+    let mut spans = Vec::new();
+    multiproof_spans(0, size, indexes, &mut spans);
+    span_hashes(reader, &spans)
+}
+
+/// Verifies that every `(index, leaf hash)` of `leaves` (indexes strictly
+/// increasing) is in the tree of `size` leaves with root `root`, given
+/// their multiproof ([`prove_multiproof`]). Returns each leaf's RFC 6962
+/// inclusion proof (`PATH(index, D[0:size])`, in the order of `leaves`),
+/// derived from the multiproof and the other leaves while verifying: a
+/// caller can keep them as ordinary single-leaf proofs.
+pub fn verify_multiproof(
+    size: u64,
+    root: &Hash,
+    leaves: &[(u64, Hash)],
+    proof: &[Hash],
+) -> Result<Vec<Vec<Hash>>, MultiproofError> {
+    let indexes: Vec<u64> = leaves.iter().map(|(index, _)| *index).collect();
+    let expected = multiproof_len(&indexes, size)?;
+    if proof.len() != expected {
+        return Err(MultiproofError::WrongProofLength {
+            size,
+            expected,
+            actual: proof.len(),
+        });
+    }
+    let mut walk = MultiproofWalk {
+        proof: proof.iter(),
+        paths: indexes
+            .iter()
+            .map(|&index| Vec::with_capacity(inclusion_proof_len(index, size)))
+            .collect(),
+    };
+    let computed = walk.node(0, size, leaves, 0);
+    assert!(
+        walk.proof.next().is_none(),
+        "the walk consumes exactly multiproof_len hashes"
+    );
+    if computed != *root {
+        return Err(MultiproofError::RootMismatch {
+            computed,
+            expected: *root,
+        });
+    }
+    Ok(walk.paths)
+}
+
+/// The state of [`verify_multiproof`]'s walk: the proof hashes not yet
+/// used and each leaf's inclusion proof so far.
+struct MultiproofWalk<'a> {
+    proof: std::slice::Iter<'a, Hash>,
+    paths: Vec<Vec<Hash>>,
+}
+
+impl MultiproofWalk<'_> {
+    /// MTH of `[start, end)`, which holds `leaves` (the first at
+    /// `paths[first]`). Children finish before their parent, so each
+    /// leaf's path grows from its sibling up, as RFC 6962 orders it.
+    fn node(&mut self, start: u64, end: u64, leaves: &[(u64, Hash)], first: usize) -> Hash {
+        if leaves.is_empty() {
+            return *self
+                .proof
+                .next()
+                .expect("the proof length was checked against the walk");
+        }
+        if end - start == 1 {
+            return leaves[0].1;
+        }
+        let mid = start + split_point(end - start);
+        let split = leaves.partition_point(|(i, _)| *i < mid);
+        let left = self.node(start, mid, &leaves[..split], first);
+        let right = self.node(mid, end, &leaves[split..], first + split);
+        for path in &mut self.paths[first..first + split] {
+            path.push(right);
+        }
+        for path in &mut self.paths[first + split..first + leaves.len()] {
+            path.push(left);
+        }
+        node_hash(&left, &right)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1400,5 +1566,124 @@ mod tests {
             assert_eq!(stored.len() as u64, stored_hash_count(i + 1));
         }
         assert_eq!(tree_root(100, &stored).unwrap(), range.root());
+    }
+
+    /// Every multiproof verifies and yields each leaf's proof exactly as
+    /// `prove_inclusion` gives it: every subset of trees up to 9 leaves,
+    /// and runs, strides and single leaves of trees up to 70.
+    #[test]
+    fn multiproofs_verify_and_yield_single_proofs() {
+        let check = |n: u64, indexes: &[u64], tree: &MemoryTree, leaves: &[Hash]| {
+            let proof = prove_multiproof(indexes, n, tree).unwrap();
+            assert_eq!(proof.len(), multiproof_len(indexes, n).unwrap());
+            let pairs: Vec<(u64, Hash)> =
+                indexes.iter().map(|&i| (i, leaves[i as usize])).collect();
+            let paths = verify_multiproof(n, &tree.root(), &pairs, &proof).unwrap();
+            for (&i, path) in indexes.iter().zip(&paths) {
+                assert_eq!(
+                    *path,
+                    prove_inclusion(i, n, tree).unwrap(),
+                    "n={n} {indexes:?}"
+                );
+            }
+        };
+        for n in 1..=9u64 {
+            let (leaves, tree) = tree(n);
+            for mask in 1u32..(1 << n) {
+                let indexes: Vec<u64> = (0..n).filter(|i| mask & (1 << i) != 0).collect();
+                check(n, &indexes, &tree, &leaves);
+            }
+        }
+        for n in 10..=70u64 {
+            let (leaves, tree) = tree(n);
+            for start in 0..n {
+                for len in [1, 2, 3, 7, 16, 33] {
+                    let run: Vec<u64> = (start..(start + len).min(n)).collect();
+                    check(n, &run, &tree, &leaves);
+                }
+                let stride: Vec<u64> = (start..n).step_by(3).collect();
+                check(n, &stride, &tree, &leaves);
+            }
+        }
+    }
+
+    /// A run of k neighbours costs about two paths, not k.
+    #[test]
+    fn multiproof_of_a_run_is_about_two_paths() {
+        let n = 5_000u64;
+        let (_, tree) = tree(n);
+        for start in [0u64, 1, 1000, 4095, 4744] {
+            let run: Vec<u64> = (start..start + 256).collect();
+            let len = multiproof_len(&run, n).unwrap();
+            assert!(len <= 2 * 13, "start {start}: {len} hashes");
+            assert_eq!(prove_multiproof(&run, n, &tree).unwrap().len(), len);
+        }
+    }
+
+    /// Any change to the proof, a leaf, an index or the root fails, and
+    /// malformed index lists are refused before any hashing.
+    #[test]
+    fn multiproof_rejects_tampering_and_bad_indexes() {
+        let n = 37u64;
+        let (leaves, tree) = tree(n);
+        let root = tree.root();
+        let indexes = [3u64, 4, 5, 20, 36];
+        let pairs: Vec<(u64, Hash)> = indexes.iter().map(|&i| (i, leaves[i as usize])).collect();
+        let proof = prove_multiproof(&indexes, n, &tree).unwrap();
+        for position in 0..proof.len() {
+            let mut bad = proof.clone();
+            bad[position] = flip(&bad[position], 5);
+            assert!(matches!(
+                verify_multiproof(n, &root, &pairs, &bad),
+                Err(MultiproofError::RootMismatch { .. })
+            ));
+        }
+        for which in 0..pairs.len() {
+            let mut bad = pairs.clone();
+            bad[which].1 = flip(&bad[which].1, 0);
+            assert!(verify_multiproof(n, &root, &bad, &proof).is_err());
+        }
+        let mut moved = pairs.clone();
+        moved[3].0 = 21;
+        assert!(verify_multiproof(n, &root, &moved, &proof).is_err());
+        assert!(verify_multiproof(n, &flip(&root, 9), &pairs, &proof).is_err());
+        assert!(matches!(
+            verify_multiproof(n, &root, &pairs, &proof[1..]),
+            Err(MultiproofError::WrongProofLength { .. })
+        ));
+        let mut longer = proof.clone();
+        longer.push(root);
+        assert!(matches!(
+            verify_multiproof(n, &root, &pairs, &longer),
+            Err(MultiproofError::WrongProofLength { .. })
+        ));
+        assert_eq!(
+            verify_multiproof(n, &root, &[], &proof),
+            Err(MultiproofError::NoLeaves)
+        );
+        let mut swapped = pairs.clone();
+        swapped.swap(0, 1);
+        assert_eq!(
+            verify_multiproof(n, &root, &swapped, &proof),
+            Err(MultiproofError::NotIncreasing {
+                previous: 4,
+                next: 3
+            })
+        );
+        let repeated = [pairs[0], pairs[0]];
+        assert!(matches!(
+            verify_multiproof(n, &root, &repeated, &proof),
+            Err(MultiproofError::NotIncreasing { .. })
+        ));
+        assert_eq!(
+            multiproof_len(&[0, 37], n),
+            Err(MultiproofError::IndexOutOfRange { index: 37, size: n })
+        );
+        assert!(matches!(
+            prove_multiproof(&[5, 5], n, &tree),
+            Err(ProveError::Multiproof(
+                MultiproofError::NotIncreasing { .. }
+            ))
+        ));
     }
 }

@@ -3,6 +3,8 @@
 //! of fuzzer-chosen distinct leaves; every proof built from it verifies,
 //! the compact range, stored-hash reader and plain root computation agree,
 //! and a proof with one bit flipped (or a wrong index, leaf or root) fails.
+//! Multiproofs too: arbitrary ones never panic; built ones verify, yield
+//! each leaf's own inclusion proof, and fail with any hash flipped.
 
 use crate::Input;
 use bftlog_spec::merkle::{self, CompactRange, Hash, MemoryTree};
@@ -50,6 +52,17 @@ fn arbitrary(input: &mut Input) {
     if size <= merkle::MAX_STORED_TREE_SIZE {
         assert!(merkle::stored_hash_count(size) >= size);
     }
+    // Multiproofs over any indexes (sorted or not, in range or not) and
+    // any hashes; sizes are kept small enough that a valid index list does
+    // not make the walk long.
+    let multi_size = size % 4096;
+    let leaves: Vec<(u64, Hash)> = (0..input.below(12))
+        .map(|_| (input.size() % 4200, Hash(input.hash())))
+        .collect();
+    let multi = hashes(input, 70);
+    let indexes: Vec<u64> = leaves.iter().map(|(i, _)| *i).collect();
+    let _ = merkle::multiproof_len(&indexes, multi_size);
+    let _ = merkle::verify_multiproof(multi_size, &root, &leaves, &multi);
 }
 
 fn flip(input: &mut Input, h: &mut Hash) {
@@ -118,6 +131,33 @@ fn valid(input: &mut Input) {
         }
         _ => {}
     }
+
+    // A multiproof of a fuzzer-chosen set of leaves.
+    let mut chosen: Vec<u64> = (0..1 + input.below(16))
+        .map(|_| input.below(n as usize) as u64)
+        .collect();
+    chosen.sort_unstable();
+    chosen.dedup();
+    let pairs: Vec<(u64, Hash)> = chosen.iter().map(|&i| (i, leaves[i as usize])).collect();
+    let multi = merkle::prove_multiproof(&chosen, n, &tree).expect("valid indexes");
+    assert_eq!(
+        multi.len(),
+        merkle::multiproof_len(&chosen, n).expect("valid")
+    );
+    let paths = merkle::verify_multiproof(n, &root, &pairs, &multi).expect("valid multiproof");
+    for (&i, path) in chosen.iter().zip(&paths) {
+        assert_eq!(*path, merkle::prove_inclusion(i, n, &tree).expect("i < n"));
+    }
+    if !multi.is_empty() {
+        let mut bad = multi.clone();
+        let i = input.below(bad.len());
+        flip(input, &mut bad[i]);
+        assert!(merkle::verify_multiproof(n, &root, &pairs, &bad).is_err());
+    }
+    let mut bad_pairs = pairs.clone();
+    let i = input.below(bad_pairs.len());
+    flip(input, &mut bad_pairs[i].1);
+    assert!(merkle::verify_multiproof(n, &root, &bad_pairs, &multi).is_err());
 
     // Consistency from an older size m (0 ≤ m ≤ n).
     let m = input.below(n as usize + 1) as u64;

@@ -27,6 +27,10 @@ pub const MAX_SYNC_BLOCKS: usize = 64;
 pub const MAX_NOTE_TEXT: usize = crate::note::MAX_NOTE_BYTES;
 /// Largest free-text error message.
 pub const MAX_ERROR_TEXT: usize = 1024;
+/// Most hashes in a `ReceiptMultiproof`: a multiproof of k leaves holds at
+/// most k·63 (one sibling per level per leaf), so 4,096 × 64 bounds any
+/// append's (about 8.9 MB encoded, under the 16 MiB frame limit).
+pub const MAX_MULTIPROOF_HASHES: usize = MAX_APPEND_ENTRIES * MAX_PROOF_LEN;
 
 pub type Entry = BoundedBytes<MAX_ENTRY_BYTES>;
 pub type NoteText = BoundedBytes<MAX_NOTE_TEXT>;
@@ -138,6 +142,13 @@ pub enum ClientRequest {
     AppendBatch {
         entries: BoundedVec<Entry, MAX_APPEND_ENTRIES>,
     },
+    /// [`ClientRequest::Append`], answered with
+    /// [`ClientResponse::ReceiptMultiproof`]: one checkpoint, each entry's
+    /// index and one multiproof for them all, from which the client derives
+    /// every entry's receipt.
+    AppendMultiproof {
+        entries: BoundedVec<Entry, MAX_APPEND_ENTRIES>,
+    },
 }
 
 /// One entry's part of a [`ClientResponse::ReceiptBatch`].
@@ -211,6 +222,19 @@ pub enum ClientResponse {
     ReceiptBatch {
         checkpoint: NoteText,
         receipts: BoundedVec<BatchReceipt, MAX_APPEND_ENTRIES>,
+    },
+    /// The answer to an `AppendMultiproof`: one checkpoint note (carrying
+    /// at least the replica quorum), each entry's index in request order,
+    /// and the multiproof (spec/merkle.md) of the distinct indexes, in
+    /// increasing order, in that checkpoint. With its entries' leaf hashes
+    /// the client checks them all at once and derives each entry's
+    /// inclusion proof, so entry i's receipt is byte for byte the one a
+    /// `Receipts` answer would carry; a run of neighbouring entries costs
+    /// about two proofs' worth of hashes instead of one proof each.
+    ReceiptMultiproof {
+        checkpoint: NoteText,
+        indexes: BoundedVec<u64, MAX_APPEND_ENTRIES>,
+        proof: BoundedVec<Hash, MAX_MULTIPROOF_HASHES>,
     },
 }
 

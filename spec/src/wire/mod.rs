@@ -314,6 +314,20 @@ pub fn examples_markdown() -> String {
             }),
         ),
         (
+            "ClientRequest::AppendMultiproof with entry \"hello\"",
+            encode(&ClientRequest::AppendMultiproof {
+                entries: BoundedVec::new(vec![entry(b"hello")]).expect("one"),
+            }),
+        ),
+        (
+            "ClientResponse::ReceiptMultiproof (checkpoint note \"note\" as a placeholder; entries at indexes 0 and 0 (the same entry twice) in a tree of size 2; proof = leaf_hash(\"example\"), the other leaf)",
+            encode(&ClientResponse::ReceiptMultiproof {
+                checkpoint: BoundedBytes::new(b"note".to_vec()).expect("short"),
+                indexes: BoundedVec::new(vec![0, 0]).expect("two"),
+                proof: BoundedVec::new(vec![hash]).expect("one"),
+            }),
+        ),
+        (
             "ClientResponse::Error Overloaded, retry after 250 ms, message \"busy\"",
             encode(&ClientResponse::Error {
                 code: ErrorCode::Overloaded {
@@ -523,6 +537,9 @@ mod tests {
             entry_list().prop_map(|e| ClientRequest::AppendBatch {
                 entries: entries(e)
             }),
+            entry_list().prop_map(|e| ClientRequest::AppendMultiproof {
+                entries: entries(e)
+            }),
         ]
     }
 
@@ -591,6 +608,16 @@ mod tests {
                             .collect()
                     )
                     .unwrap()
+                }),
+            (
+                prop::collection::vec(any::<u8>(), 0..200),
+                prop::collection::vec(any::<u64>(), 0..8),
+                prop::collection::vec(hash(), 0..40)
+            )
+                .prop_map(|(note, indexes, proof)| ClientResponse::ReceiptMultiproof {
+                    checkpoint: BoundedBytes::new(note).unwrap(),
+                    indexes: BoundedVec::new(indexes).unwrap(),
+                    proof: BoundedVec::new(proof).unwrap()
                 }),
         ]
     }
