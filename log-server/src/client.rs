@@ -1026,4 +1026,82 @@ mod tests {
         );
         assert_eq!(multiproof_pairs(&[], &[]).unwrap(), (vec![], vec![]));
     }
+
+    /// `check_receipts` on `ReceiptMultiproof` answers made with real
+    /// replica keys: an honest one gives receipts that verify offline (an
+    /// entry named twice shares its index); swapped indexes, an index past
+    /// the checkpoint, a missing index, one index for two entries and a
+    /// tampered proof are each refused.
+    #[tokio::test]
+    async fn hostile_multiproof_answers_are_refused() {
+        use bftlog_spec::note::SignerKey;
+        let dir = crate::test_dir::TestDir::new("client-multiproof");
+        let cluster = crate::config::init_cluster(
+            &dir,
+            "example.com/multiproof",
+            4,
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            1,
+        )
+        .unwrap();
+        let signer = |i: usize| {
+            let text = std::fs::read_to_string(dir.join(format!("replica-{i}.key"))).unwrap();
+            SignerKey::parse(text.trim_end()).unwrap()
+        };
+        let entries: Vec<Vec<u8>> = (0..40).map(|i| format!("entry {i}").into_bytes()).collect();
+        let mut tree = merkle::MemoryTree::new();
+        for e in &entries {
+            tree.append(merkle::leaf_hash(e));
+        }
+        let mut note = Checkpoint::new(&cluster.origin, 40, tree.root())
+            .sign(&signer(0))
+            .unwrap();
+        note.sign(&signer(1)).unwrap();
+        note.sign(&signer(2)).unwrap();
+        let note_bytes = note.format().into_bytes();
+        let client = Client::new(cluster, ClientOptions::default()).unwrap();
+        let picks = [10usize, 11, 12, 11];
+        let leaves: Vec<Hash> = picks
+            .iter()
+            .map(|&i| merkle::leaf_hash(&entries[i]))
+            .collect();
+        let answer = |indexes: Vec<u64>, proof: Vec<Hash>| ClientResponse::ReceiptMultiproof {
+            checkpoint: wire::BoundedBytes::new(note_bytes.clone()).unwrap(),
+            indexes: BoundedVec::new(indexes).unwrap(),
+            proof: BoundedVec::new(proof).unwrap(),
+        };
+        let proof = merkle::prove_multiproof(&[10, 11, 12], 40, &tree).unwrap();
+        let receipts = client
+            .check_receipts(0, answer(vec![10, 11, 12, 11], proof.clone()), &leaves)
+            .unwrap();
+        for (receipt, &i) in receipts.iter().zip(&picks) {
+            assert_eq!(receipt.index, i as u64);
+            TlogProof::parse(receipt.tlog_proof().as_bytes())
+                .unwrap()
+                .verify_entry(client.policy(), &entries[i])
+                .unwrap();
+        }
+        let mut tampered = proof.clone();
+        tampered[0].0[7] ^= 1;
+        let two_entries_one_index = merkle::prove_multiproof(&[10, 11], 40, &tree).unwrap();
+        for (what, indexes, proof) in [
+            ("swapped", vec![11, 10, 12, 10], proof.clone()),
+            ("past the checkpoint", vec![10, 11, 40, 11], proof.clone()),
+            ("one index missing", vec![10, 11, 12], proof.clone()),
+            (
+                "one index for two entries",
+                vec![10, 11, 11, 11],
+                two_entries_one_index,
+            ),
+            ("tampered proof", vec![10, 11, 12, 11], tampered),
+        ] {
+            assert!(
+                matches!(
+                    client.check_receipts(0, answer(indexes, proof), &leaves),
+                    Err(ClientError::Verify { replica: 0, .. })
+                ),
+                "{what}"
+            );
+        }
+    }
 }

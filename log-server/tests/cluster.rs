@@ -70,6 +70,16 @@ async fn appends_commit_with_verifiable_receipts_and_survive_a_restart() {
     // Appending the same entry again returns its first index.
     let again = client.append(&entries[3..4]).await.unwrap();
     assert_eq!(again[0].index, receipts[3].index);
+    // Also when one append names it twice beside others: the multiproof
+    // covers each index once and every receipt still verifies.
+    let picks = [3usize, 7, 3, 12];
+    let repeated: Vec<Vec<u8>> = picks.iter().map(|&i| entries[i].clone()).collect();
+    let again = client.append(&repeated).await.unwrap();
+    for (r, &i) in again.iter().zip(&picks) {
+        assert_eq!(r.index, receipts[i].index);
+        let proof = TlogProof::parse(r.tlog_proof().as_bytes()).unwrap();
+        proof.verify_entry(&policy, &entries[i]).unwrap();
+    }
 
     // `Append` (whole receipts), `AppendBatch` (receipts in parts) and
     // `AppendMultiproof` (one multiproof, what the client library sends)

@@ -1099,7 +1099,7 @@ fn check_multiproof_indexes(indexes: &[u64], size: u64) -> Result<(), Multiproof
 
 /// The subtrees of `[start, end)` whose MTHs make up the multiproof of
 /// `indexes` (all within the range), left to right: each maximal subtree
-/// holding none of them. Recursion depth is the tree's height (≤ 63).
+/// holding none of them. Recursion depth is the tree's height (≤ 64).
 fn multiproof_spans(start: u64, end: u64, indexes: &[u64], out: &mut Vec<Span>) {
     if indexes.is_empty() {
         out.push(Span { start, end });
@@ -1621,7 +1621,8 @@ mod tests {
     }
 
     /// Any change to the proof, a leaf, an index or the root fails, and
-    /// malformed index lists are refused before any hashing.
+    /// malformed index lists are refused (with a proof of the right
+    /// length for the well-formed list, so the index check decides).
     #[test]
     fn multiproof_rejects_tampering_and_bad_indexes() {
         let n = 37u64;
@@ -1685,5 +1686,51 @@ mod tests {
                 MultiproofError::NotIncreasing { .. }
             ))
         ));
+    }
+
+    /// Trees too large to build: for size 2^64 − 1 a multiproof of leaves
+    /// at both edges and the middle has one hash per level per path not
+    /// shared, any proof of that length computes some root, and with that
+    /// root every derived path verifies as an ordinary inclusion proof,
+    /// while a proof one hash short is refused by length.
+    #[test]
+    fn multiproofs_of_the_largest_trees_walk_every_level() {
+        let size = u64::MAX;
+        for indexes in [
+            vec![0u64],
+            vec![size - 1],
+            vec![0, 1 << 63, size - 1],
+            vec![5, 6, 7, (1 << 40) + 3, size - 2],
+        ] {
+            let len = multiproof_len(&indexes, size).unwrap();
+            let single: usize = indexes.iter().map(|&i| inclusion_proof_len(i, size)).sum();
+            assert!(len <= single, "{indexes:?}: {len} > {single}");
+            let proof: Vec<Hash> = (0..len as u64)
+                .map(|i| leaf_hash(&i.to_be_bytes()))
+                .collect();
+            let pairs: Vec<(u64, Hash)> = indexes
+                .iter()
+                .map(|&i| (i, node_hash(&leaf_hash(&i.to_be_bytes()), &empty_root())))
+                .collect();
+            let Err(MultiproofError::RootMismatch { computed, .. }) =
+                verify_multiproof(size, &empty_root(), &pairs, &proof)
+            else {
+                panic!("{indexes:?}: a made-up proof matched the empty root");
+            };
+            let paths = verify_multiproof(size, &computed, &pairs, &proof).unwrap();
+            for ((index, leaf), path) in pairs.iter().zip(&paths) {
+                assert_eq!(path.len(), inclusion_proof_len(*index, size));
+                verify_inclusion(*index, size, leaf, path, &computed).unwrap();
+            }
+            assert_eq!(
+                verify_multiproof(size, &computed, &pairs, &proof[1..]),
+                Err(MultiproofError::WrongProofLength {
+                    size,
+                    expected: len,
+                    actual: len - 1
+                })
+            );
+        }
+        assert_eq!(multiproof_len(&[0], size).unwrap(), 64);
     }
 }

@@ -53,16 +53,39 @@ fn arbitrary(input: &mut Input) {
         assert!(merkle::stored_hash_count(size) >= size);
     }
     // Multiproofs over any indexes (sorted or not, in range or not) and
-    // any hashes; sizes are kept small enough that a valid index list does
-    // not make the walk long.
-    let multi_size = size % 4096;
-    let leaves: Vec<(u64, Hash)> = (0..input.below(12))
-        .map(|_| (input.size() % 4200, Hash(input.hash())))
+    // any hashes, in trees of any size (the walk is about k·64 steps).
+    let mut leaves: Vec<(u64, Hash)> = (0..input.below(12))
+        .map(|_| (input.size(), Hash(input.hash())))
         .collect();
-    let multi = hashes(input, 70);
+    let mut multi = hashes(input, 70);
     let indexes: Vec<u64> = leaves.iter().map(|(i, _)| *i).collect();
-    let _ = merkle::multiproof_len(&indexes, multi_size);
-    let _ = merkle::verify_multiproof(multi_size, &root, &leaves, &multi);
+    let _ = merkle::multiproof_len(&indexes, size);
+    let _ = merkle::verify_multiproof(size, &root, &leaves, &multi);
+    // The same leaves made well-formed (sorted, distinct, below the size)
+    // with a proof of exactly the right length reach the whole walk: some
+    // root comes out, and with it every derived path verifies alone.
+    if size > 0 {
+        for leaf in &mut leaves {
+            leaf.0 %= size;
+        }
+        leaves.sort_by_key(|(i, _)| *i);
+        leaves.dedup_by_key(|(i, _)| *i);
+        let indexes: Vec<u64> = leaves.iter().map(|(i, _)| *i).collect();
+        if let Ok(len) = merkle::multiproof_len(&indexes, size) {
+            multi.resize_with(len, || Hash(input.hash()));
+            let computed = match merkle::verify_multiproof(size, &root, &leaves, &multi) {
+                Ok(_) => root,
+                Err(merkle::MultiproofError::RootMismatch { computed, .. }) => computed,
+                Err(e) => panic!("well-formed multiproof refused: {e}"),
+            };
+            let paths = merkle::verify_multiproof(size, &computed, &leaves, &multi)
+                .expect("the root it computes");
+            for ((index, leaf), path) in leaves.iter().zip(&paths) {
+                merkle::verify_inclusion(*index, size, leaf, path, &computed)
+                    .expect("a derived path verifies alone");
+            }
+        }
+    }
 }
 
 fn flip(input: &mut Input, h: &mut Hash) {
@@ -158,6 +181,23 @@ fn valid(input: &mut Input) {
     let i = input.below(bad_pairs.len());
     flip(input, &mut bad_pairs[i].1);
     assert!(merkle::verify_multiproof(n, &root, &bad_pairs, &multi).is_err());
+    // One leaf claimed at another index (the list kept increasing): its
+    // hash is not there, since the tree's leaves are distinct.
+    let mut moved = pairs.clone();
+    let i = input.below(moved.len());
+    let low = if i == 0 { 0 } else { moved[i - 1].0 + 1 };
+    let high = moved.get(i + 1).map_or(n, |p| p.0);
+    if high - low > 1 {
+        let to = low + input.below((high - low) as usize) as u64;
+        if to != moved[i].0 {
+            moved[i].0 = to;
+            assert!(
+                merkle::verify_multiproof(n, &root, &moved, &multi).is_err(),
+                "leaf {} verified at {to} in size {n}",
+                chosen[i]
+            );
+        }
+    }
 
     // Consistency from an older size m (0 ≤ m ≤ n).
     let m = input.below(n as usize + 1) as u64;

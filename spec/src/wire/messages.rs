@@ -28,8 +28,9 @@ pub const MAX_NOTE_TEXT: usize = crate::note::MAX_NOTE_BYTES;
 /// Largest free-text error message.
 pub const MAX_ERROR_TEXT: usize = 1024;
 /// Most hashes in a `ReceiptMultiproof`: a multiproof of k leaves holds at
-/// most k·63 (one sibling per level per leaf), so 4,096 × 64 bounds any
-/// append's (about 8.9 MB encoded, under the 16 MiB frame limit).
+/// most k·64 (one sibling per level per leaf, and a tree of up to 2^64 − 1
+/// leaves has 64 levels), so 4,096 × 64 bounds any append's (about 8.9 MB
+/// encoded, under the 16 MiB frame limit).
 pub const MAX_MULTIPROOF_HASHES: usize = MAX_APPEND_ENTRIES * MAX_PROOF_LEN;
 
 pub type Entry = BoundedBytes<MAX_ENTRY_BYTES>;
