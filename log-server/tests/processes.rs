@@ -372,6 +372,15 @@ fn bench_reports_appends_rounds_and_proofs() {
         assert!(c["durable_writes_per_round"].as_f64().unwrap() > 0.0, "{r}");
         assert!(c["flushes_per_round"].as_f64() <= c["durable_writes_per_round"].as_f64());
     }
+    // CPU per entry: the replicas' total is four times their mean.
+    let per_entry = &report["cpu_per_entry"];
+    let mean = per_entry["replica_mean_us"].as_f64().unwrap();
+    let all = per_entry["replicas_total_us"].as_f64().unwrap();
+    assert!(
+        mean > 0.0 && (all - 4.0 * mean).abs() < 1e-6 * all,
+        "{per_entry}"
+    );
+    assert!(per_entry["bench_process_us"].as_f64().unwrap() > 0.0);
 
     for per_request in ["1", "8"] {
         let out = bftlog(&[
