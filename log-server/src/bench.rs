@@ -537,10 +537,7 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
     let elapsed = start.elapsed().as_secs_f64();
     watchdog.abort();
     let client_stall_ms = client_stall.load(Ordering::Relaxed) as f64 / 1000.0;
-    let bench_cpu = match (bench_cpu_start, cpu_seconds(std::process::id())) {
-        (Some(a), Some(b)) => Some((b - a) / elapsed * 100.0),
-        _ => None,
-    };
+    let bench_cpu = percent_of_core(bench_cpu_start, cpu_seconds(std::process::id()), elapsed);
     let machine_cpu = match (machine_start, machine_ticks()) {
         (Some(a), Some(b)) => machine_cpu_percent(a, b),
         _ => None,
@@ -563,14 +560,9 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
         .enumerate()
         .map(|(i, r)| {
             let pid = r.child.id();
-            let cpu = match (cpu_start[i], cpu_seconds(pid)) {
-                (Some(a), Some(b)) => Some((b - a) / elapsed * 100.0),
-                _ => None,
-            };
-            let core_cpu = match (core_cpu_start[i], core_thread_cpu_seconds(pid)) {
-                (Some(a), Some(b)) => Some((b - a) / elapsed * 100.0),
-                _ => None,
-            };
+            let cpu = percent_of_core(cpu_start[i], cpu_seconds(pid), elapsed);
+            let core_cpu =
+                percent_of_core(core_cpu_start[i], core_thread_cpu_seconds(pid), elapsed);
             let written = match (written_start[i], written_bytes(pid)) {
                 (Some(a), Some(b)) => b.checked_sub(a),
                 _ => None,
@@ -761,6 +753,12 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
     drop(replicas);
     drop(dir);
     Ok(())
+}
+
+/// Percent of one core used between two CPU-time readings (seconds)
+/// `elapsed_s` apart; none without both readings.
+fn percent_of_core(start_s: Option<f64>, end_s: Option<f64>, elapsed_s: f64) -> Option<f64> {
+    Some((end_s? - start_s?) / elapsed_s * 100.0)
 }
 
 /// Microseconds of CPU per entry for a process that used `cpu_percent` of
@@ -984,6 +982,8 @@ mod tests {
     /// no figure without a CPU reading, entries or time.
     #[test]
     fn cpu_per_entry_is_cpu_seconds_over_entries() {
+        assert_eq!(percent_of_core(Some(1.0), Some(4.0), 10.0), Some(30.0));
+        assert_eq!(percent_of_core(None, Some(4.0), 10.0), None);
         assert_eq!(cpu_us_per_entry(Some(40.0), 10.0, 80_000), Some(50.0));
         assert_eq!(cpu_us_per_entry(None, 10.0, 80_000), None);
         assert_eq!(cpu_us_per_entry(Some(40.0), 10.0, 0), None);

@@ -616,19 +616,33 @@ impl Client {
             .map_err(|e| verify_error(format!("checkpoint: {e}")))?;
         let tree = verified.checkpoint();
         let (pairs, pair_of_entry) = multiproof_pairs(indexes, leaves).map_err(verify_error)?;
-        let paths = merkle::verify_multiproof(tree.size, &tree.root, &pairs, proof)
+        let mut paths = merkle::verify_multiproof(tree.size, &tree.root, &pairs, proof)
             .map_err(|e| verify_error(format!("receipts: {e}")))?;
         let note_text: Arc<str> = verified.note().format().into();
+        // Each path moves to the last entry that uses it; only an entry
+        // named more than once in the append costs a copy.
+        let mut uses_left = vec![0usize; paths.len()];
+        for &pair in &pair_of_entry {
+            uses_left[pair] += 1;
+        }
         Ok(indexes
             .iter()
             .zip(pair_of_entry)
-            .map(|(&index, pair)| AppendReceipt {
-                index,
-                tree_size: tree.size,
-                proof: ReceiptProof::Parts {
-                    note_text: note_text.clone(),
-                    inclusion: paths[pair].clone(),
-                },
+            .map(|(&index, pair)| {
+                uses_left[pair] -= 1;
+                let inclusion = if uses_left[pair] == 0 {
+                    std::mem::take(&mut paths[pair])
+                } else {
+                    paths[pair].clone()
+                };
+                AppendReceipt {
+                    index,
+                    tree_size: tree.size,
+                    proof: ReceiptProof::Parts {
+                        note_text: note_text.clone(),
+                        inclusion,
+                    },
+                }
             })
             .collect())
     }

@@ -1114,13 +1114,18 @@ fn multiproof_spans(start: u64, end: u64, indexes: &[u64], out: &mut Vec<Span>) 
     multiproof_spans(mid, end, &indexes[split..], out);
 }
 
-/// Number of hashes in the multiproof of `indexes` (non-empty, strictly
-/// increasing, each below `size`) in the tree of `size` leaves.
-pub fn multiproof_len(indexes: &[u64], size: u64) -> Result<usize, MultiproofError> {
+/// [`multiproof_spans`] of the whole tree, once `indexes` are checked.
+fn checked_multiproof_spans(indexes: &[u64], size: u64) -> Result<Vec<Span>, MultiproofError> {
     check_multiproof_indexes(indexes, size)?;
     let mut spans = Vec::new();
     multiproof_spans(0, size, indexes, &mut spans);
-    Ok(spans.len())
+    Ok(spans)
+}
+
+/// Number of hashes in the multiproof of `indexes` (non-empty, strictly
+/// increasing, each below `size`) in the tree of `size` leaves.
+pub fn multiproof_len(indexes: &[u64], size: u64) -> Result<usize, MultiproofError> {
+    Ok(checked_multiproof_spans(indexes, size)?.len())
 }
 
 /// The multiproof of the leaves at `indexes` (non-empty, strictly
@@ -1134,10 +1139,7 @@ pub fn prove_multiproof<R: HashReader + ?Sized>(
     size: u64,
     reader: &R,
 ) -> Result<Vec<Hash>, ProveError> {
-    check_multiproof_indexes(indexes, size)?;
-    let mut spans = Vec::new();
-    multiproof_spans(0, size, indexes, &mut spans);
-    span_hashes(reader, &spans)
+    span_hashes(reader, &checked_multiproof_spans(indexes, size)?)
 }
 
 /// Verifies that every `(index, leaf hash)` of `leaves` (indexes strictly
