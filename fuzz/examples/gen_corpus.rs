@@ -16,9 +16,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use bftlog_consensus::crypto::{self, Signer};
+use bftlog_consensus::genesis_qc;
 use bftlog_fuzz::{ORIGIN, Output, REPLICAS, receipt_entry, replica_note_key, witness_key};
-use bftlog_server::consensus::crypto::{self, Signer};
-use bftlog_server::consensus::genesis_qc;
 use bftlog_spec::checkpoint::Checkpoint;
 use bftlog_spec::evidence::{self, Comparison};
 use bftlog_spec::merkle::{self, Hash, MemoryTree};

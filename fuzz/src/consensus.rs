@@ -32,11 +32,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use bftlog_server::consensus::crypto::{self, Signer};
-use bftlog_server::consensus::{
+use bftlog_consensus::crypto::{self, Signer};
+use bftlog_consensus::sim::{ALL_BEHAVIOURS, Checker, Scenario, Sim};
+use bftlog_consensus::{
     CheckpointEvent, Config, Outgoing, PersistRequest, Recovered, Replica, SafetyState, Target,
 };
-use bftlog_server::sim::{ALL_BEHAVIOURS, Checker, Scenario, Sim};
 use bftlog_spec::checkpoint::Checkpoint;
 use bftlog_spec::merkle::{self, CompactRange, Hash};
 use bftlog_spec::note::{KeyRing, KeyType, SignerKey, VerifierKey};
@@ -427,7 +427,7 @@ pub fn adversary(input: &mut Input) -> Progress {
     let me = input.below(REPLICAS) as ReplicaId;
     let now = Duration::from_millis(1);
     let node = Node::new(&cfg, me, now);
-    let genesis = bftlog_server::consensus::genesis_qc(cfg.epoch);
+    let genesis = bftlog_consensus::genesis_qc(cfg.epoch);
     let mut a = Adversary {
         signers: (0..REPLICAS)
             .map(|i| Signer::new(replica_signing_key(i)))

@@ -11,8 +11,8 @@ use bftlog_spec::note::{KeyType, SignerKey, VerifierKey};
 use bftlog_spec::policy::Policy;
 use serde::{Deserialize, Serialize};
 
-use crate::consensus::{self, MAX_CLUSTER_REPLICAS};
 use crate::net::Limits;
+use bftlog_consensus::MAX_CLUSTER_REPLICAS;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -261,12 +261,12 @@ impl Cluster {
     }
 
     pub fn f(&self) -> usize {
-        consensus::max_faulty(self.n())
+        bftlog_consensus::max_faulty(self.n())
     }
 
     /// Replica signatures a checkpoint needs: the consensus quorum.
     pub fn quorum(&self) -> usize {
-        consensus::quorum_size(self.n())
+        bftlog_consensus::quorum_size(self.n())
     }
 
     pub fn public_keys(&self) -> Vec<ed25519_dalek::VerifyingKey> {
@@ -384,7 +384,7 @@ pub struct StorageSection {
 /// [`StorageSection::cache_mb`]'s default.
 pub const DEFAULT_CACHE_MB: usize = 256;
 
-/// Consensus tunables; `None` means the default of [`consensus::Config`].
+/// Consensus tunables; `None` means the default of [`bftlog_consensus::Config`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsensusSection {
@@ -426,7 +426,7 @@ pub struct ReplicaConfig {
     pub key: ed25519_dalek::SigningKey,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
-    pub consensus: consensus::Config,
+    pub consensus: bftlog_consensus::Config,
     pub limits: Limits,
     pub append_timeout_ms: u64,
     pub max_waiting_entries: usize,
@@ -473,7 +473,8 @@ impl ReplicaConfig {
                 ),
             ));
         }
-        let mut c = consensus::Config::new(cluster.epoch, &cluster.origin, cluster.public_keys());
+        let mut c =
+            bftlog_consensus::Config::new(cluster.epoch, &cluster.origin, cluster.public_keys());
         let s = &file.consensus;
         macro_rules! set {
             ($($f:ident),*) => {$( if let Some(v) = s.$f { c.$f = v; } )*};
@@ -528,7 +529,7 @@ impl ReplicaConfig {
             ),
             (
                 c.max_block_bytes >= c.max_entry_bytes
-                    && c.max_block_bytes <= crate::consensus::MAX_BLOCK_BYTES,
+                    && c.max_block_bytes <= bftlog_consensus::MAX_BLOCK_BYTES,
                 "consensus.max_block_bytes must be at least limits.max_entry_bytes and at most 12 MiB (a proposal must fit a 16 MiB frame)",
             ),
             (
@@ -540,7 +541,7 @@ impl ReplicaConfig {
                 "consensus.mempool_max_entries must be at least 1",
             ),
             (
-                c.retain_committed_blocks >= crate::consensus::MIN_RETAINED_BLOCKS,
+                c.retain_committed_blocks >= bftlog_consensus::MIN_RETAINED_BLOCKS,
                 "consensus.retain_committed_blocks must be at least 16",
             ),
             (
@@ -821,7 +822,8 @@ mod tests {
                 wait_for_witnesses: true,
                 witness_timeout_ms: 10_000,
             };
-            let consensus = consensus::Config::new(1, "example.com/log", cluster.public_keys());
+            let consensus =
+                bftlog_consensus::Config::new(1, "example.com/log", cluster.public_keys());
             assert_eq!(cluster.quorum(), consensus.quorum(), "n={n}");
             let policy = cluster.policy();
             assert_eq!(

@@ -4,11 +4,8 @@
 //! by BFT consensus, extend an RFC 6962 tree, and sign C2SP checkpoints
 //! only after commit.
 //!
-//! - [`consensus`]: the sans-IO consensus state machine (no tokio, quinn,
-//!   redb or clock; a test checks its imports).
-//! - [`sim`]: a deterministic single-threaded simulator of whole clusters,
-//!   with a lossy network, crashes and Byzantine replicas, and the
-//!   invariant checker that runs after every step.
+//! The consensus state machine it drives is the sans-IO crate
+//! `bftlog-consensus` (with the cluster simulator).
 //! - [`storage`]: redb tables for entries, tree hashes, blocks, safety
 //!   state and quorum checkpoints.
 //! - [`net`]: QUIC with TLS identities bound to the replicas' Ed25519 keys.
@@ -24,11 +21,9 @@
 pub mod api;
 pub mod client;
 pub mod config;
-pub mod consensus;
 pub mod metrics;
 pub mod net;
 pub mod node;
-pub mod sim;
 pub mod storage;
 #[cfg(test)]
 mod test_dir;

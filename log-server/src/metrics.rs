@@ -17,13 +17,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::consensus;
 use crate::node::Shared;
 
 /// What the core loop knows, as of its last step.
 #[derive(Clone, Debug, Default)]
 pub struct CoreStatus {
-    pub consensus: consensus::Metrics,
+    pub consensus: bftlog_consensus::Metrics,
     pub round: u64,
     /// The current round's leader, as this replica sees it.
     pub leader: u64,

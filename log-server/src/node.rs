@@ -39,12 +39,12 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::config::ReplicaConfig;
-use crate::consensus::digest_hash::DigestMap;
-use crate::consensus::{CheckpointEvent, Replica, SubmitResult, SyncBudget, Target};
 use crate::metrics::{self, CoreStatus};
 use crate::net;
 use crate::storage::{Store, StoreError, WriteBatch};
 use crate::witnessing;
+use bftlog_consensus::digest_hash::DigestMap;
+use bftlog_consensus::{CheckpointEvent, Replica, SubmitResult, SyncBudget, Target};
 
 /// Frames queued per peer before new ones are dropped.
 const PEER_QUEUE_FRAMES: usize = 4096;
@@ -57,7 +57,7 @@ pub enum StartError {
     #[error("storage: {0}")]
     Store(#[from] StoreError),
     #[error("consensus setup: {0}")]
-    Setup(#[from] crate::consensus::SetupError),
+    Setup(#[from] bftlog_consensus::SetupError),
     #[error("TLS: {0}")]
     Tls(#[from] net::TlsSetupError),
     #[error("cannot listen on {addr}: {source}")]
@@ -172,7 +172,7 @@ pub const SLOW_WRITE: Duration = Duration::from_millis(100);
 /// append and timer of the replica waited for it.
 pub const SLOW_STEP: Duration = Duration::from_millis(100);
 
-fn rejection_counts(m: &crate::consensus::Metrics) -> [u64; 4] {
+fn rejection_counts(m: &bftlog_consensus::Metrics) -> [u64; 4] {
     [
         m.malformed_messages,
         m.invalid_signatures,

@@ -102,9 +102,9 @@ use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefi
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-use crate::consensus::digest_hash::DigestMap;
+use bftlog_consensus::digest_hash::DigestMap;
 
-use crate::consensus::{Committed, Recovered, SafetyState};
+use bftlog_consensus::{Committed, Recovered, SafetyState};
 
 const ENTRY_RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("entry_runs");
 const LEAF_RUNS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("leaf_runs");
@@ -485,8 +485,8 @@ impl Store {
                 let block = read_blocks(&read, self.legacy_end, next, 1)?
                     .pop()
                     .ok_or_else(|| StoreError::Corrupt(format!("block {next} missing")))?;
-                let size = crate::consensus::entry_bytes(&block);
-                if newest_first.len() >= crate::consensus::MIN_RETAINED_BLOCKS
+                let size = bftlog_consensus::entry_bytes(&block);
+                if newest_first.len() >= bftlog_consensus::MIN_RETAINED_BLOCKS
                     && bytes + size > retain_bytes
                 {
                     break;
@@ -617,7 +617,7 @@ impl Store {
                     assert_eq!(next_tree.size(), commit.size, "committed size mismatch");
                     assert_eq!(next_tree.root(), commit.root, "committed root mismatch");
                     let record = BlockRecord {
-                        header: crate::consensus::crypto::header_of(&commit.block),
+                        header: bftlog_consensus::crypto::header_of(&commit.block),
                         first_index: commit.first_index,
                         entry_count: count,
                     };
@@ -1335,7 +1335,7 @@ fn put_block(
 ) -> Result<(), StoreError> {
     let key = |part| (block.round, id.0, part);
     scratch.clear();
-    wire::encode_into(&crate::consensus::crypto::header_of(block), scratch);
+    wire::encode_into(&bftlog_consensus::crypto::header_of(block), scratch);
     parts.insert(key(0), scratch.as_slice())?;
     scratch.clear();
     let mut run_first = 0;
@@ -1930,7 +1930,7 @@ impl HashReader for TxnHashes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consensus::genesis_qc;
+    use bftlog_consensus::genesis_qc;
 
     fn block(round: u64, parent: Hash, entries: &[&[u8]]) -> Block {
         Block {
@@ -1965,7 +1965,7 @@ mod tests {
         }
         Committed {
             height,
-            block_id: crate::consensus::crypto::block_id(&b),
+            block_id: bftlog_consensus::crypto::block_id(&b),
             block: std::sync::Arc::new(b),
             leaves,
             first_index,
@@ -2077,15 +2077,15 @@ mod tests {
         let kept = store.recover(1, 100, 0).unwrap();
         assert_eq!(
             kept.committed_blocks.len(),
-            crate::consensus::MIN_RETAINED_BLOCKS
+            bftlog_consensus::MIN_RETAINED_BLOCKS
         );
         assert_eq!(kept.first_height, 3);
         assert_eq!(&kept.committed_blocks[0].entries[0][..], b"entry 14");
         let newest_16: usize = all.committed_blocks[2..]
             .iter()
-            .map(crate::consensus::entry_bytes)
+            .map(bftlog_consensus::entry_bytes)
             .sum();
-        let one_more = crate::consensus::entry_bytes(&all.committed_blocks[1]);
+        let one_more = bftlog_consensus::entry_bytes(&all.committed_blocks[1]);
         let budget = store.recover(1, 100, newest_16 + one_more).unwrap();
         assert_eq!(budget.committed_blocks.len(), 17);
         let short = store.recover(1, 100, newest_16 + one_more - 1).unwrap();
@@ -2551,7 +2551,7 @@ mod tests {
                 voted_blocks: blocks
                     .iter()
                     .map(|b| {
-                        let id = crate::consensus::crypto::block_id(b);
+                        let id = bftlog_consensus::crypto::block_id(b);
                         (id, std::sync::Arc::new((*b).clone()))
                     })
                     .collect(),
@@ -2572,7 +2572,7 @@ mod tests {
         let big = block(5, Hash([2; 32]), &entries);
         let small_before = block(4, Hash([1; 32]), &[b"a"]);
         let small_after = block(6, Hash([3; 32]), &[b"b"]);
-        let id = |b: &Block| crate::consensus::crypto::block_id(b);
+        let id = |b: &Block| bftlog_consensus::crypto::block_id(b);
         let big_id = id(&big);
         {
             let store = Store::open(&path, 1).unwrap();
@@ -2613,7 +2613,7 @@ mod tests {
         let commit = committed(&mut tree, 1, Hash([0; 32]), &[b"one", b"two"]);
         let fork = block(1, Hash([9; 32]), &[b"fork"]);
         let later = block(3, commit.block_id, &[b"later"]);
-        let id = |b: &Block| crate::consensus::crypto::block_id(b);
+        let id = |b: &Block| bftlog_consensus::crypto::block_id(b);
         let store = Store::open(&path, 1).unwrap();
         vote(&store, &[commit.block.as_ref(), &fork, &later]);
         // Change the voted run in place: if the commit wrote the block's
@@ -2674,7 +2674,7 @@ mod tests {
         let store = Store::open(&dir.join("db.redb"), 1).unwrap();
         commit_blocks(&store, &mut tree, 2, 3);
         let second = store.committed_blocks(2, 1).unwrap().remove(0);
-        let second_id = crate::consensus::crypto::block_id(&second);
+        let second_id = bftlog_consensus::crypto::block_id(&second);
         let txn = store.db.begin_write().unwrap();
         txn.open_table(BLOCK_PARTS)
             .unwrap()
@@ -2714,7 +2714,7 @@ mod tests {
             }
             let mut old = txn.open_table(VOTED_PARTS_V4).unwrap();
             for b in &voted {
-                let id = crate::consensus::crypto::block_id(b);
+                let id = bftlog_consensus::crypto::block_id(b);
                 put_voted_v4(&mut old, b.round, &id, &wire::encode(b)).unwrap();
             }
             let mut meta = txn.open_table(META).unwrap();
@@ -2805,7 +2805,7 @@ mod tests {
             {
                 let mut old = txn.open_table(v3).unwrap();
                 for b in [&big, &small] {
-                    let id = crate::consensus::crypto::block_id(b);
+                    let id = bftlog_consensus::crypto::block_id(b);
                     old.insert((b.round, id.0), wire::encode(b).as_slice())
                         .unwrap();
                 }
@@ -2864,7 +2864,7 @@ mod tests {
                     .into_iter()
                     .map(|b| {
                         (
-                            crate::consensus::crypto::block_id(&b),
+                            bftlog_consensus::crypto::block_id(&b),
                             std::sync::Arc::new(b),
                         )
                     })

@@ -612,7 +612,7 @@ async fn run_byzantine(
     epoch: u64,
     stop: Arc<AtomicBool>,
 ) -> u64 {
-    use bftlog_server::consensus::crypto::{self, Signer};
+    use bftlog_consensus::crypto::{self, Signer};
     use bftlog_server::net;
     use bftlog_spec::wire::{self, ConsensusMessage, Vote};
     let limits = net::Limits::default();

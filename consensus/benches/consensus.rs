@@ -2,13 +2,13 @@
 //! Ed25519 on one core, a perfect in-memory network and instant durable
 //! writes, so the figures are the core's own cost.
 //!
-//! `cargo bench -p bftlog-server --bench consensus`; figures go in
+//! `cargo bench -p bftlog-consensus --bench consensus`; figures go in
 //! docs/performance.md.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bftlog_server::consensus::{Config, Recovered, Replica, Target};
+use bftlog_consensus::{Config, Recovered, Replica, Target};
 use bftlog_spec::wire::{ConsensusMessage, ReplicaId};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;

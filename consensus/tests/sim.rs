@@ -2,12 +2,12 @@
 //! across n = 4 and n = 7, random network faults, crashes and Byzantine
 //! replicas, plus every Byzantine behaviour forced on its own.
 //!
-//! A failure prints its seed; `SIM_SEED=<n> cargo test -p bftlog-server
+//! A failure prints its seed; `SIM_SEED=<n> cargo test -p bftlog-consensus
 //! --test sim` re-runs exactly that seed (all tests), and
-//! `SIM_SEED=<n> cargo run --release -p bftlog-server --example sim` shows
+//! `SIM_SEED=<n> cargo run --release -p bftlog-consensus --example sim` shows
 //! the scenario.
 
-use bftlog_server::sim::{ALL_BEHAVIOURS, Behaviour, Scenario, Sim};
+use bftlog_consensus::sim::{ALL_BEHAVIOURS, Behaviour, Scenario, Sim};
 
 /// Seeds from `SIM_SEED` if set, else `range`.
 fn seeds(range: std::ops::Range<u64>) -> Vec<u64> {

@@ -98,7 +98,7 @@ pub fn vote_message(epoch: u64, round: u64, block_id: &Hash, parent_round: u64) 
     let mut m = Vec::with_capacity(VOTE_DOMAIN.len() + 56);
     m.extend_from_slice(VOTE_DOMAIN);
     m.extend_from_slice(&epoch.to_be_bytes());
-    if crate::consensus::bugs::active(crate::consensus::bugs::Bug::QcRoundUnbound) {
+    if crate::bugs::active(crate::bugs::Bug::QcRoundUnbound) {
         // Known bug: the round is left out of what voters sign.
         m.extend_from_slice(&block_id.0);
         m.extend_from_slice(&parent_round.to_be_bytes());
@@ -240,7 +240,7 @@ mod tests {
     use rand::SeedableRng;
 
     fn block_with(entries: &[&[u8]], round: u64) -> Block {
-        let genesis = crate::consensus::genesis_qc(1);
+        let genesis = crate::genesis_qc(1);
         Block {
             epoch: 1,
             round,

@@ -33,9 +33,7 @@ use bftlog_spec::wire::{Block, ConsensusMessage, ReplicaId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::consensus::{
-    CheckpointEvent, Config, Outgoing, Recovered, Replica, SafetyState, Target,
-};
+use crate::{CheckpointEvent, Config, Outgoing, Recovered, Replica, SafetyState, Target};
 pub use byzantine::{ALL_BEHAVIOURS, Behaviour};
 pub use checker::{Checker, Violation};
 

@@ -7,7 +7,7 @@ use bftlog_spec::merkle::{self, Hash, MemoryTree};
 use bftlog_spec::note::{KeyRing, KeyType, Note, VerifierKey};
 use bftlog_spec::wire::{ConsensusMessage, ReplicaId};
 
-use crate::consensus::{CheckpointEvent, Committed, Config};
+use crate::{CheckpointEvent, Committed, Config};
 
 /// A broken invariant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -301,11 +301,11 @@ impl Checker {
                 }
             }
             ConsensusMessage::Proposal { block, .. } => {
-                let id = crate::consensus::crypto::block_id(block);
+                let id = crate::crypto::block_id(block);
                 self.proposed(replica, block.round, id);
             }
             ConsensusMessage::ProposalLeaves { header, leaves, .. } => {
-                let id = crate::consensus::crypto::block_id_from_header(header, leaves);
+                let id = crate::crypto::block_id_from_header(header, leaves);
                 self.proposed(replica, header.round, id);
             }
             _ => {}

@@ -12,8 +12,8 @@ use rand::Rng;
 use rand::rngs::StdRng;
 
 use super::Sim;
-use crate::consensus::crypto::{self, Signer};
-use crate::consensus::{Outgoing, Target};
+use crate::crypto::{self, Signer};
+use crate::{Outgoing, Target};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Behaviour {

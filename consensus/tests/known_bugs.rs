@@ -7,8 +7,8 @@
 //! the QC but not the TC, and a restarted leader that forgets it may have
 //! proposed before its write.
 
-use bftlog_server::consensus::bugs::{self, Bug};
-use bftlog_server::sim::{Behaviour, Failure, Scenario, Sim, Violation};
+use bftlog_consensus::bugs::{self, Bug};
+use bftlog_consensus::sim::{Behaviour, Failure, Scenario, Sim, Violation};
 
 /// Runs seeds with `bug` on until one fails; returns the failure. The
 /// same scenario must pass with the bug off, so the failure is the bug's.

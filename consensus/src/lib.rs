@@ -61,6 +61,7 @@ pub mod bugs;
 pub mod crypto;
 pub mod digest_hash;
 pub mod mempool;
+pub mod sim;
 pub mod window;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -94,18 +95,19 @@ pub const MAX_CLUSTER_REPLICAS: usize = 64;
 pub const SYNC_RESPONSE_BYTES: usize = 12 << 20;
 
 /// Counts a sync response's block bytes against [`SYNC_RESPONSE_BYTES`].
-pub(crate) struct SyncBudget {
+#[derive(Default)]
+pub struct SyncBudget {
     used: usize,
 }
 
 impl SyncBudget {
-    pub(crate) fn new() -> Self {
-        SyncBudget { used: 0 }
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Whether `block` joins the response: the first always does (an
     /// encoded block is never empty, so `used > 0` once one joined).
-    pub(crate) fn admit(&mut self, block: &Block) -> bool {
+    pub fn admit(&mut self, block: &Block) -> bool {
         let len = wire::encoded_len(block);
         if self.used > 0 && self.used + len > SYNC_RESPONSE_BYTES {
             return false;
