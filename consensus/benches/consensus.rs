@@ -61,23 +61,30 @@ fn run(replicas: &mut [Replica<StdRng>], entries: Vec<Vec<u8>>) -> u64 {
             }
         }
         for (i, r) in replicas.iter_mut().enumerate() {
-            while let Some(p) = r.poll_persist() {
-                r.handle_persisted(p.token);
-            }
-            while r.poll_commit().is_some() {
-                if i == 0 {
-                    blocks += 1;
+            // Writes are durable at once: acknowledge them and route what
+            // they release.
+            loop {
+                let step = r.poll_step();
+                if step.is_empty() {
+                    break;
                 }
-            }
-            while r.poll_checkpoint().is_some() {}
-            while let Some(out) = r.poll_send() {
-                match out.to {
-                    Target::All => {
-                        for t in (0..N).filter(|t| *t != i) {
-                            queue.push_back((t, i as ReplicaId, out.message.clone()));
+                for p in &step.persist {
+                    r.handle_persisted(p.token);
+                }
+                if i == 0 {
+                    blocks += step.commits.len() as u64;
+                }
+                for out in step.sends {
+                    match out.to {
+                        Target::All => {
+                            for t in (0..N).filter(|t| *t != i) {
+                                queue.push_back((t, i as ReplicaId, out.message.clone()));
+                            }
+                        }
+                        Target::One(t) => {
+                            queue.push_back((t as usize, i as ReplicaId, out.message))
                         }
                     }
-                    Target::One(t) => queue.push_back((t as usize, i as ReplicaId, out.message)),
                 }
             }
         }

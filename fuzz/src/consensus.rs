@@ -219,75 +219,70 @@ impl Node {
         quorum: usize,
         honest_peers: bool,
     ) -> Vec<Outgoing> {
-        let mut sent = Vec::new();
+        // Writes are acknowledged later (`ack_one`), so one step holds
+        // everything this input produced.
+        let step = self.replica.poll_step();
         // This step's write request, if it made one: its commits share
         // that transaction.
         let mut step_write = None;
-        loop {
-            if let Some(p) = self.replica.poll_persist() {
-                step_write = Some(p.token);
-                self.last_token = p.token;
-                self.unacked.push_back(p);
-                continue;
+        for p in step.persist {
+            step_write = Some(p.token);
+            self.last_token = p.token;
+            self.unacked.push_back(p);
+        }
+        for c in step.commits {
+            if honest_peers {
+                let durable_with = step_write.unwrap_or(self.last_token + 1);
+                self.pending_commits
+                    .push((durable_with, Block::clone(&c.block)));
+            } else {
+                // Hostile peers holding a quorum of keys could certify
+                // a different block at the height of a commit lost in
+                // a crash; the replica signed nothing for the lost one
+                // (a checkpoint signature is flushed, and the flush
+                // covers the commits before it), so that would be the
+                // peers' doing, not a fault of its own. Commits are
+                // durable at once here, and the checker can keep
+                // holding the replica to a single chain.
+                self.committed.push(Block::clone(&c.block));
+                self.durable_voted = self.durable_voted.split_off(&(c.block.round + 1));
             }
-            if let Some(c) = self.replica.poll_commit() {
-                if honest_peers {
-                    let durable_with = step_write.unwrap_or(self.last_token + 1);
-                    self.pending_commits
-                        .push((durable_with, Block::clone(&c.block)));
-                } else {
-                    // Hostile peers holding a quorum of keys could certify
-                    // a different block at the height of a commit lost in
-                    // a crash; the replica signed nothing for the lost one
-                    // (a checkpoint signature is flushed, and the flush
-                    // covers the commits before it), so that would be the
-                    // peers' doing, not a fault of its own. Commits are
-                    // durable at once here, and the checker can keep
-                    // holding the replica to a single chain.
-                    self.committed.push(Block::clone(&c.block));
-                    self.durable_voted = self.durable_voted.split_off(&(c.block.round + 1));
-                }
-                checker.committed(self.id, &c);
-                continue;
-            }
-            if let Some(event) = self.replica.poll_checkpoint() {
-                match &event {
-                    CheckpointEvent::Signed { size, root } => checker.signed(self.id, *size, *root),
-                    CheckpointEvent::Refused { .. } => checker.refused(self.id, &event),
-                    CheckpointEvent::Quorum { size, note } => {
-                        let cp =
-                            Checkpoint::parse(note.text()).expect("quorum note is a checkpoint");
-                        assert_eq!(cp.size, *size, "quorum note for another size");
-                        assert_eq!(cp.origin, ORIGIN, "quorum note for another origin");
-                        let verified = note.verify(keys).expect("quorum note verifies");
-                        assert!(
-                            verified.signatures().len() >= quorum,
-                            "quorum note with {} valid signatures",
-                            verified.signatures().len()
-                        );
-                        // Peers holding a quorum of keys can sign any root;
-                        // with honest peers it must match the committed log.
-                        if honest_peers {
-                            checker.quorum(*size, note);
-                        }
-                        self.quorums += 1;
+            checker.committed(self.id, &c);
+        }
+        for event in step.checkpoints {
+            match &event {
+                CheckpointEvent::Signed { size, root } => checker.signed(self.id, *size, *root),
+                CheckpointEvent::Refused { .. } => checker.refused(self.id, &event),
+                CheckpointEvent::Quorum { size, note } => {
+                    let cp = Checkpoint::parse(note.text()).expect("quorum note is a checkpoint");
+                    assert_eq!(cp.size, *size, "quorum note for another size");
+                    assert_eq!(cp.origin, ORIGIN, "quorum note for another origin");
+                    let verified = note.verify(keys).expect("quorum note verifies");
+                    assert!(
+                        verified.signatures().len() >= quorum,
+                        "quorum note with {} valid signatures",
+                        verified.signatures().len()
+                    );
+                    // Peers holding a quorum of keys can sign any root;
+                    // with honest peers it must match the committed log.
+                    if honest_peers {
+                        checker.quorum(*size, note);
                     }
+                    self.quorums += 1;
                 }
-                continue;
             }
-            if let Some(out) = self.replica.poll_send() {
-                self.check_durable(&out.message, honest_peers);
-                let own_conduct = matches!(
-                    out.message,
-                    ConsensusMessage::Vote { .. } | ConsensusMessage::Timeout { .. }
-                );
-                if honest_peers || own_conduct {
-                    checker.sent(self.id, &out.message);
-                }
-                sent.push(out);
-                continue;
+        }
+        let mut sent = Vec::with_capacity(step.sends.len());
+        for out in step.sends {
+            self.check_durable(&out.message, honest_peers);
+            let own_conduct = matches!(
+                out.message,
+                ConsensusMessage::Vote { .. } | ConsensusMessage::Timeout { .. }
+            );
+            if honest_peers || own_conduct {
+                checker.sent(self.id, &out.message);
             }
-            break;
+            sent.push(out);
         }
         sent
     }

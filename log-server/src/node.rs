@@ -44,7 +44,9 @@ use crate::net;
 use crate::storage::{Store, StoreError, WriteBatch};
 use crate::witnessing;
 use bftlog_consensus::digest_hash::DigestMap;
-use bftlog_consensus::{CheckpointEvent, Replica, SubmitResult, SyncBudget, Target};
+use bftlog_consensus::{
+    CheckpointEvent, Event, Rejection, Replica, SubmitResult, SyncBudget, Target,
+};
 
 /// Frames queued per peer before new ones are dropped.
 const PEER_QUEUE_FRAMES: usize = 4096;
@@ -157,13 +159,6 @@ pub(crate) struct Shared {
     pub status: std::sync::Mutex<CoreStatus>,
 }
 
-/// Reasons the core rejects a peer message, in [`rejection_counts`] order.
-const REJECTION_REASONS: [&str; 4] = [
-    "malformed",
-    "invalid_signature",
-    "invalid_certificate",
-    "equivocation",
-];
 const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// A durable write this slow is logged and counted: a round cannot go
 /// faster than its leader's and its voters' writes.
@@ -171,15 +166,6 @@ pub const SLOW_WRITE: Duration = Duration::from_millis(100);
 /// A core loop step this slow is logged and counted: every peer message,
 /// append and timer of the replica waited for it.
 pub const SLOW_STEP: Duration = Duration::from_millis(100);
-
-fn rejection_counts(m: &bftlog_consensus::Metrics) -> [u64; 4] {
-    [
-        m.malformed_messages,
-        m.invalid_signatures,
-        m.invalid_certificates,
-        m.equivocations,
-    ]
-}
 
 /// A running replica.
 pub struct Node {
@@ -386,7 +372,7 @@ struct CoreLoop {
     /// Latest stored checkpoint whose cosignatures meet the witness quorum.
     latest_witnessed: u64,
     /// When each (peer, reason) rejection was last logged.
-    rejection_logged: HashMap<(ReplicaId, &'static str), Instant>,
+    rejection_logged: HashMap<(ReplicaId, Rejection), Instant>,
     /// Publishes each new stored quorum checkpoint to the witness tasks.
     witness_tx: Option<tokio::sync::watch::Sender<crate::witnessing::Latest>>,
 }
@@ -432,17 +418,7 @@ impl CoreLoop {
             let step = Instant::now();
             let now = self.now();
             if self.replica.poll_timeout().is_some_and(|t| t <= now) {
-                let timeouts = self.replica.metrics.timeouts_sent;
                 self.replica.handle_timeout(now);
-                if self.replica.metrics.timeouts_sent > timeouts {
-                    info!(
-                        replica = self.shared.cfg.id,
-                        round = self.replica.round(),
-                        leader = self.replica.leader(),
-                        height = self.replica.committed_height(),
-                        "round timed out; asking the others to move on"
-                    );
-                }
             }
             self.expire_waiters(now);
             self.drive()?;
@@ -476,23 +452,7 @@ impl CoreLoop {
                         return Ok(());
                     }
                 }
-                let before = rejection_counts(&self.replica.metrics);
-                let view_changes = self.replica.metrics.view_changes;
                 self.replica.handle_message(now, from, *message);
-                if self.replica.metrics.view_changes > view_changes {
-                    info!(
-                        replica = self.shared.cfg.id,
-                        round = self.replica.round(),
-                        height = self.replica.committed_height(),
-                        "entered a round by a timeout certificate"
-                    );
-                }
-                let after = rejection_counts(&self.replica.metrics);
-                for (i, reason) in REJECTION_REASONS.iter().enumerate() {
-                    if after[i] > before[i] {
-                        self.log_rejection(from, reason, after[i]);
-                    }
-                }
             }
             CoreInput::Append { entries, reply } => self.append(now, entries, reply)?,
             CoreInput::Cosigned { size, signatures } => self.cosigned(size, signatures)?,
@@ -701,22 +661,31 @@ impl CoreLoop {
         // Stale `by_index` registrations are skipped when they fire.
     }
 
-    /// Drains the core until it is quiet (see the module docs for the order).
+    /// Drains the core until it is quiet, by the contract on
+    /// [`bftlog_consensus::Step`] (see the module docs for the order).
     fn drive(&mut self) -> Result<(), StoreError> {
         loop {
+            let step = self.replica.poll_step();
+            if step.is_empty() {
+                self.publish_status();
+                return Ok(());
+            }
             // What the core released depends only on writes already
             // durable, so it goes before this step's write: a leader's
             // proposal that relies on earlier writes only (not on its own
             // vote) then reaches the followers while the leader's write
             // runs, and their writes overlap it.
-            while let Some(out) = self.replica.poll_send() {
+            for out in &step.sends {
                 self.send(out.to, &out.message);
             }
-            let mut batch = WriteBatch::default();
-            while let Some(commit) = self.replica.poll_commit() {
-                batch.commits.push(commit);
+            for event in &step.events {
+                self.log_event(*event);
             }
-            while let Some(event) = self.replica.poll_checkpoint() {
+            let mut batch = WriteBatch {
+                commits: step.commits,
+                ..WriteBatch::default()
+            };
+            for event in step.checkpoints {
                 match event {
                     CheckpointEvent::Quorum { size, note } => {
                         self.pending_quorum.insert(size, note);
@@ -740,65 +709,90 @@ impl CoreLoop {
                     }
                 }
             }
-            let mut tokens = Vec::new();
-            while let Some(request) = self.replica.poll_persist() {
+            let mut tokens = Vec::with_capacity(step.persist.len());
+            for request in step.persist {
                 batch.safety = Some(request.state);
                 batch.voted_blocks.extend(request.blocks);
                 tokens.push(request.token);
             }
-            let tree_size = batch
-                .commits
-                .last()
-                .map_or(self.store.tree_size(), |c| c.size);
-            let ready: Vec<u64> = self
-                .pending_quorum
-                .range(..=tree_size)
-                .map(|(s, _)| *s)
-                .collect();
-            for size in ready {
-                let note = self.pending_quorum.remove(&size).expect("listed");
-                if size <= self.latest_checkpoint {
-                    continue;
-                }
-                let root = match batch.commits.iter().find(|c| c.size == size) {
-                    Some(c) => c.root,
-                    None => match self.store.root_at(size) {
-                        Ok(root) => root,
-                        Err(e) => {
-                            warn!(size, error = %e, "cannot check a quorum checkpoint's root");
-                            continue;
-                        }
-                    },
-                };
-                let claimed = Checkpoint::parse(note.text()).map(|c| c.root);
-                if claimed.as_ref() != Ok(&root) {
-                    error!(
-                        replica = self.shared.cfg.id,
-                        size,
-                        "SAFETY ALARM: a quorum checkpoint disagrees with the committed tree; not stored"
-                    );
-                    continue;
-                }
-                batch.checkpoints.push((size, note.format()));
-                self.latest_checkpoint = size;
-            }
-            let quiet = batch.is_empty();
-            if !quiet {
+            self.store_ready_checkpoints(&mut batch);
+            if !batch.is_empty() {
                 self.timed_write(&batch)?;
             }
             for token in tokens {
                 self.replica.handle_persisted(token);
             }
             self.after_commit(&batch);
-            let mut sent = false;
-            while let Some(out) = self.replica.poll_send() {
-                self.send(out.to, &out.message);
-                sent = true;
+        }
+    }
+
+    /// Moves the quorum checkpoints that the tree reaches with `batch`
+    /// into it, each checked against the committed root of its size.
+    fn store_ready_checkpoints(&mut self, batch: &mut WriteBatch) {
+        let tree_size = batch
+            .commits
+            .last()
+            .map_or(self.store.tree_size(), |c| c.size);
+        let ready: Vec<u64> = self
+            .pending_quorum
+            .range(..=tree_size)
+            .map(|(s, _)| *s)
+            .collect();
+        for size in ready {
+            let note = self.pending_quorum.remove(&size).expect("listed");
+            if size <= self.latest_checkpoint {
+                continue;
             }
-            if quiet && !sent {
-                self.publish_status();
-                return Ok(());
+            let root = match batch.commits.iter().find(|c| c.size == size) {
+                Some(c) => c.root,
+                None => match self.store.root_at(size) {
+                    Ok(root) => root,
+                    Err(e) => {
+                        warn!(size, error = %e, "cannot check a quorum checkpoint's root");
+                        continue;
+                    }
+                },
+            };
+            let claimed = Checkpoint::parse(note.text()).map(|c| c.root);
+            if claimed.as_ref() != Ok(&root) {
+                error!(
+                    replica = self.shared.cfg.id,
+                    size,
+                    "SAFETY ALARM: a quorum checkpoint disagrees with the committed tree; not stored"
+                );
+                continue;
             }
+            batch.checkpoints.push((size, note.format()));
+            self.latest_checkpoint = size;
+        }
+    }
+
+    /// Logs what the core reports (rejections rate-limited per peer).
+    fn log_event(&mut self, event: Event) {
+        let id = self.shared.cfg.id;
+        match event {
+            Event::TimeoutSent { round } => info!(
+                replica = id,
+                round,
+                leader = self.replica.leader(),
+                height = self.replica.committed_height(),
+                "round timed out; asking the others to move on"
+            ),
+            Event::ViewChange { round } => info!(
+                replica = id,
+                round,
+                height = self.replica.committed_height(),
+                "entered a round by a timeout certificate"
+            ),
+            Event::TcFormed { round } => {
+                debug!(replica = id, round, "formed a timeout certificate")
+            }
+            // Old messages are normal after a restart or a slow link.
+            Event::Rejected {
+                reason: Rejection::Stale,
+                ..
+            } => {}
+            Event::Rejected { from, reason } => self.log_rejection(from, reason),
         }
     }
 
@@ -836,7 +830,7 @@ impl CoreLoop {
     /// Logs a peer's rejected message at most once per reason and peer
     /// every [`REJECTION_LOG_INTERVAL`] (a Byzantine peer must not be able
     /// to flood the log); the counters in `/metrics` count every one.
-    fn log_rejection(&mut self, from: ReplicaId, reason: &'static str, total: u64) {
+    fn log_rejection(&mut self, from: ReplicaId, reason: Rejection) {
         let now = Instant::now();
         let last = self.rejection_logged.get(&(from, reason));
         if last.is_some_and(|t| now.duration_since(*t) < REJECTION_LOG_INTERVAL) {
@@ -847,8 +841,7 @@ impl CoreLoop {
             replica = self.shared.cfg.id,
             peer = from,
             round = self.replica.round(),
-            reason,
-            total,
+            reason = reason.as_str(),
             "rejected a peer's consensus message"
         );
     }

@@ -586,76 +586,70 @@ impl Sim {
         let generation = self.nodes[i].generation;
         let id = self.nodes[i].replica_id;
         let honest = self.nodes[i].byzantine.is_none();
+        let Some(r) = self.nodes[i].replica.as_mut() else {
+            return;
+        };
+        let step = r.poll_step();
+        let state = std::env::var_os("SIM_TRACE").map(|_| r.describe());
         // The write this input issued, which its commits share.
         let mut step_write: Option<u64> = None;
-        loop {
-            let Some(r) = self.nodes[i].replica.as_mut() else {
-                return;
+        for p in step.persist {
+            // Writes complete in order, like appends to one log file.
+            let delay = Duration::from_micros(
+                self.rng
+                    .gen_range(100..self.scenario.write_latency_max_us.max(101)),
+            );
+            let done = (now + delay).max(self.nodes[i].last_write_done);
+            self.nodes[i].last_write_done = done;
+            self.nodes[i].last_token = p.token;
+            step_write = Some(p.token);
+            let ev = Event::Persisted {
+                node: i,
+                generation,
+                token: p.token,
+                state: p.state,
+                blocks: p.blocks.iter().map(|(_, b)| Block::clone(b)).collect(),
             };
-            // Writes first: their acknowledgements release held messages.
-            if let Some(p) = r.poll_persist() {
-                // Writes complete in order, like appends to one log file.
-                let delay = Duration::from_micros(
-                    self.rng
-                        .gen_range(100..self.scenario.write_latency_max_us.max(101)),
-                );
-                let done = (now + delay).max(self.nodes[i].last_write_done);
-                self.nodes[i].last_write_done = done;
-                self.nodes[i].last_token = p.token;
-                step_write = Some(p.token);
-                let ev = Event::Persisted {
-                    node: i,
-                    generation,
-                    token: p.token,
-                    state: p.state,
-                    blocks: p.blocks.iter().map(|(_, b)| Block::clone(b)).collect(),
-                };
-                self.schedule(done, ev);
-                continue;
+            self.schedule(done, ev);
+        }
+        for c in step.commits {
+            let node = &mut self.nodes[i];
+            let durable_with = step_write.unwrap_or(node.last_token + 1);
+            node.pending_commits
+                .push((durable_with, Block::clone(&c.block)));
+            if honest {
+                self.checker.committed(id, &c);
             }
-            if let Some(c) = r.poll_commit() {
-                let node = &mut self.nodes[i];
-                let durable_with = step_write.unwrap_or(node.last_token + 1);
-                node.pending_commits
-                    .push((durable_with, Block::clone(&c.block)));
-                if honest {
-                    self.checker.committed(id, &c);
+        }
+        for ev in step.checkpoints {
+            match &ev {
+                CheckpointEvent::Signed { size, root } if honest => {
+                    self.checker.signed(id, *size, *root)
                 }
-                continue;
+                CheckpointEvent::Quorum { size, note } => self.checker.quorum(*size, note),
+                CheckpointEvent::Refused { .. } if honest => self.checker.refused(id, &ev),
+                _ => {}
             }
-            if let Some(ev) = r.poll_checkpoint() {
-                match &ev {
-                    CheckpointEvent::Signed { size, root } if honest => {
-                        self.checker.signed(id, *size, *root)
-                    }
-                    CheckpointEvent::Quorum { size, note } => self.checker.quorum(*size, note),
-                    CheckpointEvent::Refused { .. } if honest => self.checker.refused(id, &ev),
-                    _ => {}
+        }
+        for out in step.sends {
+            if let Some(state) = &state {
+                if let ConsensusMessage::ProposalLeaves { header, leaves, .. } = &out.message {
+                    eprintln!(
+                        "{:?} node {i} gen {generation} proposes round {} ({} entries) {}",
+                        now,
+                        header.round,
+                        leaves.len(),
+                        state
+                    );
                 }
-                continue;
             }
-            if let Some(out) = r.poll_send() {
-                if std::env::var_os("SIM_TRACE").is_some() {
-                    if let ConsensusMessage::ProposalLeaves { header, leaves, .. } = &out.message {
-                        eprintln!(
-                            "{:?} node {i} gen {generation} proposes round {} ({} entries) {}",
-                            now,
-                            header.round,
-                            leaves.len(),
-                            r.describe()
-                        );
-                    }
+            if honest {
+                self.checker.sent(id, &out.message);
+                if matches!(out.message, ConsensusMessage::EntryRequest { .. }) {
+                    self.entry_requests += 1;
                 }
-                if honest {
-                    self.checker.sent(id, &out.message);
-                    if matches!(out.message, ConsensusMessage::EntryRequest { .. }) {
-                        self.entry_requests += 1;
-                    }
-                }
-                self.route(i, out);
-                continue;
             }
-            break;
+            self.route(i, out);
         }
         let r = self.nodes[i].replica.as_ref().expect("alive");
         if let Some(t) = r.poll_timeout() {
