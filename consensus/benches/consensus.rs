@@ -1,4 +1,4 @@
-//! Consensus throughput in simulation (issue #4): four replicas with real
+//! Consensus throughput in simulation: four replicas with real
 //! Ed25519 on one core, a perfect in-memory network and instant durable
 //! writes, so the figures are the core's own cost.
 //!

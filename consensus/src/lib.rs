@@ -66,10 +66,10 @@ mod step;
 
 pub mod bugs;
 pub mod crypto;
+pub mod dedup_window;
 pub mod digest_hash;
 pub mod mempool;
 pub mod sim;
-pub mod window;
 
 use bftlog_spec::wire::Block;
 

@@ -40,9 +40,9 @@ fn commit_without_the_round_plus_one_condition_is_caught() {
     // certified somewhere: the gap the "round + 1" condition guards. (A
     // replica sending each vote to at most one peer was the lever before
     // leaders rotated among active replicas, ADR 0003: such a replica now
-    // rarely leads. This catch is rare: seeds 5677 and 18933 of 0..30000
-    // since session 13 (leaders propose before their own write, commits
-    // alone are not flushed), so the hunt starts near the first to keep
+    // rarely leads. This catch is rare: seeds 5677 and 18933 of 0..30000,
+    // with leaders proposing before their own write and commits alone
+    // not flushed, so the hunt starts near the first to keep
     // the suite short, and moves whenever the random draws change. The
     // rule itself is pinned by the scripted unit test
     // `a_child_certified_after_a_timeout_does_not_commit_its_parent`.)

@@ -371,7 +371,7 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
             // The replicas share this machine's cores: each gets its share
             // of tokio workers (at least one) rather than one per core, so
             // that n runtimes do not each wake a worker per core. Measured
-            // in docs/performance.md, session 17. A TOKIO_WORKER_THREADS
+            // in docs/perf/journal.md (2026-12-03). A TOKIO_WORKER_THREADS
             // already set is passed on unchanged.
             let workers = std::env::var("TOKIO_WORKER_THREADS").unwrap_or_else(|_| {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

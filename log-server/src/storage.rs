@@ -44,7 +44,7 @@
 //! The leaf index (leaf hash → first index, for idempotent appends and
 //! proofs by leaf hash) is a small log-structured index. Leaf hashes are
 //! random, so a B-tree keyed by them rewrites a page per insert; merging
-//! batches into one (sessions 6 to 8) still rewrote the whole tree once
+//! batches into one (an earlier layout) still rewrote the whole tree once
 //! per batch, a cost that grew with the log until it was the p99 commit
 //! latency at a few hundred thousand entries. Instead:
 //!
@@ -265,7 +265,7 @@ impl WriteBatch {
 
 /// Buffers one [`Store::write`] fills and the next reuses: fresh ones per
 /// write faulted in new pages every time (the kernel zeroing them was
-/// about 3% of a follower's CPU in a DWARF profile, session 16). They keep
+/// about 3% of a follower's CPU in a DWARF profile). They keep
 /// the size of the largest write: a few MB for a sync step of 100,000
 /// entries.
 #[derive(Default)]
@@ -1634,7 +1634,7 @@ fn sort_level(leaves: &DigestMap<Hash, u64>) -> SortedLevel {
 /// [`SortedLevel::LEAVES_PER_BUCKET`] leaves and a lookup touches a cache
 /// line or two. A plain binary search over a frozen level of 2^18 leaves
 /// took 18 steps, most of them cache misses, for every submitted entry:
-/// 8% of a replica's core thread at 55,000 entries/s (session 14 profile).
+/// 8% of a replica's core thread at 55,000 entries/s (a profile).
 #[derive(Default)]
 struct SortedLevel {
     leaves: Vec<(Hash, u64)>,

@@ -1,4 +1,4 @@
-//! Receipt verification throughput (issue #3): receipts with 3 replica
+//! Receipt verification throughput: receipts with 3 replica
 //! signatures + 2 witness cosignatures in a 2^24-leaf log.
 //!
 //! `cargo bench -p bftlog-verify --bench verify`; figures go in

@@ -50,7 +50,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         while cursor != self.committed_id {
             let Some(b) = self.blocks.get(&cursor) else {
                 // Missing ancestor: wait for sync.
-                let peer = self.sync_peer;
+                let peer = self.sync.peer;
                 self.request_sync(peer);
                 return;
             };
@@ -116,7 +116,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
 
     pub(super) fn remember_committed(&mut self, leaves: &[Hash]) {
         for leaf in leaves {
-            self.recent.insert(*leaf);
+            self.dedup.insert(*leaf);
         }
     }
 
@@ -125,10 +125,10 @@ impl<R: RngCore + CryptoRng> Replica<R> {
     pub(super) fn prune(&mut self) {
         let committed_round = self.committed_round;
         self.blocks.retain(|_, b| b.block.round > committed_round);
-        let current = self.round;
+        let current = self.round();
         self.votes.retain(|(r, _, _), _| *r + 2 >= current);
         self.voted_for.retain(|(r, _), _| *r + 2 >= current);
-        self.timeouts = self.timeouts.split_off(&current.saturating_sub(1));
+        self.pacemaker.prune_timeouts();
         self.certified.retain(|(r, _, _), _| *r >= committed_round);
     }
 }

@@ -58,7 +58,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         }
         // An honest leader never proposes a committed entry (nor may anyone
         // vote for one): nothing to fetch.
-        if missing.keys().any(|leaf| self.recent.contains(leaf)) {
+        if missing.keys().any(|leaf| self.dedup.contains(leaf)) {
             self.reject(Rejection::Malformed);
             return;
         }
@@ -170,7 +170,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
                     completed |= pending.missing.is_empty();
                 }
             }
-            if self.recent.contains(&leaf) {
+            if self.dedup.contains(&leaf) {
                 continue;
             }
             if self.mempool.insert(leaf, entry).is_err() {

@@ -37,13 +37,16 @@ use rand_core::{CryptoRng, RngCore};
 
 use crate::bugs::{Bug, active as bug};
 use crate::crypto::{self, Committee, Signer};
+use crate::dedup_window::DedupWindow;
 use crate::mempool::{self, Mempool};
-use crate::window::CommittedWindow;
 use crate::{
     CheckpointEvent, Committed, Config, Event, MAX_BLOCK_BYTES, MAX_CLUSTER_REPLICAS, MAX_ROUND,
     MIN_RETAINED_BLOCKS, Metrics, Outgoing, PersistRequest, Recovered, Rejection, SafetyState,
     Step, SubmitResult, Target, entry_bytes, genesis_qc,
 };
+use checkpoints::CheckpointQuorum;
+use pacemaker::Pacemaker;
+use sync::SyncProgress;
 
 /// The block with header `header` and these entries (all present).
 fn with_entries(header: Block, entries: Vec<Option<Vec<u8>>>) -> Block {
@@ -146,19 +149,11 @@ struct VoteSet {
     done: bool,
 }
 
-#[derive(Default)]
-struct TimeoutSet {
-    timeouts: BTreeMap<ReplicaId, Timeout>,
-    done: bool,
-}
-
 /// One replica's consensus state machine.
 pub struct Replica<R> {
     cfg: Config,
     id: ReplicaId,
     signer: Signer,
-    note_key: SignerKey,
-    note_verifiers: Vec<VerifierKey>,
     committee: Committee,
     rng: R,
     now: Duration,
@@ -186,13 +181,7 @@ pub struct Replica<R> {
     /// The peer whose message is being handled: rejections name it.
     input_from: Option<ReplicaId>,
 
-    round: u64,
-    /// Consecutive rounds ended by a TC (for the backoff).
-    timeouts_in_a_row: u32,
-    round_deadline: Option<Duration>,
-    /// The timeout this replica sent for the current round, if any.
-    sent_timeout: Option<Timeout>,
-    entered_by_tc: Option<TimeoutCert>,
+    pacemaker: Pacemaker,
     /// The highest round this replica proposed in, or may have proposed in
     /// before a restart (see `Replica::new`).
     proposed_round: u64,
@@ -214,7 +203,6 @@ pub struct Replica<R> {
     votes: HashMap<(u64, Hash, u64), VoteSet>,
     /// Which block each replica voted for per round (equivocation check).
     voted_for: HashMap<(u64, ReplicaId), Hash>,
-    timeouts: BTreeMap<u64, TimeoutSet>,
 
     committed_id: Hash,
     committed_round: u64,
@@ -235,16 +223,10 @@ pub struct Replica<R> {
     tree: CompactRange,
 
     mempool: Mempool,
-    /// Recently committed leaf hashes.
-    recent: CommittedWindow,
-    checkpoint_sigs: BTreeMap<(u64, Hash), BTreeMap<ReplicaId, Signature64>>,
-    quorum_size: u64,
-    sync_deadline: Option<Duration>,
-    sync_peer: ReplicaId,
-    /// Next height to ask for: past blocks already fetched but not yet
-    /// committable (their commit evidence lies further ahead).
-    sync_cursor: u64,
-    status_deadline: Duration,
+    /// Recently committed leaf hashes, to refuse an entry committed again.
+    dedup: DedupWindow,
+    checkpoints: CheckpointQuorum,
+    sync: SyncProgress,
 
     pub metrics: Metrics,
 }
@@ -287,14 +269,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             return Err(SetupError::WrongKey(id));
         }
         let committee = Committee::new(&cfg.replicas)?;
-        let note_key = SignerKey::new(&cfg.origin, KeyType::Ed25519, key.clone())
-            .map_err(|e| SetupError::Origin(e.to_string()))?;
-        let note_verifiers = cfg
-            .replicas
-            .iter()
-            .map(|k| VerifierKey::new(&cfg.origin, KeyType::Ed25519, *k))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| SetupError::Origin(e.to_string()))?;
+        let checkpoints = CheckpointQuorum::new(&cfg, &key)?;
         // Chain check of the recovered committed blocks.
         let mut committed_id = crypto::genesis_id(cfg.epoch);
         let mut committed_round = 0;
@@ -328,11 +303,12 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             cfg.mempool_max_bytes,
             cfg.max_entry_bytes,
         );
+        // A restarted replica re-enters its round by its highest TC, so a
+        // leader can still attach it to its proposal.
+        let safety_tc = safety.high_tc.clone();
         let mut replica = Replica {
             id,
             signer: Signer::new(key),
-            note_key,
-            note_verifiers,
             committee,
             rng,
             now,
@@ -351,11 +327,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             checkpoint_events: Vec::new(),
             events: Vec::new(),
             input_from: None,
-            round,
-            timeouts_in_a_row: 0,
-            round_deadline: None,
-            sent_timeout: None,
-            entered_by_tc: None,
+            pacemaker: Pacemaker::new(&cfg, round, safety_tc, now),
             // A leader's proposal may leave before its write that records
             // the round (the proposal for `last_voted_round + 1`, see
             // `maybe_propose`), so after a restart that round may hold a
@@ -373,7 +345,6 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             certified: HashMap::new(),
             votes: HashMap::new(),
             voted_for: HashMap::new(),
-            timeouts: BTreeMap::new(),
             committed_id,
             committed_round,
             committed_height,
@@ -385,19 +356,12 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             commit_evidence: None,
             tree: recovered.tree,
             mempool,
-            recent: CommittedWindow::new(cfg.dedup_window_entries),
-            checkpoint_sigs: BTreeMap::new(),
-            quorum_size: 0,
-            sync_deadline: None,
-            sync_peer: id,
-            sync_cursor: 0,
-            status_deadline: now + Duration::from_millis(cfg.status_interval_ms),
+            dedup: DedupWindow::new(cfg.dedup_window_entries),
+            checkpoints,
+            sync: SyncProgress::new(id),
             metrics: Metrics::default(),
             cfg,
         };
-        if let Some(tc) = &replica.safety.high_tc {
-            replica.entered_by_tc = Some(tc.clone());
-        }
         let recovered_leaves: Vec<Hash> = replica
             .committed_window
             .iter()
@@ -437,7 +401,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
     }
 
     pub fn round(&self) -> u64 {
-        self.round
+        self.pacemaker.round()
     }
 
     pub fn safety(&self) -> &SafetyState {
@@ -471,7 +435,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         format!(
             "replica {} round {} last_voted {} high_qc {} high_tc {:?} committed h{} r{} size {} mempool {} blocks {} deadline {:?} persisted {}/{} held {} target {:?} sync {:?}@{} requests {} {:?}",
             self.id,
-            self.round,
+            self.round(),
             self.safety.last_voted_round,
             self.safety.high_qc.round,
             self.safety.high_tc.as_ref().map(|t| t.round),
@@ -480,15 +444,15 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             self.tree.size(),
             self.mempool.len(),
             self.blocks.len(),
-            self.round_deadline,
+            self.pacemaker.round_deadline(),
             self.persist_done,
             self.persist_issued,
             self.held.len(),
             self.commit_target
                 .as_ref()
                 .map(|(_, qc)| (qc.round, qc.parent_round)),
-            self.sync_deadline,
-            self.sync_peer,
+            self.sync.deadline,
+            self.sync.peer,
             self.metrics.sync_requests_sent,
             {
                 let mut b: Vec<(u64, u64)> = self
@@ -524,7 +488,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         let mut results = Vec::with_capacity(entries.len());
         let mut forward = Vec::new();
         for (leaf, entry) in entries {
-            if self.recent.contains(&leaf) {
+            if self.dedup.contains(&leaf) {
                 results.push(SubmitResult::AlreadyCommitted);
                 continue;
             }
@@ -621,21 +585,20 @@ impl<R: RngCore + CryptoRng> Replica<R> {
     /// Call when [`Replica::poll_timeout`]'s deadline has passed.
     pub fn handle_timeout(&mut self, now: Duration) {
         self.now = now;
-        if self.round_deadline.is_some_and(|d| d <= now) {
+        if self.pacemaker.round_expired(now) {
             self.local_timeout();
         }
-        if self.status_deadline <= now {
-            self.status_deadline = now + Duration::from_millis(self.cfg.status_interval_ms);
+        if self.pacemaker.status_due(now) {
             self.send_certificates(Target::All);
             self.resend_checkpoint_signature();
         }
-        if self.sync_deadline.is_some_and(|d| d <= now) {
-            self.sync_deadline = None;
+        if self.sync.deadline.is_some_and(|d| d <= now) {
+            self.sync.deadline = None;
             // No answer: the cursor may point where no peer has blocks
             // (a fork that lost, or a misleading batch). Start again from
             // the committed tip, and ask the next replica round-robin.
-            self.sync_cursor = self.committed_height + 1;
-            let next = (self.sync_peer as usize + 1) % self.cfg.n();
+            self.sync.cursor = self.committed_height + 1;
+            let next = (self.sync.peer as usize + 1) % self.cfg.n();
             self.request_sync(next as ReplicaId);
         }
         self.finish();
@@ -666,9 +629,9 @@ impl<R: RngCore + CryptoRng> Replica<R> {
     /// When [`Replica::handle_timeout`] should next run.
     pub fn poll_timeout(&self) -> Option<Duration> {
         [
-            self.round_deadline,
-            self.sync_deadline,
-            Some(self.status_deadline),
+            self.pacemaker.round_deadline(),
+            self.sync.deadline,
+            Some(self.pacemaker.status_deadline()),
         ]
         .into_iter()
         .flatten()

@@ -31,14 +31,36 @@ impl SyncBudget {
     }
 }
 
+/// Where this replica's own sync stands: whom it asked, until when, and
+/// from which height it asks next.
+pub(super) struct SyncProgress {
+    /// When the outstanding request counts as lost (none outstanding).
+    pub(super) deadline: Option<Duration>,
+    /// The replica asked last.
+    pub(super) peer: ReplicaId,
+    /// Next height to ask for: past blocks already fetched but not yet
+    /// committable (their commit evidence lies further ahead).
+    pub(super) cursor: u64,
+}
+
+impl SyncProgress {
+    pub(super) fn new(id: ReplicaId) -> Self {
+        SyncProgress {
+            deadline: None,
+            peer: id,
+            cursor: 0,
+        }
+    }
+}
+
 impl<R: RngCore + CryptoRng> Replica<R> {
     pub(super) fn request_sync(&mut self, peer: ReplicaId) {
-        if self.cfg.n() == 1 || self.sync_deadline.is_some_and(|d| d > self.now) {
+        if self.cfg.n() == 1 || self.sync.deadline.is_some_and(|d| d > self.now) {
             return;
         }
         // Never ourselves: the next replica after the last one asked.
         let peer = if peer == self.id {
-            ((self.sync_peer as usize + 1) % self.cfg.n()) as ReplicaId
+            ((self.sync.peer as usize + 1) % self.cfg.n()) as ReplicaId
         } else {
             peer
         };
@@ -47,13 +69,13 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         } else {
             peer
         };
-        self.sync_peer = peer;
-        self.sync_deadline = Some(self.now + Duration::from_millis(self.cfg.sync_timeout_ms));
+        self.sync.peer = peer;
+        self.sync.deadline = Some(self.now + Duration::from_millis(self.cfg.sync_timeout_ms));
         self.metrics.sync_requests_sent += 1;
         self.send(
             Target::One(peer),
             ConsensusMessage::SyncRequest {
-                from_height: self.sync_cursor.max(self.committed_height + 1),
+                from_height: self.sync.cursor.max(self.committed_height + 1),
                 max_blocks: self.cfg.sync_batch_blocks,
             },
         );
@@ -153,8 +175,8 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         blocks: Vec<Block>,
         commit_qc: Option<QuorumCert>,
     ) {
-        if from == self.sync_peer {
-            self.sync_deadline = None;
+        if from == self.sync.peer {
+            self.sync.deadline = None;
         }
         let full = blocks.len() >= self.cfg.sync_batch_blocks as usize;
         let ids: Vec<Hash> = blocks.iter().map(crypto::block_id).collect();
@@ -214,25 +236,25 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         // sends the commit evidence for its committed tip (which may be off
         // its highest-QC chain) only to a request starting at or below that
         // tip, and the block we stop at may be that tip.
-        let before = self.sync_cursor;
+        let before = self.sync.cursor;
         if let Some(height) = ids
             .iter()
             .filter(|_| full)
             .filter_map(|id| self.blocks.get(id).map(|b| b.height))
             .max()
         {
-            self.sync_cursor = self.sync_cursor.max(height);
+            self.sync.cursor = self.sync.cursor.max(height);
         }
-        self.sync_cursor = self.sync_cursor.max(self.committed_height + 1);
-        if !full || (!progressed && self.sync_cursor == before) {
+        self.sync.cursor = self.sync.cursor.max(self.committed_height + 1);
+        if !full || (!progressed && self.sync.cursor == before) {
             // A short batch reached the peer's tip: nothing further to page
             // through. Or nothing new and nothing passed: what we skipped
             // over may have been a fork that lost. Start again from the
             // committed tip.
-            self.sync_cursor = self.committed_height + 1;
+            self.sync.cursor = self.committed_height + 1;
         }
-        if full && (progressed || self.sync_cursor > before) {
-            self.sync_deadline = None;
+        if full && (progressed || self.sync.cursor > before) {
+            self.sync.deadline = None;
             self.request_sync(from);
         }
         self.arm_timer();

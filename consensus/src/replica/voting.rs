@@ -12,17 +12,17 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         // up on) before a restart: proposing again would equivocate. (The
         // round after it is excluded after a restart by `proposed_round`.)
         if self.leader() != self.id
-            || self.proposed_round >= self.round
-            || self.safety.last_voted_round >= self.round
+            || self.proposed_round >= self.round()
+            || self.safety.last_voted_round >= self.round()
         {
             return;
         }
         let qc = self.safety.high_qc.clone();
         // Entered through a QC: it must be for the previous round. Through
         // a TC: it must be the TC for the previous round.
-        let tc = match &self.entered_by_tc {
-            Some(tc) if tc.round + 1 == self.round => Some(tc.clone()),
-            _ if qc.round + 1 == self.round => None,
+        let tc = match self.pacemaker.entered_by_tc() {
+            Some(tc) if tc.round + 1 == self.round() => Some(tc.clone()),
+            _ if qc.round + 1 == self.round() => None,
             _ => return,
         };
         // Propose only on top of a block we hold: we vote for our own
@@ -30,7 +30,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         // for an early proposal the restart rule in `Replica::new`) is
         // what stops a restarted leader from proposing twice in a round.
         if qc.block_id != self.committed_id && !self.blocks.contains_key(&qc.block_id) {
-            let peer = self.sync_peer;
+            let peer = self.sync.peer;
             self.request_sync(peer);
             return;
         }
@@ -53,7 +53,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             .unzip();
         let block = Block {
             epoch: self.cfg.epoch,
-            round: self.round,
+            round: self.round(),
             author: self.id,
             parent_id: qc.block_id,
             justify: qc,
@@ -63,7 +63,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         let signature = self
             .signer
             .sign(&crypto::proposal_message(self.cfg.epoch, &id));
-        self.proposed_round = self.round;
+        self.proposed_round = self.round();
         self.metrics.proposals_sent += 1;
         // Followers hold the entries already (forwarded when submitted), so
         // the proposal names them by leaf hash: 32 bytes instead of the
@@ -86,7 +86,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         // its durable last-voted round again (`Replica::new`), and the
         // proposal leaves only once that write is durable. Round 1 always
         // waits, so that a replica that never voted can propose in it.
-        if self.round >= 2 && self.round == self.issued_last_voted_round + 1 {
+        if self.round() >= 2 && self.round() == self.issued_last_voted_round + 1 {
             self.staging_early.push(proposal);
         } else {
             self.staging.push(proposal);
@@ -157,8 +157,8 @@ impl<R: RngCore + CryptoRng> Replica<R> {
     /// hold that certificate's block.
     pub fn leader(&self) -> ReplicaId {
         let qc = &self.safety.high_qc;
-        self.leader_for(self.round, &qc.block_id, qc.round)
-            .unwrap_or_else(|| self.cfg.leader(self.round))
+        self.leader_for(self.round(), &qc.block_id, qc.round)
+            .unwrap_or_else(|| self.cfg.leader(self.round()))
     }
 
     /// The cheap checks of a proposed block's header, before any hashing:
@@ -176,7 +176,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             self.reject(Rejection::Malformed);
             return false;
         }
-        if block.round + 1 < self.round {
+        if block.round + 1 < self.round() {
             self.reject(Rejection::Stale);
             return false;
         }
@@ -247,7 +247,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         }
         let parent_height = self.height_of(&block.parent_id);
         let Some(parent_height) = parent_height else {
-            if block.round == self.round {
+            if block.round == self.round() {
                 let waiting = WaitingProposal {
                     block,
                     tc,
@@ -309,7 +309,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             self.apply_commit_rule(&qc);
         }
         self.try_commit();
-        if round == self.round {
+        if round == self.round() {
             self.try_vote(&id, tc.as_ref());
         }
     }
@@ -345,7 +345,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
     /// unlock a vote for a block that skips a certified one), so it is
     /// verified first.
     pub(super) fn vote_for_stored(&mut self, id: &Hash, round: u64, tc: Option<TimeoutCert>) {
-        if round != self.round {
+        if round != self.round() {
             return;
         }
         if let Some(tc) = &tc {
@@ -367,7 +367,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             return;
         };
         let block = &stored.block;
-        if block.round != self.round || block.round <= self.safety.last_voted_round {
+        if block.round != self.round() || block.round <= self.safety.last_voted_round {
             return;
         }
         // Validity: no entry that is already in the chain or was committed
@@ -376,7 +376,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         if stored
             .leaves
             .iter()
-            .any(|l| ancestors.contains(l) || self.recent.contains(l))
+            .any(|l| ancestors.contains(l) || self.dedup.contains(l))
         {
             self.reject(Rejection::Malformed);
             return;
@@ -419,11 +419,11 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             self.reject(Rejection::Malformed);
             return;
         }
-        if vote.round + 1 < self.round {
+        if vote.round + 1 < self.round() {
             self.reject(Rejection::Stale);
             return;
         }
-        if vote.round > self.round + 1024 {
+        if vote.round > self.round() + 1024 {
             // Far ahead of us: not storable without bound.
             self.reject(Rejection::Stale);
             return;

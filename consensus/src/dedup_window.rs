@@ -13,21 +13,21 @@ use super::digest_hash::DigestMap;
 /// One map, not a set per generation: almost every lookup is of a leaf
 /// that is not there (a new entry), and with two sets each such lookup
 /// missed the cache twice (`contains` was 5% of a follower's CPU in a
-/// DWARF profile, session 16). A queue of single leaves, each leaving the
+/// DWARF profile). A queue of single leaves, each leaving the
 /// set when it left the queue, cost a set insert, a set remove and a
 /// queue push and pop per committed leaf (the remove alone was 3% of a
 /// core thread at 50,000 entries/s: the oldest leaf's bucket is a cache
 /// miss).
-pub struct CommittedWindow {
+pub struct DedupWindow {
     leaves: DigestMap<Hash, u64>,
     generation: u64,
     in_generation: usize,
     min_entries: usize,
 }
 
-impl CommittedWindow {
+impl DedupWindow {
     pub fn new(min_entries: usize) -> Self {
-        CommittedWindow {
+        DedupWindow {
             leaves: DigestMap::default(),
             generation: 0,
             in_generation: 0,
@@ -78,7 +78,7 @@ mod tests {
 
     #[test]
     fn the_last_min_entries_are_always_remembered_and_at_most_twice_as_many() {
-        let mut window = CommittedWindow::new(10);
+        let mut window = DedupWindow::new(10);
         for n in 0..100u64 {
             window.insert(leaf(n));
             let remembered = (0..=n).filter(|i| window.contains(&leaf(*i))).count();
@@ -96,7 +96,7 @@ mod tests {
 
     #[test]
     fn a_window_of_zero_remembers_nothing() {
-        let mut window = CommittedWindow::new(0);
+        let mut window = DedupWindow::new(0);
         window.insert(leaf(1));
         assert!(!window.contains(&leaf(1)));
         assert!(window.is_empty());
