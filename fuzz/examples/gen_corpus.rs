@@ -25,9 +25,9 @@ use bftlog_spec::merkle::{self, Hash, MemoryTree};
 use bftlog_spec::note::{KeyType, Note, SignerKey};
 use bftlog_spec::proof::TlogProof;
 use bftlog_spec::wire::{
-    self, BatchReceipt, Block, BoundedBytes, BoundedVec, ClientRequest, ClientResponse,
-    ConsensusMessage, Entry, ErrorCode, LeafRef, QuorumCert, Receipt, ReplicaSignature,
-    Signature64, Timeout, TimeoutCert, TimeoutSignature, Vote,
+    self, Block, BoundedBytes, BoundedVec, ClientRequest, ClientResponse, ConsensusMessage, Entry,
+    ErrorCode, LeafRef, QuorumCert, ReplicaSignature, Signature64, Timeout, TimeoutCert,
+    TimeoutSignature, Vote,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -449,22 +449,8 @@ fn wire_seeds(corpus: &mut Corpus) {
         )),
     };
     let tree = receipt_tree(3);
-    let receipt = Receipt {
-        index: 1,
-        tlog_proof: BoundedBytes::new(
-            TlogProof {
-                extra: None,
-                index: 1,
-                inclusion: merkle::prove_inclusion(1, 3, &tree).expect("in range"),
-                checkpoint: signed(3, tree.root(), &[0, 1, 2], true, &[]),
-            }
-            .format()
-            .into_bytes(),
-        )
-        .expect("small"),
-    };
     let messages: Vec<Vec<u8>> = vec![
-        wire::encode(&ClientRequest::Append {
+        wire::encode(&ClientRequest::RetiredAppend {
             entries: BoundedVec::new(vec![entry(b"a"), entry(b"bb")]).expect("two"),
         }),
         wire::encode(&ClientRequest::GetCheckpoint),
@@ -486,8 +472,10 @@ fn wire_seeds(corpus: &mut Corpus) {
             start: 1 << 40,
             count: 1024,
         }),
-        wire::encode(&ClientResponse::Receipts {
-            receipts: BoundedVec::new(vec![receipt.clone()]).expect("one"),
+        wire::encode(&ClientResponse::RetiredReceipts),
+        wire::encode(&ClientResponse::Error {
+            code: ErrorCode::Unsupported,
+            message: BoundedBytes::new(b"upgrade the client".to_vec()).expect("short"),
         }),
         wire::encode(&ClientResponse::Checkpoint {
             note: BoundedBytes::new(
@@ -559,7 +547,6 @@ fn wire_seeds(corpus: &mut Corpus) {
         wire::encode(&timeout),
         wire::encode(&qc),
         wire::encode(&tc),
-        wire::encode(&receipt),
         wire::encode(&ErrorCode::Malformed),
         wire::encode(&LeafRef::Index { index: 0 }),
     ];
@@ -619,23 +606,10 @@ fn later_wire_seeds(corpus: &mut Corpus, signers: &[Signer], child: &Block, tree
         consensus_core_raw(corpus, m);
     }
     let client = [
-        wire::encode(&ClientRequest::AppendBatch {
+        wire::encode(&ClientRequest::RetiredAppendBatch {
             entries: BoundedVec::new(vec![entry(b"a"), entry(b"bb")]).expect("two"),
         }),
-        wire::encode(&ClientResponse::ReceiptBatch {
-            checkpoint: BoundedBytes::new(
-                signed(3, tree.root(), &[0, 1, 2], true, &[])
-                    .format()
-                    .into_bytes(),
-            )
-            .expect("small"),
-            receipts: BoundedVec::new(vec![BatchReceipt {
-                index: 1,
-                hashes: BoundedVec::new(merkle::prove_inclusion(1, 3, tree).expect("ok"))
-                    .expect("short"),
-            }])
-            .expect("one"),
-        }),
+        wire::encode(&ClientResponse::RetiredReceiptBatch),
         wire::encode(&ClientRequest::AppendMultiproof {
             entries: BoundedVec::new(vec![entry(b"a"), entry(b"bb")]).expect("two"),
         }),

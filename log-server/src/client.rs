@@ -30,7 +30,7 @@ use bftlog_spec::note::Note;
 use bftlog_spec::policy::{Policy, VerifiedCheckpoint};
 use bftlog_spec::proof::TlogProof;
 use bftlog_spec::wire::{
-    self, BatchReceipt, BoundedVec, ClientRequest, ClientResponse, Entry, ErrorCode, LeafRef,
+    self, BoundedVec, ClientRequest, ClientResponse, Entry, ErrorCode, LeafRef,
 };
 use tokio::sync::Mutex;
 
@@ -76,37 +76,19 @@ pub enum ClientError {
 pub struct AppendReceipt {
     pub index: u64,
     pub tree_size: u64,
-    proof: ReceiptProof,
-}
-
-/// A receipt's tlog-proof as the replica sent it.
-#[derive(Clone, Debug)]
-enum ReceiptProof {
-    /// Whole text (a `Receipts` answer).
-    Text(String),
-    /// The parts of a `ReceiptBatch` or `ReceiptMultiproof` answer: the
-    /// checkpoint note text, shared by all its receipts, and this entry's
-    /// inclusion proof.
-    /// The text is formatted when asked for: an append of many entries
-    /// whose caller keeps only some receipts (or none, as `bftlog bench`)
-    /// does not pay for formatting all of them.
-    Parts {
-        note_text: Arc<str>,
-        inclusion: Vec<Hash>,
-    },
+    /// The verified checkpoint note, shared by the receipts of one append.
+    note_text: Arc<str>,
+    /// This entry's inclusion proof in that checkpoint.
+    inclusion: Vec<Hash>,
 }
 
 impl AppendReceipt {
     /// The C2SP tlog-proof text, which `bftlog-verify` and other tools
-    /// check offline.
+    /// check offline. Formatted when asked for: an append of many entries
+    /// whose caller keeps only some receipts (or none, as `bftlog bench`)
+    /// does not pay for formatting all of them.
     pub fn tlog_proof(&self) -> String {
-        match &self.proof {
-            ReceiptProof::Text(text) => text.clone(),
-            ReceiptProof::Parts {
-                note_text,
-                inclusion,
-            } => TlogProof::format_with_note(self.index, inclusion, note_text),
-        }
+        TlogProof::format_with_note(self.index, &self.inclusion, &self.note_text)
     }
 }
 
@@ -489,118 +471,20 @@ impl Client {
         response: ClientResponse,
         leaves: &[Hash],
     ) -> Result<Vec<AppendReceipt>, ClientError> {
-        let receipts = match response {
-            ClientResponse::Receipts { receipts } => receipts.into_inner(),
-            ClientResponse::ReceiptBatch {
-                checkpoint,
-                receipts,
-            } => {
-                return self.check_receipt_batch(
-                    replica,
-                    &checkpoint,
-                    receipts.into_inner(),
-                    leaves,
-                );
-            }
+        match response {
             ClientResponse::ReceiptMultiproof {
                 checkpoint,
                 indexes,
                 proof,
-            } => {
-                return self.check_receipt_multiproof(
-                    replica,
-                    &checkpoint,
-                    &indexes,
-                    &proof,
-                    leaves,
-                );
-            }
-            other => return Err(unexpected(replica, other)),
-        };
-        let verify_error = |message: String| ClientError::Verify { replica, message };
-        one_receipt_per_entry(replica, receipts.len(), leaves.len())?;
-        let mut out = Vec::with_capacity(receipts.len());
-        let mut verified: Option<VerifiedCheckpoint> = None;
-        // Receipts of one answer share a checkpoint: parse it once too.
-        let mut parsed_note = None;
-        for (receipt, leaf) in receipts.into_iter().zip(leaves) {
-            let text = String::from_utf8(receipt.tlog_proof.into_inner())
-                .map_err(|_| verify_error("receipt: proof is not valid UTF-8".into()))?;
-            let proof = TlogProof::parse_str_cached(&text, &mut parsed_note)
-                .map_err(|e| verify_error(format!("receipt: {e}")))?;
-            if proof.index != receipt.index {
-                return Err(verify_error(
-                    "receipt index disagrees with its proof".into(),
-                ));
-            }
-            // Receipts of one answer share a checkpoint: verify it once.
-            let checkpoint = match verified.take() {
-                Some(c) if *c.note() == proof.checkpoint => c,
-                _ => self
-                    .inner
-                    .policy
-                    .verify_checkpoint(&proof.checkpoint)
-                    .map_err(|e| verify_error(format!("checkpoint: {e}")))?,
-            };
-            let tree_size = checkpoint.checkpoint().size;
-            proof
-                .verify_with_checkpoint(checkpoint.clone(), leaf)
-                .map_err(|e| verify_error(format!("receipt: {e}")))?;
-            verified = Some(checkpoint);
-            out.push(AppendReceipt {
-                index: receipt.index,
-                tree_size,
-                proof: ReceiptProof::Text(text),
-            });
+            } => self.check_receipt_multiproof(replica, &checkpoint, &indexes, &proof, leaves),
+            other => Err(unexpected(replica, other)),
         }
-        Ok(out)
-    }
-
-    /// Receipts sent in parts: the checkpoint is parsed and verified once
-    /// and each entry's inclusion is checked against it; each receipt's
-    /// text, exactly as a `Receipts` answer would have carried it, is
-    /// formatted when asked for ([`AppendReceipt::tlog_proof`]).
-    fn check_receipt_batch(
-        &self,
-        replica: usize,
-        checkpoint: &[u8],
-        receipts: Vec<BatchReceipt>,
-        leaves: &[Hash],
-    ) -> Result<Vec<AppendReceipt>, ClientError> {
-        let verify_error = |message: String| ClientError::Verify { replica, message };
-        one_receipt_per_entry(replica, receipts.len(), leaves.len())?;
-        let verified = self
-            .verified_note(checkpoint)
-            .map_err(|e| verify_error(format!("checkpoint: {e}")))?;
-        let note = verified.note();
-        let tree = verified.checkpoint();
-        // One tree head for all: the entries of one append are usually
-        // neighbours, so their proofs share most interior nodes.
-        let mut inclusion = merkle::InclusionVerifier::new(tree.size, tree.root);
-        for (receipt, leaf) in receipts.iter().zip(leaves) {
-            inclusion
-                .verify(receipt.index, leaf, &receipt.hashes)
-                .map_err(|e| verify_error(format!("receipt for index {}: {e}", receipt.index)))?;
-        }
-        let note_text: Arc<str> = note.format().into();
-        Ok(receipts
-            .into_iter()
-            .map(|receipt| AppendReceipt {
-                index: receipt.index,
-                tree_size: tree.size,
-                proof: ReceiptProof::Parts {
-                    note_text: note_text.clone(),
-                    inclusion: receipt.hashes.into_inner(),
-                },
-            })
-            .collect())
     }
 
     /// Receipts sent as one multiproof: the checkpoint is verified once,
     /// the multiproof of the distinct indexes is checked against its root
     /// with the entries' own leaf hashes, and each entry's inclusion proof
-    /// comes out of that check; the receipts are then those of a
-    /// `ReceiptBatch` answer.
+    /// comes out of that check.
     fn check_receipt_multiproof(
         &self,
         replica: usize,
@@ -638,10 +522,8 @@ impl Client {
                 AppendReceipt {
                     index,
                     tree_size: tree.size,
-                    proof: ReceiptProof::Parts {
-                        note_text: note_text.clone(),
-                        inclusion,
-                    },
+                    note_text: note_text.clone(),
+                    inclusion,
                 }
             })
             .collect())

@@ -327,13 +327,21 @@ impl Cluster {
             .expect("a validated cluster makes a valid policy")
     }
 
+    /// Whether receipts and served checkpoints wait for the witness
+    /// quorum's cosignatures (the one place this rule is written).
+    pub fn receipts_wait_for_witnesses(&self) -> bool {
+        !self.witnesses.is_empty() && self.wait_for_witnesses
+    }
+
     /// The policy a receipt or served checkpoint is checked against at the
     /// moment it is handed out: the full policy, or the replica quorum only
     /// when `wait_for_witnesses` is false.
     pub fn receipt_policy(&self) -> Policy {
-        let witnesses = !self.witnesses.is_empty() && self.wait_for_witnesses;
-        Policy::parse(self.policy_text_with(witnesses).as_bytes())
-            .expect("a validated cluster makes a valid policy")
+        Policy::parse(
+            self.policy_text_with(self.receipts_wait_for_witnesses())
+                .as_bytes(),
+        )
+        .expect("a validated cluster makes a valid policy")
     }
 
     /// One C2SP verifier key per line.

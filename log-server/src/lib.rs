@@ -6,25 +6,22 @@
 //!
 //! The consensus state machine it drives is the sans-IO crate
 //! `bftlog-consensus` (with the cluster simulator).
+//!
+//! - [`node`]: the driver: the core loop that runs the consensus core
+//!   against storage and network, the client protocol, the peer network,
+//!   the metrics endpoint and witness submission.
 //! - [`storage`]: redb tables for entries, tree hashes, blocks, safety
 //!   state and quorum checkpoints.
-//! - [`net`]: QUIC with TLS identities bound to the replicas' Ed25519 keys.
-//! - [`node`]: the driver that runs the core against storage and network;
-//!   [`api`] serves the client protocol.
-//! - [`client`]: the client library used by the CLI and tests.
+//! - [`net`]: QUIC endpoints, framing, and TLS identities bound to the
+//!   replicas' Ed25519 keys.
+//! - [`client`]: the client library used by the CLI, the bench and tests.
 //! - [`config`]: cluster and replica configuration files.
-//! - [`metrics`]: the opt-in Prometheus endpoint.
-//! - `witnessing`: submits quorum checkpoints to the cluster's C2SP
-//!   witnesses and merges their verified cosignatures.
 #![forbid(unsafe_code)]
 
-pub mod api;
 pub mod client;
 pub mod config;
-pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod storage;
 #[cfg(test)]
 mod test_dir;
-mod witnessing;

@@ -81,11 +81,8 @@ async fn appends_commit_with_verifiable_receipts_and_survive_a_restart() {
         proof.verify_entry(&policy, &entries[i]).unwrap();
     }
 
-    // `Append` (whole receipts), `AppendBatch` (receipts in parts) and
-    // `AppendMultiproof` (one multiproof, what the client library sends)
-    // answer the same committed entries with the same receipts, byte for
-    // byte, when on the same checkpoint (nothing else is appended
-    // meanwhile, so it does not move).
+    // Requests retired before 0.1.0 get a typed answer that tells an old
+    // client to upgrade; the connection carries on.
     let five = BoundedVec::new(
         entries[..5]
             .iter()
@@ -93,10 +90,26 @@ async fn appends_commit_with_verifiable_receipts_and_survive_a_restart() {
             .collect::<Vec<_>>(),
     )
     .unwrap();
-    // Replica 0 may still store a newer checkpoint between the two
-    // requests (it can lag the replica that answered above): retry then.
-    let mut attempts = 0;
-    // The multiproof request names entry 2 twice: it gets one index.
+    for retired in [
+        ClientRequest::RetiredAppend {
+            entries: five.clone(),
+        },
+        ClientRequest::RetiredAppendBatch {
+            entries: five.clone(),
+        },
+    ] {
+        let answer = client.request(0, &retired).await.unwrap();
+        let ClientResponse::Error { code, message } = answer else {
+            panic!("a retired request is answered with an error, not {answer:?}");
+        };
+        assert_eq!(code, wire::ErrorCode::Unsupported);
+        assert!(String::from_utf8_lossy(&message).contains("upgrade the client"));
+    }
+
+    // An `AppendMultiproof` naming committed entries (entry 2 twice: one
+    // index) is answered with their first indexes, and the paths derived
+    // from its multiproof are the replica's inclusion proofs at the
+    // checkpoint's size, so the receipts are those of any other answer.
     let six = BoundedVec::new(
         [0, 1, 2, 3, 4, 2]
             .iter()
@@ -104,76 +117,22 @@ async fn appends_commit_with_verifiable_receipts_and_survive_a_restart() {
             .collect::<Vec<_>>(),
     )
     .unwrap();
-    let (whole, checkpoint, parts, multi) = loop {
-        let ClientResponse::Receipts { receipts: whole } = client
-            .request(
-                0,
-                &ClientRequest::Append {
-                    entries: five.clone(),
-                },
-            )
-            .await
-            .unwrap()
-        else {
-            panic!("an Append is answered with Receipts");
-        };
-        let ClientResponse::ReceiptBatch {
-            checkpoint,
-            receipts: parts,
-        } = client
-            .request(
-                0,
-                &ClientRequest::AppendBatch {
-                    entries: five.clone(),
-                },
-            )
-            .await
-            .unwrap()
-        else {
-            panic!("an AppendBatch is answered with a ReceiptBatch");
-        };
-        let ClientResponse::ReceiptMultiproof {
-            checkpoint: multi_checkpoint,
-            indexes: multi_indexes,
-            proof: multi_proof,
-        } = client
-            .request(
-                0,
-                &ClientRequest::AppendMultiproof {
-                    entries: six.clone(),
-                },
-            )
-            .await
-            .unwrap()
-        else {
-            panic!("an AppendMultiproof is answered with a ReceiptMultiproof");
-        };
-        let whole_note = TlogProof::parse(&whole[0].tlog_proof).unwrap().checkpoint;
-        let same = whole_note.format().as_bytes() == &checkpoint[..]
-            && checkpoint[..] == multi_checkpoint[..];
-        if same || attempts == 50 {
-            break (
-                whole,
-                checkpoint,
-                parts,
-                (multi_indexes.into_inner(), multi_proof.into_inner()),
-            );
-        }
-        attempts += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let ClientResponse::ReceiptMultiproof {
+        checkpoint,
+        indexes: multi_indexes,
+        proof: multi_proof,
+    } = client
+        .request(0, &ClientRequest::AppendMultiproof { entries: six })
+        .await
+        .unwrap()
+    else {
+        panic!("an AppendMultiproof is answered with a ReceiptMultiproof");
     };
-    let note = bftlog_spec::note::Note::parse(&checkpoint).unwrap();
-    let formatted = TlogProof::format_batch(&note, parts.iter().map(|p| (p.index, &p.hashes[..])));
-    assert_eq!((whole.len(), parts.len()), (5, 5));
-    for ((w, p), text) in whole.iter().zip(parts.iter()).zip(&formatted) {
-        assert_eq!(w.index, p.index);
-        assert_eq!(&w.tlog_proof[..], text.as_bytes());
-    }
-    let (multi_indexes, multi_proof) = multi;
-    let whole_indexes: Vec<u64> = whole.iter().map(|w| w.index).collect();
-    assert_eq!(multi_indexes[..5], whole_indexes[..]);
+    let first_indexes: Vec<u64> = receipts[..5].iter().map(|r| r.index).collect();
+    assert_eq!(multi_indexes[..5], first_indexes[..]);
     assert_eq!(multi_indexes[5], multi_indexes[2]);
     let (_, tree) = bftlog_spec::checkpoint::parse_signed(&checkpoint).unwrap();
+    policy.verify_checkpoint_bytes(&checkpoint).unwrap();
     let mut pairs: Vec<(u64, merkle::Hash)> = multi_indexes[..5]
         .iter()
         .zip(&entries[..5])
@@ -181,13 +140,21 @@ async fn appends_commit_with_verifiable_receipts_and_survive_a_restart() {
         .collect();
     pairs.sort();
     let paths = merkle::verify_multiproof(tree.size, &tree.root, &pairs, &multi_proof).unwrap();
-    let from_multi = TlogProof::format_batch(
-        &note,
-        pairs.iter().zip(&paths).map(|((i, _), p)| (*i, &p[..])),
-    );
-    for w in whole.iter() {
-        let at = pairs.iter().position(|(i, _)| *i == w.index).unwrap();
-        assert_eq!(&w.tlog_proof[..], from_multi[at].as_bytes());
+    let ClientResponse::InclusionProofs { proofs, .. } = client
+        .request(
+            0,
+            &ClientRequest::GetInclusionProofs {
+                indexes: BoundedVec::new(pairs.iter().map(|(i, _)| *i).collect()).unwrap(),
+                tree_size: tree.size,
+            },
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("inclusion proofs");
+    };
+    for (path, served) in paths.iter().zip(proofs.iter()) {
+        assert_eq!(path[..], served[..]);
     }
 
     // Restart one replica: the log continues and it catches up.

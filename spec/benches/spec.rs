@@ -196,7 +196,7 @@ fn wire_benches(c: &mut Criterion) {
     let entries: Vec<wire::Entry> = (0..1000)
         .map(|i| wire::Entry::new(vec![i as u8; 256]).unwrap())
         .collect();
-    let request = wire::ClientRequest::Append {
+    let request = wire::ClientRequest::AppendMultiproof {
         entries: wire::BoundedVec::new(entries).unwrap(),
     };
     let bytes = wire::encode(&request);

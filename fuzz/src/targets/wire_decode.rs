@@ -4,7 +4,7 @@
 
 use bftlog_spec::wire::{
     self, Block, ClientRequest, ClientResponse, ConsensusMessage, ErrorCode, FrameDecoder, LeafRef,
-    QuorumCert, Receipt, ReplicaSignature, Timeout, TimeoutCert, TimeoutSignature, Vote,
+    QuorumCert, ReplicaSignature, Timeout, TimeoutCert, TimeoutSignature, Vote,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -36,7 +36,6 @@ pub fn wire_decode(data: &[u8]) {
     canonical::<TimeoutCert>(data);
     canonical::<ReplicaSignature>(data);
     canonical::<TimeoutSignature>(data);
-    canonical::<Receipt>(data);
     canonical::<LeafRef>(data);
     canonical::<ErrorCode>(data);
 

@@ -112,8 +112,10 @@ pub enum LeafRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub enum ClientRequest {
-    /// Append entries; answered with one receipt per entry once committed.
-    Append {
+    /// Index 0, retired before 0.1.0 (an append answered with one
+    /// tlog-proof text per entry). Decoded only so that a replica can
+    /// answer an old client with [`ErrorCode::Unsupported`].
+    RetiredAppend {
         entries: BoundedVec<Entry, MAX_APPEND_ENTRIES>,
     },
     /// The latest quorum checkpoint.
@@ -137,28 +139,18 @@ pub enum ClientRequest {
         indexes: BoundedVec<u64, MAX_PROOF_BATCH>,
         tree_size: u64,
     },
-    /// [`ClientRequest::Append`], answered with
-    /// [`ClientResponse::ReceiptBatch`]: the same receipts sent as one
-    /// checkpoint and raw proof hashes, which the client formats.
-    AppendBatch {
+    /// Index 6, retired before 0.1.0 (an append answered with one proof
+    /// per entry). Answered with [`ErrorCode::Unsupported`].
+    RetiredAppendBatch {
         entries: BoundedVec<Entry, MAX_APPEND_ENTRIES>,
     },
-    /// [`ClientRequest::Append`], answered with
-    /// [`ClientResponse::ReceiptMultiproof`]: one checkpoint, each entry's
-    /// index and one multiproof for them all, from which the client derives
-    /// every entry's receipt.
+    /// Append entries, answered once a quorum checkpoint covers them all
+    /// with [`ClientResponse::ReceiptMultiproof`]: one checkpoint, each
+    /// entry's index and one multiproof for them all, from which the client
+    /// derives every entry's receipt (a C2SP tlog-proof).
     AppendMultiproof {
         entries: BoundedVec<Entry, MAX_APPEND_ENTRIES>,
     },
-}
-
-/// One entry's part of a [`ClientResponse::ReceiptBatch`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchReceipt {
-    pub index: u64,
-    /// The inclusion proof of `index` in the batch's checkpoint.
-    pub hashes: BoundedVec<Hash, MAX_PROOF_LEN>,
 }
 
 /// Error codes a replica returns; the connection survives all of them.
@@ -167,27 +159,22 @@ pub struct BatchReceipt {
 pub enum ErrorCode {
     TooLarge,
     Malformed,
-    Overloaded { retry_after_ms: u64 },
+    Overloaded {
+        retry_after_ms: u64,
+    },
     NotFound,
     Internal,
-}
-
-/// One committed entry's receipt: a C2SP tlog-proof, whose checkpoint
-/// carries at least the replica quorum of signatures.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Receipt {
-    pub index: u64,
-    /// The tlog-proof text.
-    pub tlog_proof: BoundedBytes<{ crate::proof::MAX_PROOF_BYTES }>,
+    /// A request this replica no longer serves (a retired variant): the
+    /// client must be upgraded.
+    Unsupported,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub enum ClientResponse {
-    Receipts {
-        receipts: BoundedVec<Receipt, MAX_APPEND_ENTRIES>,
-    },
+    /// Index 0, retired before 0.1.0 (the answer to `RetiredAppend`):
+    /// reserved, never sent.
+    RetiredReceipts,
     Checkpoint {
         note: NoteText,
     },
@@ -214,24 +201,17 @@ pub enum ClientResponse {
         tree_size: u64,
         proofs: BoundedVec<BoundedVec<Hash, MAX_PROOF_LEN>, MAX_PROOF_BATCH>,
     },
-    /// The answer to an `AppendBatch`: one checkpoint note (carrying at
-    /// least the replica quorum) and, per entry in request order, its index
-    /// and inclusion proof in that checkpoint. Entry i's receipt is the
-    /// tlog-proof of (`receipts[i].index`, `receipts[i].hashes`,
-    /// `checkpoint`) without extra data, byte for byte what a `Receipts`
-    /// answer would carry; about a third of its size, and no base64.
-    ReceiptBatch {
-        checkpoint: NoteText,
-        receipts: BoundedVec<BatchReceipt, MAX_APPEND_ENTRIES>,
-    },
+    /// Index 7, retired before 0.1.0 (the answer to
+    /// `RetiredAppendBatch`): reserved, never sent.
+    RetiredReceiptBatch,
     /// The answer to an `AppendMultiproof`: one checkpoint note (carrying
     /// at least the replica quorum), each entry's index in request order,
     /// and the multiproof (spec/merkle.md) of the distinct indexes, in
     /// increasing order, in that checkpoint. With its entries' leaf hashes
     /// the client checks them all at once and derives each entry's
-    /// inclusion proof, so entry i's receipt is byte for byte the one a
-    /// `Receipts` answer would carry; a run of neighbouring entries costs
-    /// about two proofs' worth of hashes instead of one proof each.
+    /// inclusion proof, and with it the entry's tlog-proof; a run of
+    /// neighbouring entries costs about two proofs' worth of hashes
+    /// instead of one proof each.
     ReceiptMultiproof {
         checkpoint: NoteText,
         indexes: BoundedVec<u64, MAX_APPEND_ENTRIES>,

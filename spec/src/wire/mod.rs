@@ -248,12 +248,6 @@ pub fn examples_markdown() -> String {
     let entry = |bytes: &[u8]| Entry::new(bytes.to_vec()).expect("small entry");
     let examples: Vec<(&str, Vec<u8>)> = vec![
         (
-            "ClientRequest::Append with entries \"hello\" and \"world\"",
-            encode(&ClientRequest::Append {
-                entries: BoundedVec::new(vec![entry(b"hello"), entry(b"world")]).expect("two"),
-            }),
-        ),
-        (
             "ClientRequest::GetCheckpoint",
             encode(&ClientRequest::GetCheckpoint),
         ),
@@ -297,20 +291,10 @@ pub fn examples_markdown() -> String {
             }),
         ),
         (
-            "ClientRequest::AppendBatch with entry \"hello\"",
-            encode(&ClientRequest::AppendBatch {
-                entries: BoundedVec::new(vec![entry(b"hello")]).expect("one"),
-            }),
-        ),
-        (
-            "ClientResponse::ReceiptBatch (checkpoint note \"note\" as a placeholder; entry 0 with one hash = leaf_hash(\"example\"))",
-            encode(&ClientResponse::ReceiptBatch {
-                checkpoint: BoundedBytes::new(b"note".to_vec()).expect("short"),
-                receipts: BoundedVec::new(vec![BatchReceipt {
-                    index: 0,
-                    hashes: BoundedVec::new(vec![hash]).expect("one"),
-                }])
-                .expect("one"),
+            "ClientResponse::Error (Unsupported, \"upgrade the client\"): the answer to a retired request",
+            encode(&ClientResponse::Error {
+                code: ErrorCode::Unsupported,
+                message: BoundedBytes::new(b"upgrade the client".to_vec()).expect("short"),
             }),
         ),
         (
@@ -511,7 +495,7 @@ mod tests {
 
     fn client_request() -> impl Strategy<Value = ClientRequest> {
         prop_oneof![
-            entry_list().prop_map(|e| ClientRequest::Append {
+            entry_list().prop_map(|e| ClientRequest::RetiredAppend {
                 entries: entries(e)
             }),
             Just(ClientRequest::GetCheckpoint),
@@ -534,7 +518,7 @@ mod tests {
                     tree_size
                 }
             ),
-            entry_list().prop_map(|e| ClientRequest::AppendBatch {
+            entry_list().prop_map(|e| ClientRequest::RetiredAppendBatch {
                 entries: entries(e)
             }),
             entry_list().prop_map(|e| ClientRequest::AppendMultiproof {
@@ -545,20 +529,11 @@ mod tests {
 
     fn client_response() -> impl Strategy<Value = ClientResponse> {
         prop_oneof![
-            prop::collection::vec(
-                (any::<u64>(), prop::collection::vec(any::<u8>(), 0..100)),
-                0..4
-            )
-            .prop_map(|r| ClientResponse::Receipts {
-                receipts: BoundedVec::new(
-                    r.into_iter()
-                        .map(|(index, p)| Receipt {
-                            index,
-                            tlog_proof: BoundedBytes::new(p).unwrap()
-                        })
-                        .collect()
-                )
-                .unwrap()
+            Just(ClientResponse::RetiredReceipts),
+            Just(ClientResponse::RetiredReceiptBatch),
+            Just(ClientResponse::Error {
+                code: ErrorCode::Unsupported,
+                message: BoundedBytes::default()
             }),
             (
                 any::<u64>(),
@@ -593,22 +568,6 @@ mod tests {
                 start,
                 entries: entries(e)
             }),
-            (
-                prop::collection::vec(any::<u8>(), 0..200),
-                prop::collection::vec((any::<u64>(), prop::collection::vec(hash(), 0..20)), 0..5)
-            )
-                .prop_map(|(note, r)| ClientResponse::ReceiptBatch {
-                    checkpoint: BoundedBytes::new(note).unwrap(),
-                    receipts: BoundedVec::new(
-                        r.into_iter()
-                            .map(|(index, h)| BatchReceipt {
-                                index,
-                                hashes: BoundedVec::new(h).unwrap()
-                            })
-                            .collect()
-                    )
-                    .unwrap()
-                }),
             (
                 prop::collection::vec(any::<u8>(), 0..200),
                 prop::collection::vec(any::<u64>(), 0..8),
@@ -963,7 +922,7 @@ mod tests {
         rejects::<ClientRequest>(&huge, "oversized byte string claim");
 
         // An entry one byte over the limit.
-        let big = ClientRequest::Append {
+        let big = ClientRequest::AppendMultiproof {
             entries: BoundedVec::new(vec![]).unwrap(),
         };
         let mut bytes = encode(&big);

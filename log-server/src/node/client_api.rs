@@ -9,18 +9,18 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bftlog_spec::note::Note;
-use bftlog_spec::proof::TlogProof;
 use bftlog_spec::wire::{
-    self, BatchReceipt, BoundedBytes, BoundedVec, ClientRequest, ClientResponse, ErrorCode,
-    LeafRef, MAX_GET_ENTRIES, Receipt,
+    self, BoundedBytes, BoundedVec, ClientRequest, ClientResponse, ErrorCode, LeafRef,
+    MAX_GET_ENTRIES,
 };
 use tokio::sync::oneshot;
 use tracing::debug;
 
+use super::shared::{AppendOutcome, CoreInput, ServedCheckpoint, Shared};
+use crate::config::Cluster;
 use crate::net::{self, FrameReadError};
-use crate::node::{AppendOutcome, CoreInput, Shared};
 use crate::storage::ReadError;
+use crate::storage::{Store, StoreError};
 
 /// Entry bytes per `Entries` response, well under the frame limit.
 const MAX_ENTRIES_RESPONSE_BYTES: usize = 8 << 20;
@@ -126,15 +126,11 @@ async fn handle_request(shared: &Arc<Shared>, request: ClientRequest) -> ClientR
     }
     let store = shared.store.clone();
     match request {
-        ClientRequest::Append { entries } => {
-            append(shared, entries.into_inner(), ReceiptForm::Whole).await
-        }
-        ClientRequest::AppendBatch { entries } => {
-            append(shared, entries.into_inner(), ReceiptForm::Parts).await
-        }
-        ClientRequest::AppendMultiproof { entries } => {
-            append(shared, entries.into_inner(), ReceiptForm::Multiproof).await
-        }
+        ClientRequest::RetiredAppend { .. } | ClientRequest::RetiredAppendBatch { .. } => error(
+            ErrorCode::Unsupported,
+            "this request was retired before bftlog 0.1.0: upgrade the client (appends use AppendMultiproof)",
+        ),
+        ClientRequest::AppendMultiproof { entries } => append(shared, entries.into_inner()).await,
         ClientRequest::GetCheckpoint => match served_checkpoint(&store, &shared.cfg.cluster) {
             Ok(Some((_, note))) => ClientResponse::Checkpoint {
                 note: BoundedBytes::new(note.into_bytes()).expect("stored notes are bounded"),
@@ -235,36 +231,19 @@ async fn handle_request(shared: &Arc<Shared>, request: ClientRequest) -> ClientR
 /// cosignatures meet the policy when the cluster waits for witnesses, else
 /// the latest quorum checkpoint (with whatever cosignatures it has).
 fn served_checkpoint(
-    store: &crate::storage::Store,
-    cluster: &crate::config::Cluster,
-) -> Result<Option<(u64, String)>, crate::storage::StoreError> {
-    if !cluster.witnesses.is_empty() && cluster.wait_for_witnesses {
+    store: &Store,
+    cluster: &Cluster,
+) -> Result<Option<(u64, String)>, StoreError> {
+    if cluster.receipts_wait_for_witnesses() {
         store.latest_witnessed_checkpoint()
     } else {
         store.latest_checkpoint()
     }
 }
 
-/// How an append's receipts travel (spec/wire.md, "Client protocol").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ReceiptForm {
-    /// `Receipts`: each entry's tlog-proof text.
-    Whole,
-    /// `ReceiptBatch`: the note once and each entry's proof hashes.
-    Parts,
-    /// `ReceiptMultiproof`: the note once, each entry's index and one
-    /// multiproof for them all.
-    Multiproof,
-}
-
-/// `Append`, `AppendBatch` and `AppendMultiproof`: submits the entries to
-/// the core loop and answers with their receipts, in `form`, once a stored
-/// quorum checkpoint covers them all.
-async fn append(
-    shared: &Arc<Shared>,
-    entries: Vec<wire::Entry>,
-    form: ReceiptForm,
-) -> ClientResponse {
+/// `AppendMultiproof`: submits the entries to the core loop and answers
+/// with their receipts once a stored quorum checkpoint covers them all.
+async fn append(shared: &Arc<Shared>, entries: Vec<wire::Entry>) -> ClientResponse {
     if entries.is_empty() {
         return error(ErrorCode::Malformed, "an append needs at least one entry");
     }
@@ -283,78 +262,32 @@ async fn append(
         );
     }
     match outcome.await {
-        Ok(AppendOutcome::Committed(indexes)) => {
-            let shared = shared.clone();
-            blocking(move || receipts(&shared.store, &shared.cfg.cluster, indexes, form)).await
+        Ok(AppendOutcome::Committed {
+            indexes,
+            checkpoint,
+        }) => {
+            let store = shared.store.clone();
+            blocking(move || receipts(&store, checkpoint, indexes)).await
         }
         Ok(AppendOutcome::Rejected(code, message)) => error(code, message),
         Err(_) => error(ErrorCode::Internal, "the replica is shutting down"),
     }
 }
 
-/// Receipts for committed indexes against the latest stored quorum
-/// checkpoint (which covers them: the core loop answers only then), in
-/// `form`.
-fn receipts(
-    store: &crate::storage::Store,
-    cluster: &crate::config::Cluster,
-    indexes: Vec<u64>,
-    form: ReceiptForm,
-) -> ClientResponse {
-    let (size, text) = match served_checkpoint(store, cluster) {
-        Ok(Some(c)) => c,
-        Ok(None) => return error(ErrorCode::Internal, "no checkpoint stored"),
-        Err(e) => return error(ErrorCode::Internal, format!("storage: {e}")),
-    };
-    if form == ReceiptForm::Multiproof {
-        let mut distinct = indexes.clone();
-        distinct.sort_unstable();
-        distinct.dedup();
-        let proof = match store.multiproof(&distinct, size) {
-            Ok(p) => p,
-            Err(e) => return read_error(e),
-        };
-        return ClientResponse::ReceiptMultiproof {
-            checkpoint: BoundedBytes::new(text.into_bytes()).expect("stored notes are bounded"),
-            indexes: BoundedVec::new(indexes).expect("one per appended entry"),
-            proof: BoundedVec::new(proof).expect("a multiproof of an append's entries is bounded"),
-        };
-    }
-    let proofs = match store.inclusion_proofs(&indexes, size) {
+/// The `ReceiptMultiproof` for committed indexes on the checkpoint the
+/// core loop chose (it covers them: the core loop answers only then).
+fn receipts(store: &Store, checkpoint: ServedCheckpoint, indexes: Vec<u64>) -> ClientResponse {
+    let ServedCheckpoint { size, note } = checkpoint;
+    let mut distinct = indexes.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let proof = match store.multiproof(&distinct, size) {
         Ok(p) => p,
         Err(e) => return read_error(e),
     };
-    if form == ReceiptForm::Parts {
-        let receipts = indexes
-            .into_iter()
-            .zip(proofs)
-            .map(|(index, hashes)| BatchReceipt {
-                index,
-                hashes: BoundedVec::new(hashes).expect("proofs are bounded"),
-            })
-            .collect();
-        return ClientResponse::ReceiptBatch {
-            checkpoint: BoundedBytes::new(text.into_bytes()).expect("stored notes are bounded"),
-            receipts: BoundedVec::new(receipts).expect("one per appended entry"),
-        };
-    }
-    let note = match Note::parse(text.as_bytes()) {
-        Ok(n) => n,
-        Err(e) => return error(ErrorCode::Internal, format!("stored checkpoint: {e}")),
-    };
-    let texts = TlogProof::format_batch(
-        &note,
-        indexes.iter().zip(&proofs).map(|(i, p)| (*i, p.as_slice())),
-    );
-    let out = indexes
-        .into_iter()
-        .zip(texts)
-        .map(|(index, text)| Receipt {
-            index,
-            tlog_proof: BoundedBytes::new(text.into_bytes()).expect("proofs are bounded"),
-        })
-        .collect();
-    ClientResponse::Receipts {
-        receipts: BoundedVec::new(out).expect("one per appended entry"),
+    ClientResponse::ReceiptMultiproof {
+        checkpoint: BoundedBytes::new(note.as_bytes().to_vec()).expect("stored notes are bounded"),
+        indexes: BoundedVec::new(indexes).expect("one per appended entry"),
+        proof: BoundedVec::new(proof).expect("a multiproof of an append's entries is bounded"),
     }
 }

@@ -17,24 +17,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::node::Shared;
+use std::time::{Duration, Instant};
 
-/// What the core loop knows, as of its last step.
-#[derive(Clone, Debug, Default)]
-pub struct CoreStatus {
-    pub consensus: bftlog_consensus::Metrics,
-    pub round: u64,
-    /// The current round's leader, as this replica sees it.
-    pub leader: u64,
-    pub committed_height: u64,
-    pub tree_size: u64,
-    /// Entries in the mempool, not yet in a block.
-    pub mempool_entries: usize,
-    /// Entries of client appends waiting for their receipts.
-    pub waiting_entries: usize,
-    pub latest_checkpoint_size: u64,
-    pub latest_witnessed_size: u64,
-}
+use tracing::warn;
+
+use super::core_loop::SLOW_STEP;
+use super::shared::Shared;
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
     let _ = write!(
@@ -314,4 +302,34 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
 /// Binds the metrics listener (so a bad address fails at start).
 pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+/// Sleeps 10 ms at a time, forever, and reports how late each wake-up
+/// was: a late timer means every other task of the runtime waited too.
+pub async fn report_timer_lateness(mut report: impl FnMut(Duration)) {
+    let tick = Duration::from_millis(10);
+    loop {
+        let asleep = Instant::now();
+        tokio::time::sleep(tick).await;
+        report(asleep.elapsed().saturating_sub(tick));
+    }
+}
+
+/// Logs and counts when the network runtime falls behind by [`SLOW_STEP`]
+/// or more: every peer message and client request of this replica waited.
+pub(super) async fn runtime_watchdog(shared: Arc<Shared>) {
+    report_timer_lateness(|late| {
+        if late >= SLOW_STEP {
+            shared
+                .metrics
+                .runtime_stalls
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(
+                replica = shared.cfg.id,
+                late_ms = late.as_millis() as u64,
+                "network runtime stalled: peer messages and client requests waited"
+            );
+        }
+    })
+    .await
 }

@@ -1,36 +1,18 @@
-//! The replica driver: feeds the sans-IO consensus core and performs its
-//! actions, in order.
-//!
-//! One OS thread owns the core and the database writer (the *core loop*).
-//! It waits for an input or the core's next timer, hands the input to the
-//! core, then drains the core until it is quiet:
-//!
-//! 0. messages the core has already released (they depend only on writes
-//!    already durable: forwarded entries, a leader's early proposal) go
-//!    to the per-peer sender tasks first, so they overlap the write;
-//! 1. commits, checkpoint events and persist requests are written to redb
-//!    in **one transaction**, flushed when it holds safety state or voted
-//!    blocks (commits alone are flushed with the next such write);
-//! 2. only then are the persist tokens acknowledged, which releases the
-//!    votes, timeouts and checkpoint signatures that depended on them
-//!    (persist before speak);
-//! 3. outgoing messages go to the per-peer sender tasks;
-//! 4. clients waiting for receipts are answered once a stored quorum
-//!    checkpoint covers their entries.
-//!
-//! The network runs on tokio: one task per peer connection direction and
-//! one per client request. Reads (proofs, entries, checkpoints) go straight
-//! to redb from the request tasks; they never wait for the core loop.
-//! Queues are bounded everywhere: a full peer queue drops the message
-//! (consensus tolerates loss), a full core queue answers `Overloaded`.
+//! The core loop: one OS thread that owns the consensus core and the
+//! database writer. It waits for an input or the core's next timer, hands
+//! the input to the core, then drains the core's steps until it is quiet
+//! (see the module docs of `node` for the order of a step).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use bftlog_consensus::digest_hash::DigestMap;
+use bftlog_consensus::{
+    CheckpointEvent, Event, Rejection, Replica, SubmitResult, SyncBudget, Target,
+};
 use bftlog_spec::checkpoint::Checkpoint;
 use bftlog_spec::merkle::{self, Hash};
 use bftlog_spec::note::{Note, NoteSignature};
@@ -38,66 +20,17 @@ use bftlog_spec::wire::{self, BoundedVec, ConsensusMessage, Entry, ErrorCode, Re
 use tokio::sync::{mpsc as tmpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use crate::config::ReplicaConfig;
-use crate::metrics::{self, CoreStatus};
-use crate::net;
+use super::shared::{AppendOutcome, CoreInput, CoreStatus, ServedCheckpoint, Shared};
+use super::witnessing;
 use crate::storage::{Store, StoreError, WriteBatch};
-use crate::witnessing;
-use bftlog_consensus::digest_hash::DigestMap;
-use bftlog_consensus::{
-    CheckpointEvent, Event, Rejection, Replica, SubmitResult, SyncBudget, Target,
-};
 
-/// Frames queued per peer before new ones are dropped.
-const PEER_QUEUE_FRAMES: usize = 4096;
-/// Inputs queued for the core loop before appends are refused.
-const CORE_QUEUE: usize = 16_384;
-
-/// Why a replica could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("storage: {0}")]
-    Store(#[from] StoreError),
-    #[error("consensus setup: {0}")]
-    Setup(#[from] bftlog_consensus::SetupError),
-    #[error("TLS: {0}")]
-    Tls(#[from] net::TlsSetupError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("data directory {path}: {source}")]
-    DataDir {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-}
-
-/// What the core loop answers an append with.
-#[derive(Debug)]
-pub enum AppendOutcome {
-    /// Every entry's index; a stored quorum checkpoint covers them all.
-    Committed(Vec<u64>),
-    Rejected(ErrorCode, String),
-}
-
-pub(crate) enum CoreInput {
-    Peer {
-        from: ReplicaId,
-        message: Box<ConsensusMessage>,
-    },
-    Append {
-        entries: Vec<Entry>,
-        reply: oneshot::Sender<AppendOutcome>,
-    },
-    /// Verified witness cosignatures on the stored checkpoint of `size`.
-    Cosigned {
-        size: u64,
-        signatures: Vec<bftlog_spec::note::NoteSignature>,
-    },
-    Shutdown,
-}
+const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// A durable write this slow is logged and counted: a round cannot go
+/// faster than its leader's and its voters' writes.
+pub const SLOW_WRITE: Duration = Duration::from_millis(100);
+/// A core loop step this slow is logged and counted: every peer message,
+/// append and timer of the replica waited for it.
+pub const SLOW_STEP: Duration = Duration::from_millis(100);
 
 /// Marks the node stopped when dropped (the core loop's end or unwind).
 struct StopOnExit(Arc<Shared>);
@@ -108,236 +41,44 @@ impl Drop for StopOnExit {
     }
 }
 
-/// Counters the driver keeps besides the core's own.
-#[derive(Debug, Default)]
-pub struct DriverMetrics {
-    pub peer_frames_dropped: AtomicU64,
-    /// Outgoing peer messages dropped because they exceeded the frame
-    /// limit (a bug if ever non-zero).
-    pub messages_oversized: AtomicU64,
-    pub peer_messages_malformed: AtomicU64,
-    pub peers_rejected: AtomicU64,
-    pub client_requests: AtomicU64,
-    pub client_errors: AtomicU64,
-    pub appends_overloaded: AtomicU64,
-    pub sync_served_from_storage: AtomicU64,
-    /// Inclusion and consistency proof requests from clients.
-    pub proof_requests: AtomicU64,
-    /// Proofs those requests asked for (a batched request asks for many).
-    pub proofs_requested: AtomicU64,
-    /// Verified cosignatures received from witnesses.
-    pub witness_cosignatures: AtomicU64,
-    /// Witness submissions that failed (refused, unreachable, bad answer).
-    pub witness_failures: AtomicU64,
-    /// Writes of the core loop (one transaction each), and the
-    /// microseconds they took: votes wait for them.
-    pub store_writes: AtomicU64,
-    /// Those of them flushed to disk (safety state or voted blocks).
-    pub store_flushes: AtomicU64,
-    pub store_write_micros: AtomicU64,
-    /// Writes that took [`SLOW_WRITE`] or longer.
-    pub store_writes_slow: AtomicU64,
-    /// Core loop steps (an input batch handled and the core drained,
-    /// writes included) that took [`SLOW_STEP`] or longer.
-    pub core_steps_slow: AtomicU64,
-    /// Times the network runtime woke a 10 ms timer [`SLOW_STEP`] late.
-    pub runtime_stalls: AtomicU64,
-    /// Outgoing peer connections established (reconnections included),
-    /// and how many are up now.
-    pub peer_connects: AtomicU64,
-    pub peers_connected: AtomicU64,
-}
-
-/// State shared by the network tasks.
-pub(crate) struct Shared {
-    pub cfg: ReplicaConfig,
-    pub store: Arc<Store>,
-    pub core_tx: mpsc::SyncSender<CoreInput>,
-    pub metrics: DriverMetrics,
-    pub stopping: AtomicBool,
-    /// The core loop's latest published status (for `/metrics`).
-    pub status: std::sync::Mutex<CoreStatus>,
-}
-
-const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
-/// A durable write this slow is logged and counted: a round cannot go
-/// faster than its leader's and its voters' writes.
-pub const SLOW_WRITE: Duration = Duration::from_millis(100);
-/// A core loop step this slow is logged and counted: every peer message,
-/// append and timer of the replica waited for it.
-pub const SLOW_STEP: Duration = Duration::from_millis(100);
-
-/// A running replica.
-pub struct Node {
+/// Starts the core loop on its own thread. It sets `stopping` however it
+/// ends, a panic included: `bftlog serve` then exits instead of answering
+/// as a replica whose consensus has stopped.
+pub(super) fn spawn(
     shared: Arc<Shared>,
-    metrics_addr: Option<SocketAddr>,
-    endpoint: quinn::Endpoint,
-    core: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
-    tasks: tokio::task::JoinSet<()>,
-}
-
-impl Node {
-    /// Opens storage, recovers the core and starts serving. Must run inside
-    /// a tokio runtime.
-    pub async fn start(cfg: ReplicaConfig) -> Result<Node, StartError> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
-            path: cfg.data_dir.clone(),
-            source,
-        })?;
-        let store = Arc::new(Store::open_with_cache(
-            &cfg.data_dir.join("bftlog.redb"),
-            cfg.cluster.epoch,
-            cfg.cache_mb << 20,
-        )?);
-        let recovered = store.recover(
-            cfg.cluster.epoch,
-            cfg.consensus.retain_committed_blocks,
-            cfg.consensus.retain_committed_bytes,
-        )?;
-        let started = Instant::now();
-        let replica = Replica::new(
-            cfg.consensus.clone(),
-            cfg.id,
-            cfg.key.clone(),
-            rand::rngs::OsRng,
-            recovered,
-            Duration::ZERO,
-        )?;
-        let server = net::server_config(&cfg.key, &cfg.limits)?;
-        let endpoint =
-            net::endpoint(cfg.listen, server, &cfg.key).map_err(|source| StartError::Listen {
-                addr: cfg.listen,
-                source,
-            })?;
-        let (core_tx, core_rx) = mpsc::sync_channel(CORE_QUEUE);
-        let shared = Arc::new(Shared {
-            cfg,
-            store: store.clone(),
-            core_tx,
-            metrics: DriverMetrics::default(),
-            stopping: AtomicBool::new(false),
-            status: std::sync::Mutex::new(CoreStatus::default()),
-        });
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut peers: Vec<Option<tmpsc::Sender<Arc<Vec<u8>>>>> = Vec::new();
-        for peer in 0..shared.cfg.cluster.n() as u16 {
-            if peer == shared.cfg.id {
-                peers.push(None);
-                continue;
+    replica: Replica<rand::rngs::OsRng>,
+    store: Arc<Store>,
+    started: Instant,
+    peers: Vec<Option<tmpsc::Sender<Arc<Vec<u8>>>>>,
+    witness_tx: Option<tokio::sync::watch::Sender<witnessing::Latest>>,
+    inputs: mpsc::Receiver<CoreInput>,
+) -> std::thread::JoinHandle<Result<(), StoreError>> {
+    std::thread::Builder::new()
+        .name(format!("bftlog-core-{}", shared.cfg.id))
+        .spawn(move || {
+            let _stop_on_exit = StopOnExit(shared.clone());
+            let mut core = CoreLoop {
+                shared: shared.clone(),
+                replica,
+                store,
+                started,
+                peers,
+                waiters: Waiters::default(),
+                pending_quorum: BTreeMap::new(),
+                latest_checkpoint: None,
+                latest_witnessed: None,
+                rejection_logged: HashMap::new(),
+                witness_tx,
+            };
+            let result = core.run(inputs);
+            if let Err(e) = &result {
+                error!(replica = shared.cfg.id, error = %e, "storage failed; the replica stops");
             }
-            let (tx, rx) = tmpsc::channel(PEER_QUEUE_FRAMES);
-            peers.push(Some(tx));
-            tasks.spawn(peer_sender(shared.clone(), endpoint.clone(), peer, rx));
-        }
-        tasks.spawn(accept_loop(shared.clone(), endpoint.clone()));
-        tasks.spawn(runtime_watchdog(shared.clone()));
-        let mut metrics_addr = None;
-        if let Some(addr) = shared.cfg.metrics_listen {
-            let listener = metrics::bind(addr)
-                .await
-                .map_err(|source| StartError::Listen { addr, source })?;
-            metrics_addr = listener.local_addr().ok();
-            tasks.spawn(metrics::serve(shared.clone(), listener));
-        }
-        let initial = match store.latest_checkpoint()? {
-            Some((size, text)) => Note::parse(text.as_bytes())
-                .ok()
-                .map(|note| (size, Arc::new(note))),
-            None => None,
-        };
-        let witness_tx = witnessing::spawn(&shared, initial, &mut tasks);
-        info!(
-            replica = shared.cfg.id,
-            listen = %shared.cfg.listen,
-            tree_size = store.tree_size(),
-            height = replica.committed_height(),
-            "replica started"
-        );
-        let loop_shared = shared.clone();
-        let core = std::thread::Builder::new()
-            .name(format!("bftlog-core-{}", shared.cfg.id))
-            .spawn(move || {
-                // Set `stopping` however the loop ends, a panic included:
-                // `bftlog serve` then exits instead of answering as a
-                // replica whose consensus has stopped.
-                let _stop_on_exit = StopOnExit(loop_shared.clone());
-                let mut core = CoreLoop {
-                    shared: loop_shared.clone(),
-                    replica,
-                    store,
-                    started,
-                    peers,
-                    waiters: Waiters::default(),
-                    pending_quorum: BTreeMap::new(),
-                    latest_checkpoint: 0,
-                    latest_witnessed: 0,
-                    rejection_logged: HashMap::new(),
-                    witness_tx,
-                };
-                let result = core.run(core_rx);
-                if let Err(e) = &result {
-                    error!(replica = loop_shared.cfg.id, error = %e, "storage failed; the replica stops");
-                }
-                loop_shared.stopping.store(true, Ordering::SeqCst);
-                result
-            })
-            .expect("spawn core thread");
-        Ok(Node {
-            shared,
-            metrics_addr,
-            endpoint,
-            core: Some(core),
-            tasks,
+            shared.stopping.store(true, Ordering::SeqCst);
+            result
         })
-    }
-
-    /// The bound QUIC address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.endpoint.local_addr().expect("bound endpoint")
-    }
-
-    /// The bound Prometheus endpoint address, if enabled.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_addr
-    }
-
-    pub fn metrics(&self) -> &DriverMetrics {
-        &self.shared.metrics
-    }
-
-    /// True once the core loop stopped (storage failure or shutdown).
-    pub fn is_stopped(&self) -> bool {
-        self.shared.stopping.load(Ordering::SeqCst)
-    }
-
-    /// Waits until the core loop stops by itself (a storage failure, or a
-    /// panic: a bug).
-    pub async fn stopped(&self) {
-        while !self.is_stopped() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Stops serving, lets the core loop finish its current step and
-    /// closes the database.
-    pub async fn shutdown(mut self) -> Result<(), StoreError> {
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        self.endpoint.close(0u32.into(), b"shutdown");
-        let _ = self.shared.core_tx.try_send(CoreInput::Shutdown);
-        self.tasks.abort_all();
-        while self.tasks.join_next().await.is_some() {}
-        let core = self.core.take().expect("joined once");
-        let result = tokio::task::spawn_blocking(move || core.join())
-            .await
-            .expect("join task");
-        self.endpoint.wait_idle().await;
-        result.unwrap_or(Ok(()))
-    }
+        .expect("spawn core thread")
 }
-
-// ---------------------------------------------------------------------------
-// The core loop
-// ---------------------------------------------------------------------------
 
 #[derive(Default)]
 struct Waiters {
@@ -368,13 +109,14 @@ struct CoreLoop {
     waiters: Waiters,
     /// Quorum checkpoints beyond the stored tree, stored once it reaches them.
     pending_quorum: BTreeMap<u64, Note>,
-    latest_checkpoint: u64,
+    /// Latest stored quorum checkpoint, as served.
+    latest_checkpoint: Option<ServedCheckpoint>,
     /// Latest stored checkpoint whose cosignatures meet the witness quorum.
-    latest_witnessed: u64,
+    latest_witnessed: Option<ServedCheckpoint>,
     /// When each (peer, reason) rejection was last logged.
     rejection_logged: HashMap<(ReplicaId, Rejection), Instant>,
     /// Publishes each new stored quorum checkpoint to the witness tasks.
-    witness_tx: Option<tokio::sync::watch::Sender<crate::witnessing::Latest>>,
+    witness_tx: Option<tokio::sync::watch::Sender<witnessing::Latest>>,
 }
 
 impl CoreLoop {
@@ -383,11 +125,14 @@ impl CoreLoop {
     }
 
     fn run(&mut self, rx: mpsc::Receiver<CoreInput>) -> Result<(), StoreError> {
-        self.latest_checkpoint = self.store.latest_checkpoint()?.map_or(0, |(s, _)| s);
-        self.latest_witnessed = self
-            .store
-            .latest_witnessed_checkpoint()?
-            .map_or(0, |(s, _)| s);
+        let served = |c: Option<(u64, String)>| {
+            c.map(|(size, note)| ServedCheckpoint {
+                size,
+                note: note.into(),
+            })
+        };
+        self.latest_checkpoint = served(self.store.latest_checkpoint()?);
+        self.latest_witnessed = served(self.store.latest_witnessed_checkpoint()?);
         self.drive()?;
         loop {
             let now = self.now();
@@ -606,14 +351,19 @@ impl CoreLoop {
         let waiter = &self.waiters.requests[&id];
         let highest = waiter.indexes.iter().map(|i| i.expect("indexed")).max();
         match highest {
-            Some(h) if h >= self.receipt_size() => {
+            Some(h) if h >= self.receipt_checkpoint().map_or(0, |c| c.size) => {
                 self.waiters.by_index.entry(h).or_default().push(id);
             }
             _ => self.answer(id),
         }
     }
 
+    /// Answers a request whose entries a stored checkpoint covers.
     fn answer(&mut self, id: u64) {
+        let checkpoint = self
+            .receipt_checkpoint()
+            .cloned()
+            .expect("answered only once a checkpoint covers the entries");
         if let Some(waiter) = self.waiters.requests.remove(&id) {
             self.waiters.entries -= waiter.indexes.len();
             let indexes = waiter
@@ -621,7 +371,10 @@ impl CoreLoop {
                 .into_iter()
                 .map(|i| i.expect("indexed"))
                 .collect();
-            let _ = waiter.reply.send(AppendOutcome::Committed(indexes));
+            let _ = waiter.reply.send(AppendOutcome::Committed {
+                indexes,
+                checkpoint,
+            });
         }
     }
 
@@ -740,7 +493,7 @@ impl CoreLoop {
             .collect();
         for size in ready {
             let note = self.pending_quorum.remove(&size).expect("listed");
-            if size <= self.latest_checkpoint {
+            if size <= self.latest_checkpoint_size() {
                 continue;
             }
             let root = match batch.commits.iter().find(|c| c.size == size) {
@@ -762,8 +515,12 @@ impl CoreLoop {
                 );
                 continue;
             }
-            batch.checkpoints.push((size, note.format()));
-            self.latest_checkpoint = size;
+            let note = note.format();
+            self.latest_checkpoint = Some(ServedCheckpoint {
+                size,
+                note: note.as_str().into(),
+            });
+            batch.checkpoints.push((size, note));
         }
     }
 
@@ -855,8 +612,8 @@ impl CoreLoop {
             tree_size: self.replica.tree_size(),
             mempool_entries: self.replica.pending_entries(),
             waiting_entries: self.waiters.entries,
-            latest_checkpoint_size: self.latest_checkpoint,
-            latest_witnessed_size: self.latest_witnessed,
+            latest_checkpoint_size: self.latest_checkpoint_size(),
+            latest_witnessed_size: self.latest_witnessed.as_ref().map_or(0, |c| c.size),
         };
         *self.shared.status.lock().expect("status lock") = status;
     }
@@ -892,20 +649,19 @@ impl CoreLoop {
         }
     }
 
-    /// Whether receipts wait for witness cosignatures.
-    fn waits_for_witnesses(&self) -> bool {
-        let cluster = &self.shared.cfg.cluster;
-        !cluster.witnesses.is_empty() && cluster.wait_for_witnesses
+    fn latest_checkpoint_size(&self) -> u64 {
+        self.latest_checkpoint.as_ref().map_or(0, |c| c.size)
     }
 
-    /// Receipts are built on the checkpoint of this size (see
-    /// `api::served_checkpoint`), so it must cover an entry before the
-    /// entry's request is answered.
-    fn receipt_size(&self) -> u64 {
-        if self.waits_for_witnesses() {
-            self.latest_witnessed
+    /// The checkpoint receipts are built on: the latest whose witness
+    /// cosignatures meet the policy when the cluster waits for witnesses,
+    /// else the latest quorum checkpoint. An entry's request is answered
+    /// once this covers the entry.
+    fn receipt_checkpoint(&self) -> Option<&ServedCheckpoint> {
+        if self.shared.cfg.cluster.receipts_wait_for_witnesses() {
+            self.latest_witnessed.as_ref()
         } else {
-            self.latest_checkpoint
+            self.latest_checkpoint.as_ref()
         }
     }
 
@@ -913,7 +669,7 @@ impl CoreLoop {
         let covered: Vec<u64> = self
             .waiters
             .by_index
-            .range(..self.receipt_size())
+            .range(..self.receipt_checkpoint().map_or(0, |c| c.size))
             .map(|(i, _)| *i)
             .collect();
         for index in covered {
@@ -957,12 +713,21 @@ impl CoreLoop {
             .policy()
             .verify_checkpoint(&note)
             .is_ok();
-        self.store
-            .add_cosignatures(size, &note.format(), witnessed)?;
-        if witnessed && size > self.latest_witnessed {
-            self.latest_witnessed = size;
-            debug!(replica = self.shared.cfg.id, size, "witness quorum met");
-            self.answer_covered();
+        let note: Arc<str> = note.format().into();
+        self.store.add_cosignatures(size, &note, witnessed)?;
+        // Receipts carry the cosignatures a checkpoint has when they are
+        // built: keep the served copies current.
+        let updated = ServedCheckpoint { size, note };
+        if self.latest_checkpoint_size() == size {
+            self.latest_checkpoint = Some(updated.clone());
+        }
+        let witnessed_size = self.latest_witnessed.as_ref().map_or(0, |c| c.size);
+        if witnessed && size >= witnessed_size {
+            self.latest_witnessed = Some(updated);
+            if size > witnessed_size {
+                debug!(replica = self.shared.cfg.id, size, "witness quorum met");
+                self.answer_covered();
+            }
         }
         Ok(())
     }
@@ -1000,217 +765,5 @@ impl CoreLoop {
             Target::All => (0..self.peers.len()).for_each(&mut push),
             Target::One(peer) => push(peer as usize),
         }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Network tasks
-// ---------------------------------------------------------------------------
-
-/// Sleeps 10 ms at a time, forever, and reports how late each wake-up
-/// was: a late timer means every other task of the runtime waited too.
-pub async fn report_timer_lateness(mut report: impl FnMut(Duration)) {
-    let tick = Duration::from_millis(10);
-    loop {
-        let asleep = Instant::now();
-        tokio::time::sleep(tick).await;
-        report(asleep.elapsed().saturating_sub(tick));
-    }
-}
-
-/// Logs and counts when the network runtime falls behind by [`SLOW_STEP`]
-/// or more: every peer message and client request of this replica waited.
-async fn runtime_watchdog(shared: Arc<Shared>) {
-    report_timer_lateness(|late| {
-        if late >= SLOW_STEP {
-            shared
-                .metrics
-                .runtime_stalls
-                .fetch_add(1, Ordering::Relaxed);
-            warn!(
-                replica = shared.cfg.id,
-                late_ms = late.as_millis() as u64,
-                "network runtime stalled: peer messages and client requests waited"
-            );
-        }
-    })
-    .await
-}
-
-/// How long a link to a peer must have lasted for a redial after it breaks
-/// to start without a backoff.
-const PEER_LINK_STABLE: Duration = Duration::from_secs(1);
-
-/// Keeps a connection to one peer and writes its queued frames on a
-/// long-lived unidirectional stream, reconnecting with backoff.
-async fn peer_sender(
-    shared: Arc<Shared>,
-    endpoint: quinn::Endpoint,
-    peer: u16,
-    mut rx: tmpsc::Receiver<Arc<Vec<u8>>>,
-) {
-    let cluster = &shared.cfg.cluster;
-    let addr = cluster.addresses[peer as usize];
-    let config = match net::client_config(
-        &shared.cfg.key,
-        &[*cluster.keys[peer as usize].public_key()],
-        net::ALPN_PEER,
-        &shared.cfg.limits,
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            error!(peer, error = %e, "cannot build the peer TLS configuration");
-            return;
-        }
-    };
-    let mut backoff = Duration::from_millis(50);
-    let mut logged = false;
-    loop {
-        let connecting = match endpoint.connect_with(config.clone(), addr, net::SERVER_NAME) {
-            Ok(connecting) => connecting,
-            Err(e) => {
-                error!(peer, error = %e, "cannot dial peer");
-                return;
-            }
-        };
-        // An attempt whose first packet found no listener (the peer not
-        // started yet, or restarting) waits for the handshake's
-        // retransmissions, which back off; a fresh attempt every
-        // PEER_CONNECT_ATTEMPT brings the link up soon after the peer is.
-        let failure = match tokio::time::timeout(net::PEER_CONNECT_ATTEMPT, connecting).await {
-            Ok(Ok(connection)) => {
-                let connected_at = tokio::time::Instant::now();
-                logged = false;
-                debug!(replica = shared.cfg.id, peer, "connected to peer");
-                shared.metrics.peer_connects.fetch_add(1, Ordering::Relaxed);
-                shared
-                    .metrics
-                    .peers_connected
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut stream) = connection.open_uni().await {
-                    while let Some(frame) = rx.recv().await {
-                        if stream.write_all(&frame).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-                shared
-                    .metrics
-                    .peers_connected
-                    .fetch_sub(1, Ordering::Relaxed);
-                if rx.is_closed() && rx.is_empty() {
-                    return;
-                }
-                // A link that worked for a while is dialled again at once;
-                // one that broke right after its handshake (a peer that
-                // closes what it accepted) is retried with the backoff, not
-                // at the handshake's pace.
-                if connected_at.elapsed() >= PEER_LINK_STABLE {
-                    backoff = Duration::from_millis(50);
-                    continue;
-                }
-                Some("the link broke right after its handshake".to_owned())
-            }
-            Ok(Err(e)) => Some(e.to_string()),
-            // The attempt itself took its time: dial again at once.
-            Err(_) => None,
-        };
-        if !logged {
-            debug!(
-                replica = shared.cfg.id,
-                peer,
-                error = failure.as_deref().unwrap_or("no answer"),
-                "peer unreachable; retrying"
-            );
-            logged = true;
-        }
-        // Drop what piles up while the peer is away: sync repairs it.
-        while rx.try_recv().is_ok() {}
-        if rx.is_closed() {
-            return; // the replica is stopping
-        }
-        if failure.is_some() {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-        }
-    }
-}
-
-async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
-    while let Some(incoming) = endpoint.accept().await {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let Ok(connection) = incoming.await else {
-                return;
-            };
-            match net::alpn(&connection).as_deref() {
-                Some(net::ALPN_PEER) => {
-                    let replicas = shared.cfg.cluster.public_keys();
-                    match net::peer_replica(&connection, &replicas, shared.cfg.id) {
-                        Some(peer) => serve_peer(shared, connection, peer).await,
-                        None => {
-                            shared
-                                .metrics
-                                .peers_rejected
-                                .fetch_add(1, Ordering::Relaxed);
-                            warn!(
-                                replica = shared.cfg.id,
-                                remote = %connection.remote_address(),
-                                "rejected a peer connection with an unknown key"
-                            );
-                            connection.close(1u32.into(), b"unknown replica key");
-                        }
-                    }
-                }
-                Some(net::ALPN_CLIENT) => crate::api::serve_client(shared, connection).await,
-                _ => connection.close(1u32.into(), b"unknown protocol"),
-            }
-        });
-    }
-}
-
-/// Reads consensus messages from one authenticated peer.
-async fn serve_peer(shared: Arc<Shared>, connection: quinn::Connection, peer: u16) {
-    while let Ok(mut stream) = connection.accept_uni().await {
-        let shared = shared.clone();
-        let connection = connection.clone();
-        tokio::spawn(async move {
-            loop {
-                match net::read_frame(&mut stream, shared.cfg.limits.max_frame_bytes).await {
-                    Ok(Some(frame)) => match wire::decode::<ConsensusMessage>(&frame) {
-                        Ok(message) => {
-                            let input = CoreInput::Peer {
-                                from: peer,
-                                message: Box::new(message),
-                            };
-                            if shared.core_tx.try_send(input).is_err() {
-                                shared
-                                    .metrics
-                                    .peer_frames_dropped
-                                    .fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        Err(e) => {
-                            shared
-                                .metrics
-                                .peer_messages_malformed
-                                .fetch_add(1, Ordering::Relaxed);
-                            debug!(replica = shared.cfg.id, peer, error = %e, "malformed peer message");
-                        }
-                    },
-                    Ok(None) => return,
-                    Err(e) => {
-                        // A framing error desynchronises the stream: close it.
-                        shared
-                            .metrics
-                            .peer_messages_malformed
-                            .fetch_add(1, Ordering::Relaxed);
-                        debug!(replica = shared.cfg.id, peer, error = %e, "peer stream failed");
-                        connection.close(2u32.into(), b"bad frame");
-                        return;
-                    }
-                }
-            }
-        });
     }
 }

@@ -22,8 +22,8 @@ use bftlog_witness::client::{AddOutcome, WitnessClient};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use super::shared::{CoreInput, Shared};
 use crate::config::Witness;
-use crate::node::{CoreInput, Shared};
 
 /// The latest stored quorum checkpoint, as the core loop publishes it.
 pub(crate) type Latest = Option<(u64, Arc<Note>)>;

@@ -1,0 +1,242 @@
+//! The replica driver: feeds the sans-IO consensus core and performs its
+//! actions, in order.
+//!
+//! - [`Node`] (this file): starts a replica and stops it.
+//! - `core_loop`: one OS thread owns the core and the database writer. It
+//!   waits for an input or the core's next timer, hands the input to the
+//!   core, then drains the core's steps (`bftlog_consensus::Step`) until
+//!   it is quiet.
+//! - `client_api`: the client protocol, one task per request.
+//! - `peers`: a task per peer that sends, and the accept loop.
+//! - `metrics`: the Prometheus endpoint and the runtime watchdog.
+//! - `witnessing`: submits quorum checkpoints to the cluster's witnesses.
+//! - `shared`: what those tasks share (no module above imports another
+//!   except through it, and `peers` hands client connections to
+//!   `client_api`).
+//!
+//! A core loop step:
+//!
+//! 0. messages the core has already released (they depend only on writes
+//!    already durable: forwarded entries, a leader's early proposal) go
+//!    to the per-peer sender tasks first, so they overlap the write;
+//! 1. commits, checkpoint events and persist requests are written to redb
+//!    in **one transaction**, flushed when it holds safety state or voted
+//!    blocks (commits alone are flushed with the next such write);
+//! 2. only then are the persist tokens acknowledged, which releases the
+//!    votes, timeouts and checkpoint signatures that depended on them
+//!    (persist before speak);
+//! 3. outgoing messages go to the per-peer sender tasks;
+//! 4. clients waiting for receipts are answered once a stored quorum
+//!    checkpoint covers their entries.
+//!
+//! The network runs on tokio: one task per peer connection direction and
+//! one per client request. Reads (proofs, entries, checkpoints) go straight
+//! to redb from the request tasks; they never wait for the core loop.
+//! Queues are bounded everywhere: a full peer queue drops the message
+//! (consensus tolerates loss), a full core queue answers `Overloaded`.
+
+mod client_api;
+mod core_loop;
+mod metrics;
+mod peers;
+mod shared;
+mod witnessing;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bftlog_consensus::Replica;
+use bftlog_spec::note::Note;
+use tokio::sync::mpsc as tmpsc;
+use tracing::info;
+
+use crate::config::ReplicaConfig;
+use crate::net;
+use crate::storage::{Store, StoreError};
+
+pub use core_loop::{SLOW_STEP, SLOW_WRITE};
+pub use metrics::report_timer_lateness;
+pub use shared::{AppendOutcome, CoreStatus, DriverMetrics};
+use shared::{CoreInput, Shared};
+
+/// Frames queued per peer before new ones are dropped.
+const PEER_QUEUE_FRAMES: usize = 4096;
+/// Inputs queued for the core loop before appends are refused.
+const CORE_QUEUE: usize = 16_384;
+
+/// Why a replica could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("consensus setup: {0}")]
+    Setup(#[from] bftlog_consensus::SetupError),
+    #[error("TLS: {0}")]
+    Tls(#[from] net::TlsSetupError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A running replica.
+pub struct Node {
+    shared: Arc<Shared>,
+    metrics_addr: Option<SocketAddr>,
+    endpoint: quinn::Endpoint,
+    core: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Node {
+    /// Opens storage, recovers the core and starts serving. Must run inside
+    /// a tokio runtime.
+    pub async fn start(cfg: ReplicaConfig) -> Result<Node, StartError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
+            path: cfg.data_dir.clone(),
+            source,
+        })?;
+        let store = Arc::new(Store::open_with_cache(
+            &cfg.data_dir.join("bftlog.redb"),
+            cfg.cluster.epoch,
+            cfg.cache_mb << 20,
+        )?);
+        let recovered = store.recover(
+            cfg.cluster.epoch,
+            cfg.consensus.retain_committed_blocks,
+            cfg.consensus.retain_committed_bytes,
+        )?;
+        let started = Instant::now();
+        let replica = Replica::new(
+            cfg.consensus.clone(),
+            cfg.id,
+            cfg.key.clone(),
+            rand::rngs::OsRng,
+            recovered,
+            Duration::ZERO,
+        )?;
+        let server = net::server_config(&cfg.key, &cfg.limits)?;
+        let endpoint =
+            net::endpoint(cfg.listen, server, &cfg.key).map_err(|source| StartError::Listen {
+                addr: cfg.listen,
+                source,
+            })?;
+        let (core_tx, core_rx) = mpsc::sync_channel(CORE_QUEUE);
+        let shared = Arc::new(Shared {
+            cfg,
+            store: store.clone(),
+            core_tx,
+            metrics: DriverMetrics::default(),
+            stopping: AtomicBool::new(false),
+            status: std::sync::Mutex::new(CoreStatus::default()),
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut peers: Vec<Option<tmpsc::Sender<Arc<Vec<u8>>>>> = Vec::new();
+        for peer in 0..shared.cfg.cluster.n() as u16 {
+            if peer == shared.cfg.id {
+                peers.push(None);
+                continue;
+            }
+            let (tx, rx) = tmpsc::channel(PEER_QUEUE_FRAMES);
+            peers.push(Some(tx));
+            tasks.spawn(peers::peer_sender(
+                shared.clone(),
+                endpoint.clone(),
+                peer,
+                rx,
+            ));
+        }
+        tasks.spawn(peers::accept_loop(shared.clone(), endpoint.clone()));
+        tasks.spawn(metrics::runtime_watchdog(shared.clone()));
+        let mut metrics_addr = None;
+        if let Some(addr) = shared.cfg.metrics_listen {
+            let listener = metrics::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?;
+            metrics_addr = listener.local_addr().ok();
+            tasks.spawn(metrics::serve(shared.clone(), listener));
+        }
+        let initial = match store.latest_checkpoint()? {
+            Some((size, text)) => Note::parse(text.as_bytes())
+                .ok()
+                .map(|note| (size, Arc::new(note))),
+            None => None,
+        };
+        let witness_tx = witnessing::spawn(&shared, initial, &mut tasks);
+        info!(
+            replica = shared.cfg.id,
+            listen = %shared.cfg.listen,
+            tree_size = store.tree_size(),
+            height = replica.committed_height(),
+            "replica started"
+        );
+        let core = core_loop::spawn(
+            shared.clone(),
+            replica,
+            store,
+            started,
+            peers,
+            witness_tx,
+            core_rx,
+        );
+        Ok(Node {
+            shared,
+            metrics_addr,
+            endpoint,
+            core: Some(core),
+            tasks,
+        })
+    }
+
+    /// The bound QUIC address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr().expect("bound endpoint")
+    }
+
+    /// The bound Prometheus endpoint address, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    pub fn metrics(&self) -> &DriverMetrics {
+        &self.shared.metrics
+    }
+
+    /// True once the core loop stopped (storage failure or shutdown).
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the core loop stops by itself (a storage failure, or a
+    /// panic: a bug).
+    pub async fn stopped(&self) {
+        while !self.is_stopped() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops serving, lets the core loop finish its current step and
+    /// closes the database.
+    pub async fn shutdown(mut self) -> Result<(), StoreError> {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.endpoint.close(0u32.into(), b"shutdown");
+        let _ = self.shared.core_tx.try_send(CoreInput::Shutdown);
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        let core = self.core.take().expect("joined once");
+        let result = tokio::task::spawn_blocking(move || core.join())
+            .await
+            .expect("join task");
+        self.endpoint.wait_idle().await;
+        result.unwrap_or(Ok(()))
+    }
+}

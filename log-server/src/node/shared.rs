@@ -1,0 +1,120 @@
+//! What the replica's tasks share: its configuration and storage, the
+//! core loop's input queue, the driver's counters and the status the core
+//! loop publishes. Every other node module depends on this one, and it on
+//! none of them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::mpsc;
+
+use bftlog_spec::note::NoteSignature;
+use bftlog_spec::wire::{ConsensusMessage, Entry, ErrorCode, ReplicaId};
+use tokio::sync::oneshot;
+
+use crate::config::ReplicaConfig;
+use crate::storage::Store;
+
+/// A stored checkpoint as clients are served it: its size and its note
+/// (replica signatures and whatever witness cosignatures it has).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedCheckpoint {
+    pub size: u64,
+    pub note: Arc<str>,
+}
+
+/// What the core loop answers an append with.
+#[derive(Debug)]
+pub enum AppendOutcome {
+    /// Every entry's index, and the checkpoint the receipts are built on,
+    /// which covers them all.
+    Committed {
+        indexes: Vec<u64>,
+        checkpoint: ServedCheckpoint,
+    },
+    Rejected(ErrorCode, String),
+}
+
+pub(crate) enum CoreInput {
+    Peer {
+        from: ReplicaId,
+        message: Box<ConsensusMessage>,
+    },
+    Append {
+        entries: Vec<Entry>,
+        reply: oneshot::Sender<AppendOutcome>,
+    },
+    /// Verified witness cosignatures on the stored checkpoint of `size`.
+    Cosigned {
+        size: u64,
+        signatures: Vec<NoteSignature>,
+    },
+    Shutdown,
+}
+
+/// Counters the driver keeps besides the core's own.
+#[derive(Debug, Default)]
+pub struct DriverMetrics {
+    pub peer_frames_dropped: AtomicU64,
+    /// Outgoing peer messages dropped because they exceeded the frame
+    /// limit (a bug if ever non-zero).
+    pub messages_oversized: AtomicU64,
+    pub peer_messages_malformed: AtomicU64,
+    pub peers_rejected: AtomicU64,
+    pub client_requests: AtomicU64,
+    pub client_errors: AtomicU64,
+    pub appends_overloaded: AtomicU64,
+    pub sync_served_from_storage: AtomicU64,
+    /// Inclusion and consistency proof requests from clients.
+    pub proof_requests: AtomicU64,
+    /// Proofs those requests asked for (a batched request asks for many).
+    pub proofs_requested: AtomicU64,
+    /// Verified cosignatures received from witnesses.
+    pub witness_cosignatures: AtomicU64,
+    /// Witness submissions that failed (refused, unreachable, bad answer).
+    pub witness_failures: AtomicU64,
+    /// Writes of the core loop (one transaction each), and the
+    /// microseconds they took: votes wait for them.
+    pub store_writes: AtomicU64,
+    /// Those of them flushed to disk (safety state or voted blocks).
+    pub store_flushes: AtomicU64,
+    pub store_write_micros: AtomicU64,
+    /// Writes that took [`SLOW_WRITE`] or longer.
+    pub store_writes_slow: AtomicU64,
+    /// Core loop steps (an input batch handled and the core drained,
+    /// writes included) that took [`SLOW_STEP`] or longer.
+    pub core_steps_slow: AtomicU64,
+    /// Times the network runtime woke a 10 ms timer [`SLOW_STEP`] late.
+    pub runtime_stalls: AtomicU64,
+    /// Outgoing peer connections established (reconnections included),
+    /// and how many are up now.
+    pub peer_connects: AtomicU64,
+    pub peers_connected: AtomicU64,
+}
+
+/// State shared by the network tasks.
+pub(crate) struct Shared {
+    pub cfg: ReplicaConfig,
+    pub store: Arc<Store>,
+    pub core_tx: mpsc::SyncSender<CoreInput>,
+    pub metrics: DriverMetrics,
+    pub stopping: AtomicBool,
+    /// The core loop's latest published status (for `/metrics`).
+    pub status: std::sync::Mutex<CoreStatus>,
+}
+
+/// What the core loop knows, as of its last step.
+#[derive(Clone, Debug, Default)]
+pub struct CoreStatus {
+    pub consensus: bftlog_consensus::Metrics,
+    pub round: u64,
+    /// The current round's leader, as this replica sees it.
+    pub leader: u64,
+    pub committed_height: u64,
+    pub tree_size: u64,
+    /// Entries in the mempool, not yet in a block.
+    pub mempool_entries: usize,
+    /// Entries of client appends waiting for their receipts.
+    pub waiting_entries: usize,
+    pub latest_checkpoint_size: u64,
+    pub latest_witnessed_size: u64,
+}
