@@ -22,7 +22,7 @@ use tracing::{debug, error, info, warn};
 
 use super::shared::{AppendOutcome, CoreInput, CoreStatus, ServedCheckpoint, Shared};
 use super::witnessing;
-use crate::storage::{Store, StoreError, WriteBatch};
+use crate::storage::{StoreError, StoreWriter, WriteBatch};
 
 const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// A durable write this slow is logged and counted: a round cannot go
@@ -47,7 +47,7 @@ impl Drop for StopOnExit {
 pub(super) fn spawn(
     shared: Arc<Shared>,
     replica: Replica<rand::rngs::OsRng>,
-    store: Arc<Store>,
+    writer: StoreWriter,
     started: Instant,
     peers: Vec<Option<tmpsc::Sender<Arc<Vec<u8>>>>>,
     witness_tx: Option<tokio::sync::watch::Sender<witnessing::Latest>>,
@@ -60,7 +60,7 @@ pub(super) fn spawn(
             let mut core = CoreLoop {
                 shared: shared.clone(),
                 replica,
-                store,
+                writer,
                 started,
                 peers,
                 waiters: Waiters::default(),
@@ -103,7 +103,7 @@ struct Waiter {
 struct CoreLoop {
     shared: Arc<Shared>,
     replica: Replica<rand::rngs::OsRng>,
-    store: Arc<Store>,
+    writer: StoreWriter,
     started: Instant,
     peers: Vec<Option<tmpsc::Sender<Arc<Vec<u8>>>>>,
     waiters: Waiters,
@@ -131,8 +131,8 @@ impl CoreLoop {
                 note: note.into(),
             })
         };
-        self.latest_checkpoint = served(self.store.latest_checkpoint()?);
-        self.latest_witnessed = served(self.store.latest_witnessed_checkpoint()?);
+        self.latest_checkpoint = served(self.writer.latest_checkpoint()?);
+        self.latest_witnessed = served(self.writer.latest_witnessed_checkpoint()?);
         self.drive()?;
         loop {
             let now = self.now();
@@ -144,7 +144,7 @@ impl CoreLoop {
                 .min(Duration::from_secs(1));
             match rx.recv_timeout(wait) {
                 Ok(CoreInput::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return self.store.sync();
+                    return self.writer.sync();
                 }
                 Ok(input) => {
                     self.handle(input)?;
@@ -152,7 +152,7 @@ impl CoreLoop {
                     // votes and appends into one durable write.
                     for _ in 0..1024 {
                         match rx.try_recv() {
-                            Ok(CoreInput::Shutdown) => return self.store.sync(),
+                            Ok(CoreInput::Shutdown) => return self.writer.sync(),
                             Ok(input) => self.handle(input)?,
                             Err(_) => break,
                         }
@@ -216,7 +216,7 @@ impl CoreLoop {
         max_blocks: u16,
     ) -> Result<(), StoreError> {
         let max = (max_blocks as u64).clamp(1, wire::MAX_SYNC_BLOCKS as u64);
-        let mut blocks = self.store.committed_blocks(from_height.max(1), max + 1)?;
+        let mut blocks = self.writer.committed_blocks(from_height.max(1), max + 1)?;
         if blocks.len() < 2 {
             return Ok(());
         }
@@ -272,7 +272,7 @@ impl CoreLoop {
             return Ok(());
         }
         let leaves: Vec<Hash> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
-        let mut indexes = self.store.indexes_of(&leaves)?;
+        let mut indexes = self.writer.indexes_of(&leaves)?;
         let mut submit = Vec::new();
         let mut submit_pos = Vec::new();
         for (pos, entry) in entries.into_iter().enumerate() {
@@ -291,7 +291,7 @@ impl CoreLoop {
             match result {
                 SubmitResult::Accepted | SubmitResult::AlreadyPending => {}
                 SubmitResult::AlreadyCommitted => {
-                    indexes[*pos] = self.store.index_of(&leaves[*pos])?;
+                    indexes[*pos] = self.writer.index_of(&leaves[*pos])?;
                 }
                 SubmitResult::TooLarge => {
                     let _ = reply.send(AppendOutcome::Rejected(
@@ -485,7 +485,7 @@ impl CoreLoop {
         let tree_size = batch
             .commits
             .last()
-            .map_or(self.store.tree_size(), |c| c.size);
+            .map_or(self.writer.tree_size(), |c| c.size);
         let ready: Vec<u64> = self
             .pending_quorum
             .range(..=tree_size)
@@ -498,7 +498,7 @@ impl CoreLoop {
             }
             let root = match batch.commits.iter().find(|c| c.size == size) {
                 Some(c) => c.root,
-                None => match self.store.root_at(size) {
+                None => match self.writer.root_at(size) {
                     Ok(root) => root,
                     Err(e) => {
                         warn!(size, error = %e, "cannot check a quorum checkpoint's root");
@@ -558,7 +558,7 @@ impl CoreLoop {
     /// the step waits for it.
     fn timed_write(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
         let started = Instant::now();
-        self.store.write(batch)?;
+        self.writer.write(batch)?;
         let took = started.elapsed();
         let m = &self.shared.metrics;
         m.store_writes.fetch_add(1, Ordering::Relaxed);
@@ -577,7 +577,7 @@ impl CoreLoop {
                 // redb doubles its file when it runs out of space and drops
                 // its read cache when it does: a size that just doubled
                 // points at that.
-                file_bytes = self.store.file_bytes(),
+                file_bytes = self.writer.file_bytes(),
                 "slow durable write: this replica's votes and proposals waited for it"
             );
         }
@@ -683,7 +683,7 @@ impl CoreLoop {
     /// `size` (replacing older ones by the same witness key) and records
     /// whether the witness quorum is now met.
     fn cosigned(&mut self, size: u64, signatures: Vec<NoteSignature>) -> Result<(), StoreError> {
-        let Some(text) = self.store.checkpoint_at(size)? else {
+        let Some(text) = self.writer.checkpoint_at(size)? else {
             return Ok(());
         };
         let Ok(stored) = Note::parse(text.as_bytes()) else {
@@ -714,7 +714,7 @@ impl CoreLoop {
             .verify_checkpoint(&note)
             .is_ok();
         let note: Arc<str> = note.format().into();
-        self.store.add_cosignatures(size, &note, witnessed)?;
+        self.writer.add_cosignatures(size, &note, witnessed)?;
         // Receipts carry the cosignatures a checkpoint has when they are
         // built: keep the served copies current.
         let updated = ServedCheckpoint { size, note };

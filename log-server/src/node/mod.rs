@@ -105,12 +105,13 @@ impl Node {
             path: cfg.data_dir.clone(),
             source,
         })?;
-        let store = Arc::new(Store::open_with_cache(
+        let writer = Store::open(
             &cfg.data_dir.join("bftlog.redb"),
             cfg.cluster.epoch,
             cfg.cache_mb << 20,
-        )?);
-        let recovered = store.recover(
+        )?;
+        let store = writer.store().clone();
+        let recovered = writer.recover(
             cfg.cluster.epoch,
             cfg.consensus.retain_committed_blocks,
             cfg.consensus.retain_committed_bytes,
@@ -182,7 +183,7 @@ impl Node {
         let core = core_loop::spawn(
             shared.clone(),
             replica,
-            store,
+            writer,
             started,
             peers,
             witness_tx,
