@@ -13,7 +13,7 @@
 //! answers only after the state that its answer depends on is on disk.
 
 use crate::log_config::LogConfig;
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
 
 const LOGS: TableDefinition<&str, &[u8]> = TableDefinition::new("logs");
@@ -36,6 +36,12 @@ pub enum StoreError {
     LogExists(String),
     #[error("stored log configuration for {origin:?} is corrupt: {reason}")]
     Corrupt { origin: String, reason: String },
+    #[error(
+        "{path}: written by an older bftlog-witness (storage file format {version}), which this \
+         version cannot read. Keep the file: it is what stops this witness key from cosigning a \
+         rollback. Run the version that wrote it, or start a new witness with a new key."
+    )]
+    OldFileFormat { path: String, version: u8 },
 }
 
 macro_rules! from_redb {
@@ -103,7 +109,13 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database file.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::UpgradeRequired(version) => StoreError::OldFileFormat {
+                path: path.display().to_string(),
+                version,
+            },
+            e => e.into(),
+        })?;
         Self::init(db)
     }
 

@@ -110,7 +110,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bftlog_spec::merkle::{CompactRange, Hash, ProveError};
 use bftlog_spec::wire::{self, QuorumCert, TimeoutCert};
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use hashes::{ProofHashes, TxnHashes, UpperHashes};
@@ -188,6 +188,12 @@ pub enum StoreError {
          start the replica with an empty data directory and it will sync from its peers"
     )]
     SchemaMismatch { stored: Option<u64> },
+    #[error(
+        "{path}: written by an older bftlog (storage file format {version}), which this version \
+         does not read or migrate; move the data directory away and start the replica with an \
+         empty one: it syncs the log from its peers"
+    )]
+    OldFileFormat { path: String, version: u8 },
     #[error(transparent)]
     Prove(#[from] ProveError),
 }
@@ -208,7 +214,8 @@ from_redb!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError
+    redb::CommitError,
+    redb::SetDurabilityError
 );
 
 /// Why a proof or read request could not be answered.
@@ -281,7 +288,14 @@ impl Store {
     pub fn open(path: &Path, epoch: u64, cache_bytes: usize) -> Result<StoreWriter, StoreError> {
         let db = Database::builder()
             .set_cache_size(cache_bytes)
-            .create(path)?;
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::UpgradeRequired(version) => StoreError::OldFileFormat {
+                    path: path.display().to_string(),
+                    version,
+                },
+                e => e.into(),
+            })?;
         let txn = db.begin_write()?;
         let size;
         {

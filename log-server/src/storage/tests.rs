@@ -790,6 +790,37 @@ fn a_database_of_another_layout_is_refused() {
     }
 }
 
+/// A data directory written by the previous storage engine major is
+/// refused with a message that says what to do, and left untouched.
+#[test]
+fn a_database_in_an_older_file_format_is_refused_with_a_clear_message() {
+    let dir = tempdir();
+    let path = dir.join("db.redb");
+    {
+        let old = redb2::Database::create(&path).unwrap();
+        let txn = old.begin_write().unwrap();
+        txn.open_table(redb2::TableDefinition::<&str, u64>::new("meta"))
+            .unwrap()
+            .insert("tree_size", 7)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let refused = Store::open(&path, 1, TEST_CACHE_BYTES).err();
+    assert!(
+        matches!(refused, Some(StoreError::OldFileFormat { .. })),
+        "{refused:?}"
+    );
+    let message = refused.unwrap().to_string();
+    assert!(message.contains("older bftlog"), "{message}");
+    assert!(message.contains("empty"), "{message}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the file is left as it was"
+    );
+}
+
 #[test]
 fn safety_state_voted_blocks_and_checkpoints_round_trip() {
     let dir = tempdir();

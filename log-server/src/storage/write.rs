@@ -175,7 +175,7 @@ impl StoreWriter {
     /// clean shutdown after a checkpoints-only write.
     pub fn sync(&mut self) -> Result<(), StoreError> {
         let mut txn = self.store.db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
+        txn.set_durability(Durability::Immediate)?;
         txn.commit()?;
         Ok(())
     }
@@ -205,7 +205,7 @@ impl StoreWriter {
             Durability::Immediate
         } else {
             Durability::None
-        });
+        })?;
         self.scratch.clear();
         let mut leaf_index = LeafIndexStep::default();
         // Voted blocks before the commits: a block voted and committed in
@@ -443,7 +443,7 @@ impl StoreWriter {
         witnessed: bool,
     ) -> Result<(), StoreError> {
         let mut txn = self.store.db.begin_write()?;
-        txn.set_durability(Durability::Immediate);
+        txn.set_durability(Durability::Immediate)?;
         {
             let mut checkpoints = txn.open_table(CHECKPOINTS)?;
             let stored = checkpoints
