@@ -110,7 +110,7 @@ fn replica_keyring(cfg: &Config) -> KeyRing {
 }
 
 /// One simulated process: a replica plus what its disk holds.
-struct Node {
+struct Process {
     id: ReplicaId,
     replica: Replica<StdRng>,
     /// Writes requested and not yet durable, oldest first.
@@ -124,7 +124,7 @@ struct Node {
     /// The driver stores a step's commits in that step's transaction and
     /// flushes it only if it holds safety state or voted blocks, so a
     /// crash loses commits no flushed write has covered (as in the
-    /// simulator). Lost in a crash. Mode 1 only; see [`Node::drain`].
+    /// simulator). Lost in a crash. Mode 1 only; see [`Process::drain`].
     pending_commits: Vec<(u64, Block)>,
     /// The token of this incarnation's latest write request.
     last_token: u64,
@@ -132,11 +132,11 @@ struct Node {
     quorums: u64,
 }
 
-impl Node {
+impl Process {
     fn new(cfg: &Config, id: ReplicaId, now: Duration) -> Self {
         let durable_safety = SafetyState::genesis(cfg.epoch);
         let replica = start(cfg, id, &durable_safety, &BTreeMap::new(), &[], 0, now);
-        Node {
+        Process {
             id,
             replica,
             unacked: VecDeque::new(),
@@ -211,7 +211,7 @@ impl Node {
 
     /// Drains the replica's outputs, checking its conduct, and returns what
     /// it sends. With `honest_peers` false (mode 0), the checks are only
-    /// those no set of peers can defeat: see [`Node::check_durable`].
+    /// those no set of peers can defeat: see [`Process::check_durable`].
     fn drain(
         &mut self,
         checker: &mut Checker,
@@ -398,7 +398,7 @@ fn push_bounded<T>(list: &mut Vec<T>, item: T, keep_first: usize, cap: usize) {
 struct Adversary {
     cfg: Config,
     me: ReplicaId,
-    node: Node,
+    node: Process,
     now: Duration,
     signers: Vec<Signer>,
     note_keys: Vec<SignerKey>,
@@ -421,7 +421,7 @@ pub fn adversary(input: &mut Input) -> Progress {
     let cfg = config();
     let me = input.below(REPLICAS) as ReplicaId;
     let now = Duration::from_millis(1);
-    let node = Node::new(&cfg, me, now);
+    let node = Process::new(&cfg, me, now);
     let genesis = bftlog_consensus::genesis_qc(cfg.epoch);
     let mut a = Adversary {
         signers: (0..REPLICAS)
@@ -977,13 +977,13 @@ pub fn cluster(input: &mut Input) -> Progress {
     let keys: &KeyRing = &KEYS;
     let quorum = cfg.quorum();
     let mut now = Duration::from_millis(1);
-    let mut nodes: Vec<Node> = (0..REPLICAS)
-        .map(|i| Node::new(&cfg, i as ReplicaId, now))
+    let mut nodes: Vec<Process> = (0..REPLICAS)
+        .map(|i| Process::new(&cfg, i as ReplicaId, now))
         .collect();
     let mut checker = Checker::new(&cfg, (0..REPLICAS as ReplicaId).collect());
     let mut net: Vec<InFlight> = Vec::new();
     let flush =
-        |nodes: &mut Vec<Node>, i: usize, checker: &mut Checker, net: &mut Vec<InFlight>| {
+        |nodes: &mut Vec<Process>, i: usize, checker: &mut Checker, net: &mut Vec<InFlight>| {
             for out in nodes[i].drain(checker, keys, quorum, true) {
                 let from = nodes[i].id;
                 let targets: Vec<usize> = match out.to {
@@ -1084,7 +1084,7 @@ pub fn cluster(input: &mut Input) -> Progress {
             panic!("honest cluster broke an invariant: {v:?}");
         }
     }
-    nodes.iter().map(Node::progress).max().unwrap_or_default()
+    nodes.iter().map(Process::progress).max().unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------

@@ -182,8 +182,9 @@ enum Event {
     Heal,
 }
 
-/// One simulated process. Twins are two nodes with one replica id.
-struct Node {
+/// One simulated replica process. Twins are two processes with one
+/// replica id.
+struct Process {
     replica_id: ReplicaId,
     replica: Option<Replica<StdRng>>,
     /// Bumped on crash so in-flight timers and write acknowledgements of
@@ -216,7 +217,7 @@ pub struct Sim {
     queue: BinaryHeap<Reverse<(Duration, u64, usize)>>,
     events: BTreeMap<usize, Event>,
     next_event: usize,
-    nodes: Vec<Node>,
+    nodes: Vec<Process>,
     keys: Vec<ed25519_dalek::SigningKey>,
     cfg: Config,
     /// Partition side per replica id, while partitioned.
@@ -256,7 +257,7 @@ impl Sim {
                 1
             };
             for side in 0..copies {
-                nodes.push(Node {
+                nodes.push(Process {
                     replica_id: id,
                     replica: None,
                     generation: 0,
