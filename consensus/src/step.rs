@@ -132,6 +132,10 @@ pub struct Committed {
     /// Tree size and root after the block.
     pub size: u64,
     pub root: Hash,
+    /// The hashes the block's leaves add to the tree, in stored-hash order
+    /// (spec/merkle.md): each leaf's hash, then the subtrees it completes.
+    /// The core computes the tree once; storage writes these as they are.
+    pub stored_hashes: Vec<Hash>,
 }
 
 /// What the replica learned about checkpoints.

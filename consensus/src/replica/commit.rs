@@ -80,8 +80,9 @@ impl<R: RngCore + CryptoRng> Replica<R> {
         let leaves = stored.leaves.clone();
         let height = stored.height;
         let first_index = self.tree.size();
+        let mut stored_hashes = Vec::with_capacity(2 * leaves.len() + 64);
         for leaf in &leaves {
-            self.tree.append(*leaf);
+            stored_hashes.extend_from_slice(self.tree.append(*leaf).as_slice());
         }
         self.mempool.remove(&leaves);
         self.remember_committed(&leaves);
@@ -111,6 +112,7 @@ impl<R: RngCore + CryptoRng> Replica<R> {
             first_index,
             size: self.tree.size(),
             root: self.tree.root(),
+            stored_hashes,
         });
     }
 

@@ -191,6 +191,18 @@ impl Checker {
                 index: c.size,
             });
         }
+        // The stored hashes storage writes as they are: exactly the
+        // reference tree's for these leaves.
+        let positions: Vec<u64> =
+            (merkle::stored_hash_count(c.first_index)..merkle::stored_hash_count(c.size)).collect();
+        let expected = merkle::HashReader::read_hashes(&self.tree, &positions)
+            .expect("positions within the log");
+        if c.stored_hashes != expected {
+            return self.fail(Violation::Fork {
+                replica,
+                index: c.first_index,
+            });
+        }
         self.check_quorums();
     }
 

@@ -108,7 +108,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bftlog_spec::merkle::{CompactRange, Hash, ProveError};
+use bftlog_spec::merkle::{Hash, ProveError};
 use bftlog_spec::wire::{self, QuorumCert, TimeoutCert};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -355,7 +355,7 @@ impl Store {
             count
         };
         txn.commit()?;
-        let (tree, recent, runs, upper) = {
+        let (recent, runs, upper) = {
             let read = store.db.begin_read()?;
             let reader = TxnHashes::new(&read)?;
             let indexed = read
@@ -363,7 +363,6 @@ impl Store {
                 .get(META_LEAF_INDEXED)?
                 .map_or(0, |v| v.value());
             (
-                CompactRange::from_storage(size, &reader)?,
                 recent_leaves(&read, indexed, size)?,
                 load_runs(&read, run_count)?,
                 UpperHashes::load(size, &reader)?,
@@ -375,7 +374,7 @@ impl Store {
             leaves.runs = runs;
         }
         *store.upper.write().expect("upper lock") = upper;
-        Ok(StoreWriter::new(Arc::new(store), tree))
+        Ok(StoreWriter::new(Arc::new(store), size))
     }
 
     /// Stored hashes for proofs within `read`'s snapshot: upper levels

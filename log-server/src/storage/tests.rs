@@ -3,7 +3,7 @@
 
 use super::*;
 use bftlog_consensus::{Committed, SafetyState, genesis_qc};
-use bftlog_spec::merkle;
+use bftlog_spec::merkle::{self, HashReader};
 use bftlog_spec::wire::{Block, BoundedVec, Entry};
 use leaf_index::{LeafRun, SortedLevel, find_in_row};
 use redb::ReadableTableMetadata;
@@ -63,6 +63,9 @@ fn committed(
     for leaf in &leaves {
         tree.append(*leaf);
     }
+    let positions: Vec<u64> =
+        (merkle::stored_hash_count(first_index)..merkle::stored_hash_count(tree.size())).collect();
+    let stored_hashes = tree.read_hashes(&positions).unwrap();
     Committed {
         height,
         block_id: bftlog_consensus::crypto::block_id(&b),
@@ -71,6 +74,7 @@ fn committed(
         first_index,
         size: tree.size(),
         root: tree.root(),
+        stored_hashes,
     }
 }
 

@@ -9,6 +9,8 @@ use std::sync::atomic::Ordering;
 
 use bftlog_consensus::{Committed, Recovered, SafetyState};
 use bftlog_spec::merkle::{CompactRange, Hash, stored_hash_count};
+
+use super::hashes::TxnHashes;
 use bftlog_spec::wire::{self, Block};
 use redb::Durability;
 
@@ -84,13 +86,14 @@ struct LeafIndexStep {
     merged_to: usize,
 }
 
-/// The database's one writer. It owns the committed tree's right edge
-/// (to compute the hashes each append stores) and the write buffers, so
-/// writing takes no lock but the leaf index's and the hash cache's, which
-/// readers share; reads go through [`Deref`] to the [`Store`].
+/// The database's one writer. It owns the committed size and the write
+/// buffers, so writing takes no lock but the leaf index's and the hash
+/// cache's, which readers share; reads go through [`Deref`] to the
+/// [`Store`].
 pub struct StoreWriter {
     pub(super) store: Arc<Store>,
-    tree: CompactRange,
+    /// Entries committed (the tree size written last).
+    size: u64,
     scratch: WriteScratch,
 }
 
@@ -103,10 +106,10 @@ impl Deref for StoreWriter {
 }
 
 impl StoreWriter {
-    pub(super) fn new(store: Arc<Store>, tree: CompactRange) -> Self {
+    pub(super) fn new(store: Arc<Store>, size: u64) -> Self {
         StoreWriter {
             store,
-            tree,
+            size,
             scratch: WriteScratch::default(),
         }
     }
@@ -138,7 +141,7 @@ impl StoreWriter {
                 last_signed: record.last_signed,
             };
         }
-        recovered.tree = self.tree.clone();
+        recovered.tree = CompactRange::from_storage(self.size, &TxnHashes::new(&read)?)?;
         let height = read
             .open_table(META)?
             .get(META_HEIGHT)?
@@ -199,7 +202,7 @@ impl StoreWriter {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut next_tree = self.tree.clone();
+        let mut size = self.size;
         let mut txn = self.store.db.begin_write()?;
         txn.set_durability(if batch.needs_flush() {
             Durability::Immediate
@@ -212,18 +215,16 @@ impl StoreWriter {
         // one step is then written once, by its vote.
         self.write_voted(&txn, &batch.voted_blocks)?;
         if !batch.commits.is_empty() {
-            self.write_commits(&txn, &batch.commits, &mut next_tree)?;
-            leaf_index = self.write_leaf_index(&txn, next_tree.size())?;
+            size = self.write_commits(&txn, &batch.commits)?;
+            leaf_index = self.write_leaf_index(&txn, size)?;
         }
         if let Some(state) = &batch.safety {
             write_safety(&txn, state)?;
         }
-        write_checkpoints(&txn, &batch.checkpoints, next_tree.size())?;
+        write_checkpoints(&txn, &batch.checkpoints, size)?;
         txn.commit()?;
-        self.tree = next_tree;
-        self.store
-            .committed_size
-            .store(self.tree.size(), Ordering::Release);
+        self.size = size;
+        self.store.committed_size.store(size, Ordering::Release);
         if !batch.commits.is_empty() {
             self.remember_committed(leaf_index);
         }
@@ -247,16 +248,18 @@ impl StoreWriter {
     }
 
     /// The committed blocks' rows, their stored hashes and the tree size
-    /// and height; the voted blocks the commits settle go. `tree` is
-    /// extended by the commits' leaves (the one place a commit's leaves
-    /// are hashed into the tree again: the assertions check the core's
-    /// size and root against it).
+    /// and height; the voted blocks the commits settle go. Returns the
+    /// tree size after them.
+    ///
+    /// The tree is computed once, by the consensus core, which signs its
+    /// root: the stored hashes are written as the core computed them, and
+    /// only their shape is checked here (the count each leaf adds, and
+    /// that each leaf's own hash comes first).
     fn write_commits(
         &mut self,
         txn: &redb::WriteTransaction,
         commits: &[Committed],
-        tree: &mut CompactRange,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let scratch = &mut self.scratch;
         let mut meta = txn.open_table(META)?;
         let mut parts = txn.open_table(BLOCK_PARTS)?;
@@ -264,12 +267,12 @@ impl StoreWriter {
         let mut starts = txn.open_table(BLOCK_STARTS)?;
         let mut chunks = txn.open_table(HASH_CHUNKS)?;
         let mut blocks = txn.open_table(BLOCKS)?;
-        let first_stored = stored_hash_count(tree.size());
+        let first_stored = stored_hash_count(self.size);
+        let mut size = self.size;
         let mut max_round = 0;
         for commit in commits {
             assert_eq!(
-                commit.first_index,
-                tree.size(),
+                commit.first_index, size,
                 "commits must extend the stored tree"
             );
             assert_eq!(
@@ -277,21 +280,32 @@ impl StoreWriter {
                 commit.block.entries.len(),
                 "one leaf hash per entry"
             );
+            assert_eq!(
+                commit.size,
+                size + commit.leaves.len() as u64,
+                "committed size mismatch"
+            );
+            assert_eq!(
+                commit.stored_hashes.len() as u64,
+                stored_hash_count(commit.size) - stored_hash_count(size),
+                "stored hashes of a commit"
+            );
+            let mut stored = commit.stored_hashes.as_slice();
             for &leaf in &commit.leaves {
-                let index = tree.size();
-                scratch.leaves.push((leaf, index));
-                let stored = tree.append(leaf);
-                for (level, hash) in stored
-                    .as_slice()
-                    .iter()
-                    .enumerate()
-                    .skip(UPPER_LEVEL as usize)
-                {
+                // A leaf stores its own hash and one per subtree it
+                // completes: one per trailing one bit of its index.
+                let count = 1 + size.trailing_ones() as usize;
+                let (own, rest) = stored.split_at(count);
+                assert_eq!(own[0], leaf, "a leaf's stored hashes start with its hash");
+                for (level, hash) in own.iter().enumerate().skip(UPPER_LEVEL as usize) {
                     let level = level as u32;
-                    scratch.upper.push((level, index >> level, *hash));
+                    scratch.upper.push((level, size >> level, *hash));
                 }
-                scratch.hashes.extend_from_slice(stored.as_slice());
+                scratch.leaves.push((leaf, size));
+                stored = rest;
+                size += 1;
             }
+            scratch.hashes.extend_from_slice(&commit.stored_hashes);
             // The entries stay where this replica's vote wrote them; a
             // block it did not vote for (a sync, a proposal it was too
             // late for) is written now.
@@ -308,8 +322,6 @@ impl StoreWriter {
             if count > 0 {
                 starts.insert(commit.first_index, (round, commit.block_id.0, count))?;
             }
-            assert_eq!(tree.size(), commit.size, "committed size mismatch");
-            assert_eq!(tree.root(), commit.root, "committed root mismatch");
             let record = BlockRecord {
                 header: bftlog_consensus::crypto::header_of(&commit.block),
                 first_index: commit.first_index,
@@ -320,7 +332,7 @@ impl StoreWriter {
             max_round = max_round.max(commit.block.round);
         }
         write_hashes(&mut chunks, first_stored, &scratch.hashes)?;
-        meta.insert(META_TREE_SIZE, tree.size())?;
+        meta.insert(META_TREE_SIZE, size)?;
         // Voted blocks at or below the committed round that did not commit
         // never will (they conflict with the committed chain): their rows
         // go. Committed ones left `voted` above, and none comes back: a
@@ -334,7 +346,7 @@ impl StoreWriter {
         for (round, id) in settled {
             parts.retain_in((round, id, 0)..=(round, id, u32::MAX), |_, _| false)?;
         }
-        Ok(())
+        Ok(size)
     }
 
     /// The leaf index's share of a commit. The memory level takes the new
