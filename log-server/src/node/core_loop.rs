@@ -350,20 +350,23 @@ impl CoreLoop {
     fn indexed(&mut self, id: u64) {
         let waiter = &self.waiters.requests[&id];
         let highest = waiter.indexes.iter().map(|i| i.expect("indexed")).max();
+        let covered_below = self.receipt_checkpoint().map_or(0, |c| c.size);
         match highest {
-            Some(h) if h >= self.receipt_checkpoint().map_or(0, |c| c.size) => {
+            Some(h) if h < covered_below => self.answer(id),
+            // Answered by `answer_covered` once a checkpoint covers it (an
+            // append always has an entry; none would wait for the first).
+            _ => {
+                let h = highest.unwrap_or(0);
                 self.waiters.by_index.entry(h).or_default().push(id);
             }
-            _ => self.answer(id),
         }
     }
 
-    /// Answers a request whose entries a stored checkpoint covers.
+    /// Answers a request whose entries the receipt checkpoint covers.
     fn answer(&mut self, id: u64) {
-        let checkpoint = self
-            .receipt_checkpoint()
-            .cloned()
-            .expect("answered only once a checkpoint covers the entries");
+        let Some(checkpoint) = self.receipt_checkpoint().cloned() else {
+            return;
+        };
         if let Some(waiter) = self.waiters.requests.remove(&id) {
             self.waiters.entries -= waiter.indexes.len();
             let indexes = waiter
