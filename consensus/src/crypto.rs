@@ -14,7 +14,7 @@
 use bftlog_spec::merkle::{self, Hash};
 use bftlog_spec::wire::{self, Block, ReplicaId, Signature64};
 use ed25519_dalek::Signer as _;
-use rand_core::{CryptoRng, RngCore};
+use rand_core::CryptoRng;
 use sha2::{Digest, Sha256};
 
 const BLOCK_DOMAIN: &[u8] = b"bftlog/block/v2\0";
@@ -188,7 +188,7 @@ impl Committee {
     /// Checks many signatures at once and returns the positions of the
     /// invalid ones (empty: all valid). One batch equation when all are
     /// valid; one by one only to find the culprits.
-    pub fn verify_many<R: RngCore + CryptoRng>(
+    pub fn verify_many<R: CryptoRng>(
         &self,
         items: &[(ReplicaId, Vec<u8>, Signature64)],
         rng: &mut R,

@@ -30,7 +30,7 @@ use bftlog_spec::wire::{
     TimeoutSignature, Vote,
 };
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use sha2::{Digest, Sha256};
 
 struct Corpus {
@@ -636,9 +636,9 @@ fn consensus_seeds(corpus: &mut Corpus) {
     for mode in [0u8, 1] {
         let mut best: Vec<(bftlog_fuzz::consensus::Progress, Vec<u8>)> = Vec::new();
         for _ in 0..1500 {
-            let len = rng.gen_range(64..1500);
+            let len = rng.random_range(64..1500);
             let mut program = vec![mode];
-            program.extend((0..len).map(|_| rng.r#gen::<u8>()));
+            program.extend((0..len).map(|_| rng.random::<u8>()));
             let progress = bftlog_fuzz::consensus::run(&program);
             best.push((progress, program));
         }

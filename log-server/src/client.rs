@@ -164,7 +164,7 @@ pub struct Client {
 impl Client {
     /// A client for `cluster`. Must run inside a tokio runtime.
     pub fn new(cluster: Cluster, options: ClientOptions) -> Result<Self, ClientError> {
-        let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+        let key = ed25519_dalek::SigningKey::generate(&mut crate::system_rng());
         let config = net::client_config(
             &key,
             &cluster.public_keys(),

@@ -633,7 +633,7 @@ pub fn init_cluster(
         path: dir.to_owned(),
         source,
     })?;
-    let mut rng = rand_core::OsRng;
+    let mut rng = crate::system_rng();
     let mut keys = Vec::new();
     let mut signers = Vec::new();
     let mut addresses = Vec::new();

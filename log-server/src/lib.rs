@@ -18,6 +18,16 @@
 //! - [`config`]: cluster and replica configuration files.
 #![forbid(unsafe_code)]
 
+/// The operating system's randomness as an infallible cryptographic RNG:
+/// keys and the consensus core's batch verification draw from it (a
+/// failure to read it is fatal, as it would be for any key generation).
+pub type SystemRng = rand_core::UnwrapErr<rand::rngs::SysRng>;
+
+/// A [`SystemRng`].
+pub fn system_rng() -> SystemRng {
+    rand_core::UnwrapErr(rand::rngs::SysRng)
+}
+
 pub mod client;
 pub mod config;
 pub mod net;

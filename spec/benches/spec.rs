@@ -8,7 +8,7 @@ use bftlog_spec::policy::Policy;
 use bftlog_spec::proof::TlogProof;
 use bftlog_spec::wire;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use std::hint::black_box;
 
 const TREE_SIZE: u64 = 1 << 20;
@@ -44,7 +44,7 @@ fn merkle_benches(c: &mut Criterion) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let inclusion: Vec<(u64, Hash, Vec<Hash>)> = (0..1024)
         .map(|_| {
-            let i = rng.gen_range(0..TREE_SIZE);
+            let i = rng.random_range(0..TREE_SIZE);
             (
                 i,
                 merkle::leaf_hash(&i.to_le_bytes()),
@@ -91,7 +91,7 @@ fn merkle_benches(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let consistency: Vec<(u64, Hash, Vec<Hash>)> = (0..1024)
         .map(|_| {
-            let m = rng.gen_range(1..TREE_SIZE);
+            let m = rng.random_range(1..TREE_SIZE);
             (
                 m,
                 merkle::tree_root(m, &tree).unwrap(),

@@ -298,7 +298,7 @@ impl SignerKey {
     }
 
     /// Generates a fresh key from the given randomness source.
-    pub fn generate<R: rand_core::CryptoRngCore + ?Sized>(
+    pub fn generate<R: rand_core::CryptoRng + ?Sized>(
         name: &str,
         key_type: KeyType,
         rng: &mut R,

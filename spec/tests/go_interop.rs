@@ -6,7 +6,7 @@
 use bftlog_spec::checkpoint::Checkpoint;
 use bftlog_spec::merkle::{self, Hash};
 use bftlog_spec::note::{KeyType, Note, SignerKey};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -100,7 +100,7 @@ fn go_verifies_our_notes_and_signs_identically() {
             ed25519_dalek::SigningKey::from_bytes(&witness_seed),
         )
         .unwrap();
-        let size = rng.gen_range(0..1_000_000u64);
+        let size = rng.random_range(0..1_000_000u64);
         let mut root = [0u8; 32];
         rng.fill(&mut root);
         let mut cp = Checkpoint::new(

@@ -18,7 +18,7 @@ use bftlog_verify::batch::{self, BatchVerifier};
 use bftlog_verify::check;
 use common::{Cluster, SparseTree};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 const HEIGHT: u32 = 24;
 const RECEIPTS: usize = 1000;
@@ -40,7 +40,7 @@ fn fixture() -> Fixture {
     let mut tree = SparseTree::new(HEIGHT, b"filler");
     let mut items = Vec::new();
     while items.len() < RECEIPTS {
-        let index = rng.gen_range(0..tree.size());
+        let index = rng.random_range(0..tree.size());
         let mut entry = vec![0u8; 256];
         rng.fill(&mut entry[..]);
         tree.set(index, merkle::leaf_hash(&entry));

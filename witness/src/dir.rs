@@ -39,7 +39,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DirError + '_ {
 /// replace an existing key. Returns the witness's verifier key.
 pub fn init(dir: &Path, name: &str) -> Result<VerifierKey, DirError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let key = SignerKey::generate(name, KeyType::CosignatureV1, &mut rand_core::OsRng)?;
+    let key = SignerKey::generate(
+        name,
+        KeyType::CosignatureV1,
+        &mut rand_core::UnwrapErr(rand::rngs::SysRng),
+    )?;
     let key_path = dir.join(KEY_FILE);
     {
         use std::os::unix::fs::OpenOptionsExt;

@@ -124,7 +124,7 @@ impl CheckpointQuorum {
     }
 }
 
-impl<R: RngCore + CryptoRng> Replica<R> {
+impl<R: CryptoRng> Replica<R> {
     /// Sends this replica's signature on its latest checkpoint again (the
     /// same bytes: Ed25519 signing is deterministic). Signatures sent
     /// while a peer was restarting are lost with its old connection, and a

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<R: RngCore + CryptoRng> Replica<R> {
+impl<R: CryptoRng> Replica<R> {
     /// 2-chain commit: a certified block whose parent is one round older
     /// commits the parent.
     pub(super) fn apply_commit_rule(&mut self, qc: &QuorumCert) {

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<R: RngCore + CryptoRng> Replica<R> {
+impl<R: CryptoRng> Replica<R> {
     /// A proposal by leaf hash: completed from the mempool when every entry
     /// is there (the usual case: entries are forwarded to all replicas when
     /// submitted), else the missing entries are asked of the leader and the

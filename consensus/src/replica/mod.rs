@@ -33,7 +33,7 @@ use bftlog_spec::wire::{
     self, Block, BoundedVec, ConsensusMessage, Entry, QuorumCert, ReplicaId, ReplicaSignature,
     Signature64, Timeout, TimeoutCert, TimeoutSignature, Vote,
 };
-use rand_core::{CryptoRng, RngCore};
+use rand_core::CryptoRng;
 
 use crate::bugs::{Bug, active as bug};
 use crate::crypto::{self, Committee, Signer};
@@ -248,7 +248,7 @@ pub enum SetupError {
     BrokenChain,
 }
 
-impl<R: RngCore + CryptoRng> Replica<R> {
+impl<R: CryptoRng> Replica<R> {
     /// A replica starting (or restarting) from `recovered`.
     pub fn new(
         cfg: Config,

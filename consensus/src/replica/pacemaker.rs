@@ -209,7 +209,7 @@ impl Pacemaker {
     }
 }
 
-impl<R: RngCore + CryptoRng> Replica<R> {
+impl<R: CryptoRng> Replica<R> {
     /// Takes in a verified QC: highest QC, commit rule, round advance.
     pub(super) fn process_qc(&mut self, qc: &QuorumCert, from: ReplicaId) {
         // The highest QC rides along with the next state write rather than

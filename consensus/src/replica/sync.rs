@@ -53,7 +53,7 @@ impl SyncProgress {
     }
 }
 
-impl<R: RngCore + CryptoRng> Replica<R> {
+impl<R: CryptoRng> Replica<R> {
     pub(super) fn request_sync(&mut self, peer: ReplicaId) {
         if self.cfg.n() == 1 || self.sync.deadline.is_some_and(|d| d > self.now) {
             return;

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<R: RngCore + CryptoRng> Replica<R> {
+impl<R: CryptoRng> Replica<R> {
     /// Leader: propose once per round, when there is something to propose
     /// or a certified block with entries still needs its commit.
     pub(super) fn maybe_propose(&mut self) {

@@ -8,7 +8,7 @@ use bftlog_spec::wire::{
     BoundedVec, ConsensusMessage, Entry, ReplicaId, Signature64, TimeoutCert, TimeoutSignature,
     Vote,
 };
-use rand::Rng;
+use rand::RngExt;
 use rand::rngs::StdRng;
 
 use super::Sim;
@@ -69,7 +69,7 @@ pub const ALL_BEHAVIOURS: [Behaviour; 10] = [
 
 impl Behaviour {
     pub fn random(rng: &mut StdRng) -> Self {
-        ALL_BEHAVIOURS[rng.gen_range(0..ALL_BEHAVIOURS.len())]
+        ALL_BEHAVIOURS[rng.random_range(0..ALL_BEHAVIOURS.len())]
     }
 }
 
@@ -143,8 +143,8 @@ pub(super) fn tamper(
         Behaviour::WithholdVotes => match out.message {
             // Each vote reaches one replica at most: certificates form at
             // some replicas and not others.
-            ConsensusMessage::Vote { .. } if sim.rng.gen_bool(0.5) => {
-                let to = sim.rng.gen_range(0..n as ReplicaId);
+            ConsensusMessage::Vote { .. } if sim.rng.random_bool(0.5) => {
+                let to = sim.rng.random_range(0..n as ReplicaId);
                 vec![Outgoing {
                     to: Target::One(to),
                     message: out.message,
@@ -168,7 +168,7 @@ pub(super) fn tamper(
             } => {
                 // The second block adds an entry no one else has: it goes
                 // out first as a forward, as an honest submission would.
-                let junk = format!("equivocation {} {}", header.round, sim.rng.r#gen::<u64>());
+                let junk = format!("equivocation {} {}", header.round, sim.rng.random::<u64>());
                 let junk = Entry::new(junk.into_bytes()).expect("small");
                 let mut other_leaves = leaves.clone().into_inner();
                 other_leaves.push(bftlog_spec::merkle::leaf_hash(&junk));
@@ -223,7 +223,7 @@ pub(super) fn tamper(
             ConsensusMessage::Vote { vote } => {
                 let (a, b) = split(n, id);
                 let mut outs = to_each(&a, &out.message);
-                let fake_id = Hash(sim.rng.r#gen());
+                let fake_id = Hash(sim.rng.random());
                 let mut other = vote.clone();
                 other.block_id = fake_id;
                 other.signature = signer.sign(&crypto::vote_message(
@@ -239,7 +239,7 @@ pub(super) fn tamper(
         },
         Behaviour::BadSignatures => {
             let mut out = out;
-            if sim.rng.gen_bool(0.5) {
+            if sim.rng.random_bool(0.5) {
                 corrupt(&mut out.message, &mut sim.rng);
             }
             vec![out]
@@ -250,8 +250,8 @@ pub(super) fn tamper(
             if sim.byz.recorded.len() > 512 {
                 sim.byz.recorded.remove(0);
             }
-            if sim.rng.gen_bool(0.5) {
-                let i = sim.rng.gen_range(0..sim.byz.recorded.len());
+            if sim.rng.random_bool(0.5) {
+                let i = sim.rng.random_range(0..sim.byz.recorded.len());
                 outs.push(Outgoing {
                     to: Target::All,
                     message: sim.byz.recorded[i].clone(),
@@ -273,14 +273,14 @@ pub(super) fn tamper(
                 if sim.byz.old_qcs.len() > 64 {
                     sim.byz.old_qcs.remove(0);
                 }
-                let pick = sim.rng.gen_range(0..4);
+                let pick = sim.rng.random_range(0..4);
                 if pick == 3 {
                     // Extend an old certified block with its true QC:
                     // receivers store the block but must not vote without
                     // a TC. Then send it again with a TC whose signatures
                     // are garbage and whose high QC is that old one: the
                     // path for a proposal already stored must verify it.
-                    let i = sim.rng.gen_range(0..sim.byz.old_qcs.len());
+                    let i = sim.rng.random_range(0..sim.byz.old_qcs.len());
                     let old = sim.byz.old_qcs[i].clone();
                     if old.round + 1 < forged.round {
                         forged.parent_id = old.block_id;
@@ -327,7 +327,7 @@ pub(super) fn tamper(
                     // Extend an old certified block, relabelling its QC as
                     // the previous round's so no TC seems needed (only the
                     // round is changed: what voters signed otherwise holds).
-                    let i = sim.rng.gen_range(0..sim.byz.old_qcs.len());
+                    let i = sim.rng.random_range(0..sim.byz.old_qcs.len());
                     let mut old = sim.byz.old_qcs[i].clone();
                     if old.round > 0 && old.round + 1 < forged.round {
                         old.round = forged.round - 1;
@@ -367,8 +367,8 @@ pub(super) fn tamper(
 
 fn corrupt(message: &mut ConsensusMessage, rng: &mut StdRng) {
     let flip = |s: &mut bftlog_spec::wire::Signature64, rng: &mut StdRng| {
-        let i = rng.gen_range(0..64);
-        s.0[i] ^= 1 << rng.gen_range(0..8);
+        let i = rng.random_range(0..64);
+        s.0[i] ^= 1 << rng.random_range(0..8);
     };
     match message {
         ConsensusMessage::Proposal { signature, .. }

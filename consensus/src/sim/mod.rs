@@ -31,7 +31,7 @@ use std::time::Duration;
 use bftlog_spec::merkle::{self, CompactRange};
 use bftlog_spec::wire::{Block, ConsensusMessage, ReplicaId};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 use crate::{CheckpointEvent, Config, Outgoing, Recovered, Replica, SafetyState, Target};
 pub use byzantine::{ALL_BEHAVIOURS, Behaviour};
@@ -77,37 +77,37 @@ impl Scenario {
     pub fn from_seed(seed: u64, n: usize) -> Self {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_5eed);
         let f = (n - 1) / 3;
-        let byzantine_count = rng.gen_range(0..=f);
+        let byzantine_count = rng.random_range(0..=f);
         let mut ids: Vec<ReplicaId> = (0..n as ReplicaId).collect();
         for i in (1..ids.len()).rev() {
-            ids.swap(i, rng.gen_range(0..=i));
+            ids.swap(i, rng.random_range(0..=i));
         }
         let byzantine = ids[..byzantine_count]
             .iter()
             .map(|id| (*id, Behaviour::random(&mut rng)))
             .collect();
-        let hostile = rng.gen_bool(0.7);
+        let hostile = rng.random_bool(0.7);
         Scenario {
             seed,
             n,
             byzantine,
-            min_delay_ms: rng.gen_range(1..=5),
-            max_delay_ms: rng.gen_range(10..=if hostile { 400 } else { 50 }),
+            min_delay_ms: rng.random_range(1..=5),
+            max_delay_ms: rng.random_range(10..=if hostile { 400 } else { 50 }),
             loss: if hostile {
-                rng.gen_range(0.0..0.15)
+                rng.random_range(0.0..0.15)
             } else {
                 0.0
             },
             duplicate: if hostile {
-                rng.gen_range(0.0..0.1)
+                rng.random_range(0.0..0.1)
             } else {
                 0.0
             },
-            partitions: hostile && rng.gen_bool(0.5),
-            crashes: hostile && rng.gen_bool(0.5),
-            entries: rng.gen_range(1..=60),
+            partitions: hostile && rng.random_bool(0.5),
+            crashes: hostile && rng.random_bool(0.5),
+            entries: rng.random_range(1..=60),
             submit_to: f + 1,
-            heal_at_ms: rng.gen_range(2_000..=10_000),
+            heal_at_ms: rng.random_range(2_000..=10_000),
             liveness_ms: 120_000,
             round_timeout_ms: 500,
             write_latency_max_us: 3000,
@@ -314,7 +314,7 @@ impl Sim {
         let s = self.scenario.clone();
         let heal = Duration::from_millis(s.heal_at_ms);
         for i in 0..s.entries {
-            let at = Duration::from_millis(self.rng.gen_range(0..s.heal_at_ms));
+            let at = Duration::from_millis(self.rng.random_range(0..s.heal_at_ms));
             let ids = self.random_replicas(s.submit_to);
             let entry = format!("seed {} entry {i}", s.seed).into_bytes();
             self.schedule(
@@ -328,9 +328,9 @@ impl Sim {
         if s.partitions {
             let mut t = 0;
             while t < s.heal_at_ms {
-                t += self.rng.gen_range(300..2000);
+                t += self.rng.random_range(300..2000);
                 let at = Duration::from_millis(t.min(s.heal_at_ms));
-                let event = if self.rng.gen_bool(0.5) {
+                let event = if self.rng.random_bool(0.5) {
                     Event::Partition
                 } else {
                     Event::Heal
@@ -344,12 +344,12 @@ impl Sim {
                 .collect();
             let mut t = 0;
             while t < s.heal_at_ms {
-                t += self.rng.gen_range(500..3000);
+                t += self.rng.random_range(500..3000);
                 if t >= s.heal_at_ms {
                     break;
                 }
-                let node = honest_nodes[self.rng.gen_range(0..honest_nodes.len())];
-                let down = self.rng.gen_range(50..1500);
+                let node = honest_nodes[self.rng.random_range(0..honest_nodes.len())];
+                let down = self.rng.random_range(50..1500);
                 self.schedule(Duration::from_millis(t), Event::Crash { node });
                 let up = (t + down).min(s.heal_at_ms);
                 self.schedule(Duration::from_millis(up), Event::Restart { node });
@@ -361,7 +361,7 @@ impl Sim {
     fn random_replicas(&mut self, count: usize) -> Vec<ReplicaId> {
         let mut ids: Vec<ReplicaId> = (0..self.scenario.n as ReplicaId).collect();
         for j in (1..ids.len()).rev() {
-            ids.swap(j, self.rng.gen_range(0..=j));
+            ids.swap(j, self.rng.random_range(0..=j));
         }
         ids.truncate(count);
         ids
@@ -384,7 +384,7 @@ impl Sim {
             first_height: 1,
             voted_blocks: node.durable_voted.values().flatten().cloned().collect(),
         };
-        let rng = StdRng::seed_from_u64(self.rng.r#gen());
+        let rng = StdRng::seed_from_u64(self.rng.random());
         let replica = Replica::new(
             self.cfg.clone(),
             id,
@@ -559,7 +559,7 @@ impl Sim {
             Event::Partition => {
                 if !self.healed {
                     let sides = (0..self.scenario.n)
-                        .map(|_| self.rng.gen_range(0..2u8))
+                        .map(|_| self.rng.random_range(0..2u8))
                         .collect();
                     self.partition = Some(sides);
                 }
@@ -598,7 +598,7 @@ impl Sim {
             // Writes complete in order, like appends to one log file.
             let delay = Duration::from_micros(
                 self.rng
-                    .gen_range(100..self.scenario.write_latency_max_us.max(101)),
+                    .random_range(100..self.scenario.write_latency_max_us.max(101)),
             );
             let done = (now + delay).max(self.nodes[i].last_write_done);
             self.nodes[i].last_write_done = done;
@@ -721,11 +721,11 @@ impl Sim {
                     return;
                 }
             }
-            if self.rng.gen_bool(self.scenario.loss) {
+            if self.rng.random_bool(self.scenario.loss) {
                 return;
             }
         }
-        let copies = if !self.healed && self.rng.gen_bool(self.scenario.duplicate) {
+        let copies = if !self.healed && self.rng.random_bool(self.scenario.duplicate) {
             2
         } else {
             1
@@ -733,8 +733,8 @@ impl Sim {
         for _ in 0..copies {
             let mut delay = self
                 .rng
-                .gen_range(self.scenario.min_delay_ms..=self.scenario.max_delay_ms);
-            if !self.healed && self.rng.gen_bool(0.02) {
+                .random_range(self.scenario.min_delay_ms..=self.scenario.max_delay_ms);
+            if !self.healed && self.rng.random_bool(0.02) {
                 delay *= 10; // a slow path now and then
             }
             let at = self.now + Duration::from_millis(delay);

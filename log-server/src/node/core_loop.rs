@@ -22,6 +22,7 @@ use tracing::{debug, error, info, warn};
 
 use super::shared::{AppendOutcome, CoreInput, CoreStatus, ServedCheckpoint, Shared};
 use super::witnessing;
+use crate::SystemRng;
 use crate::storage::{StoreError, StoreWriter, WriteBatch};
 
 const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -46,7 +47,7 @@ impl Drop for StopOnExit {
 /// as a replica whose consensus has stopped.
 pub(super) fn spawn(
     shared: Arc<Shared>,
-    replica: Replica<rand::rngs::OsRng>,
+    replica: Replica<SystemRng>,
     writer: StoreWriter,
     started: Instant,
     peers: Vec<Option<tmpsc::Sender<Arc<Vec<u8>>>>>,
@@ -102,7 +103,7 @@ struct Waiter {
 
 struct CoreLoop {
     shared: Arc<Shared>,
-    replica: Replica<rand::rngs::OsRng>,
+    replica: Replica<SystemRng>,
     writer: StoreWriter,
     started: Instant,
     peers: Vec<Option<tmpsc::Sender<Arc<Vec<u8>>>>>,

@@ -121,7 +121,7 @@ impl Node {
             cfg.consensus.clone(),
             cfg.id,
             cfg.key.clone(),
-            rand::rngs::OsRng,
+            crate::system_rng(),
             recovered,
             Duration::ZERO,
         )?;
