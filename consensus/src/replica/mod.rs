@@ -375,21 +375,9 @@ impl<R: CryptoRng> Replica<R> {
                 continue;
             }
             let id = crypto::block_id(&block);
-            let parent_height = if block.parent_id == replica.committed_id {
-                Some(replica.committed_height)
-            } else {
-                replica.blocks.get(&block.parent_id).map(|p| p.height)
-            };
-            if let Some(parent_height) = parent_height {
+            if let Some(parent_height) = replica.height_of(&block.parent_id) {
                 let leaves = block.entries.iter().map(|e| merkle::leaf_hash(e)).collect();
-                replica.blocks.insert(
-                    id,
-                    StoredBlock {
-                        block: Arc::new(block),
-                        height: parent_height + 1,
-                        leaves,
-                    },
-                );
+                replica.store_block(id, block, parent_height, leaves);
             }
         }
         replica.arm_timer();
@@ -636,6 +624,17 @@ impl<R: CryptoRng> Replica<R> {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Keeps `block` (its id, and its entries' leaf hashes) as the child
+    /// of the held block at `parent_height`.
+    fn store_block(&mut self, id: Hash, block: Block, parent_height: u64, leaves: Vec<Hash>) {
+        let stored = StoredBlock {
+            block: Arc::new(block),
+            height: parent_height + 1,
+            leaves,
+        };
+        self.blocks.insert(id, stored);
     }
 
     /// Counts a rejected message and reports it, naming the peer whose

@@ -209,14 +209,7 @@ impl<R: CryptoRng> Replica<R> {
                 continue;
             };
             let leaves: Vec<Hash> = block.entries.iter().map(|e| merkle::leaf_hash(e)).collect();
-            self.blocks.insert(
-                id,
-                StoredBlock {
-                    block: Arc::new(block),
-                    height: parent_height + 1,
-                    leaves,
-                },
-            );
+            self.store_block(id, block, parent_height, leaves);
             progressed = true;
         }
         for qc in qcs {

@@ -283,14 +283,7 @@ impl<R: CryptoRng> Replica<R> {
         {
             self.reject(Rejection::Equivocation);
         } else {
-            self.blocks.insert(
-                id,
-                StoredBlock {
-                    block: Arc::new(block),
-                    height: parent_height + 1,
-                    leaves,
-                },
-            );
+            self.store_block(id, block, parent_height, leaves);
         }
         self.arm_timer();
         // A proposal that arrived before this block, its parent, can be
