@@ -24,6 +24,8 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error(transparent)]
+    KeyFile(#[from] bftlog_witness::key_file::KeyFileError),
 }
 
 fn invalid(path: &Path, message: impl Into<String>) -> ConfigError {
@@ -451,7 +453,7 @@ impl ReplicaConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         let cluster = Cluster::load(&base.join(&file.cluster))?;
         let key_path = base.join(&file.key_file);
-        let key_text = read(&key_path)?;
+        let key_text = bftlog_witness::key_file::read_key_file(&key_path)?;
         let key = SignerKey::parse(key_text.trim_end())
             .map_err(|e| invalid(&key_path, format!("not a C2SP signer key: {e}")))?;
         Self::build(file, cluster, key, base, path)
@@ -747,6 +749,23 @@ mod tests {
         }
         Policy::parse(&std::fs::read(dir.join("policy")).unwrap()).unwrap();
         assert!(init_cluster(&dir, "example.com/log", 4, [127, 0, 0, 1].into(), 7100).is_err());
+    }
+
+    /// A replica key that others can read is refused at load, naming the
+    /// file and the fix, like ssh.
+    #[cfg(unix)]
+    #[test]
+    fn a_replica_key_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempdir("key-mode");
+        init_cluster(&dir, "example.com/log", 4, [127, 0, 0, 1].into(), 7150).unwrap();
+        let key = dir.join("replica-1.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = ReplicaConfig::load(&dir.join("replica-1.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::KeyFile(_)), "{err}");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        ReplicaConfig::load(&dir.join("replica-1.toml")).unwrap();
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub enum DirError {
     Store { path: PathBuf, source: StoreError },
     #[error(transparent)]
     Open(#[from] OpenError),
+    #[error(transparent)]
+    KeyFile(#[from] crate::key_file::KeyFileError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DirError + '_ {
@@ -78,7 +80,7 @@ pub fn open(dir: &Path) -> Result<Witness, DirError> {
     if !key_path.exists() {
         return Err(DirError::Missing(key_path));
     }
-    let text = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
+    let text = crate::key_file::read_key_file(&key_path)?;
     let key = SignerKey::parse(text.trim_end())?;
     Ok(Witness::new(key, open_store(dir)?)?)
 }
