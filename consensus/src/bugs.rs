@@ -21,6 +21,13 @@ pub enum Bug {
     /// A restarted leader forgets that it may have proposed, before its
     /// write, in the round after its durable last-voted round.
     ForgetEarlyProposal,
+    /// Proposals for rounds ahead of the replica's are stored, so a
+    /// replica can make the others keep a block for every round it leads.
+    StoreFutureProposals,
+    /// The checkpoint-signature table is bounded in rows for all signers
+    /// together, so one signer's rows for sizes no one else signs crowd
+    /// out the honest replicas' signatures.
+    SharedSignatureTable,
 }
 
 #[cfg(feature = "inject-bugs")]

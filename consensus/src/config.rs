@@ -43,6 +43,15 @@ pub struct Config {
     /// How long to wait for a sync response before asking another replica.
     /// Default 2000 ms.
     pub sync_timeout_ms: u64,
+    /// Encoded block bytes of sync answers per second to one peer, with a
+    /// burst of two full answers; a request beyond it is dropped
+    /// unanswered (the peer asks again or asks another replica). Default
+    /// 32 MiB/s: well above any link's catch-up, far below what a peer
+    /// flooding requests could make this replica copy.
+    pub sync_serve_bytes_per_s: u64,
+    /// Sync answer bytes one peer may ask for at once, before the rate
+    /// applies. Default 24 MiB: two full answers.
+    pub sync_serve_burst_bytes: u64,
 }
 
 impl Config {
@@ -63,6 +72,8 @@ impl Config {
             dedup_window_entries: 100_000,
             sync_batch_blocks: 32,
             sync_timeout_ms: 2000,
+            sync_serve_bytes_per_s: 32 << 20,
+            sync_serve_burst_bytes: 2 * crate::SYNC_RESPONSE_BYTES as u64,
             status_interval_ms: 5000,
         }
     }

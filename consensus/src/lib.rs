@@ -60,6 +60,7 @@
 //! Peer misbehaviour is counted in [`Metrics`] and never panics.
 
 mod config;
+mod footprint;
 mod replica;
 mod safety;
 mod step;
@@ -70,10 +71,13 @@ pub mod dedup_window;
 pub mod digest_hash;
 pub mod mempool;
 pub mod sim;
+pub mod token_bucket;
 
 use bftlog_spec::wire::Block;
 
 pub use config::{Config, max_faulty, quorum_size};
+pub use footprint::Footprint;
+pub use replica::CHECKPOINT_ROWS_PER_SIGNER;
 pub use replica::sync::{SYNC_RESPONSE_BYTES, SyncBudget};
 pub use replica::{Replica, SetupError};
 pub use safety::{Recovered, SafetyState, genesis_qc};
@@ -102,6 +106,18 @@ pub const MAX_BLOCK_BYTES: usize = 12 << 20;
 /// beyond it on input keeps every `round + 1` in the core from
 /// overflowing, whatever a peer sends or a quorum of peers signs.
 pub const MAX_ROUND: u64 = 1 << 62;
+
+/// Furthest a vote or timeout may be ahead of a replica's round and still
+/// be kept: one from further ahead cannot help it form a certificate
+/// before it catches up through the certificates themselves.
+pub const MAX_ROUNDS_AHEAD: u64 = 1024;
+
+/// Rounds ahead of a replica's round for which one peer's votes, and
+/// separately its timeouts, are kept. An honest peer votes and times out
+/// once per round and is rarely more than a round or two ahead; the cap
+/// keeps what a faulty peer can store at this many small messages (each
+/// of a timeout carries a QC) instead of [`MAX_ROUNDS_AHEAD`].
+pub const MAX_ROUNDS_AHEAD_PER_PEER: usize = 8;
 
 /// Entry bytes a block holds (what keeping it in memory costs).
 pub fn entry_bytes(block: &Block) -> usize {

@@ -98,8 +98,14 @@ pub enum Rejection {
     InvalidCertificate,
     /// Two different messages for one slot (a vote or block per round).
     Equivocation,
-    /// Outside the window of rounds or sizes the replica keeps.
+    /// Behind the window of rounds or sizes the replica keeps: normal
+    /// for a slow link or a restarted peer.
     Stale,
+    /// Ahead of any round a certificate has reached, or beyond what the
+    /// replica keeps per peer: an honest peer does not send it.
+    Ahead,
+    /// Over a per-peer rate (sync requests): dropped unanswered.
+    RateLimited,
 }
 
 impl Rejection {
@@ -111,6 +117,8 @@ impl Rejection {
             Rejection::InvalidCertificate => "invalid_certificate",
             Rejection::Equivocation => "equivocation",
             Rejection::Stale => "stale",
+            Rejection::Ahead => "ahead",
+            Rejection::RateLimited => "rate_limited",
         }
     }
 }
@@ -175,6 +183,8 @@ pub struct Metrics {
     pub malformed_messages: u64,
     pub equivocations: u64,
     pub stale_messages: u64,
+    pub ahead_messages: u64,
+    pub rate_limited_messages: u64,
     pub proposals_sent: u64,
     pub votes_sent: u64,
     pub timeouts_sent: u64,
@@ -204,6 +214,8 @@ impl Metrics {
             Rejection::InvalidCertificate => &mut self.invalid_certificates,
             Rejection::Equivocation => &mut self.equivocations,
             Rejection::Stale => &mut self.stale_messages,
+            Rejection::Ahead => &mut self.ahead_messages,
+            Rejection::RateLimited => &mut self.rate_limited_messages,
         };
         *counter += 1;
     }

@@ -5,7 +5,8 @@
 //! durable, the commit rule without "child round = parent round + 1", and
 //! QCs whose round is not bound to their block, a restart that recovers
 //! the QC but not the TC, and a restarted leader that forgets it may have
-//! proposed before its write.
+//! proposed before its write; proposals stored for rounds no certificate
+//! reached, and one checkpoint-signature bound shared by all signers.
 
 use bftlog_consensus::bugs::{self, Bug};
 use bftlog_consensus::sim::{Behaviour, Failure, Scenario, Sim, Violation};
@@ -68,9 +69,13 @@ fn commit_without_the_round_plus_one_condition_is_caught() {
 }
 
 /// The scenario of [`commit_without_the_round_plus_one_condition_is_caught`].
+/// The equivocating replica is pinned (it is what seed 23524 drew when
+/// there were ten behaviours), so that adding behaviours does not move
+/// the catch.
 fn commit_rule_scenario(s: &mut Scenario) {
     s.loss = 0.3;
     s.max_delay_ms = 600;
+    s.byzantine = vec![(1, Behaviour::Equivocate)];
 }
 
 /// Lists the seeds of a range that catch the commit rule without round + 1,
@@ -125,9 +130,17 @@ fn restart_recovering_the_qc_but_not_the_tc_is_caught() {
         s.max_delay_ms = s.max_delay_ms.max(400);
     });
     let failure = found.expect("the simulator must catch a restart that loses the TC");
-    // The bug's own kind of violation, not another switch's.
+    // The bug's own kinds of violation, not another switch's: the vote in
+    // the round it gave up on, or, found first when the restarted replica
+    // holds its voted block, that block's round ahead of the round it
+    // recovered to (the bounds check: a proposal is kept only in a round
+    // its certificates reached).
     assert!(
-        matches!(failure.violation, Violation::VoteAfterTimeout { .. }),
+        match &failure.violation {
+            Violation::VoteAfterTimeout { .. } => true,
+            Violation::OverBound { what, .. } => what.starts_with("stored block rounds"),
+            _ => false,
+        },
         "{failure}"
     );
     eprintln!("caught: {failure}");
@@ -162,6 +175,38 @@ fn a_restarted_leader_forgetting_its_early_proposal_is_caught() {
     // The bug's own kind of violation, not another switch's.
     assert!(
         matches!(failure.violation, Violation::DoubleProposal { .. }),
+        "{failure}"
+    );
+    eprintln!("caught: {failure}");
+}
+
+#[test]
+fn storing_proposals_for_rounds_ahead_is_caught() {
+    // A faulty replica proposes, on the current high QC, for the rounds it
+    // leads far ahead; kept, they are stored blocks beyond the replica's
+    // round, which the bounds check refuses.
+    let found = hunt(Bug::StoreFutureProposals, 4, 0..50, |s| {
+        s.byzantine = vec![(2, Behaviour::FarFutureFlood)];
+    });
+    let failure = found.expect("the simulator must catch proposals stored ahead of the round");
+    assert!(
+        matches!(failure.violation, Violation::OverBound { .. }),
+        "{failure}"
+    );
+    eprintln!("caught: {failure}");
+}
+
+#[test]
+fn one_signature_table_bound_for_all_signers_is_caught() {
+    // A faulty replica signs checkpoints for sizes no one else signs;
+    // with one row bound for all signers it holds more rows than one
+    // signer may, and the honest rows it crowds out are lost.
+    let found = hunt(Bug::SharedSignatureTable, 4, 0..50, |s| {
+        s.byzantine = vec![(2, Behaviour::SignatureFlood)];
+    });
+    let failure = found.expect("the simulator must catch a signature table bounded for all");
+    assert!(
+        matches!(failure.violation, Violation::OverBound { .. }),
         "{failure}"
     );
     eprintln!("caught: {failure}");

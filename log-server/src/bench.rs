@@ -27,6 +27,8 @@ use bftlog_server::config::{Cluster, init_cluster};
 use bftlog_spec::wire::{ClientRequest, ClientResponse, LeafRef};
 use serde_json::json;
 
+mod attack;
+
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Replicas of the local cluster it starts (ignored with --cluster).
@@ -70,6 +72,15 @@ pub struct BenchArgs {
     /// its path. Replicas log at `RUST_LOG` if set, else `warn`.
     #[arg(long)]
     pub keep: bool,
+    /// Measure the honest clients with and without this attack (a local
+    /// cluster only; see `bftlog_server::attack` for the kinds): entries/s
+    /// and p99 of both, and each replica's peak RSS.
+    #[arg(long, value_enum)]
+    pub attack: Option<bftlog_server::attack::Attack>,
+    /// With --attack: the attacker's bytes a second to each replica, in
+    /// MiB (0: unpaced).
+    #[arg(long, default_value_t = 16.0)]
+    pub attack_mib_per_s: f64,
 }
 
 /// A replica process this command started.
@@ -289,6 +300,25 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
 }
 
+/// Starts `bftlog serve` for replica `i` of the cluster in `dir`, with
+/// `workers` tokio workers, logging to `replica-<i>.log` at `RUST_LOG`
+/// (default `warn`).
+fn spawn_replica(exe: &Path, dir: &Path, i: usize, workers: &str) -> Result<Child> {
+    let log = std::fs::File::create(dir.join(format!("replica-{i}.log")))?;
+    Command::new(exe)
+        .args(["serve", "--config"])
+        .arg(dir.join(format!("replica-{i}.toml")))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .env("TOKIO_WORKER_THREADS", workers)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting a replica")
+}
+
 fn dir_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -355,6 +385,9 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
     if args.entry_bytes == 0 || args.entry_bytes > 65536 {
         bail!("--entry-bytes must be 1 to 65536");
     }
+    if let Some(kind) = args.attack {
+        return attack::run(&args, kind, json_output).await;
+    }
     let (cluster, replicas, dir) = match &args.cluster {
         Some(path) => (Cluster::load(path)?, Vec::new(), None),
         None => {
@@ -379,23 +412,11 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
             });
             let mut replicas = Vec::new();
             for i in 0..args.replicas {
-                let log = std::fs::File::create(dir.join(format!("replica-{i}.log")))?;
                 let config = dir.join(format!("replica-{i}.toml"));
                 let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
                 enable_metrics(&config, metrics)
                     .with_context(|| format!("enabling metrics in {}", config.display()))?;
-                let child = Command::new(&exe)
-                    .args(["serve", "--config"])
-                    .arg(&config)
-                    .env(
-                        "RUST_LOG",
-                        std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-                    )
-                    .env("TOKIO_WORKER_THREADS", &workers)
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .spawn()
-                    .context("starting a replica")?;
+                let child = spawn_replica(&exe, &dir, i, &workers)?;
                 replicas.push(Replica {
                     child,
                     data_dir: dir.join(format!("replica-{i}")),

@@ -410,6 +410,8 @@ pub struct ConsensusSection {
     pub sync_batch_blocks: Option<u16>,
     pub status_interval_ms: Option<u64>,
     pub sync_timeout_ms: Option<u64>,
+    pub sync_serve_bytes_per_s: Option<u64>,
+    pub sync_serve_burst_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -426,6 +428,50 @@ pub struct LimitsSection {
     pub append_timeout_ms: Option<u64>,
     /// Entries waiting for receipts, over all clients. Default 200000.
     pub max_waiting_entries: Option<usize>,
+    /// Client connections open or in their handshake. Default 4096.
+    pub max_client_connections: Option<usize>,
+    /// Client connections from one IP address. Default 64.
+    pub max_connections_per_ip: Option<usize>,
+    /// Client connections above which a new one must prove its address
+    /// (QUIC Retry). Default 1024.
+    pub retry_above_connections: Option<usize>,
+    /// Time a client has to send a whole request frame. Default 10000.
+    pub request_read_timeout_ms: Option<u64>,
+    /// Time a client has to take a whole response. Default 10000.
+    pub response_write_timeout_ms: Option<u64>,
+    /// Client request bytes being read or handled at once. Default
+    /// 268435456 (256 MiB).
+    pub max_inflight_request_bytes: Option<usize>,
+    /// Bytes of one peer's messages queued for the core loop. Default
+    /// 33554432 (32 MiB).
+    pub peer_inbox_bytes: Option<usize>,
+    /// Bytes of clients' appends queued for the core loop. Default
+    /// 67108864 (64 MiB).
+    pub client_inbox_bytes: Option<usize>,
+    /// Bytes of frames queued to go to one peer. Default 67108864 (64 MiB).
+    pub peer_outbox_bytes: Option<usize>,
+    /// Messages a second read from one peer. Default 10000.
+    pub peer_messages_per_s: Option<u64>,
+}
+
+/// The byte bounds of the replica's queues (`node::queues`).
+#[derive(Debug, Clone)]
+pub struct QueueLimits {
+    pub peer_inbox_bytes: usize,
+    pub client_inbox_bytes: usize,
+    pub peer_outbox_bytes: usize,
+    pub peer_messages_per_s: u64,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits {
+            peer_inbox_bytes: 32 << 20,
+            client_inbox_bytes: 64 << 20,
+            peer_outbox_bytes: 64 << 20,
+            peer_messages_per_s: 10_000,
+        }
+    }
 }
 
 /// Everything a replica needs to run, validated.
@@ -438,6 +484,7 @@ pub struct ReplicaConfig {
     pub listen: SocketAddr,
     pub consensus: bftlog_consensus::Config,
     pub limits: Limits,
+    pub queues: QueueLimits,
     pub append_timeout_ms: u64,
     pub max_waiting_entries: usize,
     /// Prometheus endpoint address, if enabled.
@@ -501,13 +548,15 @@ impl ReplicaConfig {
             dedup_window_entries,
             sync_batch_blocks,
             status_interval_ms,
-            sync_timeout_ms
+            sync_timeout_ms,
+            sync_serve_bytes_per_s,
+            sync_serve_burst_bytes
         );
         let l = &file.limits;
         if let Some(v) = l.max_entry_bytes {
             c.max_entry_bytes = v;
         }
-        let checks: [(bool, &str); 13] = [
+        let checks: [(bool, &str); 15] = [
             (
                 c.mempool_max_bytes >= c.max_entry_bytes,
                 "consensus.mempool_max_bytes must be at least limits.max_entry_bytes",
@@ -562,6 +611,14 @@ impl ReplicaConfig {
                 c.status_interval_ms >= 10,
                 "consensus.status_interval_ms must be at least 10",
             ),
+            (
+                c.sync_serve_bytes_per_s >= 1 << 20,
+                "consensus.sync_serve_bytes_per_s must be at least 1048576 (1 MiB/s), or a lagging replica cannot catch up",
+            ),
+            (
+                c.sync_serve_burst_bytes >= bftlog_consensus::SYNC_RESPONSE_BYTES as u64,
+                "consensus.sync_serve_burst_bytes must be at least 12582912 (one full sync answer)",
+            ),
         ];
         for (ok, message) in checks {
             if !ok {
@@ -587,6 +644,78 @@ impl ReplicaConfig {
             }
             limits.idle_timeout_ms = v;
         }
+        let frame = bftlog_spec::wire::MAX_MESSAGE_BYTES;
+        macro_rules! bounded {
+            ($field:ident, $target:expr, $ok:expr, $message:expr) => {
+                if let Some(v) = l.$field {
+                    if !$ok(v) {
+                        return Err(invalid(path, $message));
+                    }
+                    $target = v;
+                }
+            };
+        }
+        bounded!(
+            max_client_connections,
+            limits.max_client_connections,
+            |v| v >= 1,
+            "limits.max_client_connections must be at least 1"
+        );
+        bounded!(
+            max_connections_per_ip,
+            limits.max_connections_per_ip,
+            |v| v >= 1,
+            "limits.max_connections_per_ip must be at least 1"
+        );
+        bounded!(
+            retry_above_connections,
+            limits.retry_above_connections,
+            |_| true,
+            ""
+        );
+        bounded!(
+            request_read_timeout_ms,
+            limits.request_read_timeout_ms,
+            |v| v >= 100,
+            "limits.request_read_timeout_ms must be at least 100"
+        );
+        bounded!(
+            response_write_timeout_ms,
+            limits.response_write_timeout_ms,
+            |v| v >= 100,
+            "limits.response_write_timeout_ms must be at least 100"
+        );
+        bounded!(
+            max_inflight_request_bytes,
+            limits.max_inflight_request_bytes,
+            |v| v >= frame,
+            "limits.max_inflight_request_bytes must be at least 16777216 (one largest request)"
+        );
+        let mut queues = QueueLimits::default();
+        bounded!(
+            peer_inbox_bytes,
+            queues.peer_inbox_bytes,
+            |v| v >= frame,
+            "limits.peer_inbox_bytes must be at least 16777216 (one largest message)"
+        );
+        bounded!(
+            client_inbox_bytes,
+            queues.client_inbox_bytes,
+            |v| v >= frame,
+            "limits.client_inbox_bytes must be at least 16777216 (one largest append)"
+        );
+        bounded!(
+            peer_outbox_bytes,
+            queues.peer_outbox_bytes,
+            |v| v >= frame,
+            "limits.peer_outbox_bytes must be at least 16777216 (one largest message)"
+        );
+        bounded!(
+            peer_messages_per_s,
+            queues.peer_messages_per_s,
+            |v| v >= 1000,
+            "limits.peer_messages_per_s must be at least 1000"
+        );
         let cache_mb = file.storage.cache_mb.unwrap_or(DEFAULT_CACHE_MB);
         if !(16..=1 << 20).contains(&cache_mb) {
             return Err(invalid(path, "storage.cache_mb must be 16 to 1048576"));
@@ -599,6 +728,7 @@ impl ReplicaConfig {
             listen,
             consensus: c,
             limits,
+            queues,
             append_timeout_ms: l.append_timeout_ms.unwrap_or(30_000),
             max_waiting_entries: l.max_waiting_entries.unwrap_or(200_000),
             metrics_listen: file.metrics_listen,

@@ -15,6 +15,8 @@
 //! - [`net`]: QUIC endpoints, framing, and TLS identities bound to the
 //!   replicas' Ed25519 keys.
 //! - [`client`]: the client library used by the CLI, the bench and tests.
+//! - [`attack`]: attacks by one Byzantine replica or one hostile client,
+//!   for the hostile-load tests and `bftlog bench --attack`.
 //! - [`config`]: cluster and replica configuration files.
 #![forbid(unsafe_code)]
 
@@ -28,6 +30,7 @@ pub fn system_rng() -> SystemRng {
     rand_core::UnwrapErr(rand::rngs::SysRng)
 }
 
+pub mod attack;
 pub mod client;
 pub mod config;
 pub mod net;

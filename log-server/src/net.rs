@@ -28,12 +28,12 @@ use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{
-    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, SubjectPublicKeyInfoDer,
-    UnixTime,
+    CertificateDer, PrivatePkcs8KeyDer, ServerName, SubjectPublicKeyInfoDer, UnixTime,
 };
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DistinguishedName, SignatureScheme};
+use zeroize::Zeroizing;
 
 /// ALPN of replica-to-replica connections.
 pub const ALPN_PEER: &[u8] = b"bftlog-peer/1";
@@ -54,7 +54,8 @@ const PKCS8_ED25519_PREFIX: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
 
-/// Connection limits. Every queue and buffer has one.
+/// Connection limits. Every queue and buffer has one; docs/operating.md
+/// lists them with their defaults.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Concurrent client requests per connection. Default 256.
@@ -62,8 +63,27 @@ pub struct Limits {
     /// Largest frame accepted, in bytes. Default 16 MiB (the protocol
     /// maximum).
     pub max_frame_bytes: usize,
-    /// Connection idle timeout. Default 30 s.
+    /// Connection idle timeout. Default 30 s. A replica sends keep-alives
+    /// only on the connections it dialled (to peers): a silent client's
+    /// connection idles out.
     pub idle_timeout_ms: u64,
+    /// Client connections open or in their handshake, over all clients.
+    /// Default 4096; beyond it new ones are refused.
+    pub max_client_connections: usize,
+    /// Client connections from one IP address. Default 64.
+    pub max_connections_per_ip: usize,
+    /// Above this many client connections, a new one must first prove its
+    /// address with a QUIC Retry (one more round trip), so spoofed
+    /// addresses cannot hold slots. Default 1024.
+    pub retry_above_connections: usize,
+    /// How long a client may take to send a whole request frame, and to
+    /// take a whole response. Default 10 s each; then the stream is reset.
+    pub request_read_timeout_ms: u64,
+    pub response_write_timeout_ms: u64,
+    /// Request bytes being read or handled for all clients at once,
+    /// reserved as they arrive. Default 256 MiB; beyond it a request is
+    /// answered `Overloaded`.
+    pub max_inflight_request_bytes: usize,
 }
 
 impl Default for Limits {
@@ -72,9 +92,19 @@ impl Default for Limits {
             max_concurrent_requests: 256,
             max_frame_bytes: bftlog_spec::wire::MAX_MESSAGE_BYTES,
             idle_timeout_ms: 30_000,
+            max_client_connections: 4096,
+            max_connections_per_ip: 64,
+            retry_above_connections: 1024,
+            request_read_timeout_ms: 10_000,
+            response_write_timeout_ms: 10_000,
+            max_inflight_request_bytes: 256 << 20,
         }
     }
 }
+
+/// The largest piece of a frame read at once: a frame's buffer grows as
+/// its bytes arrive, so a declared length costs nothing until it is sent.
+pub const FRAME_READ_CHUNK_BYTES: usize = 64 << 10;
 
 /// Why a TLS or endpoint configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -102,14 +132,15 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn certified_key(
-    key: &SigningKey,
-    provider: &CryptoProvider,
-) -> Result<CertifiedKey, TlsSetupError> {
-    let mut pkcs8 = PKCS8_ED25519_PREFIX.to_vec();
-    pkcs8.extend_from_slice(&key.to_bytes());
-    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8));
-    let signing = provider.key_provider.load_private_key(der)?;
+fn certified_key(key: &SigningKey) -> Result<CertifiedKey, TlsSetupError> {
+    // The PKCS#8 copy of the seed is parsed from a borrowed buffer (the
+    // provider's loader would take, and drop without wiping, an owned
+    // one) and wiped when it goes.
+    let mut pkcs8 = Zeroizing::new(Vec::with_capacity(PKCS8_ED25519_PREFIX.len() + 32));
+    pkcs8.extend_from_slice(&PKCS8_ED25519_PREFIX);
+    pkcs8.extend_from_slice(key.as_bytes());
+    let signing =
+        rustls::crypto::ring::sign::any_eddsa_type(&PrivatePkcs8KeyDer::from(pkcs8.as_slice()))?;
     let spki = CertificateDer::from(ed25519_spki(&key.verifying_key()));
     Ok(CertifiedKey::new(vec![spki], signing))
 }
@@ -131,7 +162,12 @@ fn transport(limits: &Limits, client_requests: bool) -> quinn::TransportConfig {
         quinn::IdleTimeout::try_from(Duration::from_millis(limits.idle_timeout_ms))
             .expect("idle timeout in range"),
     ));
-    t.keep_alive_interval(Some(Duration::from_millis(limits.idle_timeout_ms / 3)));
+    // Keep-alives only from the side that dials (a replica to its peers,
+    // a client if it wishes): a listener that kept every connection alive
+    // would let a silent client hold its slot forever.
+    t.keep_alive_interval(
+        (!client_requests).then(|| Duration::from_millis(limits.idle_timeout_ms / 3)),
+    );
     // Probe above quinn's default bound (1452): on loopback and jumbo-frame
     // links fewer, larger packets carry the same bytes (per-packet
     // encryption, acknowledgements and syscalls dominated the network
@@ -198,7 +234,7 @@ pub fn server_config(
     limits: &Limits,
 ) -> Result<quinn::ServerConfig, TlsSetupError> {
     let provider = provider();
-    let certified = Arc::new(certified_key(key, &provider)?);
+    let certified = Arc::new(certified_key(key)?);
     let mut tls = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(AnyEd25519Client {
@@ -211,6 +247,11 @@ pub fn server_config(
     let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsSetupError::Quic(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(Arc::new(transport(limits, true)));
+    // Connection attempts not yet taken by the accept loop, and the
+    // packets they buffer: the loop takes them at once, so these only
+    // bound a burst.
+    config.max_incoming(limits.max_client_connections.max(64));
+    config.incoming_buffer_size_total(16 << 20);
     Ok(config)
 }
 
@@ -223,7 +264,7 @@ pub fn client_config(
     limits: &Limits,
 ) -> Result<quinn::ClientConfig, TlsSetupError> {
     let provider = provider();
-    let certified = Arc::new(certified_key(own, &provider)?);
+    let certified = Arc::new(certified_key(own)?);
     let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -307,23 +348,30 @@ pub fn endpoint(
     server: quinn::ServerConfig,
     key: &SigningKey,
 ) -> std::io::Result<quinn::Endpoint> {
-    use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
-    hasher.update(b"bftlog QUIC stateless reset key v1\0");
-    hasher.update(key.to_bytes());
-    let derived = hasher.finalize();
-    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derived);
+    let reset_key = Zeroizing::new(derive_key(b"bftlog QUIC stateless reset key v1\0", key));
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key.as_slice());
     let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
     endpoint_config(&mut config);
     // Connection IDs carry a keyed check; a random key per process would
     // make the restarted endpoint drop the old connections' packets as
-    // invalid instead of resetting them, so it is derived too.
-    let cid_key = u64::from_le_bytes(derived[..8].try_into().expect("8 bytes"));
+    // invalid instead of resetting them, so it is derived too, by its own
+    // label: no bytes of the reset key appear in it.
+    let cid_key = Zeroizing::new(derive_key(b"bftlog QUIC connection ID key v1\0", key));
+    let cid_key = u64::from_le_bytes(cid_key[..8].try_into().expect("8 bytes"));
     config.cid_generator(move || {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });
     let socket = bind_socket(addr)?;
     quinn::Endpoint::new(config, Some(server), socket, Arc::new(quinn::TokioRuntime))
+}
+
+/// A 32-byte key for `label`, derived from the replica's signing key.
+fn derive_key(label: &[u8], key: &SigningKey) -> [u8; 32] {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(label);
+    hasher.update(key.as_bytes());
+    hasher.finalize().into()
 }
 
 /// A client-only endpoint on an ephemeral port of the right family.
@@ -354,6 +402,8 @@ pub enum FrameReadError {
     Closed,
     #[error("read: {0}")]
     Read(#[from] quinn::ReadExactError),
+    #[error("read: {0}")]
+    ReadChunk(#[from] quinn::ReadError),
 }
 
 /// Reads one frame. `Ok(None)` when the stream ends cleanly between frames.
@@ -361,6 +411,18 @@ pub async fn read_frame(
     recv: &mut quinn::RecvStream,
     limit: usize,
 ) -> Result<Option<Vec<u8>>, FrameReadError> {
+    let Some(len) = read_frame_len(recv, limit).await? else {
+        return Ok(None);
+    };
+    read_frame_body(recv, len).await.map(Some)
+}
+
+/// Reads a frame's header: the length of its body, at most `limit`.
+/// `Ok(None)` when the stream ends cleanly before it.
+pub async fn read_frame_len(
+    recv: &mut quinn::RecvStream,
+    limit: usize,
+) -> Result<Option<usize>, FrameReadError> {
     let mut header = [0u8; bftlog_spec::wire::FRAME_HEADER_BYTES];
     match recv.read_exact(&mut header).await {
         Ok(()) => {}
@@ -372,12 +434,25 @@ pub async fn read_frame(
     if len > limit {
         return Err(FrameReadError::TooLarge(len, limit));
     }
-    let mut body = vec![0u8; len];
-    match recv.read_exact(&mut body).await {
-        Ok(()) => Ok(Some(body)),
-        Err(quinn::ReadExactError::FinishedEarly(_)) => Err(FrameReadError::Truncated),
-        Err(e) => Err(e.into()),
+    Ok(Some(len))
+}
+
+/// Reads a frame body of `len` bytes. The buffer grows as bytes arrive
+/// ([`FRAME_READ_CHUNK_BYTES`] at a time at most), so a peer that
+/// declares 16 MiB and sends nothing costs nothing.
+pub async fn read_frame_body(
+    recv: &mut quinn::RecvStream,
+    len: usize,
+) -> Result<Vec<u8>, FrameReadError> {
+    let mut body = Vec::with_capacity(len.min(FRAME_READ_CHUNK_BYTES));
+    while body.len() < len {
+        let want = (len - body.len()).min(FRAME_READ_CHUNK_BYTES);
+        match recv.read_chunk(want, true).await? {
+            Some(chunk) => body.extend_from_slice(&chunk.bytes),
+            None => return Err(FrameReadError::Truncated),
+        }
     }
+    Ok(body)
 }
 
 // ---------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 //! receipts are checked with the offline verifier's library.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -15,16 +15,11 @@ use bftlog_spec::wire::{ClientRequest, ClientResponse};
 #[path = "support/ports.rs"]
 mod ports;
 
+#[path = "support/replica_process.rs"]
+mod replica_process;
+use replica_process::ReplicaProcess;
+
 const BIN: &str = env!("CARGO_BIN_EXE_bftlog");
-
-struct Replica(Child);
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[path = "../src/test_dir.rs"]
 mod test_dir;
@@ -56,18 +51,8 @@ fn bftlog(args: &[&str]) -> Output {
     out
 }
 
-fn serve(dir: &Path, i: usize) -> Replica {
-    let log = std::fs::File::create(dir.join(format!("replica-{i}.log"))).unwrap();
-    Replica(
-        Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(dir.join(format!("replica-{i}.toml")))
-            .env("RUST_LOG", "bftlog_server=info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
+fn serve(dir: &Path, i: usize) -> ReplicaProcess {
+    replica_process::serve(BIN, dir, i)
 }
 
 fn stdout(out: &Output) -> String {
@@ -99,7 +84,7 @@ fn a_cluster_of_processes_serves_the_cli_and_survives_kill_9() {
     let cluster_file = dir.join("cluster.toml");
     let cluster_s = cluster_file.to_str().unwrap();
     let policy = Policy::parse(&std::fs::read(dir.join("policy")).unwrap()).unwrap();
-    let mut replicas: Vec<Option<Replica>> = (0..4).map(|i| Some(serve(&dir, i))).collect();
+    let mut replicas: Vec<Option<ReplicaProcess>> = (0..4).map(|i| Some(serve(&dir, i))).collect();
 
     // Plain files: `index N FILE` and FILE.tlog-proof.
     let a = dir.join("a.txt");

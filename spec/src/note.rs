@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
+use zeroize::Zeroizing;
 
 /// Largest note accepted, in bytes.
 pub const MAX_NOTE_BYTES: usize = 1 << 20;
@@ -141,14 +142,18 @@ fn parse_key_id(text: &str) -> Result<u32, KeyError> {
 
 /// Splits `name+keyid+data`. Names contain no `+`, but base64 key data may,
 /// so only the first two `+` separate fields (as in Go's note package).
-fn split_key(text: &str) -> Result<(&str, u32, KeyType, [u8; 32]), KeyError> {
+/// The parts of key text: name, stated key ID, type and the 32 key bytes
+/// (a signer key's seed: wiped, like the decoded copy, when dropped).
+type KeyParts<'a> = (&'a str, u32, KeyType, Zeroizing<[u8; 32]>);
+
+fn split_key(text: &str) -> Result<KeyParts<'_>, KeyError> {
     let mut parts = text.splitn(3, '+');
     let (Some(name), Some(id), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(KeyError::Format);
     };
     check_name(name)?;
     let stated = parse_key_id(id)?;
-    let data = decode_base64(data).map_err(|_| KeyError::Base64)?;
+    let data = Zeroizing::new(decode_base64(data).map_err(|_| KeyError::Base64)?);
     if data.len() != 33 {
         if let Some(&t) = data.first() {
             if KeyType::from_byte(t).is_none() {
@@ -158,7 +163,7 @@ fn split_key(text: &str) -> Result<(&str, u32, KeyType, [u8; 32]), KeyError> {
         return Err(KeyError::KeyLength(data.len()));
     }
     let key_type = KeyType::from_byte(data[0]).ok_or(KeyError::UnsupportedType(data[0]))?;
-    let key: [u8; 32] = data[1..].try_into().expect("length checked");
+    let key = Zeroizing::new(<[u8; 32]>::try_from(&data[1..]).expect("length checked"));
     Ok((name, stated, key_type, key))
 }
 

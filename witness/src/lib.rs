@@ -22,6 +22,7 @@
 
 pub mod client;
 pub mod dir;
+pub mod http_guard;
 pub mod key_file;
 pub mod log_config;
 pub mod request;

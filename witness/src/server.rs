@@ -32,6 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 
+use crate::http_guard::{ConnectionCaps, WriteTimeout};
 use crate::request::MAX_BODY_BYTES;
 
 /// Submissions waiting for the writer; beyond this the server sheds load.
@@ -51,6 +52,12 @@ pub struct ServerConfig {
     /// is answered 408: a client trickling bytes must not hold one of the
     /// `MAX_CONNECTIONS` slots for ever.
     pub header_read_timeout_ms: u64,
+    /// Connections one client address may hold open. Beyond it a new one
+    /// is closed at once, so one client cannot take every slot.
+    pub max_connections_per_ip: usize,
+    /// A response the client has not taken within this long (no write
+    /// progress) ends its connection.
+    pub write_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +65,8 @@ impl Default for ServerConfig {
         ServerConfig {
             prefix: String::new(),
             header_read_timeout_ms: 30_000,
+            max_connections_per_ip: 32,
+            write_timeout_ms: 30_000,
         }
     }
 }
@@ -75,6 +84,8 @@ pub struct Metrics {
     pub overloaded: AtomicU64,
     pub internal_errors: AtomicU64,
     pub batches: AtomicU64,
+    /// Connections closed at once: their address had too many open.
+    pub connections_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -102,6 +113,11 @@ impl Metrics {
             ("overloaded", &self.overloaded, "429 answers"),
             ("internal_errors", &self.internal_errors, "500 answers"),
             ("batches", &self.batches, "durable write transactions"),
+            (
+                "connections_refused",
+                &self.connections_refused,
+                "connections closed at once: their address had too many open",
+            ),
         ];
         let mut out = String::new();
         for (name, value, help) in counters {
@@ -201,13 +217,14 @@ impl Server {
         // stops answering on kept-alive connections.
         let (closing_tx, closing) = tokio::sync::watch::channel(false);
         let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let caps = ConnectionCaps::new(shared.config.max_connections_per_ip);
         let task = tokio::spawn(async move {
             loop {
                 let permit = tokio::select! {
                     _ = &mut stop => break,
                     permit = connections.clone().acquire_owned() => permit.expect("never closed"),
                 };
-                let (stream, _) = tokio::select! {
+                let (stream, remote) = tokio::select! {
                     _ = &mut stop => break,
                     accepted = listener.accept() => match accepted {
                         Ok(a) => a,
@@ -218,7 +235,19 @@ impl Server {
                         }
                     },
                 };
+                let Some(guard) = caps.try_take(remote.ip()) else {
+                    shared
+                        .metrics
+                        .connections_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
+                let stream = WriteTimeout::new(
+                    stream,
+                    Duration::from_millis(shared.config.write_timeout_ms),
+                );
                 let shared = shared.clone();
                 let closing = closing.clone();
                 let header_timeout = Duration::from_millis(shared.config.header_read_timeout_ms);
@@ -241,6 +270,7 @@ impl Server {
                         _ = closing.wait_for(|c| *c) => {}
                     }
                     drop(permit);
+                    drop(guard);
                 });
             }
             let _ = closing_tx.send(true);

@@ -7,17 +7,29 @@
 
 use super::*;
 
-/// The replicas' checkpoint signatures, collected per (size, root) until
-/// a quorum of them makes a note.
+/// Checkpoint signatures kept per signer for sizes above the latest
+/// quorum note. Honest replicas sign increasing sizes, and a quorum forms
+/// at a size that 2f+1 of them signed, normally within a few commits; a
+/// signer's oldest row goes when it has this many, so a faulty signer's
+/// rows for sizes no one else signs only ever push out its own.
+pub const CHECKPOINT_ROWS_PER_SIGNER: usize = 64;
+
+/// The replicas' checkpoint signatures, collected per signer until a
+/// quorum of them on one (size, root) makes a note.
+///
+/// A peer's signature is verified only once its row has a quorum of
+/// signers (like votes), so a peer flooding signatures for sizes no one
+/// else signs costs a map insert each, not a signature check; an invalid
+/// signature found then is dropped and its signer blamed.
 pub(super) struct CheckpointQuorum {
     origin: String,
     quorum: usize,
-    /// Most (size, root) rows kept: sizes far beyond this replica's tree
-    /// would otherwise be unbounded state.
-    max_rows: usize,
     note_key: SignerKey,
     verifiers: Vec<VerifierKey>,
-    signatures: BTreeMap<(u64, Hash), BTreeMap<ReplicaId, Signature64>>,
+    /// Per replica id: (size, root) → its signature and whether it was
+    /// verified, at most [`CHECKPOINT_ROWS_PER_SIGNER`] rows, all above
+    /// `quorum_size`.
+    by_signer: Vec<BTreeMap<(u64, Hash), (Signature64, bool)>>,
     /// The size of the latest quorum note: smaller sizes are of no use.
     quorum_size: u64,
 }
@@ -46,12 +58,16 @@ impl CheckpointQuorum {
         Ok(CheckpointQuorum {
             origin: cfg.origin.clone(),
             quorum: cfg.quorum(),
-            max_rows: 4 * cfg.n() + 64,
             note_key,
+            by_signer: vec![BTreeMap::new(); verifiers.len()],
             verifiers,
-            signatures: BTreeMap::new(),
             quorum_size: 0,
         })
+    }
+
+    /// The most rows any one signer has (for [`crate::Footprint`]).
+    pub(super) fn most_rows_of_one_signer(&self) -> usize {
+        self.by_signer.iter().map(BTreeMap::len).max().unwrap_or(0)
     }
 
     /// This replica's note signature on the checkpoint `(size, root)`
@@ -65,14 +81,16 @@ impl CheckpointQuorum {
         Signature64(sig.signature.try_into().expect("Ed25519 is 64 bytes"))
     }
 
-    /// Checks a peer's signature and keeps it.
+    /// Keeps a peer's signature (verified once its row has a quorum).
+    /// Also returns the signers whose signatures that check found invalid
+    /// (they were dropped).
     pub(super) fn accept(
         &mut self,
         replica: ReplicaId,
         size: u64,
         root: Hash,
         signature: Signature64,
-    ) -> Result<Accepted, Rejection> {
+    ) -> Result<(Accepted, Vec<ReplicaId>), Rejection> {
         if size == 0 || replica as usize >= self.verifiers.len() {
             return Err(Rejection::Malformed);
         }
@@ -80,19 +98,37 @@ impl CheckpointQuorum {
             return Err(Rejection::Stale);
         }
         if size == self.quorum_size {
-            return Ok(Accepted::AtQuorumSize);
+            return Ok((Accepted::AtQuorumSize, Vec::new()));
         }
-        if self.signatures.len() >= self.max_rows && !self.signatures.contains_key(&(size, root)) {
+        let rows = &self.by_signer[replica as usize];
+        if rows
+            .get(&(size, root))
+            .is_some_and(|(s, _)| *s == signature)
+        {
+            // A re-send: known already.
+            return Ok((Accepted::Kept, Vec::new()));
+        }
+        // Full, and older than all the signer's rows: it would be the
+        // row to go.
+        if rows.len() >= CHECKPOINT_ROWS_PER_SIGNER
+            && rows
+                .first_key_value()
+                .is_some_and(|(first, _)| (size, root) < *first)
+        {
             return Err(Rejection::Stale);
         }
-        let text = Checkpoint::new(&self.origin, size, root).format();
-        if self.verifiers[replica as usize]
-            .verify(&text, &signature.0)
-            .is_err()
-        {
-            return Err(Rejection::InvalidSignature);
+        if bug(Bug::SharedSignatureTable) && self.shared_table_full(size, root) {
+            return Err(Rejection::Stale);
         }
-        Ok(self.add(replica, size, root, signature))
+        Ok(self.insert(replica, size, root, signature, false))
+    }
+
+    /// The known bug [`Bug::SharedSignatureTable`]: one bound on the rows
+    /// of all signers together.
+    fn shared_table_full(&self, size: u64, root: Hash) -> bool {
+        let rows: std::collections::BTreeSet<&(u64, Hash)> =
+            self.by_signer.iter().flat_map(BTreeMap::keys).collect();
+        rows.len() >= 4 * self.verifiers.len() + 64 && !rows.contains(&(size, root))
     }
 
     /// Keeps a signature already known to be valid (this replica's own).
@@ -102,25 +138,73 @@ impl CheckpointQuorum {
         size: u64,
         root: Hash,
         signature: Signature64,
-    ) -> Accepted {
-        let sigs = self.signatures.entry((size, root)).or_default();
-        sigs.insert(replica, signature);
-        if sigs.len() < self.quorum || size <= self.quorum_size {
-            return Accepted::Kept;
+    ) -> (Accepted, Vec<ReplicaId>) {
+        self.insert(replica, size, root, signature, true)
+    }
+
+    /// Keeps a signature; once its row has a quorum of signers, verifies
+    /// those not verified yet, drops the invalid ones (returned), and
+    /// makes the note if a quorum of valid ones remains.
+    fn insert(
+        &mut self,
+        replica: ReplicaId,
+        size: u64,
+        root: Hash,
+        signature: Signature64,
+        verified: bool,
+    ) -> (Accepted, Vec<ReplicaId>) {
+        let key = (size, root);
+        let rows = &mut self.by_signer[replica as usize];
+        rows.insert(key, (signature, verified));
+        if rows.len() > CHECKPOINT_ROWS_PER_SIGNER && !bug(Bug::SharedSignatureTable) {
+            rows.pop_first();
+        }
+        let count = self
+            .by_signer
+            .iter()
+            .filter(|rows| rows.contains_key(&key))
+            .count();
+        if count < self.quorum || size <= self.quorum_size {
+            return (Accepted::Kept, Vec::new());
         }
         let text = Checkpoint::new(&self.origin, size, root).format();
+        let mut invalid = Vec::new();
+        for (r, rows) in self.by_signer.iter_mut().enumerate() {
+            if let Some((signature, verified)) = rows.get_mut(&key) {
+                if *verified {
+                    continue;
+                }
+                if self.verifiers[r].verify(&text, &signature.0).is_ok() {
+                    *verified = true;
+                } else {
+                    rows.remove(&key);
+                    invalid.push(r as ReplicaId);
+                }
+            }
+        }
+        let signers: Vec<(ReplicaId, Signature64)> = self
+            .by_signer
+            .iter()
+            .enumerate()
+            .filter_map(|(r, rows)| rows.get(&key).map(|(s, _)| (r as ReplicaId, *s)))
+            .collect();
+        if signers.len() < self.quorum {
+            return (Accepted::Kept, invalid);
+        }
         let mut note = Note::new(&text).expect("checkpoint text is a valid note");
-        for (r, s) in sigs.iter() {
+        for (r, s) in signers {
             note.add_signature(NoteSignature {
                 name: self.origin.clone(),
-                key_id: self.verifiers[*r as usize].key_id(),
+                key_id: self.verifiers[r as usize].key_id(),
                 signature: s.0.to_vec(),
             })
             .expect("n ≤ MAX_CLUSTER_REPLICAS signatures fit a note");
         }
         self.quorum_size = size;
-        self.signatures = self.signatures.split_off(&(size + 1, Hash([0; 32])));
-        Accepted::Quorum { size, note }
+        for rows in &mut self.by_signer {
+            *rows = rows.split_off(&(size + 1, Hash([0; 32])));
+        }
+        (Accepted::Quorum { size, note }, invalid)
     }
 }
 
@@ -202,7 +286,12 @@ impl<R: CryptoRng> Replica<R> {
         }
     }
 
-    fn report_quorum(&mut self, accepted: Accepted) {
+    /// Reports a quorum note, and blames the signers whose signatures the
+    /// check that preceded it found invalid.
+    fn report_quorum(&mut self, (accepted, invalid): (Accepted, Vec<ReplicaId>)) {
+        for signer in invalid {
+            self.reject_from(signer, Rejection::InvalidSignature);
+        }
         if let Accepted::Quorum { size, note } = accepted {
             self.checkpoint_events
                 .push(CheckpointEvent::Quorum { size, note });
@@ -237,25 +326,29 @@ mod tests {
         let root = Hash([9; 32]);
         assert!(matches!(
             table.add(0, 5, root, table.sign(5, root)),
-            Accepted::Kept
-        ));
-        // Replica 1's signature presented as replica 2's: refused.
-        assert!(matches!(
-            table.accept(2, 5, root, tables[1].sign(5, root)),
-            Err(Rejection::InvalidSignature)
+            (Accepted::Kept, _)
         ));
         assert!(matches!(
             table.accept(0, 0, root, tables[0].sign(0, root)),
             Err(Rejection::Malformed)
         ));
+        // Replica 1's signature presented as replica 2's: kept unchecked
+        // until its row has a quorum, then found invalid, dropped and
+        // blamed; no note from two valid signatures.
+        assert!(matches!(
+            table.accept(2, 5, root, tables[1].sign(5, root)),
+            Ok((Accepted::Kept, ref invalid)) if invalid.is_empty()
+        ));
         assert!(matches!(
             table.accept(1, 5, root, tables[1].sign(5, root)),
-            Ok(Accepted::Kept)
+            Ok((Accepted::Kept, ref invalid)) if invalid == &[2]
         ));
-        let Ok(Accepted::Quorum { size, note }) = table.accept(2, 5, root, tables[2].sign(5, root))
+        let Ok((Accepted::Quorum { size, note }, invalid)) =
+            table.accept(2, 5, root, tables[2].sign(5, root))
         else {
-            panic!("three of four signatures make a quorum");
+            panic!("three valid signatures of four make a quorum");
         };
+        assert!(invalid.is_empty());
         assert_eq!(size, 5);
         assert_eq!(note.signatures().len(), 3);
         let text = Checkpoint::new("example.com/log", 5, root).format();
@@ -263,10 +356,56 @@ mod tests {
         // A re-send at the quorum size is expected; below it, stale.
         assert!(matches!(
             table.accept(3, 5, root, tables[3].sign(5, root)),
-            Ok(Accepted::AtQuorumSize)
+            Ok((Accepted::AtQuorumSize, _))
         ));
         assert!(matches!(
             table.accept(3, 4, root, tables[3].sign(4, root)),
+            Err(Rejection::Stale)
+        ));
+    }
+
+    /// A faulty signer's rows for sizes no one else signs must not crowd
+    /// out honest signatures. With one bound for all signers (the known
+    /// bug) they did: the honest replicas' quorum never formed.
+    #[test]
+    fn a_signer_flooding_sizes_evicts_only_its_own_rows() {
+        let (keys, cfg) = keys_and_config();
+        let signers: Vec<CheckpointQuorum> = keys
+            .iter()
+            .map(|k| CheckpointQuorum::new(&cfg, k).unwrap())
+            .collect();
+        let root = Hash([7; 32]);
+        let run = |bug_on: bool| {
+            crate::bugs::set(bug_on.then_some(Bug::SharedSignatureTable));
+            let mut table = CheckpointQuorum::new(&cfg, &keys[0]).unwrap();
+            for size in 1_000..1_500 {
+                let _ = table.accept(3, size, root, signers[3].sign(size, root));
+            }
+            assert!(table.most_rows_of_one_signer() <= CHECKPOINT_ROWS_PER_SIGNER || bug_on);
+            let mut quorum = None;
+            for r in 0..3u16 {
+                if let Ok((Accepted::Quorum { size, .. }, _)) =
+                    table.accept(r as ReplicaId, 50, root, signers[r as usize].sign(50, root))
+                {
+                    quorum = Some(size);
+                }
+            }
+            crate::bugs::set(None);
+            quorum
+        };
+        assert_eq!(run(false), Some(50));
+        assert_eq!(run(true), None, "the known bug loses the honest quorum");
+        // At its limit, a signer's row older than all it holds is refused
+        // before any signature check.
+        let mut table = CheckpointQuorum::new(&cfg, &keys[0]).unwrap();
+        for size in 100..100 + CHECKPOINT_ROWS_PER_SIGNER as u64 {
+            assert!(matches!(
+                table.accept(3, size, root, signers[3].sign(size, root)),
+                Ok((Accepted::Kept, _))
+            ));
+        }
+        assert!(matches!(
+            table.accept(3, 99, root, Signature64([0; 64])),
             Err(Rejection::Stale)
         ));
     }

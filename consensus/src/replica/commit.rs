@@ -126,7 +126,7 @@ impl<R: CryptoRng> Replica<R> {
     /// window) and those at or below the committed round.
     pub(super) fn prune(&mut self) {
         let committed_round = self.committed_round;
-        self.blocks.retain(|_, b| b.block.round > committed_round);
+        self.blocks.prune_through(committed_round);
         let current = self.round();
         self.votes.retain(|(r, _, _), _| *r + 2 >= current);
         self.voted_for.retain(|(r, _), _| *r + 2 >= current);

@@ -122,16 +122,16 @@ impl<R: CryptoRng> Replica<R> {
                     let blocks = &self.blocks;
                     let index = in_blocks.get_or_insert_with(|| {
                         let mut index = DigestMap::default();
-                        for (id, stored) in blocks {
+                        for (id, stored) in blocks.iter() {
                             for (i, leaf) in stored.leaves.iter().enumerate() {
                                 index.insert(*leaf, (*id, i));
                             }
                         }
                         index
                     });
-                    index
-                        .get(&leaf)
-                        .map(|(id, i)| self.blocks[id].block.entries[*i].clone())
+                    index.get(&leaf).and_then(|(id, i)| {
+                        self.blocks.get(id).map(|b| b.block.entries[*i].clone())
+                    })
                 }
             };
             let Some(entry) = entry else { continue };

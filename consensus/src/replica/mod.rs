@@ -11,6 +11,7 @@
 //!
 //! The protocol they implement is specified in spec/consensus.md.
 
+mod block_store;
 mod checkpoints;
 mod commit;
 mod entries;
@@ -39,11 +40,15 @@ use crate::bugs::{Bug, active as bug};
 use crate::crypto::{self, Committee, Signer};
 use crate::dedup_window::DedupWindow;
 use crate::mempool::{self, Mempool};
+use crate::token_bucket::TokenBucket;
 use crate::{
-    CheckpointEvent, Committed, Config, Event, MAX_BLOCK_BYTES, MAX_CLUSTER_REPLICAS, MAX_ROUND,
-    MIN_RETAINED_BLOCKS, Metrics, Outgoing, PersistRequest, Recovered, Rejection, SafetyState,
-    Step, SubmitResult, Target, entry_bytes, genesis_qc,
+    CheckpointEvent, Committed, Config, Event, Footprint, MAX_BLOCK_BYTES, MAX_CLUSTER_REPLICAS,
+    MAX_ROUND, MAX_ROUNDS_AHEAD, MAX_ROUNDS_AHEAD_PER_PEER, MIN_RETAINED_BLOCKS, Metrics, Outgoing,
+    PersistRequest, Recovered, Rejection, SafetyState, Step, SubmitResult, Target, entry_bytes,
+    genesis_qc,
 };
+use block_store::{BlockStore, StoredBlock};
+pub use checkpoints::CHECKPOINT_ROWS_PER_SIGNER;
 use checkpoints::CheckpointQuorum;
 use pacemaker::Pacemaker;
 use sync::SyncProgress;
@@ -134,11 +139,13 @@ struct PendingProposal {
 /// under the message limit).
 const ENTRY_ANSWER_MAX_BYTES: usize = 8 << 20;
 
-struct StoredBlock {
-    block: Arc<Block>,
-    height: u64,
-    /// Leaf hashes of the block's entries.
-    leaves: Vec<Hash>,
+/// A certified fact: a verified QC for it, and every vote signature on
+/// it verified so far. A QC presented again is checked signature by
+/// signature against them: a copy with its signatures stripped or
+/// forged is refused like any invalid QC, not taken for the cached one.
+struct Certified {
+    qc: QuorumCert,
+    verified: BTreeMap<ReplicaId, Signature64>,
 }
 
 /// A vote collection for one (round, block, parent round).
@@ -186,7 +193,7 @@ pub struct Replica<R> {
     /// before a restart (see `Replica::new`).
     proposed_round: u64,
 
-    blocks: DigestMap<Hash, StoredBlock>,
+    blocks: BlockStore,
     /// Proposals for the current round waiting for their parent (from
     /// sync, or a late proposal), at most one per author. Which replica
     /// leads a round depends on the parent, so until it arrives any
@@ -199,7 +206,7 @@ pub struct Replica<R> {
     /// most one per author (as `waiting_proposals`).
     pending_leaves: Vec<PendingProposal>,
     /// Certified (round, block id, parent round) facts already verified.
-    certified: HashMap<(u64, Hash, u64), QuorumCert>,
+    certified: HashMap<(u64, Hash, u64), Certified>,
     votes: HashMap<(u64, Hash, u64), VoteSet>,
     /// Which block each replica voted for per round (equivocation check).
     voted_for: HashMap<(u64, ReplicaId), Hash>,
@@ -227,6 +234,8 @@ pub struct Replica<R> {
     dedup: DedupWindow,
     checkpoints: CheckpointQuorum,
     sync: SyncProgress,
+    /// Per peer: the sync answer bytes it may still ask for.
+    sync_serve: Vec<TokenBucket>,
 
     pub metrics: Metrics,
 }
@@ -339,7 +348,7 @@ impl<R: CryptoRng> Replica<R> {
             } else {
                 0
             },
-            blocks: DigestMap::default(),
+            blocks: BlockStore::default(),
             waiting_proposals: Vec::new(),
             pending_leaves: Vec::new(),
             certified: HashMap::new(),
@@ -359,6 +368,14 @@ impl<R: CryptoRng> Replica<R> {
             dedup: DedupWindow::new(cfg.dedup_window_entries),
             checkpoints,
             sync: SyncProgress::new(id),
+            sync_serve: vec![
+                TokenBucket::new(
+                    cfg.sync_serve_bytes_per_s,
+                    cfg.sync_serve_burst_bytes,
+                    now
+                );
+                cfg.n()
+            ],
             metrics: Metrics::default(),
             cfg,
         };
@@ -416,6 +433,35 @@ impl<R: CryptoRng> Replica<R> {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The sizes of what peers can make this replica hold, to check
+    /// against [`Footprint::check`].
+    pub fn footprint(&self) -> Footprint {
+        let rounds = || self.blocks.values().map(|b| b.block.round);
+        let stored_rounds = rounds().min().zip(rounds().max());
+        Footprint {
+            round: self.round(),
+            committed_round: self.committed_round,
+            stored_blocks: self.blocks.len(),
+            stored_block_bytes: self.blocks.entry_bytes(),
+            stored_rounds,
+            waiting_proposals: self.waiting_proposals.len(),
+            pending_proposals: self.pending_leaves.len(),
+            most_vote_rounds_ahead: (0..self.cfg.n() as ReplicaId)
+                .map(|peer| self.vote_rounds_ahead_kept(peer))
+                .max()
+                .unwrap_or(0),
+            most_timeout_rounds_ahead: (0..self.cfg.n() as ReplicaId)
+                .map(|peer| self.pacemaker.rounds_ahead_kept(peer))
+                .max()
+                .unwrap_or(0),
+            most_checkpoint_rows: self.checkpoints.most_rows_of_one_signer(),
+            committed_window_blocks: self.committed_window.len(),
+            committed_window_bytes: self.committed_window_bytes,
+            mempool_entries: self.mempool.len(),
+            mempool_bytes: self.mempool.bytes(),
+        }
     }
 
     /// A one-line summary of the replica's state, for diagnostics.

@@ -144,6 +144,14 @@ impl Pacemaker {
         Collected::Count(set.timeouts.len())
     }
 
+    /// Rounds after the current one for which `from`'s timeout is kept.
+    pub(super) fn rounds_ahead_kept(&self, from: ReplicaId) -> usize {
+        self.timeouts
+            .range(self.round + 1..)
+            .filter(|(_, set)| set.timeouts.contains_key(&from))
+            .count()
+    }
+
     /// Where `round`'s set stands now (it may have formed a certificate
     /// meanwhile, through this replica's own timeout).
     fn collect_count(&self, round: u64) -> Collected {
@@ -335,8 +343,11 @@ impl<R: CryptoRng> Replica<R> {
             self.send_certificates(Target::One(from));
             return;
         }
-        if timeout.round > self.round() + 1024 {
-            self.reject(Rejection::Stale);
+        if timeout.round > self.round() + MAX_ROUNDS_AHEAD
+            || (timeout.round > self.round()
+                && self.pacemaker.rounds_ahead_kept(from) >= MAX_ROUNDS_AHEAD_PER_PEER)
+        {
+            self.reject(Rejection::Ahead);
             return;
         }
         let high_qc = timeout.high_qc.clone();

@@ -19,6 +19,11 @@ impl SyncBudget {
         Self::default()
     }
 
+    /// Encoded block bytes admitted so far.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
     /// Whether `block` joins the response: the first always does (an
     /// encoded block is never empty, so `used > 0` once one joined).
     pub fn admit(&mut self, block: &Block) -> bool {
@@ -82,6 +87,10 @@ impl<R: CryptoRng> Replica<R> {
     }
 
     pub(super) fn on_sync_request(&mut self, from: ReplicaId, from_height: u64, max_blocks: u16) {
+        if self.sync_serve[from as usize].has_credit(self.now).is_err() {
+            self.reject(Rejection::RateLimited);
+            return;
+        }
         let max = (max_blocks as usize).min(wire::MAX_SYNC_BLOCKS);
         let mut blocks: Vec<Block> = Vec::new();
         // Blocks also stop at a byte budget: 32 full blocks of 256-byte
@@ -160,6 +169,7 @@ impl<R: CryptoRng> Replica<R> {
         if blocks.is_empty() {
             return;
         }
+        self.sync_serve[from as usize].charge(budget.used() as u64);
         self.send(
             Target::One(from),
             ConsensusMessage::SyncResponse {
@@ -186,12 +196,10 @@ impl<R: CryptoRng> Replica<R> {
         if let Some(qc) = commit_qc {
             qcs.push(qc);
         }
-        let mut certified_ids = HashSet::new();
-        for qc in &qcs {
-            if qc.round > 0 && self.check_qc(qc) {
-                certified_ids.insert(qc.block_id);
-            }
-        }
+        // Only the QCs verified here count: a copy of a known QC with its
+        // signatures stripped must not pass for it.
+        qcs.retain(|qc| qc.round > 0 && self.check_qc(qc));
+        let certified_ids: HashSet<Hash> = qcs.iter().map(|qc| qc.block_id).collect();
         let mut progressed = false;
         for (block, &id) in blocks.into_iter().zip(&ids) {
             if block.epoch != self.cfg.epoch {
@@ -213,13 +221,7 @@ impl<R: CryptoRng> Replica<R> {
             progressed = true;
         }
         for qc in qcs {
-            if qc.round > 0
-                && self
-                    .certified
-                    .contains_key(&(qc.round, qc.block_id, qc.parent_round))
-            {
-                self.process_qc(&qc, from);
-            }
+            self.process_qc(&qc, from);
         }
         self.try_commit();
         self.retry_waiting_proposals();

@@ -239,6 +239,15 @@ impl<R: CryptoRng> Replica<R> {
             self.process_tc(tc, from);
         }
         self.process_qc(&justify, from);
+        // An honest proposal carries the certificate that moves its
+        // receivers to its round (a QC or TC for the round before), so
+        // once they are applied it is never ahead. One that is ahead is
+        // of a round no certificate reached, and storing it would let a
+        // replica fill memory with blocks for every round it leads.
+        if block.round > self.round() && !bug(Bug::StoreFutureProposals) {
+            self.reject(Rejection::Ahead);
+            return;
+        }
         // A block with duplicate entries is invalid.
         let distinct: DigestSet<&Hash> = leaves.iter().collect();
         if distinct.len() != leaves.len() {
@@ -276,11 +285,7 @@ impl<R: CryptoRng> Replica<R> {
         // One stored block per (round, author): an equivocating leader
         // gets its first block stored; the other arrives by id via sync if
         // it is the one certified.
-        if self
-            .blocks
-            .values()
-            .any(|b| b.block.round == block.round && b.block.author == block.author)
-        {
+        if self.blocks.slot_taken(block.round, block.author) {
             self.reject(Rejection::Equivocation);
         } else {
             self.store_block(id, block, parent_height, leaves);
@@ -294,8 +299,8 @@ impl<R: CryptoRng> Replica<R> {
         let mut early: Vec<QuorumCert> = self
             .certified
             .values()
-            .filter(|qc| qc.block_id == id)
-            .cloned()
+            .filter(|c| c.qc.block_id == id)
+            .map(|c| c.qc.clone())
             .collect();
         early.sort_by_key(|qc| qc.round);
         for qc in early {
@@ -416,12 +421,25 @@ impl<R: CryptoRng> Replica<R> {
             self.reject(Rejection::Stale);
             return;
         }
-        if vote.round > self.round() + 1024 {
-            // Far ahead of us: not storable without bound.
-            self.reject(Rejection::Stale);
+        if vote.round > self.round() + MAX_ROUNDS_AHEAD
+            || (vote.round > self.round()
+                && self.vote_rounds_ahead_kept(from) >= MAX_ROUNDS_AHEAD_PER_PEER)
+        {
+            // Far ahead of us, or more rounds ahead than an honest peer
+            // gets before this replica catches up: not kept.
+            self.reject(Rejection::Ahead);
             return;
         }
         self.add_vote(vote);
+    }
+
+    /// Rounds after the current one for which `voter`'s vote is kept.
+    pub(super) fn vote_rounds_ahead_kept(&self, voter: ReplicaId) -> usize {
+        let round = self.round();
+        self.voted_for
+            .keys()
+            .filter(|(r, v)| *v == voter && *r > round)
+            .count()
     }
 
     pub(super) fn add_vote(&mut self, vote: Vote) {
@@ -481,21 +499,22 @@ impl<R: CryptoRng> Replica<R> {
             parent_round: vote.parent_round,
             signatures: BoundedVec::new(signatures).expect("≤ n"),
         };
-        self.certified.insert(key, qc.clone());
+        let verified = set.votes.clone();
+        self.certified.insert(
+            key,
+            Certified {
+                qc: qc.clone(),
+                verified,
+            },
+        );
         self.metrics.qcs_formed += 1;
         let me = self.id;
         self.process_qc(&qc, me);
     }
 
-    pub(super) fn vote_items(&self, qc: &QuorumCert) -> Vec<(ReplicaId, Vec<u8>, Signature64)> {
-        let msg = crypto::vote_message(qc.epoch, qc.round, &qc.block_id, qc.parent_round);
-        qc.signatures
-            .iter()
-            .map(|s| (s.replica, msg.clone(), s.signature))
-            .collect()
-    }
-
-    /// Whether `qc` is a valid certificate (cached by what it certifies).
+    /// Whether `qc` is a valid certificate. Each of its signatures is
+    /// verified once: those already verified for the same fact are not
+    /// checked again.
     pub(super) fn check_qc(&mut self, qc: &QuorumCert) -> bool {
         if qc.epoch != self.cfg.epoch {
             return false;
@@ -508,10 +527,6 @@ impl<R: CryptoRng> Replica<R> {
             self.reject(Rejection::InvalidCertificate);
             return false;
         }
-        let fact = (qc.round, qc.block_id, qc.parent_round);
-        if self.certified.contains_key(&fact) {
-            return true;
-        }
         let signers: HashSet<ReplicaId> = qc.signatures.iter().map(|s| s.replica).collect();
         if signers.len() != qc.signatures.len()
             || signers.len() < self.cfg.quorum()
@@ -520,12 +535,33 @@ impl<R: CryptoRng> Replica<R> {
             self.reject(Rejection::InvalidCertificate);
             return false;
         }
-        let items = self.vote_items(qc);
-        if !self.committee.verify_many(&items, &mut self.rng).is_empty() {
+        let fact = (qc.round, qc.block_id, qc.parent_round);
+        let known = self.certified.get(&fact).map(|c| &c.verified);
+        let msg = crypto::vote_message(qc.epoch, qc.round, &qc.block_id, qc.parent_round);
+        let unverified: Vec<(ReplicaId, Vec<u8>, Signature64)> = qc
+            .signatures
+            .iter()
+            .filter(|s| known.is_none_or(|k| k.get(&s.replica) != Some(&s.signature)))
+            .map(|s| (s.replica, msg.clone(), s.signature))
+            .collect();
+        if unverified.is_empty() {
+            return true;
+        }
+        if !self
+            .committee
+            .verify_many(&unverified, &mut self.rng)
+            .is_empty()
+        {
             self.reject(Rejection::InvalidCertificate);
             return false;
         }
-        self.certified.insert(fact, qc.clone());
+        let certified = self.certified.entry(fact).or_insert_with(|| Certified {
+            qc: qc.clone(),
+            verified: BTreeMap::new(),
+        });
+        certified
+            .verified
+            .extend(unverified.into_iter().map(|(r, _, s)| (r, s)));
         true
     }
 }

@@ -3,7 +3,9 @@
 //! replica's real key, so they get past signature checks and exercise the
 //! protocol's rules.
 
+use bftlog_spec::checkpoint::Checkpoint;
 use bftlog_spec::merkle::Hash;
+use bftlog_spec::note::{KeyType, SignerKey};
 use bftlog_spec::wire::{
     BoundedVec, ConsensusMessage, Entry, ReplicaId, Signature64, TimeoutCert, TimeoutSignature,
     Vote,
@@ -51,10 +53,24 @@ pub enum Behaviour {
     /// block reject it at once; lagging ones cannot tell it from the
     /// leader's proposal until the block arrives, and must keep both.
     ProposeOutOfTurn,
+    /// With each vote, proposes blocks carrying entries on its highest QC
+    /// for the next rounds it leads round robin, far ahead of any
+    /// certificate: receivers must not keep them.
+    FarFutureFlood,
+    /// With each vote, signs checkpoints for sizes no one else signs:
+    /// receivers' signature tables may keep only a bounded number of its
+    /// rows, never at the honest replicas' expense.
+    SignatureFlood,
+    /// With each vote, asks every replica for sync from height 1, as
+    /// many blocks as allowed: answers are rate-limited per peer.
+    SyncFlood,
+    /// Claims in its certificates a committed height far beyond anyone's,
+    /// so the others ask it for sync and get nothing of use.
+    LieCommittedHeight,
 }
 
 /// Every behaviour.
-pub const ALL_BEHAVIOURS: [Behaviour; 10] = [
+pub const ALL_BEHAVIOURS: [Behaviour; 14] = [
     Behaviour::Silent,
     Behaviour::WithholdVotes,
     Behaviour::WithholdProposals,
@@ -65,6 +81,10 @@ pub const ALL_BEHAVIOURS: [Behaviour; 10] = [
     Behaviour::ForgeCertificates,
     Behaviour::Twins,
     Behaviour::ProposeOutOfTurn,
+    Behaviour::FarFutureFlood,
+    Behaviour::SignatureFlood,
+    Behaviour::SyncFlood,
+    Behaviour::LieCommittedHeight,
 ];
 
 impl Behaviour {
@@ -96,6 +116,14 @@ fn to_each(ids: &[ReplicaId], message: &ConsensusMessage) -> Vec<Outgoing> {
         .collect()
 }
 
+/// The highest QC of a (running) process.
+fn high_qc(sim: &Sim, node: usize) -> Option<bftlog_spec::wire::QuorumCert> {
+    sim.nodes[node]
+        .replica
+        .as_ref()
+        .map(|r| r.safety().high_qc.clone())
+}
+
 pub(super) fn tamper(
     sim: &mut Sim,
     node: usize,
@@ -113,11 +141,7 @@ pub(super) fn tamper(
             let ConsensusMessage::Vote { .. } = out.message else {
                 return vec![out];
             };
-            let Some(high_qc) = sim.nodes[node]
-                .replica
-                .as_ref()
-                .map(|r| r.safety().high_qc.clone())
-            else {
+            let Some(high_qc) = high_qc(sim, node) else {
                 return vec![out];
             };
             let block = bftlog_spec::wire::Block {
@@ -138,6 +162,117 @@ pub(super) fn tamper(
             let (a, _) = split(n, id);
             let mut outs = to_each(&a, &proposal);
             outs.push(out);
+            outs
+        }
+        Behaviour::FarFutureFlood => {
+            let ConsensusMessage::Vote { vote } = &out.message else {
+                return vec![out];
+            };
+            let Some(high_qc) = high_qc(sim, node) else {
+                return vec![out];
+            };
+            let mut outs = vec![out.clone()];
+            // The next rounds it leads round robin, from two rounds past
+            // its vote on: no certificate has reached them.
+            let first = vote.round + 2;
+            for round in (first..first + 64 * n as u64)
+                .filter(|r| r % n as u64 == id as u64)
+                .take(8)
+            {
+                let entries: Vec<Entry> = (0..4)
+                    .map(|k| {
+                        Entry::new(format!("far future {round} {k} {:0>1000}", 0).into_bytes())
+                            .expect("small")
+                    })
+                    .collect();
+                let block = bftlog_spec::wire::Block {
+                    epoch,
+                    round,
+                    author: id,
+                    parent_id: high_qc.block_id,
+                    justify: high_qc.clone(),
+                    entries: BoundedVec::new(entries).expect("four"),
+                };
+                let signature =
+                    signer.sign(&crypto::proposal_message(epoch, &crypto::block_id(&block)));
+                outs.push(Outgoing {
+                    to: Target::All,
+                    message: ConsensusMessage::Proposal {
+                        block,
+                        timeout_cert: None,
+                        signature,
+                    },
+                });
+            }
+            outs
+        }
+        Behaviour::SignatureFlood => {
+            let ConsensusMessage::Vote { vote } = &out.message else {
+                return vec![out];
+            };
+            let note_key = SignerKey::new(
+                &sim.cfg.origin,
+                KeyType::Ed25519,
+                sim.keys[id as usize].clone(),
+            )
+            .expect("the simulation's origin is a valid key name");
+            let mut outs = vec![out.clone()];
+            for k in 0..16u64 {
+                let size = 1_000_000 + vote.round * 16 + k;
+                let root = Hash(sim.rng.random());
+                let text = Checkpoint::new(&sim.cfg.origin, size, root).format();
+                let signed = note_key.sign_text(&text).expect("a checkpoint is a note");
+                outs.push(Outgoing {
+                    to: Target::All,
+                    message: ConsensusMessage::CheckpointSignature {
+                        size,
+                        root,
+                        replica: id,
+                        note_signature: Signature64(signed.signature.try_into().expect("Ed25519")),
+                    },
+                });
+            }
+            outs
+        }
+        Behaviour::SyncFlood => {
+            let ConsensusMessage::Vote { .. } = &out.message else {
+                return vec![out];
+            };
+            let mut outs = vec![out];
+            for _ in 0..4 {
+                outs.push(Outgoing {
+                    to: Target::All,
+                    message: ConsensusMessage::SyncRequest {
+                        from_height: 1,
+                        max_blocks: bftlog_spec::wire::MAX_SYNC_BLOCKS as u16,
+                    },
+                });
+            }
+            outs
+        }
+        Behaviour::LieCommittedHeight => {
+            let mut outs = vec![out];
+            // With each vote, also a status, so the lie arrives often.
+            if let (ConsensusMessage::Vote { .. }, Some(r)) =
+                (&outs[0].message, sim.nodes[node].replica.as_ref())
+            {
+                outs.push(Outgoing {
+                    to: Target::All,
+                    message: ConsensusMessage::Certificates {
+                        high_qc: r.safety().high_qc.clone(),
+                        high_tc: r.safety().high_tc.clone(),
+                        committed_height: r.committed_height(),
+                    },
+                });
+            }
+            for out in &mut outs {
+                if let ConsensusMessage::Certificates {
+                    committed_height, ..
+                } = &mut out.message
+                {
+                    *committed_height += 1_000_000;
+                }
+            }
             outs
         }
         Behaviour::WithholdVotes => match out.message {

@@ -40,6 +40,9 @@ pub enum Violation {
     /// After the heal, entries submitted to honest replicas did not all
     /// commit in time.
     NotLive { missing: usize, committed: u64 },
+    /// An honest replica held more than a stated bound allows (see
+    /// [`crate::Footprint::check`]), or served sync beyond its rate.
+    OverBound { replica: ReplicaId, what: String },
     /// After the heal, an honest replica did not catch up.
     Lagging {
         replica: ReplicaId,
@@ -207,6 +210,10 @@ impl Checker {
     }
 
     /// Invariant 3, checkpoints: never two roots for one size.
+    pub fn over_bound(&mut self, replica: ReplicaId, what: String) {
+        self.fail(Violation::OverBound { replica, what });
+    }
+
     pub fn signed(&mut self, replica: ReplicaId, size: u64, root: Hash) {
         match self.signed.insert((replica, size), root) {
             Some(previous) if previous != root => self.fail(Violation::TwoRoots { replica, size }),

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
 
 use bftlog_spec::merkle::{self, CompactRange};
-use bftlog_spec::wire::{Block, ConsensusMessage, ReplicaId};
+use bftlog_spec::wire::{self, Block, ConsensusMessage, ReplicaId};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -207,6 +207,10 @@ struct Process {
     byzantine: Option<Behaviour>,
     /// For twins: which partition side this copy talks to.
     side: Option<u8>,
+    /// When this incarnation started, and the sync answer bytes it sent
+    /// each peer since (checked against the per-peer rate).
+    started_at: Duration,
+    sync_served: BTreeMap<ReplicaId, u64>,
 }
 
 pub struct Sim {
@@ -247,6 +251,10 @@ impl Sim {
         cfg.max_block_entries = 16;
         cfg.sync_batch_blocks = 8;
         cfg.sync_timeout_ms = 1000;
+        // Simulated blocks are small: a low sync rate makes the limit
+        // bite (under `SyncFlood`, and in honest catch-up).
+        cfg.sync_serve_bytes_per_s = 64 << 10;
+        cfg.sync_serve_burst_bytes = 16 << 10;
         let byz_map: BTreeMap<ReplicaId, Behaviour> = scenario.byzantine.iter().cloned().collect();
         let mut nodes = Vec::new();
         for id in 0..scenario.n as ReplicaId {
@@ -270,6 +278,8 @@ impl Sim {
                     last_write_done: Duration::ZERO,
                     byzantine: behaviour,
                     side: (copies == 2).then_some(side as u8),
+                    started_at: Duration::ZERO,
+                    sync_served: BTreeMap::new(),
                 });
             }
         }
@@ -401,6 +411,8 @@ impl Sim {
         }
         self.nodes[i].replica = Some(replica);
         self.nodes[i].timer_at = None;
+        self.nodes[i].started_at = self.now;
+        self.nodes[i].sync_served.clear();
         self.drain(i);
     }
 
@@ -645,6 +657,7 @@ impl Sim {
                 }
             }
             if honest {
+                self.check_sync_rate(i, &out);
                 self.checker.sent(id, &out.message);
                 if matches!(out.message, ConsensusMessage::EntryRequest { .. }) {
                     self.entry_requests += 1;
@@ -653,6 +666,11 @@ impl Sim {
             self.route(i, out);
         }
         let r = self.nodes[i].replica.as_ref().expect("alive");
+        if honest {
+            if let Err(what) = r.footprint().check(&self.cfg) {
+                self.checker.over_bound(id, what);
+            }
+        }
         if let Some(t) = r.poll_timeout() {
             let t = t.max(now);
             if self.nodes[i].timer_at != Some(t) {
@@ -667,6 +685,29 @@ impl Sim {
             }
         } else {
             self.nodes[i].timer_at = None;
+        }
+    }
+
+    /// An honest replica's sync answers to one peer stay within the
+    /// per-peer rate: its burst, the rate since it started, and the one
+    /// answer that may take the bucket below zero.
+    fn check_sync_rate(&mut self, i: usize, out: &Outgoing) {
+        let (Target::One(peer), ConsensusMessage::SyncResponse { blocks, .. }) =
+            (out.to, &out.message)
+        else {
+            return;
+        };
+        let bytes: u64 = blocks.iter().map(|b| wire::encoded_len(b) as u64).sum();
+        let node = &mut self.nodes[i];
+        let served = node.sync_served.entry(peer).or_default();
+        *served += bytes;
+        let elapsed = self.now.saturating_sub(node.started_at).as_secs_f64();
+        let allowed = self.cfg.sync_serve_burst_bytes as f64
+            + self.cfg.sync_serve_bytes_per_s as f64 * elapsed
+            + bytes as f64;
+        if *served as f64 > allowed {
+            let what = format!("served {served} sync bytes to {peer} in {elapsed:.3} s");
+            self.checker.over_bound(node.replica_id, what);
         }
     }
 

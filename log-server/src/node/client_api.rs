@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bftlog_spec::wire::{
     self, BoundedBytes, BoundedVec, ClientRequest, ClientResponse, ErrorCode, LeafRef,
@@ -25,13 +26,31 @@ use crate::storage::{Store, StoreError};
 /// Entry bytes per `Entries` response, well under the frame limit.
 const MAX_ENTRIES_RESPONSE_BYTES: usize = 8 << 20;
 
+/// Application error code of a client stream the replica resets: a
+/// unidirectional stream (clients send none), or a request past its
+/// deadline.
+const STREAM_REFUSED: u32 = 1;
+
 pub(crate) async fn serve_client(shared: Arc<Shared>, connection: quinn::Connection) {
+    // Requests come on bidirectional streams only. The handshake granted
+    // a few unidirectional ones (the transport settings are shared with
+    // peers, who use them); any a client opens is stopped at once, so its
+    // bytes never hold the connection's receive window, and no more are
+    // granted.
+    connection.set_max_concurrent_uni_streams(0u32.into());
+    let uni = connection.clone();
+    let refuse_uni = tokio::spawn(async move {
+        while let Ok(mut recv) = uni.accept_uni().await {
+            let _ = recv.stop(STREAM_REFUSED.into());
+        }
+    });
     while let Ok((send, recv)) = connection.accept_bi().await {
         let shared = shared.clone();
         tokio::spawn(async move {
             handle_stream(shared, send, recv).await;
         });
     }
+    refuse_uni.abort();
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ClientResponse {
@@ -43,6 +62,99 @@ fn error(code: ErrorCode, message: impl Into<String>) -> ClientResponse {
     }
 }
 
+/// A request read whole, with its bytes' share of the in-flight byte
+/// budget (held until its answer is ready), or the answer to a request
+/// that could not be read.
+enum Read {
+    Request(Vec<u8>, SemaphorePermit),
+    Answer(ClientResponse),
+    /// The stream failed: nothing to answer.
+    Failed,
+}
+
+type SemaphorePermit = tokio::sync::OwnedSemaphorePermit;
+
+/// Reads one request frame. Its bytes are reserved from the replica's
+/// in-flight request budget as they arrive (and its buffer grows with
+/// them), so a client that declares a large frame and sends little holds
+/// only what it sent, and only until the read deadline; when the budget
+/// is spent the request is answered `Overloaded`.
+async fn read_request(shared: &Shared, recv: &mut quinn::RecvStream) -> Read {
+    let limit = shared.cfg.limits.max_frame_bytes;
+    let len = match net::read_frame_len(recv, limit).await {
+        Ok(Some(len)) => len,
+        Ok(None) | Err(FrameReadError::Truncated) => {
+            return Read::Answer(error(
+                ErrorCode::Malformed,
+                "the stream ended before a whole request frame",
+            ));
+        }
+        Err(FrameReadError::TooLarge(len, max)) => {
+            return Read::Answer(error(
+                ErrorCode::TooLarge,
+                format!("request frame of {len} bytes exceeds the limit of {max}"),
+            ));
+        }
+        Err(e) => {
+            debug!(error = %e, "client stream failed");
+            return Read::Failed;
+        }
+    };
+    let over_budget = || {
+        shared
+            .metrics
+            .requests_over_byte_budget
+            .fetch_add(1, Ordering::Relaxed);
+        Read::Answer(error(
+            ErrorCode::Overloaded {
+                retry_after_ms: 1000,
+            },
+            "too many request bytes in flight at this replica",
+        ))
+    };
+    // The frame header's worth, so that even an empty body holds a permit.
+    let Ok(mut permit) = shared
+        .request_bytes
+        .clone()
+        .try_acquire_many_owned(wire::FRAME_HEADER_BYTES as u32)
+    else {
+        return over_budget();
+    };
+    let mut body = Vec::with_capacity(len.min(net::FRAME_READ_CHUNK_BYTES));
+    while body.len() < len {
+        let want = (len - body.len()).min(net::FRAME_READ_CHUNK_BYTES);
+        let chunk = match recv.read_chunk(want, true).await {
+            Ok(Some(chunk)) => chunk.bytes,
+            Ok(None) => {
+                return Read::Answer(error(
+                    ErrorCode::Malformed,
+                    "the stream ended before a whole request frame",
+                ));
+            }
+            Err(e) => {
+                debug!(error = %e, "client stream failed");
+                return Read::Failed;
+            }
+        };
+        // A chunk is at most 64 KiB: far below u32::MAX permits.
+        match shared
+            .request_bytes
+            .clone()
+            .try_acquire_many_owned(chunk.len() as u32)
+        {
+            Ok(more) => permit.merge(more),
+            Err(_) => return over_budget(),
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Read::Request(body, permit)
+}
+
+/// Serves one request stream within its deadlines: the whole request
+/// frame within `request_read_timeout_ms`, the whole response taken by
+/// the client within `response_write_timeout_ms` (an append's wait for
+/// its commit is bounded by `append_timeout_ms` in between). Past a
+/// deadline the stream is reset and counted.
 async fn handle_stream(
     shared: Arc<Shared>,
     mut send: quinn::SendStream,
@@ -52,37 +164,56 @@ async fn handle_stream(
         .metrics
         .client_requests
         .fetch_add(1, Ordering::Relaxed);
-    let limit = shared.cfg.limits.max_frame_bytes;
-    let response = match net::read_frame(&mut recv, limit).await {
-        Ok(Some(frame)) => match wire::decode::<ClientRequest>(&frame) {
-            Ok(request) => handle_request(&shared, request).await,
-            Err(e) => error(ErrorCode::Malformed, format!("request: {e}")),
-        },
-        Ok(None) | Err(FrameReadError::Truncated) => error(
-            ErrorCode::Malformed,
-            "the stream ended before a whole request frame",
-        ),
-        Err(FrameReadError::TooLarge(len, max)) => {
-            let _ = recv.stop(0u32.into());
-            error(
-                ErrorCode::TooLarge,
-                format!("request frame of {len} bytes exceeds the limit of {max}"),
-            )
-        }
-        Err(e) => {
-            debug!(error = %e, "client stream failed");
+    let limits = &shared.cfg.limits;
+    let read_deadline = Duration::from_millis(limits.request_read_timeout_ms);
+    let write_deadline = Duration::from_millis(limits.response_write_timeout_ms);
+    let read = match tokio::time::timeout(read_deadline, read_request(&shared, &mut recv)).await {
+        Ok(read) => read,
+        Err(_) => {
+            shared
+                .metrics
+                .client_requests_timed_out
+                .fetch_add(1, Ordering::Relaxed);
+            let _ = recv.stop(STREAM_REFUSED.into());
+            let _ = send.reset(STREAM_REFUSED.into());
             return;
         }
+    };
+    // Nothing more is read from this stream.
+    let _ = recv.stop(0u32.into());
+    let response = match read {
+        Read::Request(frame, permit) => {
+            let response = match wire::decode::<ClientRequest>(&frame) {
+                Ok(request) => {
+                    drop(frame);
+                    handle_request(&shared, request).await
+                }
+                Err(e) => error(ErrorCode::Malformed, format!("request: {e}")),
+            };
+            drop(permit);
+            response
+        }
+        Read::Answer(response) => response,
+        Read::Failed => return,
     };
     if matches!(response, ClientResponse::Error { .. }) {
         shared.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
     }
-    let _ = recv.stop(0u32.into());
     let bytes = wire::encode_frame(&response);
-    if send.write_all(&bytes).await.is_ok() {
+    drop(response);
+    let write = async {
+        send.write_all(&bytes).await?;
         let _ = send.finish();
         // Let the response drain before the stream is dropped.
         let _ = send.stopped().await;
+        Ok::<(), quinn::WriteError>(())
+    };
+    if tokio::time::timeout(write_deadline, write).await.is_err() {
+        shared
+            .metrics
+            .client_requests_timed_out
+            .fetch_add(1, Ordering::Relaxed);
+        let _ = send.reset(STREAM_REFUSED.into());
     }
 }
 
@@ -202,23 +333,11 @@ async fn handle_request(shared: &Arc<Shared>, request: ClientRequest) -> ClientR
                     );
                 }
                 let count = (count as u64).min(MAX_GET_ENTRIES as u64);
-                match store.entries(start, count) {
-                    Ok(mut entries) => {
-                        let mut bytes = 0;
-                        let keep = entries
-                            .iter()
-                            .take_while(|e| {
-                                bytes += e.len();
-                                bytes <= MAX_ENTRIES_RESPONSE_BYTES
-                            })
-                            .count()
-                            .max(1);
-                        entries.truncate(keep);
-                        ClientResponse::Entries {
-                            start,
-                            entries: BoundedVec::new(entries).expect("≤ MAX_GET_ENTRIES"),
-                        }
-                    }
+                match store.entries_within(start, count, MAX_ENTRIES_RESPONSE_BYTES) {
+                    Ok(entries) => ClientResponse::Entries {
+                        start,
+                        entries: BoundedVec::new(entries).expect("≤ MAX_GET_ENTRIES"),
+                    },
                     Err(e) => read_error(e),
                 }
             })
@@ -248,8 +367,9 @@ async fn append(shared: &Arc<Shared>, entries: Vec<wire::Entry>) -> ClientRespon
         return error(ErrorCode::Malformed, "an append needs at least one entry");
     }
     let (reply, outcome) = oneshot::channel();
+    let bytes = entries.iter().map(|e| e.len() + 8).sum();
     let input = CoreInput::Append { entries, reply };
-    if shared.core_tx.try_send(input).is_err() {
+    if shared.inbox.push_client(input, bytes).is_err() {
         shared
             .metrics
             .appends_overloaded
@@ -258,7 +378,7 @@ async fn append(shared: &Arc<Shared>, entries: Vec<wire::Entry>) -> ClientRespon
             ErrorCode::Overloaded {
                 retry_after_ms: 200,
             },
-            "the replica's input queue is full",
+            "the replica's queue for appends is full",
         );
     }
     match outcome.await {

@@ -6,18 +6,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bftlog_consensus::digest_hash::DigestMap;
-use bftlog_consensus::{
-    CheckpointEvent, Event, Rejection, Replica, SubmitResult, SyncBudget, Target,
-};
+use bftlog_consensus::{CheckpointEvent, Event, Rejection, Replica, SubmitResult, Target};
 use bftlog_spec::checkpoint::Checkpoint;
 use bftlog_spec::merkle::{self, Hash};
 use bftlog_spec::note::{Note, NoteSignature};
-use bftlog_spec::wire::{self, BoundedVec, ConsensusMessage, Entry, ErrorCode, ReplicaId};
-use tokio::sync::{mpsc as tmpsc, oneshot};
+use bftlog_spec::wire::{self, ConsensusMessage, Entry, ErrorCode, ReplicaId};
+use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
 use super::shared::{AppendOutcome, CoreInput, CoreStatus, ServedCheckpoint, Shared};
@@ -50,9 +47,7 @@ pub(super) fn spawn(
     replica: Replica<SystemRng>,
     writer: StoreWriter,
     started: Instant,
-    peers: Vec<Option<tmpsc::Sender<Arc<Vec<u8>>>>>,
     witness_tx: Option<tokio::sync::watch::Sender<witnessing::Latest>>,
-    inputs: mpsc::Receiver<CoreInput>,
 ) -> std::thread::JoinHandle<Result<(), StoreError>> {
     std::thread::Builder::new()
         .name(format!("bftlog-core-{}", shared.cfg.id))
@@ -63,7 +58,6 @@ pub(super) fn spawn(
                 replica,
                 writer,
                 started,
-                peers,
                 waiters: Waiters::default(),
                 pending_quorum: BTreeMap::new(),
                 latest_checkpoint: None,
@@ -71,7 +65,7 @@ pub(super) fn spawn(
                 rejection_logged: HashMap::new(),
                 witness_tx,
             };
-            let result = core.run(inputs);
+            let result = core.run();
             if let Err(e) = &result {
                 error!(replica = shared.cfg.id, error = %e, "storage failed; the replica stops");
             }
@@ -106,7 +100,6 @@ struct CoreLoop {
     replica: Replica<SystemRng>,
     writer: StoreWriter,
     started: Instant,
-    peers: Vec<Option<tmpsc::Sender<Arc<Vec<u8>>>>>,
     waiters: Waiters,
     /// Quorum checkpoints beyond the stored tree, stored once it reaches them.
     pending_quorum: BTreeMap<u64, Note>,
@@ -125,7 +118,7 @@ impl CoreLoop {
         self.started.elapsed()
     }
 
-    fn run(&mut self, rx: mpsc::Receiver<CoreInput>) -> Result<(), StoreError> {
+    fn run(&mut self) -> Result<(), StoreError> {
         let served = |c: Option<(u64, String)>| {
             c.map(|(size, note)| ServedCheckpoint {
                 size,
@@ -143,23 +136,22 @@ impl CoreLoop {
                 .poll_timeout()
                 .map_or(Duration::from_secs(1), |t| t.saturating_sub(now))
                 .min(Duration::from_secs(1));
-            match rx.recv_timeout(wait) {
-                Ok(CoreInput::Shutdown) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return self.writer.sync();
-                }
-                Ok(input) => {
+            let shared = self.shared.clone();
+            match shared.inbox.recv_timeout(wait) {
+                Some(CoreInput::Shutdown) => return self.writer.sync(),
+                Some(input) => {
                     self.handle(input)?;
                     // Take what else is queued before draining: it batches
                     // votes and appends into one durable write.
                     for _ in 0..1024 {
-                        match rx.try_recv() {
-                            Ok(CoreInput::Shutdown) => return self.writer.sync(),
-                            Ok(input) => self.handle(input)?,
-                            Err(_) => break,
+                        match shared.inbox.try_recv() {
+                            Some(CoreInput::Shutdown) => return self.writer.sync(),
+                            Some(input) => self.handle(input)?,
+                            None => break,
                         }
                     }
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                None => {}
             }
             let step = Instant::now();
             let now = self.now();
@@ -188,57 +180,12 @@ impl CoreLoop {
         let now = self.now();
         match input {
             CoreInput::Peer { from, message } => {
-                if let ConsensusMessage::SyncRequest {
-                    from_height,
-                    max_blocks,
-                } = &*message
-                {
-                    if *from_height < self.replica.oldest_retained_height() {
-                        self.serve_sync_from_storage(from, *from_height, *max_blocks)?;
-                        return Ok(());
-                    }
-                }
                 self.replica.handle_message(now, from, *message);
             }
             CoreInput::Append { entries, reply } => self.append(now, entries, reply)?,
             CoreInput::Cosigned { size, signatures } => self.cosigned(size, signatures)?,
             CoreInput::Shutdown => {}
         }
-        Ok(())
-    }
-
-    /// Sync for heights the core no longer holds in memory: blocks from
-    /// redb, plus the QC that certifies the last one (the next block's
-    /// justify), so the requester can verify and apply them.
-    fn serve_sync_from_storage(
-        &mut self,
-        to: ReplicaId,
-        from_height: u64,
-        max_blocks: u16,
-    ) -> Result<(), StoreError> {
-        let max = (max_blocks as u64).clamp(1, wire::MAX_SYNC_BLOCKS as u64);
-        let mut blocks = self.writer.committed_blocks(from_height.max(1), max + 1)?;
-        if blocks.len() < 2 {
-            return Ok(());
-        }
-        // Keep the response under the frame limit, by the same budget as
-        // the core's answers from memory.
-        let mut budget = SyncBudget::new();
-        let keep = blocks[..blocks.len() - 1]
-            .iter()
-            .take_while(|b| budget.admit(b))
-            .count();
-        let commit_qc = Some(blocks[keep].justify.clone());
-        blocks.truncate(keep);
-        self.shared
-            .metrics
-            .sync_served_from_storage
-            .fetch_add(1, Ordering::Relaxed);
-        let message = ConsensusMessage::SyncResponse {
-            blocks: BoundedVec::new(blocks).expect("≤ MAX_SYNC_BLOCKS"),
-            commit_qc,
-        };
-        self.send(Target::One(to), &message);
         Ok(())
     }
 
@@ -620,6 +567,9 @@ impl CoreLoop {
             latest_witnessed_size: self.latest_witnessed.as_ref().map_or(0, |c| c.size),
         };
         *self.shared.status.lock().expect("status lock") = status;
+        self.shared
+            .oldest_retained_height
+            .store(self.replica.oldest_retained_height(), Ordering::Relaxed);
     }
 
     fn after_commit(&mut self, batch: &WriteBatch) {
@@ -755,9 +705,10 @@ impl CoreLoop {
                 return;
             }
         };
+        let outboxes = &self.shared.outboxes;
         let mut push = |peer: usize| {
-            if let Some(Some(tx)) = self.peers.get(peer) {
-                if tx.try_send(frame.clone()).is_err() {
+            if let Some(Some(outbox)) = outboxes.get(peer) {
+                if outbox.try_send(frame.clone()).is_err() {
                     self.shared
                         .metrics
                         .peer_frames_dropped
@@ -766,7 +717,7 @@ impl CoreLoop {
             }
         };
         match to {
-            Target::All => (0..self.peers.len()).for_each(&mut push),
+            Target::All => (0..outboxes.len()).for_each(&mut push),
             Target::One(peer) => push(peer as usize),
         }
     }

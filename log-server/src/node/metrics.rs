@@ -8,6 +8,8 @@
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use bftlog_witness::http_guard::{ConnectionCaps, WriteTimeout};
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -38,7 +40,7 @@ pub(crate) fn render(shared: &Shared) -> String {
     let d = &shared.metrics;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::with_capacity(4096);
-    let counters: [(&str, &str, u64); 28] = [
+    let counters: [(&str, &str, u64); 35] = [
         (
             "blocks_committed_total",
             "blocks committed",
@@ -167,8 +169,43 @@ pub(crate) fn render(shared: &Shared) -> String {
         ),
         (
             "appends_overloaded_total",
-            "appends refused because the core queue was full",
+            "appends answered Overloaded (inbox lane, mempool or waiting entries full)",
             load(&d.appends_overloaded),
+        ),
+        (
+            "peer_inputs_dropped_total",
+            "peer messages dropped because that peer's lane of the core loop's inbox was full",
+            load(&d.peer_inputs_dropped),
+        ),
+        (
+            "connections_refused_total",
+            "client connection attempts refused (over the total or per-address cap)",
+            load(&d.connections_refused),
+        ),
+        (
+            "connections_retried_total",
+            "client connection attempts asked to prove their address (QUIC Retry)",
+            load(&d.connections_retried),
+        ),
+        (
+            "client_requests_timed_out_total",
+            "client requests reset for missing their read or write deadline",
+            load(&d.client_requests_timed_out),
+        ),
+        (
+            "requests_over_byte_budget_total",
+            "client requests answered Overloaded for the in-flight request byte budget",
+            load(&d.requests_over_byte_budget),
+        ),
+        (
+            "sync_storage_errors_total",
+            "sync requests from storage whose read failed (left unanswered)",
+            load(&d.sync_storage_errors),
+        ),
+        (
+            "sync_rate_limited_total",
+            "sync requests from storage dropped over the per-peer rate",
+            load(&d.sync_rate_limited),
         ),
         (
             "witness_cosignatures_total",
@@ -210,6 +247,8 @@ pub(crate) fn render(shared: &Shared) -> String {
         ("invalid_certificate", c.invalid_certificates),
         ("equivocation", c.equivocations),
         ("stale", c.stale_messages),
+        ("ahead", c.ahead_messages),
+        ("rate_limited", c.rate_limited_messages),
         ("unknown_peer", load(&d.peers_rejected)),
         ("forward_dropped", c.forwarded_dropped),
     ] {
@@ -218,7 +257,8 @@ pub(crate) fn render(shared: &Shared) -> String {
             "bftlog_rejected_messages_total{{reason=\"{reason}\"}} {value}"
         );
     }
-    let gauges: [(&str, &str, u64); 9] = [
+    let (inbox_peer_bytes, inbox_client_bytes) = shared.inbox.queued_bytes();
+    let gauges: [(&str, &str, u64); 12] = [
         ("round", "current consensus round", status.round),
         (
             "leader",
@@ -260,6 +300,21 @@ pub(crate) fn render(shared: &Shared) -> String {
             "size of the latest checkpoint meeting the witness quorum",
             status.latest_witnessed_size,
         ),
+        (
+            "client_connections",
+            "client connections open or in their handshake",
+            shared.connections.open() as u64,
+        ),
+        (
+            "inbox_peer_bytes",
+            "bytes of peers' messages queued for the core loop",
+            inbox_peer_bytes as u64,
+        ),
+        (
+            "inbox_client_bytes",
+            "bytes of clients' appends queued for the core loop",
+            inbox_client_bytes as u64,
+        ),
     ];
     for (name, help, value) in gauges {
         metric(&mut out, name, "gauge", help, value);
@@ -267,13 +322,34 @@ pub(crate) fn render(shared: &Shared) -> String {
     out
 }
 
+/// Connections to the metrics endpoint served at once; more wait in the
+/// kernel's backlog.
+pub const METRICS_CONNECTIONS: usize = 64;
+/// Connections one address may hold to the metrics endpoint.
+pub const METRICS_CONNECTIONS_PER_IP: usize = 8;
+/// Time to send a request head, and to take a response.
+pub const METRICS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves `GET /metrics` on `listener` until the task is aborted.
+///
+/// Bounded like the witness server: at most [`METRICS_CONNECTIONS`] at
+/// once and [`METRICS_CONNECTIONS_PER_IP`] per address, a request head
+/// within [`METRICS_TIMEOUT`], a response taken within it too.
 pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
+    let caps = ConnectionCaps::new(METRICS_CONNECTIONS_PER_IP);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Ok((stream, remote)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
+        let Some(guard) = caps.try_take(remote.ip()) else {
+            continue;
+        };
+        let stream = WriteTimeout::new(stream, METRICS_TIMEOUT);
         let shared = shared.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -293,8 +369,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
                 }
             });
             let _ = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(METRICS_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            drop((permit, guard));
         });
     }
 }

@@ -32,25 +32,31 @@
 //! The network runs on tokio: one task per peer connection direction and
 //! one per client request. Reads (proofs, entries, checkpoints) go straight
 //! to redb from the request tasks; they never wait for the core loop.
-//! Queues are bounded everywhere: a full peer queue drops the message
-//! (consensus tolerates loss), a full core queue answers `Overloaded`.
+//! Queues are bounded in bytes everywhere (`queues`): a full peer queue
+//! drops the message (consensus tolerates loss), a full lane of the core
+//! loop's inbox drops a peer's message or answers a client `Overloaded`.
+//! The inbox hands the core peers' messages before clients' appends.
+//! - `connections`: which client connections are taken (caps, Retry).
+//! - `sync_from_storage`: sync below the core's in-memory window, served
+//!   by the requesting peer's reader task from a read snapshot.
 
 mod client_api;
+mod connections;
 mod core_loop;
 mod metrics;
 mod peers;
+mod queues;
 mod shared;
+mod sync_from_storage;
 mod witnessing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bftlog_consensus::Replica;
 use bftlog_spec::note::Note;
-use tokio::sync::mpsc as tmpsc;
 use tracing::info;
 
 use crate::config::ReplicaConfig;
@@ -61,11 +67,6 @@ pub use core_loop::{SLOW_STEP, SLOW_WRITE};
 pub use metrics::report_timer_lateness;
 pub use shared::{AppendOutcome, CoreStatus, DriverMetrics};
 use shared::{CoreInput, Shared};
-
-/// Frames queued per peer before new ones are dropped.
-const PEER_QUEUE_FRAMES: usize = 4096;
-/// Inputs queued for the core loop before appends are refused.
-const CORE_QUEUE: usize = 16_384;
 
 /// Why a replica could not start.
 #[derive(Debug, thiserror::Error)]
@@ -131,29 +132,45 @@ impl Node {
                 addr: cfg.listen,
                 source,
             })?;
-        let (core_tx, core_rx) = mpsc::sync_channel(CORE_QUEUE);
+        let n = cfg.cluster.n();
+        let mut outboxes = Vec::with_capacity(n);
+        let mut outbox_receivers = Vec::with_capacity(n);
+        for peer in 0..n as u16 {
+            if peer == cfg.id {
+                outboxes.push(None);
+                continue;
+            }
+            let (outbox, receiver) = queues::peer_outbox(cfg.queues.peer_outbox_bytes);
+            outboxes.push(Some(outbox));
+            outbox_receivers.push((peer, receiver));
+        }
         let shared = Arc::new(Shared {
-            cfg,
             store: store.clone(),
-            core_tx,
+            inbox: queues::CoreInbox::new(
+                n,
+                cfg.queues.peer_inbox_bytes,
+                cfg.queues.client_inbox_bytes,
+            ),
+            outboxes,
+            oldest_retained_height: AtomicU64::new(replica.oldest_retained_height()),
+            storage_sync_rate: sync_from_storage::StorageSyncRate::new(&cfg.consensus),
+            peer_message_rate: queues::PeerMessageRate::new(n, cfg.queues.peer_messages_per_s),
+            connections: connections::ConnectionTable::new(&cfg.limits, &cfg.cluster.addresses),
+            request_bytes: Arc::new(tokio::sync::Semaphore::new(
+                cfg.limits.max_inflight_request_bytes,
+            )),
             metrics: DriverMetrics::default(),
             stopping: AtomicBool::new(false),
             status: std::sync::Mutex::new(CoreStatus::default()),
+            cfg,
         });
         let mut tasks = tokio::task::JoinSet::new();
-        let mut peers: Vec<Option<tmpsc::Sender<Arc<Vec<u8>>>>> = Vec::new();
-        for peer in 0..shared.cfg.cluster.n() as u16 {
-            if peer == shared.cfg.id {
-                peers.push(None);
-                continue;
-            }
-            let (tx, rx) = tmpsc::channel(PEER_QUEUE_FRAMES);
-            peers.push(Some(tx));
+        for (peer, receiver) in outbox_receivers {
             tasks.spawn(peers::peer_sender(
                 shared.clone(),
                 endpoint.clone(),
                 peer,
-                rx,
+                receiver,
             ));
         }
         tasks.spawn(peers::accept_loop(shared.clone(), endpoint.clone()));
@@ -180,15 +197,7 @@ impl Node {
             height = replica.committed_height(),
             "replica started"
         );
-        let core = core_loop::spawn(
-            shared.clone(),
-            replica,
-            writer,
-            started,
-            peers,
-            witness_tx,
-            core_rx,
-        );
+        let core = core_loop::spawn(shared.clone(), replica, writer, started, witness_tx);
         Ok(Node {
             shared,
             metrics_addr,
@@ -230,7 +239,7 @@ impl Node {
     pub async fn shutdown(mut self) -> Result<(), StoreError> {
         self.shared.stopping.store(true, Ordering::SeqCst);
         self.endpoint.close(0u32.into(), b"shutdown");
-        let _ = self.shared.core_tx.try_send(CoreInput::Shutdown);
+        self.shared.inbox.push_control(CoreInput::Shutdown);
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         let core = self.core.take().expect("joined once");

@@ -8,11 +8,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bftlog_spec::wire::{self, ConsensusMessage};
-use tokio::sync::mpsc as tmpsc;
 use tracing::{debug, error, warn};
 
 use super::client_api;
+use super::connections::Admit;
+use super::queues::PeerOutboxReceiver;
 use super::shared::{CoreInput, Shared};
+use super::sync_from_storage;
 use crate::net;
 
 /// How long a link to a peer must have lasted for a redial after it breaks
@@ -25,7 +27,7 @@ pub(super) async fn peer_sender(
     shared: Arc<Shared>,
     endpoint: quinn::Endpoint,
     peer: u16,
-    mut rx: tmpsc::Receiver<Arc<Vec<u8>>>,
+    mut rx: PeerOutboxReceiver,
 ) {
     let cluster = &shared.cfg.cluster;
     let addr = cluster.addresses[peer as usize];
@@ -103,7 +105,7 @@ pub(super) async fn peer_sender(
             logged = true;
         }
         // Drop what piles up while the peer is away: sync repairs it.
-        while rx.try_recv().is_ok() {}
+        rx.clear();
         if rx.is_closed() {
             return; // the replica is stopping
         }
@@ -116,6 +118,35 @@ pub(super) async fn peer_sender(
 
 pub(super) async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
     while let Some(incoming) = endpoint.accept().await {
+        let remote = incoming.remote_address();
+        let slot = match shared
+            .connections
+            .admit(remote, incoming.remote_address_validated())
+        {
+            Admit::Take(slot) => slot,
+            Admit::Retry if incoming.may_retry() => {
+                shared
+                    .metrics
+                    .connections_retried
+                    .fetch_add(1, Ordering::Relaxed);
+                let _ = incoming.retry();
+                continue;
+            }
+            Admit::Retry => {
+                // A Retry token that did not validate: refuse.
+                incoming.refuse();
+                continue;
+            }
+            Admit::Refuse(why) => {
+                shared
+                    .metrics
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!(replica = shared.cfg.id, %remote, why, "refused a connection");
+                incoming.refuse();
+                continue;
+            }
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
             let Ok(connection) = incoming.await else {
@@ -123,6 +154,8 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) 
             };
             match net::alpn(&connection).as_deref() {
                 Some(net::ALPN_PEER) => {
+                    // Peers are not clients: their connections do not count.
+                    drop(slot);
                     let replicas = shared.cfg.cluster.public_keys();
                     match net::peer_replica(&connection, &replicas, shared.cfg.id) {
                         Some(peer) => serve_peer(shared, connection, peer).await,
@@ -140,7 +173,10 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) 
                         }
                     }
                 }
-                Some(net::ALPN_CLIENT) => client_api::serve_client(shared, connection).await,
+                Some(net::ALPN_CLIENT) => {
+                    client_api::serve_client(shared, connection).await;
+                    drop(slot);
+                }
                 _ => connection.close(1u32.into(), b"unknown protocol"),
             }
         });
@@ -154,17 +190,40 @@ async fn serve_peer(shared: Arc<Shared>, connection: quinn::Connection, peer: u1
         let connection = connection.clone();
         tokio::spawn(async move {
             loop {
+                // At most `peer_messages_per_s` from one peer: past it the
+                // stream waits unread, and flow control holds the peer
+                // back (a flood of small messages would otherwise cost
+                // the replica's network threads and core loop a few
+                // microseconds each, without bound).
+                shared.peer_message_rate.wait_for_one(peer).await;
                 match net::read_frame(&mut stream, shared.cfg.limits.max_frame_bytes).await {
                     Ok(Some(frame)) => match wire::decode::<ConsensusMessage>(&frame) {
                         Ok(message) => {
+                            // Sync below the core's in-memory window is
+                            // served here, from a read snapshot, not by
+                            // the core loop.
+                            if sync_from_storage::wanted(&shared, &message) {
+                                sync_from_storage::serve(&shared, peer, message).await;
+                                continue;
+                            }
                             let input = CoreInput::Peer {
                                 from: peer,
                                 message: Box::new(message),
                             };
-                            if shared.core_tx.try_send(input).is_err() {
+                            // Waits while this peer's lane is full: the
+                            // stream is not read meanwhile, and QUIC flow
+                            // control holds the peer back.
+                            let bytes = frame.len();
+                            drop(frame);
+                            if shared
+                                .inbox
+                                .push_peer_waiting(peer, input, bytes)
+                                .await
+                                .is_err()
+                            {
                                 shared
                                     .metrics
-                                    .peer_frames_dropped
+                                    .peer_inputs_dropped
                                     .fetch_add(1, Ordering::Relaxed);
                             }
                         }

@@ -5,12 +5,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::mpsc;
 
 use bftlog_spec::note::NoteSignature;
 use bftlog_spec::wire::{ConsensusMessage, Entry, ErrorCode, ReplicaId};
 use tokio::sync::oneshot;
 
+use super::connections::ConnectionTable;
+use super::queues::{CoreInbox, PeerMessageRate, PeerOutbox};
+use super::sync_from_storage::StorageSyncRate;
 use crate::config::ReplicaConfig;
 use crate::storage::Store;
 
@@ -89,13 +91,41 @@ pub struct DriverMetrics {
     /// and how many are up now.
     pub peer_connects: AtomicU64,
     pub peers_connected: AtomicU64,
+    /// Peer messages dropped because the peer's inbox lane was full.
+    pub peer_inputs_dropped: AtomicU64,
+    /// Client connection attempts refused (over the total or per-address
+    /// cap), and those asked to prove their address first (QUIC Retry).
+    pub connections_refused: AtomicU64,
+    pub connections_retried: AtomicU64,
+    /// Client requests reset for missing their read or write deadline.
+    pub client_requests_timed_out: AtomicU64,
+    /// Client requests answered `Overloaded` for the in-flight byte budget.
+    pub requests_over_byte_budget: AtomicU64,
+    /// Sync requests below the in-memory window served from storage
+    /// that failed to read (answered with nothing; the replica goes on).
+    pub sync_storage_errors: AtomicU64,
+    /// Sync requests from storage dropped over the per-peer rate.
+    pub sync_rate_limited: AtomicU64,
 }
 
 /// State shared by the network tasks.
 pub(crate) struct Shared {
     pub cfg: ReplicaConfig,
     pub store: Arc<Store>,
-    pub core_tx: mpsc::SyncSender<CoreInput>,
+    pub inbox: CoreInbox,
+    /// Where each peer's frames wait for its sender task (`None`: this
+    /// replica).
+    pub outboxes: Vec<Option<PeerOutbox>>,
+    /// The lowest committed height the core holds in memory, as of its
+    /// last step: sync below it is served from storage.
+    pub oldest_retained_height: AtomicU64,
+    pub storage_sync_rate: StorageSyncRate,
+    pub peer_message_rate: PeerMessageRate,
+    /// Client connections open, in all and per address.
+    pub connections: ConnectionTable,
+    /// Bytes of client requests being read or handled, reserved per
+    /// request (`limits.max_inflight_request_bytes`).
+    pub request_bytes: Arc<tokio::sync::Semaphore>,
     pub metrics: DriverMetrics,
     pub stopping: AtomicBool,
     /// The core loop's latest published status (for `/metrics`).

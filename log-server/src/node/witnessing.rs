@@ -165,9 +165,10 @@ async fn deliver(shared: &Arc<Shared>, size: u64, signatures: Vec<NoteSignature>
         .metrics
         .witness_cosignatures
         .fetch_add(1, Ordering::Relaxed);
-    // Receipts may wait for exactly these cosignatures, so they are not
-    // dropped when the core queue is full: wait for room instead.
-    let tx = shared.core_tx.clone();
-    let _ = tokio::task::spawn_blocking(move || tx.send(CoreInput::Cosigned { size, signatures }))
-        .await;
+    // Receipts may wait for exactly these cosignatures, so they are never
+    // dropped: the replica's own lane of the inbox has no byte bound (one
+    // input per witness and checkpoint).
+    shared
+        .inbox
+        .push_control(CoreInput::Cosigned { size, signatures });
 }

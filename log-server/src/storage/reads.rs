@@ -50,6 +50,41 @@ impl Store {
         Ok(read_entries(&read, start, start.saturating_add(count))?)
     }
 
+    /// Up to `count` entries from `start`, as many as fit `max_bytes` of
+    /// entry bytes (the first always). They are read a few at a time and
+    /// the reading stops at the budget, so a request for many large
+    /// entries costs about the budget, not what it asked for.
+    pub fn entries_within(
+        &self,
+        start: u64,
+        count: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, ReadError> {
+        /// Entries per read: at most 4 MiB past the budget at 64 KiB each.
+        const STEP: u64 = 64;
+        let read = self.db.begin_read()?;
+        let end = start.saturating_add(count);
+        let mut out: Vec<Entry> = Vec::new();
+        let mut bytes = 0;
+        let mut next = start;
+        while next < end {
+            let step_end = next.saturating_add(STEP).min(end);
+            let chunk = read_entries(&read, next, step_end)?;
+            if chunk.is_empty() {
+                break;
+            }
+            for entry in chunk {
+                if !out.is_empty() && bytes + entry.len() > max_bytes {
+                    return Ok(out);
+                }
+                bytes += entry.len();
+                out.push(entry);
+            }
+            next = step_end;
+        }
+        Ok(out)
+    }
+
     /// The latest quorum checkpoint: (size, note text).
     pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
         let read = self.db.begin_read()?;

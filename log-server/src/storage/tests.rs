@@ -343,6 +343,18 @@ fn block_runs_fit_a_page_unless_one_entry_is_larger() {
     assert_eq!(got, payloads);
     assert_eq!(store.entries(99, 3).unwrap()[1].len(), 65_536);
     assert_eq!(store.entries(352, 2).unwrap()[1][..8], 353u64.to_be_bytes());
+    // Within a byte budget: entries stop before it is passed, and the
+    // first always comes, however large.
+    let sizes = |start, count, max| -> Vec<usize> {
+        let got = store.entries_within(start, count, max).unwrap();
+        got.iter().map(|e| e.len()).collect()
+    };
+    assert_eq!(sizes(98, 3, 1000), [256, 256]);
+    assert_eq!(sizes(100, 5, 10), [65_536]);
+    let small = payloads[0].len();
+    assert_eq!(sizes(0, 600, 10 * small), vec![small; 10]);
+    assert_eq!(sizes(0, 600, usize::MAX).len(), payloads.len());
+    assert_eq!(sizes(590, 20, usize::MAX).len(), 10);
 }
 
 #[test]
