@@ -180,11 +180,12 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Serve { config } => {
             let cfg = ReplicaConfig::load(&config)?;
+            let id = cfg.id;
             let node = Node::start(cfg).await?;
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = terminate() => {}
-                _ = node.stopped() => bail!("the replica stopped: see the log above"),
+                reason = node.stopped() => bail!("replica {id} stopped: {reason}"),
             }
             node.shutdown().await?;
             Ok(())

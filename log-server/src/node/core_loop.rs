@@ -67,7 +67,8 @@ pub(super) fn spawn(
             };
             let result = core.run();
             if let Err(e) = &result {
-                error!(replica = shared.cfg.id, error = %e, "storage failed; the replica stops");
+                *shared.stop_reason.lock().expect("stop reason lock") =
+                    Some(format!("storage failed: {e}"));
             }
             shared.stopping.store(true, Ordering::SeqCst);
             result

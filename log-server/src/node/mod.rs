@@ -73,6 +73,15 @@ use shared::{CoreInput, Shared};
 pub enum StartError {
     #[error("storage: {0}")]
     Store(#[from] StoreError),
+    #[error(
+        "{}: {source} (if the file is damaged, move the data directory away and start the \
+         replica with an empty one: it syncs the log from its peers)",
+        path.display()
+    )]
+    Database {
+        path: std::path::PathBuf,
+        source: StoreError,
+    },
     #[error("consensus setup: {0}")]
     Setup(#[from] bftlog_consensus::SetupError),
     #[error("TLS: {0}")]
@@ -106,17 +115,20 @@ impl Node {
             path: cfg.data_dir.clone(),
             source,
         })?;
-        let writer = Store::open(
-            &cfg.data_dir.join("bftlog.redb"),
-            cfg.cluster.epoch,
-            cfg.cache_mb << 20,
-        )?;
+        let path = cfg.data_dir.join("bftlog.redb");
+        let database = |source| StartError::Database {
+            path: path.clone(),
+            source,
+        };
+        let writer = Store::open(&path, cfg.cluster.epoch, cfg.cache_mb << 20).map_err(database)?;
         let store = writer.store().clone();
-        let recovered = writer.recover(
-            cfg.cluster.epoch,
-            cfg.consensus.retain_committed_blocks,
-            cfg.consensus.retain_committed_bytes,
-        )?;
+        let recovered = writer
+            .recover(
+                cfg.cluster.epoch,
+                cfg.consensus.retain_committed_blocks,
+                cfg.consensus.retain_committed_bytes,
+            )
+            .map_err(database)?;
         let started = Instant::now();
         let replica = Replica::new(
             cfg.consensus.clone(),
@@ -161,6 +173,7 @@ impl Node {
             )),
             metrics: DriverMetrics::default(),
             stopping: AtomicBool::new(false),
+            stop_reason: std::sync::Mutex::new(None),
             status: std::sync::Mutex::new(CoreStatus::default()),
             cfg,
         });
@@ -227,11 +240,17 @@ impl Node {
     }
 
     /// Waits until the core loop stops by itself (a storage failure, or a
-    /// panic: a bug).
-    pub async fn stopped(&self) {
+    /// panic: a bug), and says why.
+    pub async fn stopped(&self) -> String {
         while !self.is_stopped() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        self.shared
+            .stop_reason
+            .lock()
+            .expect("stop reason lock")
+            .clone()
+            .unwrap_or_else(|| "the core loop ended (a bug: see the log above)".into())
     }
 
     /// Stops serving, lets the core loop finish its current step and

@@ -128,6 +128,8 @@ pub(crate) struct Shared {
     pub request_bytes: Arc<tokio::sync::Semaphore>,
     pub metrics: DriverMetrics,
     pub stopping: AtomicBool,
+    /// Why the core loop stopped by itself, once it has.
+    pub stop_reason: std::sync::Mutex<Option<String>>,
     /// The core loop's latest published status (for `/metrics`).
     pub status: std::sync::Mutex<CoreStatus>,
 }
