@@ -83,11 +83,18 @@ pub(crate) async fn serve(
     }
     let max = (max_blocks as u64).clamp(1, wire::MAX_SYNC_BLOCKS as u64);
     let store = shared.store.clone();
-    let read =
-        tokio::task::spawn_blocking(move || store.committed_blocks(from_height.max(1), max + 1))
-            .await;
-    let mut blocks = match read {
-        Ok(Ok(blocks)) => blocks,
+    // Blocks are read one at a time and stop at the answer's byte budget
+    // (the same as the core's answers from memory), so a request for 64
+    // large blocks reads about 12 MiB, not all of them.
+    let read = tokio::task::spawn_blocking(move || {
+        let mut budget = SyncBudget::new();
+        store
+            .sync_blocks(from_height.max(1), max, |b| budget.admit(b))
+            .map(|answer| (answer, budget))
+    })
+    .await;
+    let ((blocks, commit_qc), budget) = match read {
+        Ok(Ok(answer)) => answer,
         Ok(Err(e)) => {
             shared
                 .metrics
@@ -105,18 +112,9 @@ pub(crate) async fn serve(
             return;
         }
     };
-    if blocks.len() < 2 {
+    if blocks.is_empty() {
         return;
     }
-    // Keep the response under the frame limit, by the same budget as
-    // the core's answers from memory.
-    let mut budget = SyncBudget::new();
-    let keep = blocks[..blocks.len() - 1]
-        .iter()
-        .take_while(|b| budget.admit(b))
-        .count();
-    let commit_qc = Some(blocks[keep].justify.clone());
-    blocks.truncate(keep);
     shared.storage_sync_rate.charge(peer, budget.used());
     shared
         .metrics

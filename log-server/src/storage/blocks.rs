@@ -17,6 +17,43 @@ pub(super) struct BlockRecord {
     pub(super) entry_count: u64,
 }
 
+/// Committed blocks from `from_height` for a sync answer: at most `max`,
+/// each taken only while `admit` accepts it (the answer's byte budget),
+/// and the justify of the block after the last one taken (the QC that
+/// certifies it), read without that block's entries. A block is read
+/// only if the ones before it fit, so the work follows the answer's
+/// size, not the request's.
+pub(super) fn read_sync_blocks(
+    read: &redb::ReadTransaction,
+    from_height: u64,
+    max: u64,
+    mut admit: impl FnMut(&Block) -> bool,
+) -> Result<(Vec<Block>, Option<bftlog_spec::wire::QuorumCert>), StoreError> {
+    let blocks = read.open_table(BLOCKS)?;
+    let mut out = Vec::new();
+    for row in blocks.range(from_height..)? {
+        let (_, bytes) = row?;
+        let record: BlockRecord = decode(bytes.value(), "block")?;
+        if out.len() as u64 == max {
+            return Ok((out, Some(record.header.justify)));
+        }
+        let end = record.first_index + record.entry_count;
+        let items = read_entries(read, record.first_index, end)?;
+        if items.len() as u64 != record.entry_count {
+            return Err(StoreError::Corrupt("block entries missing".into()));
+        }
+        let mut block = record.header;
+        block.entries =
+            BoundedVec::new(items).map_err(|e| StoreError::Corrupt(format!("block: {e}")))?;
+        if !admit(&block) {
+            return Ok((out, Some(block.justify)));
+        }
+        out.push(block);
+    }
+    // The stored chain ends here: no stored QC certifies the last block.
+    Ok((out, None))
+}
+
 /// Up to `max` committed blocks from `from_height`, entries included.
 pub(super) fn read_blocks(
     read: &redb::ReadTransaction,

@@ -2,9 +2,9 @@
 //! in one read transaction, from any thread, beside the writer.
 
 use bftlog_spec::merkle::{self, Hash};
-use bftlog_spec::wire::{Block, Entry};
+use bftlog_spec::wire::{Block, Entry, QuorumCert};
 
-use super::blocks::{read_blocks, read_entries};
+use super::blocks::{read_blocks, read_entries, read_sync_blocks};
 use super::leaf_index::find_in_row;
 use super::*;
 
@@ -191,6 +191,24 @@ impl Store {
     pub fn committed_blocks(&self, from_height: u64, max: u64) -> Result<Vec<Block>, StoreError> {
         let read = self.db.begin_read()?;
         read_blocks(&read, from_height, max)
+    }
+
+    /// A sync answer from storage: committed blocks from `from_height`,
+    /// at most `max` and as many as `admit` takes, read one at a time, and
+    /// the QC that certifies the last (the next block's justify; `None`
+    /// when no stored block follows it, and then no block is returned
+    /// either: nothing here could prove it).
+    pub fn sync_blocks(
+        &self,
+        from_height: u64,
+        max: u64,
+        admit: impl FnMut(&Block) -> bool,
+    ) -> Result<(Vec<Block>, Option<QuorumCert>), StoreError> {
+        let read = self.db.begin_read()?;
+        match read_sync_blocks(&read, from_height, max, admit)? {
+            (blocks, Some(qc)) => Ok((blocks, Some(qc))),
+            (_, None) => Ok((Vec::new(), None)),
+        }
     }
 }
 
