@@ -37,14 +37,7 @@ pub(super) fn read_sync_blocks(
         if out.len() as u64 == max {
             return Ok((out, Some(record.header.justify)));
         }
-        let end = record.first_index + record.entry_count;
-        let items = read_entries(read, record.first_index, end)?;
-        if items.len() as u64 != record.entry_count {
-            return Err(StoreError::Corrupt("block entries missing".into()));
-        }
-        let mut block = record.header;
-        block.entries =
-            BoundedVec::new(items).map_err(|e| StoreError::Corrupt(format!("block: {e}")))?;
+        let block = with_entries(read, record)?;
         if !admit(&block) {
             return Ok((out, Some(block.justify)));
         }
@@ -65,17 +58,22 @@ pub(super) fn read_blocks(
     for row in blocks.range(from_height..from_height.saturating_add(max))? {
         let (_, bytes) = row?;
         let record: BlockRecord = decode(bytes.value(), "block")?;
-        let end = record.first_index + record.entry_count;
-        let items = read_entries(read, record.first_index, end)?;
-        if items.len() as u64 != record.entry_count {
-            return Err(StoreError::Corrupt("block entries missing".into()));
-        }
-        let mut block = record.header;
-        block.entries =
-            BoundedVec::new(items).map_err(|e| StoreError::Corrupt(format!("block: {e}")))?;
-        out.push(block);
+        out.push(with_entries(read, record)?);
     }
     Ok(out)
+}
+
+/// The committed block of `record`, its entries read from their runs.
+fn with_entries(read: &redb::ReadTransaction, record: BlockRecord) -> Result<Block, StoreError> {
+    let end = record.first_index + record.entry_count;
+    let items = read_entries(read, record.first_index, end)?;
+    if items.len() as u64 != record.entry_count {
+        return Err(StoreError::Corrupt("block entries missing".into()));
+    }
+    let mut block = record.header;
+    block.entries =
+        BoundedVec::new(items).map_err(|e| StoreError::Corrupt(format!("block: {e}")))?;
+    Ok(block)
 }
 
 /// The stored entries `start..end` (fewer if the log ends first), from
