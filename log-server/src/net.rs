@@ -398,6 +398,8 @@ pub enum FrameReadError {
     TooLarge(usize, usize),
     #[error("stream ended inside a frame")]
     Truncated,
+    #[error("the frame's bytes exceed what may be in flight")]
+    OverBudget,
     #[error("stream closed")]
     Closed,
     #[error("read: {0}")]
@@ -444,11 +446,22 @@ pub async fn read_frame_body(
     recv: &mut quinn::RecvStream,
     len: usize,
 ) -> Result<Vec<u8>, FrameReadError> {
+    read_frame_body_admitting(recv, len, |_| true).await
+}
+
+/// [`read_frame_body`], asking `admit` for each piece's bytes before
+/// keeping it (a budget of bytes in flight): `OverBudget` once it says no.
+pub async fn read_frame_body_admitting(
+    recv: &mut quinn::RecvStream,
+    len: usize,
+    mut admit: impl FnMut(usize) -> bool,
+) -> Result<Vec<u8>, FrameReadError> {
     let mut body = Vec::with_capacity(len.min(FRAME_READ_CHUNK_BYTES));
     while body.len() < len {
         let want = (len - body.len()).min(FRAME_READ_CHUNK_BYTES);
         match recv.read_chunk(want, true).await? {
-            Some(chunk) => body.extend_from_slice(&chunk.bytes),
+            Some(chunk) if admit(chunk.bytes.len()) => body.extend_from_slice(&chunk.bytes),
+            Some(_) => return Err(FrameReadError::OverBudget),
             None => return Err(FrameReadError::Truncated),
         }
     }

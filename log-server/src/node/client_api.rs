@@ -120,34 +120,33 @@ async fn read_request(shared: &Shared, recv: &mut quinn::RecvStream) -> Read {
     else {
         return over_budget();
     };
-    let mut body = Vec::with_capacity(len.min(net::FRAME_READ_CHUNK_BYTES));
-    while body.len() < len {
-        let want = (len - body.len()).min(net::FRAME_READ_CHUNK_BYTES);
-        let chunk = match recv.read_chunk(want, true).await {
-            Ok(Some(chunk)) => chunk.bytes,
-            Ok(None) => {
-                return Read::Answer(error(
-                    ErrorCode::Malformed,
-                    "the stream ended before a whole request frame",
-                ));
-            }
-            Err(e) => {
-                debug!(error = %e, "client stream failed");
-                return Read::Failed;
-            }
-        };
-        // A chunk is at most 64 KiB: far below u32::MAX permits.
+    // A piece is at most 64 KiB: far below u32::MAX permits.
+    let body = net::read_frame_body_admitting(recv, len, |bytes| {
         match shared
             .request_bytes
             .clone()
-            .try_acquire_many_owned(chunk.len() as u32)
+            .try_acquire_many_owned(bytes as u32)
         {
-            Ok(more) => permit.merge(more),
-            Err(_) => return over_budget(),
+            Ok(more) => {
+                permit.merge(more);
+                true
+            }
+            Err(_) => false,
         }
-        body.extend_from_slice(&chunk);
+    })
+    .await;
+    match body {
+        Ok(body) => Read::Request(body, permit),
+        Err(FrameReadError::OverBudget) => over_budget(),
+        Err(FrameReadError::Truncated) => Read::Answer(error(
+            ErrorCode::Malformed,
+            "the stream ended before a whole request frame",
+        )),
+        Err(e) => {
+            debug!(error = %e, "client stream failed");
+            Read::Failed
+        }
     }
-    Read::Request(body, permit)
 }
 
 /// Serves one request stream within its deadlines: the whole request
