@@ -265,6 +265,22 @@ fn machine_cpu_percent(start: MachineTicks, end: MachineTicks) -> Option<(f64, f
     (total > 0.0).then(|| (busy / total * 100.0, steal / total * 100.0))
 }
 
+/// The tree size once every receipted entry is in a checkpoint the
+/// replica asked serves. A replica serves the newest checkpoint it holds a
+/// quorum of signatures for, and the last signatures may reach it a moment
+/// after the receipts reached the clients; so wait (up to 10 s) for it
+/// rather than report a size that lags the receipts.
+async fn settled_tree_size(client: &Client, at_least: u64) -> Result<u64> {
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        let size = client.checkpoint().await?.checkpoint().size;
+        if size >= at_least || Instant::now() >= give_up {
+            return Ok(size);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// One core's speed just before the run: SHA-256 over 32 MiB, in MiB/s.
 /// Virtual machines differ from day to day; this lets figures taken on
 /// different days be compared, or not.
@@ -567,7 +583,7 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
     let timeline = latency_timeline(&latencies);
     let mut latencies: Vec<Duration> = latencies.into_iter().map(|(_, l)| l).collect();
     latencies.sort();
-    let size_end = client.checkpoint().await?.checkpoint().size;
+    let size_end = settled_tree_size(&client, size_start + total).await?;
     let mut consensus = Vec::new();
     for (r, start) in replicas.iter().zip(&counters_start) {
         let end = scrape_counters(r.metrics).await;
