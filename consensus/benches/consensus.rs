@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bftlog_consensus::{Config, Recovered, Replica, Target};
+use bftlog_consensus::{ClientId, Config, Recovered, Replica, Target};
 use bftlog_spec::wire::{ConsensusMessage, ReplicaId};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
@@ -57,7 +57,7 @@ fn run(replicas: &mut [Replica<StdRng>], entries: Vec<Vec<u8>>) -> u64 {
         if replicas[0].pending_entries() < 8192 {
             let chunk: Vec<Vec<u8>> = pending.by_ref().take(4096).collect();
             if !chunk.is_empty() {
-                replicas[0].submit(now, chunk);
+                replicas[0].submit(now, ClientId([0; 16]), chunk);
             }
         }
         for (i, r) in replicas.iter_mut().enumerate() {

@@ -28,6 +28,9 @@ pub enum Bug {
     /// together, so one signer's rows for sizes no one else signs crowd
     /// out the honest replicas' signatures.
     SharedSignatureTable,
+    /// The mempool is bounded only in all, so one peer forwarding junk (or
+    /// one client) fills it and everyone else's entries are refused.
+    NoMempoolShares,
 }
 
 #[cfg(feature = "inject-bugs")]

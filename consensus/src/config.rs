@@ -26,6 +26,12 @@ pub struct Config {
     pub mempool_max_entries: usize,
     /// Pending entry bytes held. Default 256 MiB.
     pub mempool_max_bytes: usize,
+    /// Pending entries one client of this replica may hold in the
+    /// mempool (its fair share). Default 12,500 (an eighth of the pool).
+    /// A peer's forwarded entries hold at most 1/n of the pool.
+    pub mempool_max_entries_per_client: usize,
+    /// Pending entry bytes one client may hold. Default 32 MiB (an eighth).
+    pub mempool_max_bytes_per_client: usize,
     /// Committed blocks kept in memory to serve sync. Default 4096.
     pub retain_committed_blocks: usize,
     /// Entry bytes those blocks may hold; beyond it the oldest go (down to
@@ -67,6 +73,8 @@ impl Config {
             max_entry_bytes: wire::MAX_ENTRY_BYTES,
             mempool_max_entries: 100_000,
             mempool_max_bytes: 256 << 20,
+            mempool_max_entries_per_client: 12_500,
+            mempool_max_bytes_per_client: 32 << 20,
             retain_committed_blocks: 4096,
             retain_committed_bytes: 64 << 20,
             dedup_window_entries: 100_000,

@@ -29,6 +29,9 @@ pub struct Footprint {
     /// Pending entries, and their bytes.
     pub mempool_entries: usize,
     pub mempool_bytes: usize,
+    /// The most pending entries one peer's forwards hold, and one client's.
+    pub mempool_most_by_one_peer: usize,
+    pub mempool_most_by_one_client: usize,
 }
 
 impl Footprint {
@@ -102,6 +105,17 @@ impl Footprint {
             return fail(format!(
                 "mempool of {} entries, {} bytes",
                 self.mempool_entries, self.mempool_bytes
+            ));
+        }
+        let peer_share = (cfg.mempool_max_entries / n).max(1);
+        if self.mempool_most_by_one_peer > peer_share
+            || self.mempool_most_by_one_client > cfg.mempool_max_entries_per_client.max(1)
+        {
+            return fail(format!(
+                "one peer holds {} and one client {} mempool entries (shares {peer_share} and {})",
+                self.mempool_most_by_one_peer,
+                self.mempool_most_by_one_client,
+                cfg.mempool_max_entries_per_client
             ));
         }
         Ok(())

@@ -77,6 +77,7 @@ use bftlog_spec::wire::Block;
 
 pub use config::{Config, max_faulty, quorum_size};
 pub use footprint::Footprint;
+pub use mempool::ClientId;
 pub use replica::CHECKPOINT_ROWS_PER_SIGNER;
 pub use replica::sync::{SYNC_RESPONSE_BYTES, SyncBudget};
 pub use replica::{Replica, SetupError};

@@ -170,7 +170,12 @@ pub enum SubmitResult {
     /// Committed recently (the driver's storage knows its index).
     AlreadyCommitted,
     TooLarge,
+    /// The mempool is full.
     Overloaded {
+        retry_after_ms: u64,
+    },
+    /// This client holds its whole share of the mempool.
+    OverShare {
         retry_after_ms: u64,
     },
 }

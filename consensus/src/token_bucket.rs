@@ -58,6 +58,15 @@ impl TokenBucket {
     /// Takes `amount` tokens if the bucket holds them; else how long until
     /// it will (never, as [`Duration::MAX`], if `amount` exceeds the burst).
     pub fn try_take(&mut self, now: Duration, amount: u64) -> Result<(), Duration> {
+        self.can_take(now, amount)?;
+        self.level_nanos -= amount as i128 * NANOS;
+        Ok(())
+    }
+
+    /// [`TokenBucket::try_take`] without the taking: whether `amount`
+    /// could be taken now (so that two buckets are charged both or
+    /// neither).
+    pub fn can_take(&mut self, now: Duration, amount: u64) -> Result<(), Duration> {
         self.refill(now);
         if amount > self.burst {
             return Err(Duration::MAX);
@@ -66,7 +75,6 @@ impl TokenBucket {
         if !wait.is_zero() {
             return Err(wait);
         }
-        self.level_nanos -= amount as i128 * NANOS;
         Ok(())
     }
 

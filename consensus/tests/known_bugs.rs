@@ -6,7 +6,8 @@
 //! QCs whose round is not bound to their block, a restart that recovers
 //! the QC but not the TC, and a restarted leader that forgets it may have
 //! proposed before its write; proposals stored for rounds no certificate
-//! reached, and one checkpoint-signature bound shared by all signers.
+//! reached, one checkpoint-signature bound shared by all signers, and a
+//! mempool bounded only in all (one peer's forwards fill it).
 
 use bftlog_consensus::bugs::{self, Bug};
 use bftlog_consensus::sim::{Behaviour, Failure, Scenario, Sim, Violation};
@@ -207,6 +208,25 @@ fn one_signature_table_bound_for_all_signers_is_caught() {
     let failure = found.expect("the simulator must catch a signature table bounded for all");
     assert!(
         matches!(failure.violation, Violation::OverBound { .. }),
+        "{failure}"
+    );
+    eprintln!("caught: {failure}");
+}
+
+#[test]
+fn a_mempool_bounded_only_in_all_is_caught() {
+    // A faulty replica forwards junk far faster than blocks carry it;
+    // bounded only in all, the receivers' mempools hold more of its
+    // entries than a peer's share (and then refuse the clients').
+    let found = hunt(Bug::NoMempoolShares, 4, 0..50, |s| {
+        s.byzantine = vec![(2, Behaviour::ForwardFlood)];
+    });
+    let failure = found.expect("the simulator must catch a mempool without per-peer shares");
+    assert!(
+        matches!(
+            failure.violation,
+            Violation::OverBound { .. } | Violation::NotLive { .. }
+        ),
         "{failure}"
     );
     eprintln!("caught: {failure}");

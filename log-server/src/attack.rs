@@ -50,8 +50,10 @@ pub enum Attack {
     NeverRead,
     /// Client: the largest `GetEntries`, read, as fast as possible.
     LargestGetEntries,
-    /// Client: appends of 4,096 entries of 1 KiB from one client key,
-    /// sixteen at a time, as fast as the replicas answer.
+    /// Client: appends of 4,096 entries of 1 KiB from one submitter key,
+    /// sixteen at a time, round robin over the replicas, sent again at
+    /// once whatever the answer (a `QuotaExceeded` wait is not honoured),
+    /// at the attack's pace in all.
     AppendFlood,
 }
 
@@ -94,6 +96,9 @@ pub struct Attacker {
     /// measure how much CPU it takes from them, not what its messages do
     /// to them. 0: unpaced.
     pub bytes_per_s_per_target: u64,
+    /// For the append flood: the submitter key it appends with (`None`:
+    /// an anonymous one, charged by address).
+    pub submitter_key: Option<ed25519_dalek::SigningKey>,
 }
 
 /// Default of [`Attacker::bytes_per_s_per_target`]: 16 MiB/s, a link of
@@ -465,35 +470,52 @@ impl Attacker {
                 }
             }
             Attack::AppendFlood => {
-                let Ok(client) = Client::new(self.cluster.clone(), ClientOptions::default()) else {
+                // Raw requests, not `Client::append`: a flooder does not
+                // wait as `QuotaExceeded` asks, it sends again at once,
+                // round robin over the replicas, at the attack's pace in
+                // all (each request is 4 MiB of new entries).
+                let options = ClientOptions {
+                    submitter_key: self.submitter_key.clone(),
+                    ..ClientOptions::default()
+                };
+                let Ok(client) = Client::new(self.cluster.clone(), options) else {
                     return;
                 };
+                let n = self.cluster.n();
+                let pace = Arc::new(tokio::sync::Mutex::new(Pace::new(
+                    self.bytes_per_s_per_target,
+                )));
                 let mut tasks = JoinSet::new();
                 for t in 0..16u64 {
-                    let client = client.clone();
+                    let (client, pace) = (client.clone(), pace.clone());
                     tasks.spawn(async move {
                         let mut sent = 0u64;
                         let mut failed = 0u64;
                         let mut batch = 0u64;
                         while Instant::now() < until {
                             batch += 1;
-                            let entries: Vec<Vec<u8>> = (0..4096u64)
+                            let entries: Vec<Entry> = (0..4096u64)
                                 .map(|i| {
                                     let mut e = vec![0u8; 1024];
                                     e[..8].copy_from_slice(&(target as u64).to_be_bytes());
                                     e[8..16].copy_from_slice(&t.to_be_bytes());
                                     e[16..24].copy_from_slice(&batch.to_be_bytes());
                                     e[24..32].copy_from_slice(&i.to_be_bytes());
-                                    e
+                                    Entry::new(e).expect("1 KiB")
                                 })
                                 .collect();
+                            let request = ClientRequest::AppendMultiproof {
+                                entries: BoundedVec::new(entries).expect("4096"),
+                            };
+                            pace.lock().await.sent(4096 * 1024).await;
+                            let replica = ((t + batch) % n as u64) as usize;
                             match tokio::time::timeout(
                                 until.saturating_duration_since(Instant::now()),
-                                client.append(&entries),
+                                client.request(replica, &request),
                             )
                             .await
                             {
-                                Ok(Ok(_)) => sent += 1,
+                                Ok(Ok(wire::ClientResponse::ReceiptMultiproof { .. })) => sent += 1,
                                 _ => failed += 1,
                             }
                         }

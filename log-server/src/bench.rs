@@ -22,8 +22,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use bftlog_server::admission::{AdmissionMode, Quota, submitters};
 use bftlog_server::client::{Client, ClientOptions};
-use bftlog_server::config::{Cluster, init_cluster};
+use bftlog_server::config::{
+    Cluster, FIRST_SUBMITTER_KEY_FILE, SUBMITTERS_FILE, init_cluster_admitting,
+};
 use bftlog_spec::wire::{ClientRequest, ClientResponse, LeafRef};
 use serde_json::json;
 
@@ -57,6 +60,10 @@ pub struct BenchArgs {
     /// Target a running cluster instead of starting one.
     #[arg(long)]
     pub cluster: Option<PathBuf>,
+    /// With --cluster: the submitter key file the load presents (one the
+    /// replicas list, with a quota that does not throttle the load).
+    #[arg(long, requires = "cluster")]
+    pub key: Option<PathBuf>,
     /// Measure inclusion proofs served per second instead of appends.
     #[arg(long)]
     pub read: bool,
@@ -265,6 +272,40 @@ fn machine_cpu_percent(start: MachineTicks, end: MachineTicks) -> Option<(f64, f
     (total > 0.0).then(|| (busy / total * 100.0, steal / total * 100.0))
 }
 
+/// The submitter keys of a bench cluster.
+pub(crate) struct BenchKeys {
+    /// The measured load's: listed with [`Quota::UNLIMITED`], so that
+    /// admission does not throttle what is measured.
+    pub load: ed25519_dalek::SigningKey,
+    /// `bftlog init`'s first key, with the default quota: the append
+    /// flood's.
+    pub flooder: ed25519_dalek::SigningKey,
+}
+
+/// A local cluster in `dir` as `bftlog init --admission keys` makes it
+/// (as an operator on the open internet would run it), with the load's
+/// key listed besides.
+pub(crate) fn init_bench_cluster(dir: &Path, n: usize) -> Result<(Cluster, BenchKeys)> {
+    let cluster = init_cluster_admitting(
+        dir,
+        "bench.example/log",
+        n,
+        [127, 0, 0, 1].into(),
+        free_port_base(n as u16),
+        AdmissionMode::Keys,
+    )?;
+    let load = ed25519_dalek::SigningKey::generate(&mut bftlog_server::system_rng());
+    submitters::append_row(
+        &dir.join(SUBMITTERS_FILE),
+        "bench load",
+        &load.verifying_key(),
+        Some(Quota::UNLIMITED),
+    )
+    .context("listing the bench's key")?;
+    let flooder = submitters::load_key_file(&dir.join(FIRST_SUBMITTER_KEY_FILE))?;
+    Ok((cluster, BenchKeys { load, flooder }))
+}
+
 /// The tree size once every receipted entry is in a checkpoint the
 /// replica asked serves. A replica serves the newest checkpoint it holds a
 /// quorum of signatures for, and the last signatures may reach it a moment
@@ -404,18 +445,19 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
     if let Some(kind) = args.attack {
         return attack::run(&args, kind, json_output).await;
     }
-    let (cluster, replicas, dir) = match &args.cluster {
-        Some(path) => (Cluster::load(path)?, Vec::new(), None),
+    let (cluster, replicas, dir, submitter_key) = match &args.cluster {
+        Some(path) => {
+            let key = args
+                .key
+                .as_ref()
+                .map(|k| submitters::load_key_file(k))
+                .transpose()?;
+            (Cluster::load(path)?, Vec::new(), None, key)
+        }
         None => {
             let dir = std::env::temp_dir().join(format!("bftlog-bench-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
-            let cluster = init_cluster(
-                &dir,
-                "bench.example/log",
-                args.replicas,
-                [127, 0, 0, 1].into(),
-                free_port_base(args.replicas as u16),
-            )?;
+            let (cluster, keys) = init_bench_cluster(&dir, args.replicas)?;
             let exe = std::env::current_exe().context("locating the bftlog binary")?;
             // The replicas share this machine's cores: each gets its share
             // of tokio workers (at least one) rather than one per core, so
@@ -442,10 +484,18 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
             if args.keep {
                 eprintln!("keeping the cluster directory {}", dir.display());
             }
-            (cluster, replicas, Some(TempDir(dir, !args.keep)))
+            (
+                cluster,
+                replicas,
+                Some(TempDir(dir, !args.keep)),
+                Some(keys.load),
+            )
         }
     };
-    let mut options = ClientOptions::default();
+    let mut options = ClientOptions {
+        submitter_key,
+        ..ClientOptions::default()
+    };
     if args.no_hedge {
         options.hedge_after_min_ms = 0;
         options.hedge_after_max_ms = 0;

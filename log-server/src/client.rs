@@ -113,6 +113,11 @@ pub struct ClientOptions {
     /// f more, after the others). It doubles each time in a row, up to 32
     /// times, and resets when the replica answers first. Default 2,000.
     pub pass_over_ms: u64,
+    /// The key the client presents as its TLS identity: a replica that
+    /// admits listed submitter keys only must list it, and quotas are
+    /// charged to it. Default `None`: a fresh key per client (anonymous;
+    /// open-mode replicas charge the source address).
+    pub submitter_key: Option<ed25519_dalek::SigningKey>,
 }
 
 impl Default for ClientOptions {
@@ -124,6 +129,7 @@ impl Default for ClientOptions {
             hedge_after_max_ms: 5_000,
             hedge_latency_multiple: 3,
             pass_over_ms: 2_000,
+            submitter_key: None,
         }
     }
 }
@@ -164,7 +170,10 @@ pub struct Client {
 impl Client {
     /// A client for `cluster`. Must run inside a tokio runtime.
     pub fn new(cluster: Cluster, options: ClientOptions) -> Result<Self, ClientError> {
-        let key = ed25519_dalek::SigningKey::generate(&mut crate::system_rng());
+        let key = match &options.submitter_key {
+            Some(key) => key.clone(),
+            None => ed25519_dalek::SigningKey::generate(&mut crate::system_rng()),
+        };
         let config = net::client_config(
             &key,
             &cluster.public_keys(),
@@ -317,7 +326,11 @@ impl Client {
             Arc::new(entries.iter().map(|e| merkle::leaf_hash(e)).collect());
         let fanout = self.inner.cluster.f() + 1;
         let mut last_error = None;
-        for _ in 0..self.inner.options.append_rounds {
+        let started = Instant::now();
+        let timeout = Duration::from_millis(self.inner.options.request_timeout_ms);
+        let mut round = 0;
+        'rounds: while round < self.inner.options.append_rounds {
+            round += 1;
             let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
             let replicas = self.append_order(start, fanout);
             let sent_at = Instant::now();
@@ -385,10 +398,32 @@ impl Client {
                         {
                             retry_after = retry_after.max(Duration::from_millis(*retry_after_ms));
                         }
+                        if let ClientError::Server {
+                            code: ErrorCode::QuotaExceeded { retry_after_ms },
+                            ..
+                        } = &e
+                        {
+                            // Over quota is not a fault: the replica is
+                            // not passed over, and the append is not sent
+                            // to others to dodge the quota. It waits as
+                            // asked (not counted as a round), unless the
+                            // wait would outlast the request timeout.
+                            let wait = Duration::from_millis(*retry_after_ms);
+                            if started.elapsed() + wait > timeout {
+                                return Err(e);
+                            }
+                            tasks.abort_all();
+                            tokio::time::sleep(wait).await;
+                            round -= 1;
+                            last_error = Some(e);
+                            continue 'rounds;
+                        }
                         if matches!(
                             &e,
                             ClientError::Server {
-                                code: ErrorCode::TooLarge | ErrorCode::Malformed,
+                                code: ErrorCode::TooLarge
+                                    | ErrorCode::Malformed
+                                    | ErrorCode::Forbidden,
                                 ..
                             }
                         ) {

@@ -11,6 +11,7 @@ use bftlog_spec::note::{KeyType, SignerKey, VerifierKey};
 use bftlog_spec::policy::Policy;
 use serde::{Deserialize, Serialize};
 
+use crate::admission::{AdmissionConfig, AdmissionMode, AdmissionSection};
 use crate::net::Limits;
 use bftlog_consensus::MAX_CLUSTER_REPLICAS;
 
@@ -28,7 +29,7 @@ pub enum ConfigError {
     KeyFile(#[from] bftlog_witness::key_file::KeyFileError),
 }
 
-fn invalid(path: &Path, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(path: &Path, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         path: path.to_owned(),
         message: message.into(),
@@ -379,6 +380,8 @@ pub struct ReplicaFile {
     pub limits: LimitsSection,
     #[serde(default)]
     pub storage: StorageSection,
+    #[serde(default)]
+    pub admission: AdmissionSection,
 }
 
 /// redb settings.
@@ -404,6 +407,8 @@ pub struct ConsensusSection {
     pub max_block_bytes: Option<usize>,
     pub mempool_max_entries: Option<usize>,
     pub mempool_max_bytes: Option<usize>,
+    pub mempool_max_entries_per_client: Option<usize>,
+    pub mempool_max_bytes_per_client: Option<usize>,
     pub retain_committed_blocks: Option<usize>,
     pub retain_committed_bytes: Option<usize>,
     pub dedup_window_entries: Option<usize>,
@@ -428,6 +433,9 @@ pub struct LimitsSection {
     pub append_timeout_ms: Option<u64>,
     /// Entries waiting for receipts, over all clients. Default 200000.
     pub max_waiting_entries: Option<usize>,
+    /// Entries of one client (one admission submitter) waiting for
+    /// receipts. Default 25000.
+    pub max_waiting_entries_per_client: Option<usize>,
     /// Client connections open or in their handshake. Default 4096.
     pub max_client_connections: Option<usize>,
     /// Client connections from one IP address. Default 64.
@@ -487,6 +495,8 @@ pub struct ReplicaConfig {
     pub queues: QueueLimits,
     pub append_timeout_ms: u64,
     pub max_waiting_entries: usize,
+    pub max_waiting_entries_per_client: usize,
+    pub admission: AdmissionConfig,
     /// Prometheus endpoint address, if enabled.
     pub metrics_listen: Option<SocketAddr>,
     /// redb page cache size in MiB.
@@ -543,6 +553,8 @@ impl ReplicaConfig {
             max_block_bytes,
             mempool_max_entries,
             mempool_max_bytes,
+            mempool_max_entries_per_client,
+            mempool_max_bytes_per_client,
             retain_committed_blocks,
             retain_committed_bytes,
             dedup_window_entries,
@@ -556,10 +568,23 @@ impl ReplicaConfig {
         if let Some(v) = l.max_entry_bytes {
             c.max_entry_bytes = v;
         }
-        let checks: [(bool, &str); 15] = [
+        let checks: [(bool, &str); 18] = [
             (
                 c.mempool_max_bytes >= c.max_entry_bytes,
                 "consensus.mempool_max_bytes must be at least limits.max_entry_bytes",
+            ),
+            (
+                c.mempool_max_entries_per_client >= 1,
+                "consensus.mempool_max_entries_per_client must be at least 1",
+            ),
+            (
+                c.mempool_max_bytes_per_client >= c.max_entry_bytes,
+                "consensus.mempool_max_bytes_per_client must be at least limits.max_entry_bytes",
+            ),
+            (
+                l.max_waiting_entries_per_client
+                    .is_none_or(|v| v >= bftlog_spec::wire::MAX_APPEND_ENTRIES),
+                "limits.max_waiting_entries_per_client must be at least 4096 (one full append)",
             ),
             (
                 c.sync_timeout_ms >= 10,
@@ -720,6 +745,8 @@ impl ReplicaConfig {
         if !(16..=1 << 20).contains(&cache_mb) {
             return Err(invalid(path, "storage.cache_mb must be 16 to 1048576"));
         }
+        let admission =
+            AdmissionConfig::from_section(&file.admission, base).map_err(|m| invalid(path, m))?;
         let listen = file.listen.unwrap_or(cluster.addresses[id as usize]);
         Ok(ReplicaConfig {
             id,
@@ -731,6 +758,8 @@ impl ReplicaConfig {
             queues,
             append_timeout_ms: l.append_timeout_ms.unwrap_or(30_000),
             max_waiting_entries: l.max_waiting_entries.unwrap_or(200_000),
+            max_waiting_entries_per_client: l.max_waiting_entries_per_client.unwrap_or(25_000),
+            admission,
             metrics_listen: file.metrics_listen,
             cache_mb,
             cluster,
@@ -738,15 +767,33 @@ impl ReplicaConfig {
     }
 }
 
-/// Writes keys and configuration for a new cluster into `dir`: one
-/// `replica-N.key` and `replica-N.toml` per replica, and `cluster.toml`.
-/// Refuses to overwrite an existing cluster.
+/// [`init_cluster_admitting`] in open admission mode.
 pub fn init_cluster(
     dir: &Path,
     origin: &str,
     replicas: usize,
     host: std::net::IpAddr,
     base_port: u16,
+) -> Result<Cluster, ConfigError> {
+    init_cluster_admitting(dir, origin, replicas, host, base_port, AdmissionMode::Open)
+}
+
+/// The submitters file `bftlog init` writes in keys mode.
+pub const SUBMITTERS_FILE: &str = "submitters.toml";
+/// The submitter key `bftlog init` creates and lists in keys mode.
+pub const FIRST_SUBMITTER_KEY_FILE: &str = "submitter.key";
+
+/// Writes keys and configuration for a new cluster into `dir`: one
+/// `replica-N.key` and `replica-N.toml` per replica, and `cluster.toml`;
+/// in keys mode also `submitters.toml`, listing one new submitter key
+/// (`submitter.key`). Refuses to overwrite an existing cluster.
+pub fn init_cluster_admitting(
+    dir: &Path,
+    origin: &str,
+    replicas: usize,
+    host: std::net::IpAddr,
+    base_port: u16,
+    admission: AdmissionMode,
 ) -> Result<Cluster, ConfigError> {
     let cluster_path = dir.join("cluster.toml");
     if cluster_path.exists() {
@@ -794,6 +841,27 @@ pub fn init_cluster(
     let write = |path: PathBuf, text: String| {
         std::fs::write(&path, text).map_err(|source| ConfigError::Read { path, source })
     };
+    let quota = crate::admission::Quota::DEFAULT;
+    let admission_section = AdmissionSection {
+        mode: Some(admission),
+        submitters_file: (admission == AdmissionMode::Keys).then(|| SUBMITTERS_FILE.into()),
+        entries_per_s: Some(quota.entries_per_s),
+        burst_entries: Some(quota.burst_entries),
+        bytes_per_day: Some(quota.bytes_per_day),
+        max_tracked_addresses: None,
+    };
+    if admission == AdmissionMode::Keys {
+        let key_path = dir.join(FIRST_SUBMITTER_KEY_FILE);
+        let key = crate::admission::submitters::create_key_file(&key_path)?;
+        let text = format!(
+            "# Submitter keys allowed to append, each with optional quotas of its own\n\
+             # (entries_per_s, burst_entries, bytes_per_day; the [admission] section's\n\
+             # otherwise). Replicas read this file again on SIGHUP.\n\
+             \n[[submitter]]\nname = \"first\"\nkey = \"{}\"\n",
+            crate::admission::submitters::format_public_key(&key.verifying_key())
+        );
+        write(dir.join(SUBMITTERS_FILE), text)?;
+    }
     for (i, signer) in signers.iter().enumerate() {
         let key_path = dir.join(format!("replica-{i}.key"));
         write_secret(&key_path, &format!("{}\n", signer.to_skey_string())).map_err(|source| {
@@ -812,6 +880,7 @@ pub fn init_cluster(
             consensus: ConsensusSection::default(),
             limits: LimitsSection::default(),
             storage: StorageSection::default(),
+            admission: admission_section.clone(),
         };
         let text = format!(
             "# bftlog replica {i}; every field is described in docs/operating.md\n{}",
@@ -843,7 +912,7 @@ pub fn write_cluster_files(dir: &Path, cluster: &Cluster) -> Result<(), ConfigEr
 
 /// Creates a file readable only by its owner (never briefly readable by
 /// others) and refuses to replace an existing one.
-fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -30,6 +30,7 @@ pub fn system_rng() -> SystemRng {
     rand_core::UnwrapErr(rand::rngs::SysRng)
 }
 
+pub mod admission;
 pub mod attack;
 pub mod client;
 pub mod config;

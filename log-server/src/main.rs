@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
+use bftlog_server::admission::{AdmissionMode, submitters};
 use bftlog_server::client::{AppendReceipt, Client, ClientOptions};
-use bftlog_server::config::{Cluster, ReplicaConfig, init_cluster};
+use bftlog_server::config::{Cluster, ReplicaConfig, init_cluster, init_cluster_admitting};
 use bftlog_server::node::Node;
 use bftlog_spec::merkle;
 use clap::{Parser, Subcommand};
@@ -47,6 +48,18 @@ enum Command {
         /// UDP port of replica 0; replica i uses base-port + i.
         #[arg(long, default_value_t = 7400)]
         base_port: u16,
+        /// Who may append: `open` (anyone, with a quota per source
+        /// address) or `keys` (only the keys in DIR/submitters.toml, which
+        /// starts with one new key, DIR/submitter.key). Asked for when
+        /// left out on a terminal.
+        #[arg(long, value_enum)]
+        admission: Option<AdmissionArg>,
+    },
+    /// Create a submitter key file (the client's identity for appends
+    /// where replicas admit listed keys only) and print its public key.
+    SubmitterKey {
+        /// The key file to create (readable by its owner only).
+        file: PathBuf,
     },
     /// Run one replica.
     Serve {
@@ -85,6 +98,10 @@ enum Command {
         /// FILE.receipts.jsonl.
         #[arg(long)]
         sha256sums: bool,
+        /// Submitter key file (from `bftlog submitter-key` or `bftlog init
+        /// --admission keys`) to present; default: a fresh anonymous key.
+        #[arg(long)]
+        key: Option<PathBuf>,
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -156,8 +173,13 @@ async fn run(cli: Cli) -> Result<()> {
             origin,
             host,
             base_port,
+            admission,
         } => {
-            let cluster = init_cluster(&dir, &origin, replicas, host, base_port)?;
+            let mode = match admission {
+                Some(a) => a.into(),
+                None => ask_admission_mode()?,
+            };
+            let cluster = init_cluster_admitting(&dir, &origin, replicas, host, base_port, mode)?;
             if json {
                 println!(
                     "{}",
@@ -175,6 +197,28 @@ async fn run(cli: Cli) -> Result<()> {
                     "start each replica with: bftlog serve --config {}/replica-N.toml",
                     dir.display()
                 );
+                if mode == AdmissionMode::Keys {
+                    println!(
+                        "appends are admitted from the keys in {0}/{1} (send SIGHUP to the replicas after editing it); append with: bftlog append --key {0}/{2} …",
+                        dir.display(),
+                        bftlog_server::config::SUBMITTERS_FILE,
+                        bftlog_server::config::FIRST_SUBMITTER_KEY_FILE
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::SubmitterKey { file } => {
+            let key = submitters::create_key_file(&file)?;
+            let public = submitters::format_public_key(&key.verifying_key());
+            if json {
+                println!("{}", json!({"file": file, "key": public}));
+            } else {
+                println!(
+                    "created {}; list it in the submitters file as:",
+                    file.display()
+                );
+                println!("\n[[submitter]]\nname = \"…\"\nkey = \"{public}\"");
             }
             Ok(())
         }
@@ -182,10 +226,18 @@ async fn run(cli: Cli) -> Result<()> {
             let cfg = ReplicaConfig::load(&config)?;
             let id = cfg.id;
             let node = Node::start(cfg).await?;
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate() => {}
-                reason = node.stopped() => bail!("replica {id} stopped: {reason}"),
+            let mut hangups = hangups();
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => break,
+                    _ = terminate() => break,
+                    reason = node.stopped() => bail!("replica {id} stopped: {reason}"),
+                    // Logged and counted by the node; a failed reload
+                    // keeps the previous list and the replica serving.
+                    Some(()) = hangups.recv() => {
+                        let _ = node.reload_admission();
+                    }
+                }
             }
             node.shutdown().await?;
             Ok(())
@@ -208,9 +260,20 @@ async fn run(cli: Cli) -> Result<()> {
             cluster,
             pem,
             sha256sums,
+            key,
             files,
         } => {
-            let client = client(&cluster)?;
+            let submitter_key = key
+                .map(|path| submitters::load_key_file(&path))
+                .transpose()?;
+            let cluster = Cluster::load(&cluster)?;
+            let client = Client::new(
+                cluster,
+                ClientOptions {
+                    submitter_key,
+                    ..ClientOptions::default()
+                },
+            )?;
             append(&client, &files, pem, sha256sums, json).await
         }
         Command::Checkpoint { cluster } => {
@@ -328,6 +391,66 @@ async fn run(cli: Cli) -> Result<()> {
 fn client(cluster: &Path) -> Result<Client> {
     let cluster = Cluster::load(cluster)?;
     Ok(Client::new(cluster, ClientOptions::default())?)
+}
+
+/// SIGHUPs, one message each (none where there are no signals).
+fn hangups() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut s) = signal(SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while s.recv().await.is_some() {
+                    // Hangups while a reload waits are one reload.
+                    let _ = tx.try_send(());
+                }
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AdmissionArg {
+    Open,
+    Keys,
+}
+
+impl From<AdmissionArg> for AdmissionMode {
+    fn from(a: AdmissionArg) -> Self {
+        match a {
+            AdmissionArg::Open => AdmissionMode::Open,
+            AdmissionArg::Keys => AdmissionMode::Keys,
+        }
+    }
+}
+
+/// Asks on the terminal who may append; refuses to guess elsewhere.
+fn ask_admission_mode() -> Result<AdmissionMode> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "pass --admission open (anyone may append, with a quota per source address) or --admission keys (only listed submitter keys)"
+        );
+    }
+    loop {
+        print!(
+            "Who may append? open = anyone, with a quota per source address; keys = only listed submitter keys [open/keys]: "
+        );
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        if std::io::stdin().lock().read_line(&mut line)? == 0 {
+            bail!("no answer: pass --admission open or --admission keys");
+        }
+        match line.trim() {
+            "open" => return Ok(AdmissionMode::Open),
+            "keys" => return Ok(AdmissionMode::Keys),
+            _ => println!("answer open or keys"),
+        }
+    }
 }
 
 async fn terminate() {

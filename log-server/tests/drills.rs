@@ -78,6 +78,8 @@ impl Drill {
                 "4",
                 "--origin",
                 "drill.example/log",
+                "--admission",
+                "open",
                 "--base-port",
             ])
             .arg(public.to_string())

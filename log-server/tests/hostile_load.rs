@@ -17,9 +17,10 @@
 
 use std::time::{Duration, Instant};
 
+use bftlog_server::admission::{AdmissionMode, Quota, submitters};
 use bftlog_server::attack::{ALL_ATTACKS, Attacker, DEFAULT_ATTACK_BYTES_PER_S};
 use bftlog_server::client::{Client, ClientOptions};
-use bftlog_server::config::init_cluster;
+use bftlog_server::config::{FIRST_SUBMITTER_KEY_FILE, SUBMITTERS_FILE, init_cluster_admitting};
 use bftlog_spec::note::SignerKey;
 use bftlog_spec::wire::ClientRequest;
 
@@ -56,14 +57,28 @@ fn honest_replicas_stay_live_and_bounded_under_each_attack() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let dir = test_dir::TestDir::new(&format!("hostile-load-{}", std::process::id()));
-    let cluster = init_cluster(
+    // Keys mode, as a log on the open internet runs: the well-behaved
+    // client's key is listed without limits, the flooder's (`init`'s
+    // first key) with the default quota. (In open mode both would share
+    // 127.0.0.1's quota.)
+    let cluster = init_cluster_admitting(
         &dir,
         "test.example/log",
         4,
         [127, 0, 0, 1].into(),
         ports::free_ports(4),
+        AdmissionMode::Keys,
     )
     .unwrap();
+    let honest_key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    submitters::append_row(
+        &dir.join(SUBMITTERS_FILE),
+        "well-behaved",
+        &honest_key.verifying_key(),
+        Some(Quota::UNLIMITED),
+    )
+    .unwrap();
+    let flooder_key = submitters::load_key_file(&dir.join(FIRST_SUBMITTER_KEY_FILE)).unwrap();
     let replicas: Vec<ReplicaProcess> = (0..3).map(|i| serve(BIN, &dir, i)).collect();
     let key_text = bftlog_witness::key_file::read_key_file(&dir.join("replica-3.key")).unwrap();
     let key = SignerKey::parse(key_text.trim_end()).unwrap();
@@ -71,6 +86,7 @@ fn honest_replicas_stay_live_and_bounded_under_each_attack() {
         cluster: cluster.clone(),
         replica: Some((3, key.signing_key().clone())),
         bytes_per_s_per_target: DEFAULT_ATTACK_BYTES_PER_S,
+        submitter_key: Some(flooder_key),
     };
     let policy = cluster.policy();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -79,7 +95,11 @@ fn honest_replicas_stay_live_and_bounded_under_each_attack() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let client = Client::new(cluster.clone(), ClientOptions::default()).unwrap();
+        let options = ClientOptions {
+            submitter_key: Some(honest_key.clone()),
+            ..ClientOptions::default()
+        };
+        let client = Client::new(cluster.clone(), options.clone()).unwrap();
         // Up, and connected to every honest replica before the attacks.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -144,7 +164,7 @@ fn honest_replicas_stay_live_and_bounded_under_each_attack() {
             );
         }
         // Recovered: a fresh client is served.
-        let fresh = Client::new(cluster.clone(), ClientOptions::default()).unwrap();
+        let fresh = Client::new(cluster.clone(), options).unwrap();
         fresh
             .append(&[b"after the attacks".to_vec()])
             .await

@@ -80,9 +80,14 @@ fn a_cluster_of_processes_serves_the_cli_and_survives_kill_9() {
         "test.example/log",
         "--base-port",
         &base,
+        "--admission",
+        "keys",
     ]);
     let cluster_file = dir.join("cluster.toml");
     let cluster_s = cluster_file.to_str().unwrap();
+    // `init --admission keys` lists one new key; appends present it.
+    let key_file = dir.join("submitter.key");
+    let key_s = key_file.to_str().unwrap();
     let policy = Policy::parse(&std::fs::read(dir.join("policy")).unwrap()).unwrap();
     let mut replicas: Vec<Option<ReplicaProcess>> = (0..4).map(|i| Some(serve(&dir, i))).collect();
 
@@ -95,6 +100,8 @@ fn a_cluster_of_processes_serves_the_cli_and_survives_kill_9() {
         "append",
         "--cluster",
         cluster_s,
+        "--key",
+        key_s,
         a.to_str().unwrap(),
         b.to_str().unwrap(),
     ]);
@@ -117,8 +124,24 @@ fn a_cluster_of_processes_serves_the_cli_and_survives_kill_9() {
     );
 
     // The same entry again: the same index.
-    let out = bftlog(&["append", "--cluster", cluster_s, a.to_str().unwrap()]);
+    let out = bftlog(&[
+        "append",
+        "--cluster",
+        cluster_s,
+        "--key",
+        key_s,
+        a.to_str().unwrap(),
+    ]);
     assert_eq!(stdout(&out), format!("index {index_a} {}\n", a.display()));
+
+    // Without the listed key: refused, every replica alike, and said so.
+    let out = Command::new(BIN)
+        .args(["append", "--cluster", cluster_s, a.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Forbidden"), "{stderr}");
 
     // A checksum file and a PEM bundle: one entry per line / certificate.
     let sums = dir.join("SHA256SUMS");
@@ -146,6 +169,8 @@ fn a_cluster_of_processes_serves_the_cli_and_survives_kill_9() {
         "append",
         "--cluster",
         cluster_s,
+        "--key",
+        key_s,
         "--sha256sums",
         sums.to_str().unwrap(),
     ]);
@@ -153,6 +178,8 @@ fn a_cluster_of_processes_serves_the_cli_and_survives_kill_9() {
         "append",
         "--cluster",
         cluster_s,
+        "--key",
+        key_s,
         "--pem",
         pem.to_str().unwrap(),
     ]);
@@ -174,11 +201,25 @@ fn a_cluster_of_processes_serves_the_cli_and_survives_kill_9() {
     drop(replicas[1].take());
     let c = dir.join("c.txt");
     std::fs::write(&c, b"while replica 1 is down").unwrap();
-    bftlog(&["append", "--cluster", cluster_s, c.to_str().unwrap()]);
+    bftlog(&[
+        "append",
+        "--cluster",
+        cluster_s,
+        "--key",
+        key_s,
+        c.to_str().unwrap(),
+    ]);
     replicas[1] = Some(serve(&dir, 1));
     let d = dir.join("d.txt");
     std::fs::write(&d, b"after the restart").unwrap();
-    let out = bftlog(&["append", "--cluster", cluster_s, d.to_str().unwrap()]);
+    let out = bftlog(&[
+        "append",
+        "--cluster",
+        cluster_s,
+        "--key",
+        key_s,
+        d.to_str().unwrap(),
+    ]);
     let index_d: u64 = stdout(&out).split(' ').nth(1).unwrap().parse().unwrap();
     assert_eq!(index_d, 7);
 

@@ -159,7 +159,11 @@ impl<R: CryptoRng> Replica<R> {
         });
     }
 
-    pub(super) fn on_forward(&mut self, entries: BoundedVec<Entry, { wire::MAX_APPEND_ENTRIES }>) {
+    pub(super) fn on_forward(
+        &mut self,
+        from: ReplicaId,
+        entries: BoundedVec<Entry, { wire::MAX_APPEND_ENTRIES }>,
+    ) {
         let mut completed = false;
         for entry in entries.into_inner() {
             let entry = entry.into_inner();
@@ -173,7 +177,11 @@ impl<R: CryptoRng> Replica<R> {
             if self.dedup.contains(&leaf) {
                 continue;
             }
-            if self.mempool.insert(leaf, entry).is_err() {
+            if self
+                .mempool
+                .insert(Submitter::Peer(from), leaf, entry)
+                .is_err()
+            {
                 self.metrics.forwarded_dropped += 1;
             }
         }

@@ -39,7 +39,7 @@ use rand_core::CryptoRng;
 use crate::bugs::{Bug, active as bug};
 use crate::crypto::{self, Committee, Signer};
 use crate::dedup_window::DedupWindow;
-use crate::mempool::{self, Mempool};
+use crate::mempool::{self, ClientId, Mempool, Share, Submitter};
 use crate::token_bucket::TokenBucket;
 use crate::{
     CheckpointEvent, Committed, Config, Event, Footprint, MAX_BLOCK_BYTES, MAX_CLUSTER_REPLICAS,
@@ -307,10 +307,19 @@ impl<R: CryptoRng> Replica<R> {
             .round
             .max(safety.high_tc.as_ref().map_or(0, |tc| tc.round))
             + 1;
+        let n = cfg.replicas.len();
         let mempool = Mempool::new(
             cfg.mempool_max_entries,
             cfg.mempool_max_bytes,
             cfg.max_entry_bytes,
+            Share {
+                entries: cfg.mempool_max_entries_per_client.max(1),
+                bytes: cfg.mempool_max_bytes_per_client.max(cfg.max_entry_bytes),
+            },
+            Share {
+                entries: (cfg.mempool_max_entries / n).max(1),
+                bytes: (cfg.mempool_max_bytes / n).max(cfg.max_entry_bytes),
+            },
         );
         // A restarted replica re-enters its round by its highest TC, so a
         // leader can still attach it to its proposal.
@@ -440,6 +449,7 @@ impl<R: CryptoRng> Replica<R> {
     pub fn footprint(&self) -> Footprint {
         let rounds = || self.blocks.values().map(|b| b.block.round);
         let stored_rounds = rounds().min().zip(rounds().max());
+        let (mempool_most_by_one_peer, mempool_most_by_one_client) = self.mempool.most_held();
         Footprint {
             round: self.round(),
             committed_round: self.committed_round,
@@ -461,6 +471,8 @@ impl<R: CryptoRng> Replica<R> {
             committed_window_bytes: self.committed_window_bytes,
             mempool_entries: self.mempool.len(),
             mempool_bytes: self.mempool.bytes(),
+            mempool_most_by_one_peer,
+            mempool_most_by_one_client,
         }
     }
 
@@ -500,14 +512,20 @@ impl<R: CryptoRng> Replica<R> {
         )
     }
 
-    /// Entries from a client. Accepted entries are forwarded to every
-    /// replica so any future leader can propose them.
-    pub fn submit(&mut self, now: Duration, entries: Vec<Vec<u8>>) -> Vec<SubmitResult> {
+    /// Entries from a client, charged to its share of the mempool.
+    /// Accepted entries are forwarded to every replica so any future
+    /// leader can propose them.
+    pub fn submit(
+        &mut self,
+        now: Duration,
+        client: ClientId,
+        entries: Vec<Vec<u8>>,
+    ) -> Vec<SubmitResult> {
         let hashed = entries
             .into_iter()
             .map(|e| (merkle::leaf_hash(&e), e))
             .collect();
-        self.submit_hashed(now, hashed)
+        self.submit_hashed(now, client, hashed)
     }
 
     /// [`Replica::submit`] for a driver that already computed each entry's
@@ -516,6 +534,7 @@ impl<R: CryptoRng> Replica<R> {
     pub fn submit_hashed(
         &mut self,
         now: Duration,
+        client: ClientId,
         entries: Vec<(Hash, Vec<u8>)>,
     ) -> Vec<SubmitResult> {
         self.now = now;
@@ -526,7 +545,10 @@ impl<R: CryptoRng> Replica<R> {
                 results.push(SubmitResult::AlreadyCommitted);
                 continue;
             }
-            let result = match self.mempool.insert(leaf, entry.clone()) {
+            let result = match self
+                .mempool
+                .insert(Submitter::Client(client), leaf, entry.clone())
+            {
                 Ok(true) => {
                     forward.push(entry);
                     SubmitResult::Accepted
@@ -534,6 +556,9 @@ impl<R: CryptoRng> Replica<R> {
                 Ok(false) => SubmitResult::AlreadyPending,
                 Err(mempool::Rejected::TooLarge) => SubmitResult::TooLarge,
                 Err(mempool::Rejected::Full) => SubmitResult::Overloaded {
+                    retry_after_ms: self.cfg.round_timeout_ms,
+                },
+                Err(mempool::Rejected::ShareFull) => SubmitResult::OverShare {
                     retry_after_ms: self.cfg.round_timeout_ms,
                 },
             };
@@ -598,7 +623,7 @@ impl<R: CryptoRng> Replica<R> {
                 replica,
                 note_signature,
             } => self.on_checkpoint_signature(from, size, root, replica, note_signature),
-            ConsensusMessage::Forward { entries } => self.on_forward(entries),
+            ConsensusMessage::Forward { entries } => self.on_forward(from, entries),
             ConsensusMessage::SyncRequest {
                 from_height,
                 max_blocks,

@@ -394,7 +394,7 @@ fn an_early_proposal_is_never_repeated_after_a_restart() {
     };
     // Replica 2 leads round 2 (round robin after the first block).
     let mut leader = test_replica(&keys, &cfg, 2);
-    leader.submit(now, vec![b"first".to_vec()]);
+    leader.submit(now, ClientId([0; 16]), vec![b"first".to_vec()]);
     leader.handle_message(now, 1, proposal_a.clone());
     let step = leader.poll_step();
     let vote_write = step.persist.last().cloned();
@@ -444,7 +444,7 @@ fn an_early_proposal_is_never_repeated_after_a_restart() {
         )
         .unwrap();
         bugs::set(None);
-        restarted.submit(now, vec![b"second".to_vec()]);
+        restarted.submit(now, ClientId([0; 16]), vec![b"second".to_vec()]);
         for voter in [0, 1, 3] {
             restarted.handle_message(now, voter, vote(1, a_id, voter));
         }
@@ -582,9 +582,9 @@ fn missing_entries_are_fetched_from_the_leader() {
     let mut follower = test_replica(&keys, &cfg, 2);
     let now = Duration::ZERO;
     // The follower has "a" (forwarded to it); only the leader has "b".
-    follower.submit(now, vec![b"a".to_vec()]);
+    follower.submit(now, ClientId([0; 16]), vec![b"a".to_vec()]);
     drain(&mut follower);
-    leader.submit(now, vec![b"a".to_vec(), b"b".to_vec()]);
+    leader.submit(now, ClientId([0; 16]), vec![b"a".to_vec(), b"b".to_vec()]);
     let out = drain(&mut leader);
     let proposal = out
         .iter()
@@ -702,7 +702,7 @@ fn proposals_beyond_the_block_byte_ceiling_are_refused() {
         })
         .collect();
     let leaves: Vec<Hash> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
-    follower.submit(now, entries);
+    follower.submit(now, ClientId([0; 16]), entries);
     drain(&mut follower);
     let header = round_one_header();
     let signature = Signer::new(keys[1].clone()).sign(&crypto::proposal_message(
@@ -803,7 +803,7 @@ fn genesis_timeout(key: &ed25519_dalek::SigningKey, round: u64, sender: ReplicaI
 fn steps_report_events_and_hold_messages_until_their_write() {
     let (keys, cfg) = test_replicas(4);
     let mut replica = test_replica(&keys, &cfg, 0);
-    replica.submit(Duration::ZERO, vec![b"work".to_vec()]);
+    replica.submit(Duration::ZERO, ClientId([0; 16]), vec![b"work".to_vec()]);
     drain(&mut replica);
     let late = Duration::from_millis(cfg.round_timeout_ms + 1);
     replica.handle_timeout(late);

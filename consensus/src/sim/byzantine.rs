@@ -67,10 +67,15 @@ pub enum Behaviour {
     /// Claims in its certificates a committed height far beyond anyone's,
     /// so the others ask it for sync and get nothing of use.
     LieCommittedHeight,
+    /// With each vote until the heal, forwards 256 new junk entries to
+    /// every replica, far more than blocks carry: each receiver may let its forwards
+    /// fill only a peer's share of the mempool, so clients' entries still
+    /// get in.
+    ForwardFlood,
 }
 
 /// Every behaviour.
-pub const ALL_BEHAVIOURS: [Behaviour; 14] = [
+pub const ALL_BEHAVIOURS: [Behaviour; 15] = [
     Behaviour::Silent,
     Behaviour::WithholdVotes,
     Behaviour::WithholdProposals,
@@ -85,6 +90,7 @@ pub const ALL_BEHAVIOURS: [Behaviour; 14] = [
     Behaviour::SignatureFlood,
     Behaviour::SyncFlood,
     Behaviour::LieCommittedHeight,
+    Behaviour::ForwardFlood,
 ];
 
 impl Behaviour {
@@ -229,6 +235,33 @@ pub(super) fn tamper(
                         root,
                         replica: id,
                         note_signature: Signature64(signed.signature.try_into().expect("Ed25519")),
+                    },
+                });
+            }
+            outs
+        }
+        Behaviour::ForwardFlood => {
+            // Until the heal: junk forwarded is junk committed, and a log
+            // that never stops growing never lets every replica be seen
+            // caught up.
+            let ConsensusMessage::Vote { vote } = &out.message else {
+                return vec![out];
+            };
+            if sim.healed {
+                return vec![out];
+            }
+            let mut outs = vec![out.clone()];
+            for chunk in 0..4u64 {
+                let entries: Vec<Entry> = (0..64u64)
+                    .map(|k| {
+                        let text = format!("junk {id} round {} {chunk} {k}", vote.round);
+                        Entry::new(text.into_bytes()).expect("small")
+                    })
+                    .collect();
+                outs.push(Outgoing {
+                    to: Target::All,
+                    message: ConsensusMessage::Forward {
+                        entries: BoundedVec::new(entries).expect("64"),
                     },
                 });
             }

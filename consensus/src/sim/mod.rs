@@ -33,7 +33,7 @@ use bftlog_spec::wire::{self, Block, ConsensusMessage, ReplicaId};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::{CheckpointEvent, Config, Outgoing, Recovered, Replica, SafetyState, Target};
+use crate::{CheckpointEvent, ClientId, Config, Outgoing, Recovered, Replica, SafetyState, Target};
 pub use byzantine::{ALL_BEHAVIOURS, Behaviour};
 pub use checker::{Checker, Violation};
 
@@ -249,6 +249,10 @@ impl Sim {
         cfg.round_timeout_ms = scenario.round_timeout_ms;
         cfg.max_round_timeout_ms = scenario.round_timeout_ms * 8;
         cfg.max_block_entries = 16;
+        // Small enough that a forward flood fills it within a few rounds
+        // (then only the flooder's share holds its junk); far above what
+        // the simulated clients keep pending.
+        cfg.mempool_max_entries = 4096;
         cfg.sync_batch_blocks = 8;
         cfg.sync_timeout_ms = 1000;
         // Simulated blocks are small: a low sync rate makes the limit
@@ -540,7 +544,7 @@ impl Sim {
                             continue;
                         }
                         if let Some(r) = self.nodes[i].replica.as_mut() {
-                            r.submit(now, vec![entry.clone()]);
+                            r.submit(now, ClientId([0; 16]), vec![entry.clone()]);
                             self.drain(i);
                         }
                     }

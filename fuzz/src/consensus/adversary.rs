@@ -537,7 +537,7 @@ impl Adversary {
             14 => {
                 let entries = entries_from(input, 6);
                 let now = self.now;
-                self.node.replica.submit(now, entries);
+                self.node.replica.submit(now, ClientId([0; 16]), entries);
             }
             15 => {
                 // The replica's timer fires (or a spurious early call).

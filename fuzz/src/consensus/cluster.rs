@@ -112,7 +112,7 @@ pub fn cluster(input: &mut Input) -> Progress {
                 let entry = format!("entry {}", input.u8() % 32).into_bytes();
                 checker.submitted(&entry, true);
                 let i = input.below(REPLICAS);
-                nodes[i].replica.submit(now, vec![entry]);
+                nodes[i].replica.submit(now, ClientId([0; 16]), vec![entry]);
                 flush(&mut nodes, i, &mut checker, &mut net);
             }
             _ => now += Duration::from_millis(input.u16() as u64 % 2000),

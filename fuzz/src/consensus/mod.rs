@@ -39,7 +39,8 @@ use std::time::Duration;
 use bftlog_consensus::crypto::{self, Signer};
 use bftlog_consensus::sim::{ALL_BEHAVIOURS, Checker, Scenario, Sim};
 use bftlog_consensus::{
-    CheckpointEvent, Config, Outgoing, PersistRequest, Recovered, Replica, SafetyState, Target,
+    CheckpointEvent, ClientId, Config, Outgoing, PersistRequest, Recovered, Replica, SafetyState,
+    Target,
 };
 use bftlog_spec::checkpoint::Checkpoint;
 use bftlog_spec::merkle::{self, CompactRange, Hash};

@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bftlog_server::attack::{Attack, Attacker};
 use bftlog_server::client::{Client, ClientOptions};
-use bftlog_server::config::init_cluster;
 use bftlog_spec::note::SignerKey;
 use serde_json::json;
 
-use super::{BenchArgs, TempDir, free_port_base, percentile, spawn_replica, status_kib};
+use super::{BenchArgs, TempDir, init_bench_cluster, percentile, spawn_replica, status_kib};
 
 /// A replica process, killed when dropped.
 struct Process(std::process::Child);
@@ -99,13 +98,7 @@ pub async fn run(args: &BenchArgs, attack: Attack, json_output: bool) -> Result<
     let dir = std::env::temp_dir().join(format!("bftlog-bench-attack-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let _cleanup = TempDir(dir.clone(), !args.keep);
-    let cluster = init_cluster(
-        &dir,
-        "bench.example/log",
-        n,
-        [127, 0, 0, 1].into(),
-        free_port_base(n as u16),
-    )?;
+    let (cluster, keys) = init_bench_cluster(&dir, n)?;
     let attacker_id = attack.is_peer_attack().then_some(n - 1);
     let started: Vec<usize> = (0..n).filter(|i| Some(*i) != attacker_id).collect();
     let exe = std::env::current_exe().context("locating the bftlog binary")?;
@@ -125,7 +118,11 @@ pub async fn run(args: &BenchArgs, attack: Attack, json_output: bool) -> Result<
         }
         None => None,
     };
-    let client = Client::new(cluster.clone(), ClientOptions::default())?;
+    let options = ClientOptions {
+        submitter_key: Some(keys.load),
+        ..ClientOptions::default()
+    };
+    let client = Client::new(cluster.clone(), options)?;
     tokio::time::timeout(
         Duration::from_secs(60),
         client.append(&[b"bench warm-up".to_vec()]),
@@ -137,6 +134,7 @@ pub async fn run(args: &BenchArgs, attack: Attack, json_output: bool) -> Result<
         cluster: cluster.clone(),
         replica,
         bytes_per_s_per_target: (args.attack_mib_per_s * (1 << 20) as f64) as u64,
+        submitter_key: Some(keys.flooder),
     };
     let until = Instant::now() + Duration::from_secs(args.seconds);
     let attacking = tokio::spawn(async move { attacker.run(attack, until).await });

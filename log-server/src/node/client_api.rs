@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::shared::{AppendOutcome, CoreInput, ServedCheckpoint, Shared};
+use crate::admission::Refusal;
 use crate::config::Cluster;
 use crate::net::{self, FrameReadError};
 use crate::storage::ReadError;
@@ -44,13 +45,25 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, connection: quinn::Connect
             let _ = recv.stop(STREAM_REFUSED.into());
         }
     });
+    let caller = Caller {
+        address: connection.remote_address().ip(),
+        key: net::remote_key(&connection),
+    };
     while let Ok((send, recv)) = connection.accept_bi().await {
         let shared = shared.clone();
         tokio::spawn(async move {
-            handle_stream(shared, send, recv).await;
+            handle_stream(shared, caller, send, recv).await;
         });
     }
     refuse_uni.abort();
+}
+
+/// Who sent a request: what admission charges appends to.
+#[derive(Clone, Copy, Debug)]
+struct Caller {
+    address: std::net::IpAddr,
+    /// The Ed25519 key the client presented in its TLS handshake.
+    key: Option<[u8; 32]>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ClientResponse {
@@ -156,6 +169,7 @@ async fn read_request(shared: &Shared, recv: &mut quinn::RecvStream) -> Read {
 /// deadline the stream is reset and counted.
 async fn handle_stream(
     shared: Arc<Shared>,
+    caller: Caller,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
@@ -185,7 +199,7 @@ async fn handle_stream(
             let response = match wire::decode::<ClientRequest>(&frame) {
                 Ok(request) => {
                     drop(frame);
-                    handle_request(&shared, request).await
+                    handle_request(&shared, caller, request).await
                 }
                 Err(e) => error(ErrorCode::Malformed, format!("request: {e}")),
             };
@@ -241,7 +255,11 @@ async fn inline<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-async fn handle_request(shared: &Arc<Shared>, request: ClientRequest) -> ClientResponse {
+async fn handle_request(
+    shared: &Arc<Shared>,
+    caller: Caller,
+    request: ClientRequest,
+) -> ClientResponse {
     let proofs = match &request {
         ClientRequest::GetInclusionProof { .. } | ClientRequest::GetConsistencyProof { .. } => 1,
         ClientRequest::GetInclusionProofs { indexes, .. } => indexes.len() as u64,
@@ -260,7 +278,9 @@ async fn handle_request(shared: &Arc<Shared>, request: ClientRequest) -> ClientR
             ErrorCode::Unsupported,
             "this request was retired before bftlog 0.1.0: upgrade the client (appends use AppendMultiproof)",
         ),
-        ClientRequest::AppendMultiproof { entries } => append(shared, entries.into_inner()).await,
+        ClientRequest::AppendMultiproof { entries } => {
+            append(shared, caller, entries.into_inner()).await
+        }
         ClientRequest::GetCheckpoint => match served_checkpoint(&store, &shared.cfg.cluster) {
             Ok(Some((_, note))) => ClientResponse::Checkpoint {
                 note: BoundedBytes::new(note.into_bytes()).expect("stored notes are bounded"),
@@ -361,13 +381,21 @@ fn served_checkpoint(
 
 /// `AppendMultiproof`: submits the entries to the core loop and answers
 /// with their receipts once a stored quorum checkpoint covers them all.
-async fn append(shared: &Arc<Shared>, entries: Vec<wire::Entry>) -> ClientResponse {
+async fn append(shared: &Arc<Shared>, caller: Caller, entries: Vec<wire::Entry>) -> ClientResponse {
     if entries.is_empty() {
         return error(ErrorCode::Malformed, "an append needs at least one entry");
     }
+    let client = match admit(shared, caller, &entries) {
+        Ok(client) => client,
+        Err(answer) => return answer,
+    };
     let (reply, outcome) = oneshot::channel();
     let bytes = entries.iter().map(|e| e.len() + 8).sum();
-    let input = CoreInput::Append { entries, reply };
+    let input = CoreInput::Append {
+        client,
+        entries,
+        reply,
+    };
     if shared.inbox.push_client(input, bytes).is_err() {
         shared
             .metrics
@@ -391,6 +419,49 @@ async fn append(shared: &Arc<Shared>, entries: Vec<wire::Entry>) -> ClientRespon
         Ok(AppendOutcome::Rejected(code, message)) => error(code, message),
         Err(_) => error(ErrorCode::Internal, "the replica is shutting down"),
     }
+}
+
+/// Charges an append to its submitter's quota, or answers why not.
+fn admit(
+    shared: &Shared,
+    caller: Caller,
+    entries: &[wire::Entry],
+) -> Result<bftlog_consensus::ClientId, ClientResponse> {
+    let bytes = entries.iter().map(|e| e.len() as u64).sum();
+    let now = shared.started.elapsed();
+    let admitted = shared.admission.lock().expect("admission lock").admit(
+        now,
+        caller.address,
+        caller.key,
+        entries.len() as u64,
+        bytes,
+    );
+    let metrics = &shared.metrics;
+    admitted.map_err(|refusal| match refusal {
+        Refusal::QuotaExceeded {
+            retry_after_ms,
+            what,
+        } => {
+            metrics.appends_over_quota.fetch_add(1, Ordering::Relaxed);
+            error(
+                ErrorCode::QuotaExceeded { retry_after_ms },
+                format!("over this submitter's quota of {what}; nothing was submitted"),
+            )
+        }
+        Refusal::Forbidden => {
+            metrics.appends_forbidden.fetch_add(1, Ordering::Relaxed);
+            error(
+                ErrorCode::Forbidden,
+                "this replica admits appends only from listed submitter keys (reads are open)",
+            )
+        }
+        Refusal::LargerThanQuota(message) => {
+            metrics
+                .appends_larger_than_quota
+                .fetch_add(1, Ordering::Relaxed);
+            error(ErrorCode::TooLarge, message)
+        }
+    })
 }
 
 /// The `ReceiptMultiproof` for committed indexes on the checkpoint the

@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bftlog_consensus::digest_hash::DigestMap;
-use bftlog_consensus::{CheckpointEvent, Event, Rejection, Replica, SubmitResult, Target};
+use bftlog_consensus::{
+    CheckpointEvent, ClientId, Event, Rejection, Replica, SubmitResult, Target,
+};
 use bftlog_spec::checkpoint::Checkpoint;
 use bftlog_spec::merkle::{self, Hash};
 use bftlog_spec::note::{Note, NoteSignature};
@@ -84,11 +86,30 @@ struct Waiters {
     by_leaf: DigestMap<Hash, Vec<(u64, usize)>>,
     /// Requests whose entries all have indexes, by the highest index.
     by_index: BTreeMap<u64, Vec<u64>>,
-    /// Entries waiting in all requests.
+    /// Entries waiting in all requests, and per client.
     entries: usize,
+    by_client: HashMap<ClientId, usize>,
+}
+
+impl Waiters {
+    /// Removes a request, releasing its entries from the counts.
+    fn take(&mut self, id: u64) -> Option<Waiter> {
+        let waiter = self.requests.remove(&id)?;
+        self.entries -= waiter.indexes.len();
+        let held = self
+            .by_client
+            .get_mut(&waiter.client)
+            .expect("a waiting request's client is counted");
+        *held -= waiter.indexes.len();
+        if *held == 0 {
+            self.by_client.remove(&waiter.client);
+        }
+        Some(waiter)
+    }
 }
 
 struct Waiter {
+    client: ClientId,
     indexes: Vec<Option<u64>>,
     leaves: Vec<Hash>,
     missing: usize,
@@ -183,7 +204,11 @@ impl CoreLoop {
             CoreInput::Peer { from, message } => {
                 self.replica.handle_message(now, from, *message);
             }
-            CoreInput::Append { entries, reply } => self.append(now, entries, reply)?,
+            CoreInput::Append {
+                client,
+                entries,
+                reply,
+            } => self.append(now, client, entries, reply)?,
             CoreInput::Cosigned { size, signatures } => self.cosigned(size, signatures)?,
             CoreInput::Shutdown => {}
         }
@@ -193,6 +218,7 @@ impl CoreLoop {
     fn append(
         &mut self,
         now: Duration,
+        client: ClientId,
         entries: Vec<Entry>,
         reply: oneshot::Sender<AppendOutcome>,
     ) -> Result<(), StoreError> {
@@ -207,17 +233,17 @@ impl CoreLoop {
             ));
             return Ok(());
         }
+        let metrics = &self.shared.metrics;
         if self.waiters.entries + entries.len() > self.shared.cfg.max_waiting_entries {
-            self.shared
-                .metrics
-                .appends_overloaded
-                .fetch_add(1, Ordering::Relaxed);
-            let _ = reply.send(AppendOutcome::Rejected(
-                ErrorCode::Overloaded {
-                    retry_after_ms: 1000,
-                },
-                "too many appends waiting for receipts".into(),
-            ));
+            let message = "too many appends waiting for receipts";
+            overloaded(reply, &metrics.appends_overloaded, 1000, message);
+            return Ok(());
+        }
+        let waiting = self.waiters.by_client.get(&client).copied().unwrap_or(0);
+        if waiting + entries.len() > self.shared.cfg.max_waiting_entries_per_client {
+            let message =
+                "this client has its share of entries waiting for receipts; wait for them";
+            overloaded(reply, &metrics.appends_over_share, 1000, message);
             return Ok(());
         }
         let leaves: Vec<Hash> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
@@ -233,9 +259,10 @@ impl CoreLoop {
         let results = if submit.is_empty() {
             Vec::new()
         } else {
-            self.replica.submit_hashed(now, submit)
+            self.replica.submit_hashed(now, client, submit)
         };
-        let mut overloaded = None;
+        let mut mempool_full = None;
+        let mut over_share = None;
         for (pos, result) in submit_pos.iter().zip(results) {
             match result {
                 SubmitResult::Accepted | SubmitResult::AlreadyPending => {}
@@ -250,19 +277,22 @@ impl CoreLoop {
                     return Ok(());
                 }
                 SubmitResult::Overloaded { retry_after_ms } => {
-                    overloaded = Some(retry_after_ms);
+                    mempool_full = Some(retry_after_ms);
+                }
+                SubmitResult::OverShare { retry_after_ms } => {
+                    over_share = Some(retry_after_ms);
                 }
             }
         }
-        if let Some(retry_after_ms) = overloaded {
-            self.shared
-                .metrics
-                .appends_overloaded
-                .fetch_add(1, Ordering::Relaxed);
-            let _ = reply.send(AppendOutcome::Rejected(
-                ErrorCode::Overloaded { retry_after_ms },
-                "the mempool is full; entries it accepted will still commit, and resubmitting is idempotent".into(),
-            ));
+        let metrics = &self.shared.metrics;
+        if let Some(retry_after_ms) = mempool_full {
+            let message = "the mempool is full; entries it accepted will still commit, and resubmitting is idempotent";
+            overloaded(reply, &metrics.appends_overloaded, retry_after_ms, message);
+            return Ok(());
+        }
+        if let Some(retry_after_ms) = over_share {
+            let message = "this client holds its share of the mempool; entries it accepted will still commit, and resubmitting is idempotent";
+            overloaded(reply, &metrics.appends_over_share, retry_after_ms, message);
             return Ok(());
         }
         let id = self.waiters.next_id;
@@ -278,10 +308,12 @@ impl CoreLoop {
             }
         }
         self.waiters.entries += indexes.len();
+        *self.waiters.by_client.entry(client).or_default() += indexes.len();
         let deadline = now + Duration::from_millis(self.shared.cfg.append_timeout_ms);
         self.waiters.requests.insert(
             id,
             Waiter {
+                client,
                 indexes,
                 leaves,
                 missing,
@@ -316,8 +348,7 @@ impl CoreLoop {
         let Some(checkpoint) = self.receipt_checkpoint().cloned() else {
             return;
         };
-        if let Some(waiter) = self.waiters.requests.remove(&id) {
-            self.waiters.entries -= waiter.indexes.len();
+        if let Some(waiter) = self.waiters.take(id) {
             let indexes = waiter
                 .indexes
                 .into_iter()
@@ -339,8 +370,7 @@ impl CoreLoop {
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            if let Some(waiter) = self.waiters.requests.remove(&id) {
-                self.waiters.entries -= waiter.indexes.len();
+            if let Some(waiter) = self.waiters.take(id) {
                 for (pos, leaf) in waiter.leaves.iter().enumerate() {
                     if waiter.indexes[pos].is_some() {
                         continue;
@@ -722,4 +752,18 @@ impl CoreLoop {
             Target::One(peer) => push(peer as usize),
         }
     }
+}
+
+/// Answers an append `Overloaded` and counts it.
+fn overloaded(
+    reply: oneshot::Sender<AppendOutcome>,
+    counter: &std::sync::atomic::AtomicU64,
+    retry_after_ms: u64,
+    message: &str,
+) {
+    counter.fetch_add(1, Ordering::Relaxed);
+    let _ = reply.send(AppendOutcome::Rejected(
+        ErrorCode::Overloaded { retry_after_ms },
+        message.into(),
+    ));
 }

@@ -40,7 +40,7 @@ pub(crate) fn render(shared: &Shared) -> String {
     let d = &shared.metrics;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::with_capacity(4096);
-    let counters: [(&str, &str, u64); 35] = [
+    let counters: [(&str, &str, u64); 41] = [
         (
             "blocks_committed_total",
             "blocks committed",
@@ -171,6 +171,36 @@ pub(crate) fn render(shared: &Shared) -> String {
             "appends_overloaded_total",
             "appends answered Overloaded (inbox lane, mempool or waiting entries full)",
             load(&d.appends_overloaded),
+        ),
+        (
+            "appends_over_quota_total",
+            "appends answered QuotaExceeded (the submitter's admission quota)",
+            load(&d.appends_over_quota),
+        ),
+        (
+            "appends_forbidden_total",
+            "appends answered Forbidden (keys mode, the client's key is not listed)",
+            load(&d.appends_forbidden),
+        ),
+        (
+            "appends_larger_than_quota_total",
+            "appends answered TooLarge for exceeding the submitter's burst or daily bytes",
+            load(&d.appends_larger_than_quota),
+        ),
+        (
+            "appends_over_share_total",
+            "appends answered Overloaded because their client held its share of the mempool or of the waiting entries",
+            load(&d.appends_over_share),
+        ),
+        (
+            "admission_reloads_total",
+            "submitters-file reloads that took",
+            load(&d.admission_reloads),
+        ),
+        (
+            "admission_reload_failures_total",
+            "submitters-file reloads that failed (the previous list stays in force)",
+            load(&d.admission_reload_failures),
         ),
         (
             "peer_inputs_dropped_total",

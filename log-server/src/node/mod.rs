@@ -96,6 +96,8 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("admission: {0}")]
+    Admission(#[from] crate::config::ConfigError),
 }
 
 /// A running replica.
@@ -129,6 +131,7 @@ impl Node {
                 cfg.consensus.retain_committed_bytes,
             )
             .map_err(database)?;
+        let admission = crate::admission::Admission::new(cfg.admission.clone())?;
         let started = Instant::now();
         let replica = Replica::new(
             cfg.consensus.clone(),
@@ -171,6 +174,8 @@ impl Node {
             request_bytes: Arc::new(tokio::sync::Semaphore::new(
                 cfg.limits.max_inflight_request_bytes,
             )),
+            admission: std::sync::Mutex::new(admission),
+            started,
             metrics: DriverMetrics::default(),
             stopping: AtomicBool::new(false),
             stop_reason: std::sync::Mutex::new(None),
@@ -203,6 +208,15 @@ impl Node {
             None => None,
         };
         let witness_tx = witnessing::spawn(&shared, initial, &mut tasks);
+        {
+            let admission = shared.admission.lock().expect("admission lock");
+            info!(
+                replica = shared.cfg.id,
+                mode = ?admission.mode(),
+                submitters = admission.listed(),
+                "admission"
+            );
+        }
         info!(
             replica = shared.cfg.id,
             listen = %shared.cfg.listen,
@@ -232,6 +246,37 @@ impl Node {
 
     pub fn metrics(&self) -> &DriverMetrics {
         &self.shared.metrics
+    }
+
+    /// Reads the submitters file again (keys mode; `bftlog serve` does on
+    /// SIGHUP). On error the previous list stays in force. Returns the
+    /// number of keys listed.
+    pub fn reload_admission(&self) -> Result<usize, crate::config::ConfigError> {
+        let result = self
+            .shared
+            .admission
+            .lock()
+            .expect("admission lock")
+            .reload();
+        let id = self.shared.cfg.id;
+        let metrics = &self.shared.metrics;
+        match &result {
+            Ok(listed) => {
+                metrics.admission_reloads.fetch_add(1, Ordering::Relaxed);
+                info!(replica = id, listed, "admission: submitters file reloaded");
+            }
+            Err(e) => {
+                metrics
+                    .admission_reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    replica = id,
+                    error = %e,
+                    "admission: reload failed; the previous list stays in force"
+                );
+            }
+        }
+        result
     }
 
     /// True once the core loop stopped (storage failure or shutdown).

@@ -389,6 +389,7 @@ mod tests {
     fn append() -> CoreInput {
         let (reply, _) = tokio::sync::oneshot::channel();
         CoreInput::Append {
+            client: bftlog_consensus::ClientId([0; 16]),
             entries: Vec::new(),
             reply,
         }

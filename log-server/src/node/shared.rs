@@ -42,6 +42,8 @@ pub(crate) enum CoreInput {
         message: Box<ConsensusMessage>,
     },
     Append {
+        /// Who the entries are charged to (mempool and waiting shares).
+        client: bftlog_consensus::ClientId,
         entries: Vec<Entry>,
         reply: oneshot::Sender<AppendOutcome>,
     },
@@ -106,6 +108,18 @@ pub struct DriverMetrics {
     pub sync_storage_errors: AtomicU64,
     /// Sync requests from storage dropped over the per-peer rate.
     pub sync_rate_limited: AtomicU64,
+    /// Appends answered `QuotaExceeded`, `Forbidden`, and `TooLarge` for
+    /// exceeding a whole quota (admission).
+    pub appends_over_quota: AtomicU64,
+    pub appends_forbidden: AtomicU64,
+    pub appends_larger_than_quota: AtomicU64,
+    /// Appends refused because their client held its share of the
+    /// mempool or of the entries waiting for receipts.
+    pub appends_over_share: AtomicU64,
+    /// Submitters-file reloads (SIGHUP) that took, and that failed (the
+    /// previous list stayed in force).
+    pub admission_reloads: AtomicU64,
+    pub admission_reload_failures: AtomicU64,
 }
 
 /// State shared by the network tasks.
@@ -126,6 +140,10 @@ pub(crate) struct Shared {
     /// Bytes of client requests being read or handled, reserved per
     /// request (`limits.max_inflight_request_bytes`).
     pub request_bytes: Arc<tokio::sync::Semaphore>,
+    /// Who may append, and their quota use (`crate::admission`).
+    pub admission: std::sync::Mutex<crate::admission::Admission>,
+    /// The origin of the core's and admission's clocks.
+    pub started: std::time::Instant,
     pub metrics: DriverMetrics,
     pub stopping: AtomicBool,
     /// Why the core loop stopped by itself, once it has.

@@ -167,6 +167,16 @@ pub enum ErrorCode {
     /// A request this replica no longer serves (a retired variant): the
     /// client must be upgraded.
     Unsupported,
+    /// The submitter's admission quota (entries a second with a burst, or
+    /// bytes a day) is spent at this replica: nothing was submitted; retry
+    /// the same request after `retry_after_ms`.
+    QuotaExceeded {
+        retry_after_ms: u64,
+    },
+    /// This replica admits appends only from the submitter keys it lists,
+    /// and the key the client presented is not one of them. Reads are
+    /// open to everyone.
+    Forbidden,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -321,6 +321,15 @@ pub fn examples_markdown() -> String {
             }),
         ),
         (
+            "ClientResponse::Error QuotaExceeded, retry after 1500 ms, message \"quota\"",
+            encode(&ClientResponse::Error {
+                code: ErrorCode::QuotaExceeded {
+                    retry_after_ms: 1500,
+                },
+                message: BoundedBytes::new(b"quota".to_vec()).expect("short"),
+            }),
+        ),
+        (
             "ClientResponse::InclusionProof (index 0, size 2, one hash = leaf_hash(\"example\"))",
             encode(&ClientResponse::InclusionProof {
                 index: 0,
@@ -562,6 +571,14 @@ mod tests {
             }),
             Just(ClientResponse::Error {
                 code: ErrorCode::NotFound,
+                message: BoundedBytes::default()
+            }),
+            any::<u64>().prop_map(|ms| ClientResponse::Error {
+                code: ErrorCode::QuotaExceeded { retry_after_ms: ms },
+                message: BoundedBytes::new(b"quota".to_vec()).unwrap()
+            }),
+            Just(ClientResponse::Error {
+                code: ErrorCode::Forbidden,
                 message: BoundedBytes::default()
             }),
             (any::<u64>(), entry_list()).prop_map(|(start, e)| ClientResponse::Entries {
