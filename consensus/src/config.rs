@@ -20,7 +20,8 @@ pub struct Config {
     pub max_block_entries: usize,
     /// Entry bytes per block. Default 8 MiB.
     pub max_block_bytes: usize,
-    /// Largest single entry. Default 64 KiB.
+    /// Largest single entry. Default 65,535 bytes (what a tiles entry
+    /// bundle carries).
     pub max_entry_bytes: usize,
     /// Pending entries held. Default 100,000.
     pub mempool_max_entries: usize,

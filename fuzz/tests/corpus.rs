@@ -33,6 +33,7 @@ targets!(
     checkpoint_parse,
     tlog_proof_verify,
     policy_parse,
+    tiles_parse,
     evidence_check,
     merkle_proofs,
     consensus_core,

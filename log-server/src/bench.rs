@@ -439,8 +439,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
-    if args.entry_bytes == 0 || args.entry_bytes > 65536 {
-        bail!("--entry-bytes must be 1 to 65536");
+    if args.entry_bytes == 0 || args.entry_bytes > bftlog_spec::wire::MAX_ENTRY_BYTES {
+        bail!("--entry-bytes must be 1 to 65535");
     }
     if let Some(kind) = args.attack {
         return attack::run(&args, kind, json_output).await;

@@ -374,6 +374,10 @@ pub struct ReplicaFile {
     /// HTTP). Default: none (off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Address of the C2SP tlog-tiles endpoint (plain HTTP: `/checkpoint`,
+    /// `/tile/…`). Default: none (off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiles_listen: Option<SocketAddr>,
     #[serde(default)]
     pub consensus: ConsensusSection,
     #[serde(default)]
@@ -422,7 +426,8 @@ pub struct ConsensusSection {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
-    /// Largest entry accepted. Default 65536 (64 KiB), the protocol maximum.
+    /// Largest entry accepted. Default 65535, the protocol maximum (what a
+    /// tlog-tiles entry bundle carries).
     pub max_entry_bytes: Option<usize>,
     /// Concurrent requests per client connection. Default 256.
     pub max_concurrent_requests: Option<u32>,
@@ -499,6 +504,8 @@ pub struct ReplicaConfig {
     pub admission: AdmissionConfig,
     /// Prometheus endpoint address, if enabled.
     pub metrics_listen: Option<SocketAddr>,
+    /// Tiles endpoint address, if enabled.
+    pub tiles_listen: Option<SocketAddr>,
     /// redb page cache size in MiB.
     pub cache_mb: usize,
 }
@@ -618,7 +625,7 @@ impl ReplicaConfig {
             ),
             (
                 (1..=bftlog_spec::wire::MAX_ENTRY_BYTES).contains(&c.max_entry_bytes),
-                "limits.max_entry_bytes must be 1 to 65536",
+                "limits.max_entry_bytes must be 1 to 65535 (a tiles entry bundle carries at most 65535)",
             ),
             (
                 c.mempool_max_entries >= 1,
@@ -761,6 +768,7 @@ impl ReplicaConfig {
             max_waiting_entries_per_client: l.max_waiting_entries_per_client.unwrap_or(25_000),
             admission,
             metrics_listen: file.metrics_listen,
+            tiles_listen: file.tiles_listen,
             cache_mb,
             cluster,
         })
@@ -877,6 +885,7 @@ pub fn init_cluster_admitting(
             data_dir: format!("replica-{i}").into(),
             listen: None,
             metrics_listen: None,
+            tiles_listen: None,
             consensus: ConsensusSection::default(),
             limits: LimitsSection::default(),
             storage: StorageSection::default(),

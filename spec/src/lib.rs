@@ -50,6 +50,7 @@ pub mod merkle;
 pub mod note;
 pub mod policy;
 pub mod proof;
+pub mod tiles;
 pub mod wire;
 
 pub use ed25519_dalek;

@@ -368,7 +368,7 @@ async fn handle_request(
 /// The checkpoint handed to clients: the latest one whose witness
 /// cosignatures meet the policy when the cluster waits for witnesses, else
 /// the latest quorum checkpoint (with whatever cosignatures it has).
-fn served_checkpoint(
+pub(super) fn served_checkpoint(
     store: &Store,
     cluster: &Cluster,
 ) -> Result<Option<(u64, String)>, StoreError> {

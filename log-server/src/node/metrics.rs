@@ -9,14 +9,10 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bftlog_witness::http_guard::{ConnectionCaps, WriteTimeout};
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use std::time::{Duration, Instant};
@@ -24,6 +20,7 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use super::core_loop::SLOW_STEP;
+use super::http_server::{self, HttpLimits};
 use super::shared::Shared;
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
@@ -40,7 +37,7 @@ pub(crate) fn render(shared: &Shared) -> String {
     let d = &shared.metrics;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::with_capacity(4096);
-    let counters: [(&str, &str, u64); 41] = [
+    let counters: [(&str, &str, u64); 44] = [
         (
             "blocks_committed_total",
             "blocks committed",
@@ -201,6 +198,21 @@ pub(crate) fn render(shared: &Shared) -> String {
             "admission_reload_failures_total",
             "submitters-file reloads that failed (the previous list stays in force)",
             load(&d.admission_reload_failures),
+        ),
+        (
+            "tile_requests_total",
+            "tiles HTTP requests (checkpoint, tiles, entry bundles)",
+            load(&d.tile_requests),
+        ),
+        (
+            "tile_requests_failed_total",
+            "tiles HTTP requests answered with an error status (malformed path, beyond the tree, storage)",
+            load(&d.tile_requests_failed),
+        ),
+        (
+            "tiles_connections_refused_total",
+            "tiles HTTP connections refused over the per-address cap",
+            load(&d.tiles_connections_refused),
         ),
         (
             "peer_inputs_dropped_total",
@@ -366,46 +378,27 @@ pub const METRICS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// once and [`METRICS_CONNECTIONS_PER_IP`] per address, a request head
 /// within [`METRICS_TIMEOUT`], a response taken within it too.
 pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
-    let caps = ConnectionCaps::new(METRICS_CONNECTIONS_PER_IP);
-    loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let Ok((stream, remote)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            continue;
-        };
-        let Some(guard) = caps.try_take(remote.ip()) else {
-            continue;
-        };
-        let stream = WriteTimeout::new(stream, METRICS_TIMEOUT);
+    let limits = HttpLimits {
+        connections: METRICS_CONNECTIONS,
+        per_ip: METRICS_CONNECTIONS_PER_IP,
+        timeout: METRICS_TIMEOUT,
+    };
+    let handle = move |req: hyper::Request<hyper::body::Incoming>| {
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let shared = shared.clone();
-                async move {
-                    let response =
-                        if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
-                            hyper::Response::builder()
-                                .header("content-type", "text/plain; version=0.0.4")
-                                .body(Full::new(Bytes::from(render(&shared))))
-                        } else {
-                            hyper::Response::builder()
-                                .status(404)
-                                .body(Full::new(Bytes::from_static(b"not found\n")))
-                        };
-                    Ok::<_, std::convert::Infallible>(response.expect("static response"))
-                }
-            });
-            let _ = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(METRICS_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            drop((permit, guard));
-        });
-    }
+        async move {
+            let response = if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
+                hyper::Response::builder()
+                    .header("content-type", "text/plain; version=0.0.4")
+                    .body(Full::new(Bytes::from(render(&shared))))
+            } else {
+                hyper::Response::builder()
+                    .status(404)
+                    .body(Full::new(Bytes::from_static(b"not found\n")))
+            };
+            response.expect("static response")
+        }
+    };
+    http_server::serve(listener, limits, || {}, handle).await;
 }
 
 /// Binds the metrics listener (so a bad address fails at start).

@@ -43,11 +43,13 @@
 mod client_api;
 mod connections;
 mod core_loop;
+mod http_server;
 mod metrics;
 mod peers;
 mod queues;
 mod shared;
 mod sync_from_storage;
+mod tiles_http;
 mod witnessing;
 
 use std::net::SocketAddr;
@@ -104,6 +106,7 @@ pub enum StartError {
 pub struct Node {
     shared: Arc<Shared>,
     metrics_addr: Option<SocketAddr>,
+    tiles_addr: Option<SocketAddr>,
     endpoint: quinn::Endpoint,
     core: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
     tasks: tokio::task::JoinSet<()>,
@@ -201,6 +204,14 @@ impl Node {
             metrics_addr = listener.local_addr().ok();
             tasks.spawn(metrics::serve(shared.clone(), listener));
         }
+        let mut tiles_addr = None;
+        if let Some(addr) = shared.cfg.tiles_listen {
+            let listener = tiles_http::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?;
+            tiles_addr = listener.local_addr().ok();
+            tasks.spawn(tiles_http::serve(shared.clone(), listener));
+        }
         let initial = match store.latest_checkpoint()? {
             Some((size, text)) => Note::parse(text.as_bytes())
                 .ok()
@@ -228,6 +239,7 @@ impl Node {
         Ok(Node {
             shared,
             metrics_addr,
+            tiles_addr,
             endpoint,
             core: Some(core),
             tasks,
@@ -242,6 +254,11 @@ impl Node {
     /// The bound Prometheus endpoint address, if enabled.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The bound tiles endpoint address, if enabled.
+    pub fn tiles_addr(&self) -> Option<SocketAddr> {
+        self.tiles_addr
     }
 
     pub fn metrics(&self) -> &DriverMetrics {

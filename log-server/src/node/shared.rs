@@ -120,6 +120,11 @@ pub struct DriverMetrics {
     /// previous list stayed in force).
     pub admission_reloads: AtomicU64,
     pub admission_reload_failures: AtomicU64,
+    /// Tiles HTTP requests, those answered with an error status, and
+    /// connections refused over the per-address cap.
+    pub tile_requests: AtomicU64,
+    pub tile_requests_failed: AtomicU64,
+    pub tiles_connections_refused: AtomicU64,
 }
 
 /// State shared by the network tasks.

@@ -20,7 +20,7 @@
 //! hashes. Hashes are grouped in chunks of [`HASH_CHUNK`] so a proof's
 //! lower levels, which lie close together, share a read.
 //!
-//! **Each entry is written once** (layout 5, docs/adr/0004). A replica
+//! **Each entry is written once** (since layout 5, docs/adr/0004). A replica
 //! must make a block durable before it votes for it (a block a quorum
 //! certified has to survive all replicas crashing at once), so the vote
 //! writes the block into `block_parts`: its header, then its entries in
@@ -102,6 +102,7 @@ mod leaf_index;
 mod reads;
 #[cfg(test)]
 mod tests;
+mod tiles;
 mod write;
 
 use std::path::Path;
@@ -147,7 +148,9 @@ const SAFETY: TableDefinition<u8, &[u8]> = TableDefinition::new("safety");
 pub const BLOCK_PART_BYTES: usize = 65_536 - 128;
 
 /// The layout version in `meta`; a database of another layout is refused.
-const SCHEMA_VERSION: u64 = 5;
+/// Layout 6: entries are at most 65,535 bytes (a tiles entry bundle's
+/// limit); a layout-5 database may hold one of 65,536.
+const SCHEMA_VERSION: u64 = 6;
 
 const META_TREE_SIZE: &str = "tree_size";
 

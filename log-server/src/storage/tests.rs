@@ -11,7 +11,7 @@ use redb::ReadableTableMetadata;
 /// A small page cache: tests hold many databases at once.
 const TEST_CACHE_BYTES: usize = 16 << 20;
 
-fn open(path: &Path) -> StoreWriter {
+pub(super) fn open(path: &Path) -> StoreWriter {
     Store::open(path, 1, TEST_CACHE_BYTES).unwrap()
 }
 
@@ -78,7 +78,7 @@ fn committed(
     }
 }
 
-fn commit_blocks(
+pub(super) fn commit_blocks(
     store: &mut StoreWriter,
     tree: &mut merkle::MemoryTree,
     count: u64,
@@ -300,10 +300,10 @@ fn block_runs_fit_a_page_unless_one_entry_is_larger() {
     let dir = tempdir();
     let mut store = open(&dir.join("db.redb"));
     let mut tree = merkle::MemoryTree::new();
-    // 256-byte entries fill a page; a 65,536-byte entry (the largest)
+    // 256-byte entries fill a page; a 65,535-byte entry (the largest)
     // must still get a row of its own.
     let sizes: Vec<usize> = (0..600)
-        .map(|i| if i == 100 { 65_536 } else { 256 })
+        .map(|i| if i == 100 { 65_535 } else { 256 })
         .collect();
     let payloads: Vec<Vec<u8>> = sizes
         .iter()
@@ -341,7 +341,7 @@ fn block_runs_fit_a_page_unless_one_entry_is_larger() {
     let got = store.entries(0, 600).unwrap();
     let got: Vec<Vec<u8>> = got.iter().map(|e| e.to_vec()).collect();
     assert_eq!(got, payloads);
-    assert_eq!(store.entries(99, 3).unwrap()[1].len(), 65_536);
+    assert_eq!(store.entries(99, 3).unwrap()[1].len(), 65_535);
     assert_eq!(store.entries(352, 2).unwrap()[1][..8], 353u64.to_be_bytes());
     // Within a byte budget: entries stop before it is passed, and the
     // first always comes, however large.
@@ -350,7 +350,7 @@ fn block_runs_fit_a_page_unless_one_entry_is_larger() {
         got.iter().map(|e| e.len()).collect()
     };
     assert_eq!(sizes(98, 3, 1000), [256, 256]);
-    assert_eq!(sizes(100, 5, 10), [65_536]);
+    assert_eq!(sizes(100, 5, 10), [65_535]);
     let small = payloads[0].len();
     assert_eq!(sizes(0, 600, 10 * small), vec![small; 10]);
     assert_eq!(sizes(0, 600, usize::MAX).len(), payloads.len());
@@ -783,7 +783,7 @@ fn a_database_of_another_layout_is_refused() {
         let mut store = open(&path);
         commit_blocks(&mut store, &mut tree, 1, 3);
     }
-    for stored in [None, Some(2), Some(4), Some(SCHEMA_VERSION + 1)] {
+    for stored in [None, Some(2), Some(4), Some(5), Some(SCHEMA_VERSION + 1)] {
         {
             let store = open_raw(&path);
             let txn = store.begin_write().unwrap();
@@ -880,7 +880,7 @@ fn safety_state_voted_blocks_and_checkpoints_round_trip() {
     ));
 }
 
-fn tempdir() -> crate::test_dir::TestDir {
+pub(super) fn tempdir() -> crate::test_dir::TestDir {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     crate::test_dir::TestDir::new(&format!(

@@ -8,8 +8,10 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 
-/// Default and largest entry size, in bytes.
-pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
+/// Default and largest entry size, in bytes: what a C2SP tlog-tiles entry
+/// bundle can carry (its length prefix is a uint16), so that every entry
+/// is readable through tiles.
+pub const MAX_ENTRY_BYTES: usize = crate::tiles::MAX_BUNDLE_ENTRY_BYTES;
 /// Most entries in one append request.
 pub const MAX_APPEND_ENTRIES: usize = 4096;
 /// Most entries returned by one `GetEntries`.

@@ -947,7 +947,7 @@ mod tests {
         bytes.push(0x81);
         bytes.extend_from_slice(&[0x5a, 0x00, 0x01, 0x00, 0x01]);
         bytes.extend_from_slice(&vec![0u8; MAX_ENTRY_BYTES + 1]);
-        rejects::<ClientRequest>(&bytes, "entry over 64 KiB");
+        rejects::<ClientRequest>(&bytes, "entry over 65,535 bytes");
 
         assert!(matches!(
             decode::<Vote>(&vec![0; MAX_MESSAGE_BYTES + 1]),

@@ -1,0 +1,148 @@
+//! The C2SP tlog-tiles read path over HTTP (`tiles_listen`): `/checkpoint`,
+//! hash tiles `/tile/<L>/<N>[.p/<W>]` and entry bundles
+//! `/tile/entries/<N>[.p/<W>]`, read from storage. Tiles are a function
+//! of the committed tree, so every replica serves the same bytes and any
+//! of them can stand behind a CDN.
+//!
+//! Bounded like the metrics endpoint: [`TILES_CONNECTIONS`] at once and
+//! [`TILES_CONNECTIONS_PER_IP`] per address, a request head within
+//! [`TILES_TIMEOUT`] and a response taken within it too; entry bundles
+//! (up to 16 MiB each) are built at most [`BUNDLES_AT_ONCE`] at a time.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bftlog_spec::tiles::{Tile, TileKind};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Response, StatusCode};
+use tokio::net::TcpListener;
+
+use super::client_api::served_checkpoint;
+use super::http_server::{self, HttpLimits};
+use super::shared::Shared;
+
+/// Tiles connections open at once.
+pub const TILES_CONNECTIONS: usize = 1024;
+/// Tiles connections from one address.
+pub const TILES_CONNECTIONS_PER_IP: usize = 64;
+/// Time to send a request head, and to take a response.
+pub const TILES_TIMEOUT: Duration = Duration::from_secs(10);
+/// Entry bundles being read at once (each up to 256 × 65,535 bytes).
+pub const BUNDLES_AT_ONCE: usize = 8;
+
+/// `Cache-Control` of tiles and bundles: a tile's bytes never change.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// `Cache-Control` of the checkpoint: "SHOULD prevent caching beyond a
+/// few seconds".
+const CHECKPOINT_CACHE: &str = "public, max-age=2";
+
+/// Serves tiles on `listener` until the task is aborted.
+pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+    let limits = HttpLimits {
+        connections: TILES_CONNECTIONS,
+        per_ip: TILES_CONNECTIONS_PER_IP,
+        timeout: TILES_TIMEOUT,
+    };
+    let bundles = Arc::new(tokio::sync::Semaphore::new(BUNDLES_AT_ONCE));
+    let refused = {
+        let shared = shared.clone();
+        move || {
+            shared
+                .metrics
+                .tiles_connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    let handle = move |req: hyper::Request<hyper::body::Incoming>| {
+        let (shared, bundles) = (shared.clone(), bundles.clone());
+        async move { respond(&shared, &bundles, req.method(), req.uri().path()).await }
+    };
+    http_server::serve(listener, limits, refused, handle).await;
+}
+
+/// Binds the tiles listener (so a bad address fails at start).
+pub(crate) async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from_static(text.as_bytes())))
+        .expect("static response")
+}
+
+async fn respond(
+    shared: &Arc<Shared>,
+    bundles: &Arc<tokio::sync::Semaphore>,
+    method: &Method,
+    path: &str,
+) -> Response<Full<Bytes>> {
+    let metrics = &shared.metrics;
+    metrics.tile_requests.fetch_add(1, Ordering::Relaxed);
+    let response = answer(shared, bundles, method, path).await;
+    if !response.status().is_success() {
+        metrics.tile_requests_failed.fetch_add(1, Ordering::Relaxed);
+    }
+    // For HEAD, hyper sends the headers (the length included) and not
+    // the body.
+    response
+}
+
+async fn answer(
+    shared: &Arc<Shared>,
+    bundles: &Arc<tokio::sync::Semaphore>,
+    method: &Method,
+    path: &str,
+) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD\n");
+    }
+    if path == "/checkpoint" {
+        return match served_checkpoint(&shared.store, &shared.cfg.cluster) {
+            Ok(Some((_, note))) => Response::builder()
+                .header("content-type", "text/plain; charset=utf-8")
+                .header("cache-control", CHECKPOINT_CACHE)
+                .body(Full::new(Bytes::from(note)))
+                .expect("valid headers"),
+            Ok(None) => plain(StatusCode::NOT_FOUND, "no quorum checkpoint yet\n"),
+            Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "storage error\n"),
+        };
+    }
+    if !path.starts_with("/tile/") {
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    }
+    let tile = match Tile::parse_path(path) {
+        Ok(tile) => tile,
+        Err(_) => return plain(StatusCode::BAD_REQUEST, "malformed tile path\n"),
+    };
+    let store = shared.store.clone();
+    let read = match tile.kind {
+        // A hash tile is a few pages, almost always in redb's cache:
+        // read inline, as proofs are.
+        TileKind::Hashes { .. } => store.tile(&tile),
+        TileKind::Entries => {
+            let Ok(_permit) = bundles.acquire().await else {
+                return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+            };
+            tokio::task::spawn_blocking(move || store.tile(&tile))
+                .await
+                .expect("bundle read panicked")
+        }
+    };
+    match read {
+        Ok(Some(bytes)) => Response::builder()
+            .header("content-type", "application/octet-stream")
+            .header("cache-control", IMMUTABLE)
+            .body(Full::new(Bytes::from(bytes)))
+            .expect("valid headers"),
+        Ok(None) => plain(StatusCode::NOT_FOUND, "beyond the committed tree\n"),
+        Err(e) => {
+            tracing::error!(error = %e, %tile, "reading a tile failed");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "storage error\n")
+        }
+    }
+}
