@@ -276,10 +276,10 @@ impl Attacker {
                         round += n;
                         let entries: Vec<Entry> = (0..8u64)
                             .map(|e| {
-                                let mut bytes = vec![0u8; 64 << 10];
+                                let mut bytes = vec![0u8; wire::MAX_ENTRY_BYTES];
                                 bytes[..8].copy_from_slice(&round.to_be_bytes());
                                 bytes[8..16].copy_from_slice(&e.to_be_bytes());
-                                Entry::new(bytes).expect("64 KiB")
+                                Entry::new(bytes).expect("the largest entry")
                             })
                             .collect();
                         let block = Block {

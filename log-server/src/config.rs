@@ -386,6 +386,80 @@ pub struct ReplicaFile {
     pub storage: StorageSection,
     #[serde(default)]
     pub admission: AdmissionSection,
+    #[serde(default)]
+    pub tiles: TilesSection,
+}
+
+/// `[tiles]`: publishing the tiles to a directory or object storage.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TilesSection {
+    /// `file://DIR` (relative to the replica file unless absolute) or
+    /// `s3://BUCKET[/PREFIX]`. Default: none (not published).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<String>,
+    /// S3: the endpoint of an S3-compatible service (default: AWS's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_endpoint: Option<String>,
+    /// S3: the region. Default "us-east-1".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_region: Option<String>,
+    /// S3: allow a plain-HTTP endpoint. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_allow_http: Option<bool>,
+}
+
+/// Where `[tiles] publish` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishTarget {
+    Directory(PathBuf),
+    S3 {
+        bucket: String,
+        prefix: String,
+        endpoint: Option<String>,
+        region: String,
+        allow_http: bool,
+    },
+}
+
+impl PublishTarget {
+    /// Parses `[tiles]`; `None` when nothing is published.
+    pub fn from_section(section: &TilesSection, base: &Path) -> Result<Option<Self>, String> {
+        let Some(url) = &section.publish else {
+            if section.s3_endpoint.is_some() || section.s3_region.is_some() {
+                return Err("tiles.s3_* settings need tiles.publish = \"s3://…\"".into());
+            }
+            return Ok(None);
+        };
+        if let Some(dir) = url.strip_prefix("file://") {
+            if dir.is_empty() {
+                return Err("tiles.publish = \"file://DIR\" needs a directory".into());
+            }
+            if section.s3_endpoint.is_some() || section.s3_region.is_some() {
+                return Err("tiles.s3_* settings apply to s3:// only".into());
+            }
+            return Ok(Some(PublishTarget::Directory(base.join(dir))));
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err("tiles.publish = \"s3://BUCKET[/PREFIX]\" needs a bucket".into());
+            }
+            return Ok(Some(PublishTarget::S3 {
+                bucket: bucket.to_owned(),
+                prefix: prefix.trim_matches('/').to_owned(),
+                endpoint: section.s3_endpoint.clone(),
+                region: section
+                    .s3_region
+                    .clone()
+                    .unwrap_or_else(|| "us-east-1".into()),
+                allow_http: section.s3_allow_http.unwrap_or(false),
+            }));
+        }
+        Err(format!(
+            "tiles.publish {url:?} is neither file://DIR nor s3://BUCKET[/PREFIX]"
+        ))
+    }
 }
 
 /// redb settings.
@@ -506,6 +580,8 @@ pub struct ReplicaConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Tiles endpoint address, if enabled.
     pub tiles_listen: Option<SocketAddr>,
+    /// Where tiles are published, if anywhere.
+    pub tiles_publish: Option<PublishTarget>,
     /// redb page cache size in MiB.
     pub cache_mb: usize,
 }
@@ -754,6 +830,8 @@ impl ReplicaConfig {
         }
         let admission =
             AdmissionConfig::from_section(&file.admission, base).map_err(|m| invalid(path, m))?;
+        let tiles_publish =
+            PublishTarget::from_section(&file.tiles, base).map_err(|m| invalid(path, m))?;
         let listen = file.listen.unwrap_or(cluster.addresses[id as usize]);
         Ok(ReplicaConfig {
             id,
@@ -769,6 +847,7 @@ impl ReplicaConfig {
             admission,
             metrics_listen: file.metrics_listen,
             tiles_listen: file.tiles_listen,
+            tiles_publish,
             cache_mb,
             cluster,
         })
@@ -890,6 +969,7 @@ pub fn init_cluster_admitting(
             limits: LimitsSection::default(),
             storage: StorageSection::default(),
             admission: admission_section.clone(),
+            tiles: TilesSection::default(),
         };
         let text = format!(
             "# bftlog replica {i}; every field is described in docs/operating.md\n{}",
@@ -899,6 +979,26 @@ pub fn init_cluster_admitting(
     }
     write_cluster_files(dir, &cluster)?;
     Ok(cluster)
+}
+
+/// Rewrites a replica file with `change` applied (its comments become
+/// the header `init` writes).
+pub fn edit_replica_file(
+    path: &Path,
+    change: impl FnOnce(&mut ReplicaFile),
+) -> Result<(), ConfigError> {
+    let text = read(path)?;
+    let mut file: ReplicaFile = toml::from_str(&text).map_err(|e| invalid(path, e.to_string()))?;
+    change(&mut file);
+    let text = format!(
+        "# bftlog replica {}; every field is described in docs/operating.md\n{}",
+        file.id,
+        toml::to_string(&file).expect("serializable")
+    );
+    std::fs::write(path, text).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Writes `cluster.toml`, `policy` and `log.vkeys` for `cluster` (after

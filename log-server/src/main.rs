@@ -11,7 +11,9 @@ use anyhow::{Context, Result, bail};
 use base64::Engine;
 use bftlog_server::admission::{AdmissionMode, submitters};
 use bftlog_server::client::{AppendReceipt, Client, ClientOptions};
-use bftlog_server::config::{Cluster, ReplicaConfig, init_cluster, init_cluster_admitting};
+use bftlog_server::config::{
+    Cluster, ReplicaConfig, edit_replica_file, init_cluster, init_cluster_admitting,
+};
 use bftlog_server::node::Node;
 use bftlog_spec::merkle;
 use clap::{Parser, Subcommand};
@@ -82,6 +84,10 @@ enum Command {
         /// HTTP port of the first witness; the others follow.
         #[arg(long, default_value_t = 7380)]
         witness_base_port: u16,
+        /// HTTP port of replica 0's C2SP tlog-tiles endpoint; the others
+        /// follow. Only used when DIR is created.
+        #[arg(long, default_value_t = 7480)]
+        tiles_base_port: u16,
         /// Exit after the demonstration instead of serving until Ctrl-C.
         #[arg(long)]
         no_serve: bool,
@@ -248,11 +254,13 @@ async fn run(cli: Cli) -> Result<()> {
             base_port,
             witnesses,
             witness_base_port,
+            tiles_base_port,
             no_serve,
         } => {
             let ports = DevPorts {
                 replicas: base_port,
                 witnesses: witness_base_port,
+                tiles: tiles_base_port,
             };
             dev(&dir, replicas, witnesses, ports, no_serve, json).await
         }
@@ -604,6 +612,7 @@ fn proof_path(path: &Path) -> PathBuf {
 struct DevPorts {
     replicas: u16,
     witnesses: u16,
+    tiles: u16,
 }
 
 /// The directory of the dev cluster's witness `w{i}`.
@@ -663,6 +672,18 @@ async fn dev(
             ports.replicas,
         )?;
         dev_init_witnesses(dir, &mut cluster, witnesses, ports.witnesses)?;
+        for i in 0..replicas {
+            let port = ports
+                .tiles
+                .checked_add(i as u16)
+                .context("tiles port range overflows")?;
+            // Every replica serves tiles and publishes them to DIR/tiles
+            // (identical files: any of them keeps it current).
+            edit_replica_file(&dir.join(format!("replica-{i}.toml")), |file| {
+                file.tiles_listen = Some(([127, 0, 0, 1], port).into());
+                file.tiles.publish = Some("file://tiles".into());
+            })?;
+        }
     }
     let cluster = Cluster::load(&cluster_path)?;
     // Keep DIR/policy and DIR/log.vkeys in step with the cluster file.
@@ -695,6 +716,17 @@ async fn dev(
                 .with_context(|| format!("starting replica {i}"))?,
         );
     }
+    // Each replica's tiles base URL, one per line, for any tiles client.
+    let tiles_urls: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| n.tiles_addr())
+        .map(|a| format!("http://{a}"))
+        .collect();
+    let mut urls_text = tiles_urls.join("\n");
+    if !urls_text.is_empty() {
+        urls_text.push('\n');
+    }
+    std::fs::write(dir.join("tiles-urls"), urls_text)?;
     let client = Client::new(cluster.clone(), ClientOptions::default())?;
     // To the nanosecond: two runs within one second must still append
     // distinct records (an equal one would get its first index back).
@@ -727,6 +759,29 @@ async fn dev(
     )
     .map_err(|e| anyhow::anyhow!("the receipt does not verify: {e}"))?;
     let verified = client.checkpoint().await?;
+    // The published tiles catch up with the checkpoint (so that DIR/tiles
+    // is current even with --no-serve).
+    let published = dir.join("tiles").join("checkpoint");
+    if nodes.iter().any(|n| n.tiles_addr().is_some()) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let size = std::fs::read(&published)
+                .ok()
+                .and_then(|b| bftlog_spec::checkpoint::parse_signed(&b).ok())
+                .map_or(0, |(_, c)| c.size);
+            if size >= verified.checkpoint().size {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                eprintln!(
+                    "warning: {} did not catch up within 10 s",
+                    published.display()
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     if json {
         println!(
             "{}",
@@ -734,6 +789,7 @@ async fn dev(
                 "dir": dir, "created": created, "replicas": cluster.n(),
                 "addresses": cluster.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 "witnesses": cluster.witnesses.iter().map(|w| w.url.clone()).collect::<Vec<_>>(),
+                "tiles": tiles_urls,
                 "appended": receipts.iter().map(|r| r.index).collect::<Vec<_>>(),
                 "checkpoint": verified.note().format(),
                 "receipt": {"index": report.index, "tree_size": report.checkpoint.size, "valid": true},
@@ -754,6 +810,13 @@ async fn dev(
         );
         for w in &cluster.witnesses {
             println!("witness {} at {} ({})", w.name, w.url, w.key);
+        }
+        if !tiles_urls.is_empty() {
+            println!(
+                "C2SP tlog-tiles at {} (listed in {})",
+                tiles_urls.join(", "),
+                dir.join("tiles-urls").display()
+            );
         }
         if !cluster.witnesses.is_empty() {
             println!(

@@ -307,6 +307,7 @@ fn dev_runs_a_local_cluster_and_resumes_it() {
     let dir = tempdir("dev");
     let base = free_port_base(4).to_string();
     let witness_base = free_tcp_port_base(2).to_string();
+    let tiles_base = free_tcp_port_base(4).to_string();
     let dir_s = dir.to_str().unwrap();
     let run_dev = || -> serde_json::Value {
         let out = bftlog(&[
@@ -318,6 +319,8 @@ fn dev_runs_a_local_cluster_and_resumes_it() {
             &base,
             "--witness-base-port",
             &witness_base,
+            "--tiles-base-port",
+            &tiles_base,
             "--no-serve",
         ]);
         serde_json::from_str(&stdout(&out)).unwrap()
@@ -334,6 +337,26 @@ fn dev_runs_a_local_cluster_and_resumes_it() {
     ] {
         assert!(dir.join(file).exists(), "{file}");
     }
+    // Every replica serves tiles; their base URLs are listed one per line.
+    let urls = std::fs::read_to_string(dir.join("tiles-urls")).unwrap();
+    let tiles_port: u16 = tiles_base.parse().unwrap();
+    let expected: String = (0..4)
+        .map(|i| format!("http://127.0.0.1:{}\n", tiles_port + i))
+        .collect();
+    assert_eq!(urls, expected);
+    assert_eq!(first["tiles"].as_array().unwrap().len(), 4);
+    // And publish them to DIR/tiles: the checkpoint and its tiles.
+    let published = std::fs::read(dir.join("tiles/checkpoint")).unwrap();
+    let (_, checkpoint) = bftlog_spec::checkpoint::parse_signed(&published).unwrap();
+    assert!(checkpoint.size >= 3);
+    assert!(
+        dir.join(format!("tiles/tile/0/000.p/{}", checkpoint.size))
+            .is_file()
+    );
+    assert!(
+        dir.join(format!("tiles/tile/entries/000.p/{}", checkpoint.size))
+            .is_file()
+    );
     let second = run_dev();
     assert_eq!(second["created"], false);
     // The fixed samples keep their indexes; the per-run record is new.

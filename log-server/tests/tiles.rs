@@ -4,11 +4,13 @@
 //! paths beyond the tree 404.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use bftlog_server::admission::Quota;
 use bftlog_server::client::{Client, ClientOptions};
-use bftlog_server::config::{ReplicaConfig, init_cluster};
+use bftlog_server::config::{Cluster, PublishTarget, ReplicaConfig, init_cluster};
 use bftlog_server::node::Node;
 use bftlog_spec::merkle::{self, Hash};
 use bftlog_spec::tiles::{self, Tile, TileKind};
@@ -39,16 +41,9 @@ async fn get_ok(addr: SocketAddr, path: &str) -> Vec<u8> {
     body
 }
 
-fn start_config(dir: &Path, i: usize) -> ReplicaConfig {
-    let mut cfg = ReplicaConfig::load(&dir.join(format!("replica-{i}.toml"))).unwrap();
-    cfg.consensus.round_timeout_ms = 300;
-    cfg.tiles_listen = Some(([127, 0, 0, 1], 0).into());
-    cfg
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_serve_identical_tiles_that_prove_the_quorum_checkpoint() {
-    let dir = test_dir::TestDir::new(&format!("tiles-{}", std::process::id()));
+/// A four-replica cluster's files in a fresh directory.
+fn new_cluster(tag: &str) -> (test_dir::TestDir, Cluster) {
+    let dir = test_dir::TestDir::new(&format!("tiles-{tag}-{}", std::process::id()));
     let cluster = init_cluster(
         &dir,
         "test.example/log",
@@ -57,6 +52,89 @@ async fn replicas_serve_identical_tiles_that_prove_the_quorum_checkpoint() {
         ports::free_ports(4),
     )
     .unwrap();
+    (dir, cluster)
+}
+
+fn start_config(dir: &Path, i: usize) -> ReplicaConfig {
+    let mut cfg = ReplicaConfig::load(&dir.join(format!("replica-{i}.toml"))).unwrap();
+    cfg.consensus.round_timeout_ms = 300;
+    cfg.tiles_listen = Some(([127, 0, 0, 1], 0).into());
+    // The test appends from one address faster than open mode's default
+    // quota allows.
+    cfg.admission.quota = Quota::UNLIMITED;
+    cfg
+}
+
+/// Builds the Go tiles reader (`tests/go/tiles_reader.go`, Go's
+/// golang.org/x/mod/sumdb/tlog), or says why it cannot: it needs `go`
+/// and Debian's golang-golang-x-mod-dev (.ci/run installs both); without
+/// them the test fails under CI=true and skips the Go part elsewhere.
+fn go_tiles_reader() -> Option<PathBuf> {
+    const GOPATH: &str = "/usr/share/gocode";
+    let have_go = Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let have_tlog = Path::new(GOPATH)
+        .join("src/golang.org/x/mod/sumdb/tlog")
+        .is_dir();
+    if !have_go || !have_tlog {
+        let why = format!("go available: {have_go}; golang.org/x/mod in {GOPATH}: {have_tlog}");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Go tiles reader unavailable under CI: {why}"
+        );
+        eprintln!("SKIPPED the Go reader: {why}");
+        return None;
+    }
+    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go-tiles");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let binary = out_dir.join("tiles_reader");
+    let status = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/tiles_reader.go"))
+        .env("GO111MODULE", "off")
+        .env("GOPATH", GOPATH)
+        .env("GOCACHE", out_dir.join("cache"))
+        .env("GOFLAGS", "")
+        .status()
+        .unwrap();
+    assert!(status.success(), "go build failed");
+    Some(binary)
+}
+
+/// Go's TileHashReader reads the tiles at `addr` for a tree of `size`
+/// with `root`: the tree hash, each record's proof and the tree proof
+/// from `old` must check.
+fn go_reads(
+    binary: &Path,
+    addr: SocketAddr,
+    size: u64,
+    root: Hash,
+    old: u64,
+    records: &[(u64, Hash)],
+) {
+    let mut command = Command::new(binary);
+    command
+        .arg(format!("http://{addr}"))
+        .arg(size.to_string())
+        .arg(root.to_base64())
+        .arg(old.to_string());
+    for (index, leaf) in records {
+        command.arg(format!("{index}:{}", leaf.to_base64()));
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success() && out.stdout == b"ok\n",
+        "Go's tlog on {size} leaves: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_serve_identical_tiles_that_prove_the_quorum_checkpoint() {
+    let (dir, cluster) = new_cluster("serve");
     let mut nodes = Vec::new();
     for i in 0..4 {
         nodes.push(Node::start(start_config(&dir, i)).await.unwrap());
@@ -187,7 +265,130 @@ async fn replicas_serve_identical_tiles_that_prove_the_quorum_checkpoint() {
     assert_eq!(http(endpoints[0], "POST", "/checkpoint").await.0, 405);
     assert!(Tile::parse_path("/tile/0/000").unwrap().kind == TileKind::Hashes { level: 0 });
 
+    // Go's reference tiles client reads the same tiles: at 300 leaves,
+    // and at 65,836, where a level-1 tile is full and level 2 appears.
+    if let Some(go) = go_tiles_reader() {
+        let records: Vec<(u64, Hash)> = [0u64, 255, 256, 299]
+            .iter()
+            .map(|&i| (i, leaves[i as usize]))
+            .collect();
+        go_reads(&go, endpoints[1], 300, root, 1, &records);
+        for chunk in 0..16u64 {
+            let more: Vec<Vec<u8>> = (0..4096)
+                .map(|i| format!("more {chunk} {i}").into_bytes())
+                .collect();
+            client.append(&more).await.unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let big = loop {
+            let (status, _, body) = http(endpoints[2], "GET", "/checkpoint").await;
+            if status == 200 {
+                let verified = policy.verify_checkpoint_bytes(&body).unwrap();
+                if verified.checkpoint().size == 65_836 {
+                    break verified;
+                }
+            }
+            assert!(Instant::now() < deadline, "65,836 not reached");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        go_reads(
+            &go,
+            endpoints[2],
+            65_836,
+            big.checkpoint().root,
+            300,
+            &records,
+        );
+    }
+
     for node in nodes {
         node.shutdown().await.unwrap();
     }
+}
+
+/// Two replicas publish to one directory: every tile a checkpoint needs is
+/// there before the checkpoint, the files equal what the replicas serve,
+/// and the published checkpoint only grows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_publish_tiles_then_the_checkpoint_to_a_directory() {
+    let (dir, cluster) = new_cluster("publish");
+    let published = dir.join("published");
+    let mut nodes = Vec::new();
+    for i in 0..4 {
+        let mut cfg = start_config(&dir, i);
+        if i < 2 {
+            cfg.tiles_publish = Some(PublishTarget::Directory(published.clone()));
+        }
+        nodes.push(Node::start(cfg).await.unwrap());
+    }
+    let client = Client::new(cluster.clone(), ClientOptions::default()).unwrap();
+    let policy = cluster.policy();
+    let mut last_size = 0;
+    for (round, count) in [(0, 3usize), (1, 297), (2, 700)] {
+        let entries: Vec<Vec<u8>> = (0..count)
+            .map(|i| format!("published {round} {i}").into_bytes())
+            .collect();
+        client.append(&entries).await.unwrap();
+        let target = last_size + count as u64;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let size = loop {
+            // Whenever a checkpoint is there, so is every tile it needs.
+            if let Ok(bytes) = std::fs::read(published.join("checkpoint")) {
+                let verified = policy.verify_checkpoint_bytes(&bytes).unwrap();
+                let size = verified.checkpoint().size;
+                assert!(size >= last_size, "the published checkpoint went back");
+                for tile in needed_tiles(size) {
+                    let file = published.join(tile.path());
+                    assert!(file.is_file(), "{tile} missing at size {size}");
+                }
+                if size >= target {
+                    break size;
+                }
+            }
+            assert!(Instant::now() < deadline, "size {target} not published");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        last_size = size;
+    }
+    // The files are what the replicas serve.
+    let endpoint = nodes[3].tiles_addr().unwrap();
+    for tile in needed_tiles(last_size) {
+        let file = std::fs::read(published.join(tile.path())).unwrap();
+        assert_eq!(
+            get_ok(endpoint, &format!("/{}", tile.path())).await,
+            file,
+            "{tile}"
+        );
+    }
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+}
+
+/// Every tile a tree of `size` leaves has, hash tiles and bundles, full
+/// and partial.
+fn needed_tiles(size: u64) -> Vec<Tile> {
+    let mut out = Vec::new();
+    let mut per_hash = 1u64;
+    let mut level = 0u8;
+    while size / per_hash > 0 {
+        for index in 0..size / per_hash / 256 {
+            out.push(Tile::full(TileKind::Hashes { level }, index));
+            if level == 0 {
+                out.push(Tile::full(TileKind::Entries, index));
+            }
+        }
+        per_hash *= 256;
+        level += 1;
+    }
+    for tile in tiles::partial_tiles(size) {
+        if tile.level() == 0 {
+            out.push(Tile {
+                kind: TileKind::Entries,
+                ..tile
+            });
+        }
+        out.push(tile);
+    }
+    out
 }

@@ -692,7 +692,7 @@ fn proposals_beyond_the_block_byte_ceiling_are_refused() {
     let (keys, cfg) = test_replicas(4);
     let mut follower = test_replica(&keys, &cfg, 2);
     let now = Duration::ZERO;
-    let entry_len = 64 << 10;
+    let entry_len = wire::MAX_ENTRY_BYTES;
     let count = MAX_BLOCK_BYTES / entry_len + 1;
     let entries: Vec<Vec<u8>> = (0..count as u32)
         .map(|i| {

@@ -37,7 +37,7 @@ pub(crate) fn render(shared: &Shared) -> String {
     let d = &shared.metrics;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::with_capacity(4096);
-    let counters: [(&str, &str, u64); 44] = [
+    let counters: [(&str, &str, u64); 46] = [
         (
             "blocks_committed_total",
             "blocks committed",
@@ -215,6 +215,16 @@ pub(crate) fn render(shared: &Shared) -> String {
             load(&d.tiles_connections_refused),
         ),
         (
+            "tiles_uploaded_total",
+            "tiles and entry bundles published",
+            load(&d.tiles_uploaded),
+        ),
+        (
+            "tiles_publish_errors_total",
+            "publishing rounds that failed (retried with a backoff)",
+            load(&d.tiles_publish_errors),
+        ),
+        (
             "peer_inputs_dropped_total",
             "peer messages dropped because that peer's lane of the core loop's inbox was full",
             load(&d.peer_inputs_dropped),
@@ -300,7 +310,7 @@ pub(crate) fn render(shared: &Shared) -> String {
         );
     }
     let (inbox_peer_bytes, inbox_client_bytes) = shared.inbox.queued_bytes();
-    let gauges: [(&str, &str, u64); 12] = [
+    let gauges: [(&str, &str, u64); 13] = [
         ("round", "current consensus round", status.round),
         (
             "leader",
@@ -341,6 +351,11 @@ pub(crate) fn render(shared: &Shared) -> String {
             "latest_witnessed_size",
             "size of the latest checkpoint meeting the witness quorum",
             status.latest_witnessed_size,
+        ),
+        (
+            "tiles_published_size",
+            "size of the latest checkpoint published with its tiles ([tiles] publish)",
+            shared.metrics.tiles_published_size.load(Ordering::Relaxed),
         ),
         (
             "client_connections",

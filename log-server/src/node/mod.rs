@@ -50,6 +50,7 @@ mod queues;
 mod shared;
 mod sync_from_storage;
 mod tiles_http;
+pub mod tiles_publish;
 mod witnessing;
 
 use std::net::SocketAddr;
@@ -98,6 +99,8 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("tiles publishing: {0}")]
+    Publish(#[from] object_store::Error),
     #[error("admission: {0}")]
     Admission(#[from] crate::config::ConfigError),
 }
@@ -203,6 +206,10 @@ impl Node {
                 .map_err(|source| StartError::Listen { addr, source })?;
             metrics_addr = listener.local_addr().ok();
             tasks.spawn(metrics::serve(shared.clone(), listener));
+        }
+        if let Some(target) = &shared.cfg.tiles_publish {
+            let (store, prefix) = tiles_publish::open(target)?;
+            tasks.spawn(tiles_publish::run(shared.clone(), store, prefix));
         }
         let mut tiles_addr = None;
         if let Some(addr) = shared.cfg.tiles_listen {

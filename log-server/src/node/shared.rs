@@ -125,6 +125,11 @@ pub struct DriverMetrics {
     pub tile_requests: AtomicU64,
     pub tile_requests_failed: AtomicU64,
     pub tiles_connections_refused: AtomicU64,
+    /// Publishing: tiles and bundles uploaded, failed rounds, and the
+    /// size of the latest checkpoint published (a gauge).
+    pub tiles_uploaded: AtomicU64,
+    pub tiles_publish_errors: AtomicU64,
+    pub tiles_published_size: AtomicU64,
 }
 
 /// State shared by the network tasks.
