@@ -88,6 +88,12 @@ impl TokenBucket {
         Err(self.wait_for(0).max(Duration::from_nanos(1)))
     }
 
+    /// Puts back `amount` tokens taken before (never above the burst).
+    pub fn give_back(&mut self, amount: u64) {
+        self.level_nanos =
+            (self.level_nanos + amount as i128 * NANOS).min(self.burst as i128 * NANOS);
+    }
+
     /// Takes `amount` tokens, going below zero if need be: over any
     /// span, what was taken stays within the burst, the rate times the
     /// span, and the last charge.

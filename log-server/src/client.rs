@@ -329,8 +329,15 @@ impl Client {
         let started = Instant::now();
         let timeout = Duration::from_millis(self.inner.options.request_timeout_ms);
         let mut round = 0;
-        'rounds: while round < self.inner.options.append_rounds {
+        // Replicas that answered each final refusal (TooLarge, Malformed,
+        // Forbidden), over all rounds.
+        let mut final_answers: std::collections::HashMap<
+            std::mem::Discriminant<ErrorCode>,
+            std::collections::HashSet<usize>,
+        > = std::collections::HashMap::new();
+        while round < self.inner.options.append_rounds {
             round += 1;
+            let mut quota_wait: Option<Duration> = None;
             let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
             let replicas = self.append_order(start, fanout);
             let sent_at = Instant::now();
@@ -391,51 +398,63 @@ impl Client {
                         return Ok(receipts);
                     }
                     Err(e) => {
-                        if let ClientError::Server {
-                            code: ErrorCode::Overloaded { retry_after_ms },
-                            ..
-                        } = &e
-                        {
-                            retry_after = retry_after.max(Duration::from_millis(*retry_after_ms));
-                        }
-                        if let ClientError::Server {
-                            code: ErrorCode::QuotaExceeded { retry_after_ms },
-                            ..
-                        } = &e
-                        {
-                            // Over quota is not a fault: the replica is
-                            // not passed over, and the append is not sent
-                            // to others to dodge the quota. It waits as
-                            // asked (not counted as a round), unless the
-                            // wait would outlast the request timeout.
-                            let wait = Duration::from_millis(*retry_after_ms);
-                            if started.elapsed() + wait > timeout {
-                                return Err(e);
-                            }
-                            tasks.abort_all();
-                            tokio::time::sleep(wait).await;
-                            round -= 1;
-                            last_error = Some(e);
-                            continue 'rounds;
-                        }
-                        if matches!(
-                            &e,
+                        match &e {
                             ClientError::Server {
-                                code: ErrorCode::TooLarge
-                                    | ErrorCode::Malformed
-                                    | ErrorCode::Forbidden,
+                                code: ErrorCode::QuotaExceeded { retry_after_ms },
                                 ..
+                            } => {
+                                // Over quota is not a fault: the replica
+                                // is not passed over, and the wait is
+                                // honoured before the next round (below).
+                                // The shortest wait of the round counts:
+                                // a faulty replica cannot stretch it.
+                                let wait = Duration::from_millis(*retry_after_ms);
+                                quota_wait =
+                                    Some(quota_wait.map_or(wait, |w: Duration| w.min(wait)));
                             }
-                        ) {
-                            // Every replica would say the same.
-                            return Err(e);
+                            ClientError::Server {
+                                code:
+                                    code @ (ErrorCode::TooLarge
+                                    | ErrorCode::Malformed
+                                    | ErrorCode::Forbidden),
+                                ..
+                            } => {
+                                // Final once f+1 replicas say so (one of
+                                // them is honest); one replica's answer
+                                // alone could be a fault.
+                                let agreeing = final_answers
+                                    .entry(std::mem::discriminant(code))
+                                    .or_default();
+                                agreeing.insert(replica);
+                                if agreeing.len() >= fanout {
+                                    return Err(e);
+                                }
+                            }
+                            ClientError::Server {
+                                code: ErrorCode::Overloaded { retry_after_ms },
+                                ..
+                            } => {
+                                retry_after =
+                                    retry_after.max(Duration::from_millis(*retry_after_ms));
+                                self.pass_over(replica);
+                            }
+                            // If that was the first replica, the set is
+                            // now empty and the next turn hedges at once.
+                            _ => self.pass_over(replica),
                         }
-                        // If that was the first replica, the set is now
-                        // empty and the next turn hedges at once.
-                        self.pass_over(replica);
                         last_error = Some(e);
                     }
                 }
+            }
+            if let Some(wait) = quota_wait {
+                // Not counted as a round, but bounded by the request
+                // timeout: past it the quota answer is the error.
+                if started.elapsed() + wait > timeout {
+                    return Err(last_error.expect("a quota answer"));
+                }
+                tokio::time::sleep(wait.max(retry_after)).await;
+                round -= 1;
+                continue;
             }
             tokio::time::sleep(retry_after.min(Duration::from_secs(5))).await;
         }

@@ -677,11 +677,14 @@ async fn dev(
                 .tiles
                 .checked_add(i as u16)
                 .context("tiles port range overflows")?;
-            // Every replica serves tiles and publishes them to DIR/tiles
-            // (identical files: any of them keeps it current).
+            // Every replica serves tiles; replica 0 publishes them to
+            // DIR/tiles (one publisher: a directory has no conditional
+            // writes to order several).
             edit_replica_file(&dir.join(format!("replica-{i}.toml")), |file| {
                 file.tiles_listen = Some(([127, 0, 0, 1], port).into());
-                file.tiles.publish = Some("file://tiles".into());
+                if i == 0 {
+                    file.tiles.publish = Some("file://tiles".into());
+                }
             })?;
         }
     }

@@ -179,6 +179,16 @@ impl AdmissionConfig {
     }
 }
 
+/// Reads the submitters file of `config` (`None` in open mode).
+pub fn load_submitters(
+    config: &AdmissionConfig,
+) -> Result<Option<HashMap<[u8; 32], Listed>>, ConfigError> {
+    match &config.submitters_file {
+        Some(path) => submitters::load(path, config.quota).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Why an append was not admitted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -188,6 +198,14 @@ pub enum Refusal {
     Forbidden,
     /// Larger than the quota's burst or a day's bytes: it never fits.
     LargerThanQuota(String),
+}
+
+/// What one admitted append was charged, and to whom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Charge {
+    who: Submitter,
+    entries: u64,
+    bytes: u64,
 }
 
 /// What quotas are kept by: an IPv4 address, an IPv6 /64, or a key.
@@ -288,10 +306,14 @@ impl Admission {
     /// start afresh on the new one, the others keep their use. On error
     /// the previous list stays in force. Returns the keys listed.
     pub fn reload(&mut self) -> Result<usize, ConfigError> {
-        let Some(path) = &self.config.submitters_file else {
+        let Some(listed) = load_submitters(&self.config)? else {
             return Ok(0);
         };
-        let listed = submitters::load(path, self.config.quota)?;
+        Ok(self.apply(listed))
+    }
+
+    /// Puts a freshly read list in force, as [`Admission::reload`] says.
+    pub fn apply(&mut self, listed: HashMap<[u8; 32], Listed>) -> usize {
         let usage = &mut self.usage;
         let by_last_use = &mut self.by_last_use;
         usage.retain(|who, row| {
@@ -305,13 +327,25 @@ impl Admission {
             keep
         });
         self.listed = listed;
-        Ok(self.listed.len())
+        self.listed.len()
+    }
+
+    /// Gives back what [`Admission::admit`] charged, for an append the
+    /// replica then refused without submitting it (overloaded, too
+    /// large): a client retrying as told pays once. A submitter forgotten
+    /// or unlisted since is not refunded.
+    pub fn refund(&mut self, charge: &Charge) {
+        if let Some(row) = self.usage.get_mut(&charge.who) {
+            row.entries.give_back(charge.entries);
+            row.bytes.give_back(charge.bytes);
+        }
     }
 
     /// Charges an append of `entries` entries and `bytes` entry bytes to
     /// its submitter: the client's key in keys mode (`None`: it presented
     /// none), its address in open mode. Returns the submitter's name for
-    /// the consensus core's mempool share.
+    /// the consensus core's mempool share, and the charge (to refund if
+    /// the append is then refused).
     pub fn admit(
         &mut self,
         now: Duration,
@@ -319,7 +353,7 @@ impl Admission {
         key: Option<[u8; 32]>,
         entries: u64,
         bytes: u64,
-    ) -> Result<ClientId, Refusal> {
+    ) -> Result<(ClientId, Charge), Refusal> {
         let (who, quota) = match self.config.mode {
             AdmissionMode::Open => (Submitter::of_address(address), self.config.quota),
             AdmissionMode::Keys => {
@@ -382,7 +416,14 @@ impl Admission {
         self.by_last_use.remove(&(row.last_used, who));
         row.last_used = now;
         self.by_last_use.insert((now, who));
-        Ok(who.client_id())
+        Ok((
+            who.client_id(),
+            Charge {
+                who,
+                entries,
+                bytes,
+            },
+        ))
     }
 }
 

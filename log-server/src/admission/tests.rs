@@ -77,12 +77,12 @@ fn an_ipv6_slash_64_is_one_submitter() {
     let y = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 9, 9, 9, 9));
     let other = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1));
     let now = Duration::ZERO;
-    let id = a.admit(now, x, None, 4096, 1).unwrap();
+    let id = a.admit(now, x, None, 4096, 1).unwrap().0;
     assert!(a.admit(now, y, None, 1, 1).is_err(), "same /64, same quota");
-    assert_ne!(a.admit(now, other, None, 1, 1).unwrap(), id);
+    assert_ne!(a.admit(now, other, None, 1, 1).unwrap().0, id);
     // An IPv4-mapped address is its IPv4 address.
     let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped());
-    let id4 = a.admit(now, v4(1), None, 4096, 1).unwrap();
+    let id4 = a.admit(now, v4(1), None, 4096, 1).unwrap().0;
     assert!(a.admit(now, mapped, None, 1, 1).is_err());
     assert_ne!(id4, id);
 }
@@ -148,8 +148,8 @@ fn keys_mode_admits_listed_keys_and_reloads_the_list() {
     let now = Duration::ZERO;
     assert_eq!(a.listed(), 2);
     // The address does not matter; the key does.
-    let one = a.admit(now, v4(1), Some(key(1)), 3596, 1).unwrap();
-    assert_eq!(a.admit(now, v4(9), Some(key(1)), 500, 1).unwrap(), one);
+    let one = a.admit(now, v4(1), Some(key(1)), 3596, 1).unwrap().0;
+    assert_eq!(a.admit(now, v4(9), Some(key(1)), 500, 1).unwrap().0, one);
     assert!(a.admit(now, v4(1), Some(key(2)), 4096, 1).is_ok());
     // Key 2's own rate: 10 a second.
     assert!(matches!(
@@ -218,4 +218,21 @@ fn sections_are_validated() {
     let c = AdmissionConfig::from_section(&AdmissionSection::default(), base).unwrap();
     assert_eq!(c.mode, AdmissionMode::Open);
     assert_eq!(c.quota, Quota::DEFAULT);
+}
+
+#[test]
+fn a_refused_append_is_refunded() {
+    let mut a = open(quota(100, 1 << 30));
+    let now = Duration::ZERO;
+    let (_, charge) = a.admit(now, v4(1), None, 4096, 4096).unwrap();
+    assert!(a.admit(now, v4(1), None, 100, 100).is_err());
+    // The replica refused that append (overloaded): the client retries
+    // as told and pays once.
+    a.refund(&charge);
+    assert!(a.admit(now, v4(1), None, 4096, 4096).is_ok());
+    // Never above the burst.
+    a.refund(&charge);
+    a.refund(&charge);
+    assert!(a.admit(now, v4(1), None, 4096, 1).is_ok());
+    assert!(a.admit(now, v4(1), None, 1, 1).is_err());
 }

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::shared::{AppendOutcome, CoreInput, ServedCheckpoint, Shared};
-use crate::admission::Refusal;
+use crate::admission::{Charge, Refusal};
 use crate::config::Cluster;
 use crate::net::{self, FrameReadError};
 use crate::storage::ReadError;
@@ -385,9 +385,16 @@ async fn append(shared: &Arc<Shared>, caller: Caller, entries: Vec<wire::Entry>)
     if entries.is_empty() {
         return error(ErrorCode::Malformed, "an append needs at least one entry");
     }
-    let client = match admit(shared, caller, &entries) {
-        Ok(client) => client,
+    let (client, charge) = match admit(shared, caller, &entries) {
+        Ok(admitted) => admitted,
         Err(answer) => return answer,
+    };
+    let refund = || {
+        shared
+            .admission
+            .lock()
+            .expect("admission lock")
+            .refund(&charge);
     };
     let (reply, outcome) = oneshot::channel();
     let bytes = entries.iter().map(|e| e.len() + 8).sum();
@@ -397,6 +404,7 @@ async fn append(shared: &Arc<Shared>, caller: Caller, entries: Vec<wire::Entry>)
         reply,
     };
     if shared.inbox.push_client(input, bytes).is_err() {
+        refund();
         shared
             .metrics
             .appends_overloaded
@@ -417,6 +425,10 @@ async fn append(shared: &Arc<Shared>, caller: Caller, entries: Vec<wire::Entry>)
             blocking(move || receipts(&store, checkpoint, indexes)).await
         }
         Ok(AppendOutcome::Rejected(code, message)) => error(code, message),
+        Ok(AppendOutcome::Refused(code, message)) => {
+            refund();
+            error(code, message)
+        }
         Err(_) => error(ErrorCode::Internal, "the replica is shutting down"),
     }
 }
@@ -426,7 +438,7 @@ fn admit(
     shared: &Shared,
     caller: Caller,
     entries: &[wire::Entry],
-) -> Result<bftlog_consensus::ClientId, ClientResponse> {
+) -> Result<(bftlog_consensus::ClientId, Charge), ClientResponse> {
     let bytes = entries.iter().map(|e| e.len() as u64).sum();
     let now = shared.started.elapsed();
     let admitted = shared.admission.lock().expect("admission lock").admit(

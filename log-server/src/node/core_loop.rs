@@ -224,7 +224,7 @@ impl CoreLoop {
     ) -> Result<(), StoreError> {
         let max = self.shared.cfg.consensus.max_entry_bytes;
         if let Some(i) = entries.iter().position(|e| e.len() > max) {
-            let _ = reply.send(AppendOutcome::Rejected(
+            let _ = reply.send(AppendOutcome::Refused(
                 ErrorCode::TooLarge,
                 format!(
                     "entry {i} has {} bytes; the limit is {max}",
@@ -270,7 +270,7 @@ impl CoreLoop {
                     indexes[*pos] = self.writer.index_of(&leaves[*pos])?;
                 }
                 SubmitResult::TooLarge => {
-                    let _ = reply.send(AppendOutcome::Rejected(
+                    let _ = reply.send(AppendOutcome::Refused(
                         ErrorCode::TooLarge,
                         format!("entry {pos} is too large"),
                     ));
@@ -754,7 +754,7 @@ impl CoreLoop {
     }
 }
 
-/// Answers an append `Overloaded` and counts it.
+/// Refuses an append `Overloaded` and counts it.
 fn overloaded(
     reply: oneshot::Sender<AppendOutcome>,
     counter: &std::sync::atomic::AtomicU64,
@@ -762,7 +762,7 @@ fn overloaded(
     message: &str,
 ) {
     counter.fetch_add(1, Ordering::Relaxed);
-    let _ = reply.send(AppendOutcome::Rejected(
+    let _ = reply.send(AppendOutcome::Refused(
         ErrorCode::Overloaded { retry_after_ms },
         message.into(),
     ));

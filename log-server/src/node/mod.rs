@@ -276,12 +276,15 @@ impl Node {
     /// SIGHUP). On error the previous list stays in force. Returns the
     /// number of keys listed.
     pub fn reload_admission(&self) -> Result<usize, crate::config::ConfigError> {
-        let result = self
-            .shared
-            .admission
-            .lock()
-            .expect("admission lock")
-            .reload();
+        // The file is read and parsed outside the lock, which every append
+        // takes; only the swap happens under it.
+        let result = crate::admission::load_submitters(&self.shared.cfg.admission).map(|listed| {
+            let mut admission = self.shared.admission.lock().expect("admission lock");
+            match listed {
+                Some(listed) => admission.apply(listed),
+                None => 0,
+            }
+        });
         let id = self.shared.cfg.id;
         let metrics = &self.shared.metrics;
         match &result {

@@ -33,7 +33,12 @@ pub enum AppendOutcome {
         indexes: Vec<u64>,
         checkpoint: ServedCheckpoint,
     },
+    /// Not answered with receipts (e.g. no commit within the append
+    /// timeout); its entries may have been submitted.
     Rejected(ErrorCode, String),
+    /// Refused before the entries were (all) taken: too large, or the
+    /// replica over a limit. Its admission charge is given back.
+    Refused(ErrorCode, String),
 }
 
 pub(crate) enum CoreInput {

@@ -29,8 +29,11 @@ pub const TILES_CONNECTIONS: usize = 1024;
 pub const TILES_CONNECTIONS_PER_IP: usize = 64;
 /// Time to send a request head, and to take a response.
 pub const TILES_TIMEOUT: Duration = Duration::from_secs(10);
-/// Entry bundles being read at once (each up to 256 × 65,535 bytes).
-pub const BUNDLES_AT_ONCE: usize = 8;
+/// Entry bundles being read or sent at once (each up to 256 × 65,535
+/// bytes): at most 256 MiB of bundles in memory.
+pub const BUNDLES_AT_ONCE: usize = 16;
+/// How long a bundle request waits for its turn before 503.
+const BUNDLE_WAIT: Duration = Duration::from_secs(5);
 
 /// `Cache-Control` of tiles and bundles: a tile's bytes never change.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -67,12 +70,34 @@ pub(crate) async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListe
     TcpListener::bind(addr).await
 }
 
+/// An error answer. Never cached: a tile missing at a lagging replica
+/// behind a CDN must not stay missing once that replica catches up.
 fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
-    Response::builder()
+    let mut response = Response::builder()
         .status(status)
         .header("content-type", "text/plain; charset=utf-8")
+        .header("cache-control", "no-store");
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        response = response.header("allow", "GET, HEAD");
+    }
+    response
         .body(Full::new(Bytes::from_static(text.as_bytes())))
         .expect("static response")
+}
+
+/// A bundle's bytes with its share of [`BUNDLES_AT_ONCE`]: the permit is
+/// held until the response body is dropped (sent, or the connection
+/// gone), so at most that many bundles are in memory at once, however
+/// slowly clients read.
+struct HeldBundle {
+    bytes: Vec<u8>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for HeldBundle {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 async fn respond(
@@ -123,21 +148,32 @@ async fn answer(
     let read = match tile.kind {
         // A hash tile is a few pages, almost always in redb's cache:
         // read inline, as proofs are.
-        TileKind::Hashes { .. } => store.tile(&tile),
+        TileKind::Hashes { .. } => store.tile(&tile).map(|t| t.map(Bytes::from)),
         TileKind::Entries => {
-            let Ok(_permit) = bundles.acquire().await else {
-                return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
-            };
+            let permit =
+                match tokio::time::timeout(BUNDLE_WAIT, bundles.clone().acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+                    Err(_) => return plain(StatusCode::SERVICE_UNAVAILABLE, "busy: try again\n"),
+                };
             tokio::task::spawn_blocking(move || store.tile(&tile))
                 .await
                 .expect("bundle read panicked")
+                .map(|t| {
+                    t.map(|bytes| {
+                        Bytes::from_owner(HeldBundle {
+                            bytes,
+                            _permit: permit,
+                        })
+                    })
+                })
         }
     };
     match read {
         Ok(Some(bytes)) => Response::builder()
             .header("content-type", "application/octet-stream")
             .header("cache-control", IMMUTABLE)
-            .body(Full::new(Bytes::from(bytes)))
+            .body(Full::new(bytes))
             .expect("valid headers"),
         Ok(None) => plain(StatusCode::NOT_FOUND, "beyond the committed tree\n"),
         Err(e) => {

@@ -11,8 +11,10 @@
 //!   reads the one there and writes only if it is smaller: several
 //!   replicas may publish to one bucket (they write identical tiles). Two
 //!   replicas racing between the read and the write can leave the smaller
-//!   of their two checkpoints for one round, never one older than what
-//!   was there before either read, and never one whose tiles are missing.
+//!   of their two checkpoints, never one older than what was there before
+//!   either read, and never one whose tiles are missing; each publisher
+//!   checks every 5 s that the target's checkpoint is not smaller than
+//!   the last one it wrote, and writes a newer one if it is.
 //! - **Where it starts.** At start the publisher reads the checkpoint
 //!   already published: the tiles below its size are there (by the order
 //!   above), so it resumes from it.
@@ -40,6 +42,9 @@ const POLL: Duration = Duration::from_millis(100);
 const UPLOADS_AT_ONCE: usize = 16;
 /// Longest wait between retries after a failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often a publisher checks that the target's checkpoint is not
+/// smaller than the last one it wrote.
+const RECHECK: Duration = Duration::from_secs(5);
 
 /// Why a publishing round failed.
 #[derive(Debug, thiserror::Error)]
@@ -89,11 +94,21 @@ pub fn open(
 /// Publishes until the task is aborted.
 pub(crate) async fn run(shared: Arc<Shared>, store: Arc<dyn ObjectStore>, prefix: StorePath) {
     let checkpoint_path = child(&prefix, "checkpoint");
-    let mut published = match remote_size(&*store, &checkpoint_path, &shared).await {
-        Ok(size) => size,
-        Err(e) => {
-            warn!(error = %e, "tiles: cannot read the published checkpoint; publishing from size 0");
-            0
+    // Where to resume: a read that fails is retried (publishing from 0
+    // would upload the whole log again), a missing checkpoint is 0.
+    let mut backoff = Duration::from_secs(1);
+    let mut published = loop {
+        match remote_size(&*store, &checkpoint_path, &shared).await {
+            Ok(size) => break size,
+            Err(e) => {
+                shared
+                    .metrics
+                    .tiles_publish_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, retry_in_s = backoff.as_secs(), "tiles: cannot read the published checkpoint");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
         }
     };
     shared
@@ -101,8 +116,24 @@ pub(crate) async fn run(shared: Arc<Shared>, store: Arc<dyn ObjectStore>, prefix
         .tiles_published_size
         .store(published, Ordering::Relaxed);
     let mut backoff = Duration::from_secs(1);
+    let mut last_recheck = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(POLL).await;
+        // Another publisher to the same target may have written a smaller
+        // checkpoint over ours between its size check and its write: put
+        // ours back (its tiles are there).
+        if published > 0 && last_recheck.elapsed() >= RECHECK {
+            last_recheck = tokio::time::Instant::now();
+            if let Ok(remote) = remote_size(&*store, &checkpoint_path, &shared).await
+                && remote < published
+                && let Ok(Some((size, note))) =
+                    served_checkpoint(&shared.store, &shared.cfg.cluster)
+                && size >= published
+            {
+                let _ = publish(&shared, &store, &prefix, published, size, note).await;
+                published = size;
+            }
+        }
         let latest = match served_checkpoint(&shared.store, &shared.cfg.cluster) {
             Ok(Some(latest)) => latest,
             Ok(None) => continue,
