@@ -18,6 +18,8 @@
 //! - [`attack`]: attacks by one Byzantine replica or one hostile client,
 //!   for the hostile-load tests and `bftlog bench --attack`.
 //! - [`config`]: cluster and replica configuration files.
+//! - [`follow`]: following a C2SP tlog-tiles log over HTTP, verified: the
+//!   engine of `bftlog monitor` and `bftlog mirror`.
 #![forbid(unsafe_code)]
 
 /// The operating system's randomness as an infallible cryptographic RNG:
@@ -34,6 +36,7 @@ pub mod admission;
 pub mod attack;
 pub mod client;
 pub mod config;
+pub mod follow;
 pub mod net;
 pub mod node;
 pub mod storage;

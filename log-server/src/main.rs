@@ -2,6 +2,7 @@
 //! cluster as a client. See `docs/operating.md`.
 
 mod bench;
+mod follow_cli;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -145,6 +146,14 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         count: u32,
     },
+    /// Follow a log through its C2SP tlog-tiles: verify each checkpoint
+    /// under a policy, prove it extends the last one from the log's hash
+    /// tiles, download and check every entry bundle and hash tile, and
+    /// report a split view with evidence. Exit codes as bftlog-verify's.
+    Monitor(follow_cli::MonitorArgs),
+    /// Make a verified copy of a tiles log that is itself a tiles log
+    /// (serve the directory with any static web server).
+    Mirror(follow_cli::MirrorArgs),
     /// Load a cluster and print entries/s, commit latency, CPU, RSS and
     /// disk per entry (or, with --read, inclusion proofs served per second).
     Bench(bench::BenchArgs),
@@ -373,6 +382,8 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(args, json).await,
+        Command::Monitor(args) => follow_cli::monitor(args, json).await,
+        Command::Mirror(args) => follow_cli::mirror(args, json).await,
         Command::Get {
             cluster,
             start,

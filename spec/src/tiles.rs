@@ -25,6 +25,10 @@ pub const MAX_TILE_LEVEL: u8 = 63;
 /// Largest entry a bundle can carry (its length prefix is a uint16).
 pub const MAX_BUNDLE_ENTRY_BYTES: usize = u16::MAX as usize;
 
+/// Largest entry bundle: 256 entries of 65,535 bytes, each with its
+/// two-byte length.
+pub const MAX_BUNDLE_BYTES: usize = 256 * (2 + MAX_BUNDLE_ENTRY_BYTES);
+
 /// What a tile holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TileKind {

@@ -12,6 +12,10 @@
 //!   once.
 //! - [`audit`]: recompute a tree from an exported entries file (streaming,
 //!   O(log n) memory) and compare it with a checkpoint.
+//! - [`tiles`]: rebuild a tree from C2SP tlog-tiles entry bundles, check
+//!   hash tiles against it, and read consistency paths out of hash tiles.
+//! - [`tiles_audit`]: check a tiles directory (a mirror, a publishing
+//!   target) offline: the checkpoint under a policy, every bundle and tile.
 //! - [`input`]: bounded reads and the "one base64 hash per line" proof
 //!   format.
 //! - [`report`]: verdicts ([`Status`], which fixes the exit codes) and the
@@ -47,6 +51,8 @@ pub mod batch;
 pub mod check;
 pub mod input;
 pub mod report;
+pub mod tiles;
+pub mod tiles_audit;
 
 pub use report::Status;
 

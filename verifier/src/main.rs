@@ -13,7 +13,7 @@ use bftlog_spec::policy::Policy;
 use bftlog_spec::{evidence::MAX_EVIDENCE_BYTES, proof::MAX_PROOF_BYTES};
 use bftlog_verify::batch::{self, BatchVerifier, ItemReport};
 use bftlog_verify::input::{self, MAX_ENTRY_FILE_BYTES, MAX_PROOF_HASHES, display_name};
-use bftlog_verify::{Status, audit, check, load_policy};
+use bftlog_verify::{Status, audit, check, load_policy, tiles_audit};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
@@ -87,14 +87,20 @@ enum Command {
         evidence: PathBuf,
     },
     /// Recompute the tree over an exported entries file and compare it with
-    /// a checkpoint.
+    /// a checkpoint; or, with --tiles, check a C2SP tlog-tiles directory
+    /// (its checkpoint, every entry bundle and every hash tile).
     Audit {
         #[arg(long)]
         policy: PathBuf,
-        #[arg(long)]
-        checkpoint: PathBuf,
+        #[arg(long, required_unless_present = "tiles", conflicts_with = "tiles")]
+        checkpoint: Option<PathBuf>,
         /// Entries: one canonical base64 entry per line (`-` for stdin).
-        entries: PathBuf,
+        #[arg(required_unless_present = "tiles", conflicts_with = "tiles")]
+        entries: Option<PathBuf>,
+        /// A tiles directory: `checkpoint` and `tile/` (a mirror, or a copy
+        /// of a publishing bucket).
+        #[arg(long, value_name = "DIR")]
+        tiles: Option<PathBuf>,
         /// Largest entry accepted, in bytes.
         #[arg(long, default_value_t = audit::DEFAULT_MAX_ENTRY_BYTES)]
         max_entry_bytes: usize,
@@ -281,11 +287,20 @@ fn run(cli: &Cli) -> (&'static str, Run) {
             policy,
             checkpoint,
             entries,
+            tiles,
             max_entry_bytes,
             progress,
         } => (
             "audit",
-            cmd_audit(policy, checkpoint, entries, *max_entry_bytes, *progress),
+            match (tiles, checkpoint, entries) {
+                (Some(dir), _, _) => cmd_audit_tiles(policy, dir, *progress),
+                (None, Some(checkpoint), Some(entries)) => {
+                    cmd_audit(policy, checkpoint, entries, *max_entry_bytes, *progress)
+                }
+                _ => Err(Outcome::malformed(
+                    "audit needs --checkpoint FILE and ENTRIES, or --tiles DIR".to_owned(),
+                )),
+            },
         ),
         Command::Batch { policy, input } => ("batch", cmd_batch(policy, input, cli.json)),
         Command::Note {
@@ -481,6 +496,16 @@ fn cmd_evidence(policy_path: &Path, evidence: &Path) -> Run {
     Ok(outcome)
 }
 
+impl ProgressMode {
+    fn shows(self) -> bool {
+        match self {
+            ProgressMode::Always => true,
+            ProgressMode::Never => false,
+            ProgressMode::Auto => std::io::stderr().is_terminal(),
+        }
+    }
+}
+
 fn cmd_audit(
     policy_path: &Path,
     checkpoint: &Path,
@@ -500,11 +525,7 @@ fn cmd_audit(
             Outcome::malformed(format!("{}: cannot read: {e}", display_name(entries)))
         })?)
     };
-    let show = match progress {
-        ProgressMode::Always => true,
-        ProgressMode::Never => false,
-        ProgressMode::Auto => std::io::stderr().is_terminal(),
-    };
+    let show = progress.shows();
     let start = Instant::now();
     let mut shown = false;
     let result = audit::audit_entries(
@@ -547,6 +568,39 @@ fn cmd_audit(
         human,
         json!({ "audit": report, "checkpoint": cp_report }),
     ))
+}
+
+fn cmd_audit_tiles(policy_path: &Path, dir: &Path, progress: ProgressMode) -> Run {
+    let policy = policy(policy_path)?;
+    let show = progress.shows();
+    let start = Instant::now();
+    let mut shown = false;
+    let result = tiles_audit::audit_tiles_dir(&policy, dir, |entries, size| {
+        if show {
+            shown = true;
+            let secs = start.elapsed().as_secs_f64().max(1e-9);
+            let _ = write!(
+                std::io::stderr().lock(),
+                "\raudit: {entries}/{size} entries ({:.1}%), {:.0} entries/s",
+                entries as f64 * 100.0 / size.max(1) as f64,
+                entries as f64 / secs,
+            );
+        }
+    });
+    if shown {
+        eprintln!();
+    }
+    let report =
+        result.map_err(|e| Outcome::failed(e.status(), format!("{}: {e}", display_name(dir))))?;
+    let human = format!(
+        "audit: valid\n{}: {} entries in {} bundles and {} hash tiles match the checkpoint\n{}",
+        display_name(dir),
+        report.entries_checked,
+        report.bundles_checked,
+        report.hash_tiles_checked,
+        report.checkpoint.human()
+    );
+    Ok(Outcome::valid(human, json!({ "audit": report })))
 }
 
 fn cmd_batch(policy_path: &Path, input: &Path, json_lines: bool) -> Run {

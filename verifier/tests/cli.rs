@@ -429,6 +429,47 @@ fn audit_recomputes_the_tree_from_an_export() {
 }
 
 #[test]
+fn audit_checks_a_tiles_directory() {
+    let f = Fixture::new();
+    let size = 1000u64;
+    let tiles = f.dir.path().join("tiles");
+    let entries: Vec<Vec<u8>> = (0..size).map(entry).collect();
+    let (_, files) =
+        bftlog_verify::tiles::tiles_of_entries(entries.iter().map(|e| e.as_slice())).unwrap();
+    for (tile, bytes) in files {
+        let path = tiles.join(tile.path());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    let note = f.note(&memory_tree(size), &[0, 1, 2], &[0]);
+    std::fs::write(tiles.join("checkpoint"), note.format()).unwrap();
+
+    let run = f.sh("audit --policy policy --tiles tiles --progress always");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("1000 entries in 4 bundles and 5 hash tiles match the checkpoint"),
+        "{}",
+        run.stdout
+    );
+    let run = f.sh("audit --policy policy --tiles tiles --json");
+    assert_eq!(run.json()["result"]["audit"]["bundles_checked"], 4);
+
+    let tile = tiles.join("tile/0/001");
+    let hashes = std::fs::read(&tile).unwrap();
+    std::fs::write(&tile, &hashes[..hashes.len() - 1]).unwrap();
+    let run = f.sh("audit --policy policy --tiles tiles");
+    assert_eq!(run.code, 1);
+    run.stderr_has("tile/0/001: 8191 bytes, a tile of width 256 has 8192");
+    std::fs::remove_file(&tile).unwrap();
+    let run = f.sh("audit --policy policy --tiles tiles");
+    assert_eq!(run.code, 1);
+    run.stderr_has("tile/0/001 is missing; the checkpoint of size 1000 needs it");
+    let run = f.sh("audit --policy policy --tiles tiles --checkpoint cp");
+    assert_eq!(run.code, 2, "--tiles and --checkpoint are either-or");
+}
+
+#[test]
 fn batch_reports_each_receipt_from_a_directory_and_a_stream() {
     let f = Fixture::new();
     let tree = memory_tree(50);
