@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 ALL=(wire_decode note_parse_verify checkpoint_parse tlog_proof_verify policy_parse
-  evidence_check merkle_proofs consensus_core consensus_sim witness_add_checkpoint)
+  evidence_check merkle_proofs consensus_core consensus_sim witness_add_checkpoint tiles_parse)
 
 secs=60
 if [ $# -gt 0 ]; then

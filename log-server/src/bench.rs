@@ -31,6 +31,7 @@ use bftlog_spec::wire::{ClientRequest, ClientResponse, LeafRef};
 use serde_json::json;
 
 mod attack;
+mod tiles;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -67,7 +68,32 @@ pub struct BenchArgs {
     /// Measure inclusion proofs served per second instead of appends.
     #[arg(long)]
     pub read: bool,
-    /// Entries to fill the log to before a --read run.
+    /// Measure full hash tiles served per second by one replica's tiles
+    /// endpoint (keep-alive HTTP/1.1, --clients connections) instead of
+    /// appends; the log is filled to --log-size first.
+    #[arg(long, conflicts_with_all = ["cluster", "read", "attack"])]
+    pub tiles: bool,
+    /// The first REPLICAS replicas (1 if not given) publish their tiles,
+    /// each to a directory of its own (`[tiles] publish = "file://…"`);
+    /// the run also reports how long after its receipts each append was
+    /// in replica 0's published checkpoint.
+    #[arg(
+        long,
+        value_name = "REPLICAS",
+        num_args = 0..=1,
+        default_missing_value = "1",
+        conflicts_with_all = ["cluster", "read", "tiles", "attack"]
+    )]
+    pub publish: Option<usize>,
+    /// With --tiles: requests sent at once on each connection (HTTP/1.1
+    /// pipelining); 1 waits for each answer before the next request.
+    #[arg(long, default_value_t = 1, requires = "tiles")]
+    pub pipeline: usize,
+    /// The local cluster's `[storage] cache_mb` (redb's cache); the
+    /// replicas' default if not given.
+    #[arg(long, conflicts_with = "cluster")]
+    pub cache_mb: Option<usize>,
+    /// Entries to fill the log to before a --read or --tiles run.
     #[arg(long, default_value_t = 1_000_000)]
     pub log_size: u64,
     /// Inclusion proofs per request in a --read run: 1 uses
@@ -186,6 +212,21 @@ fn enable_metrics(config: &Path, addr: std::net::SocketAddr) -> Result<()> {
         "metrics_listen".into(),
         toml::Value::String(addr.to_string()),
     );
+    std::fs::write(config, toml::to_string(&table)?)?;
+    Ok(())
+}
+
+/// Sets `[storage] cache_mb` in a replica file.
+fn set_cache_mb(config: &Path, mb: usize) -> Result<()> {
+    let text = std::fs::read_to_string(config)?;
+    let mut table: toml::Table = toml::from_str(&text)?;
+    let storage = table
+        .entry("storage")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let Some(storage) = storage.as_table_mut() else {
+        bail!("[storage] is not a table");
+    };
+    storage.insert("cache_mb".into(), toml::Value::Integer(mb as i64));
     std::fs::write(config, toml::to_string(&table)?)?;
     Ok(())
 }
@@ -445,14 +486,14 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
     if let Some(kind) = args.attack {
         return attack::run(&args, kind, json_output).await;
     }
-    let (cluster, replicas, dir, submitter_key) = match &args.cluster {
+    let (cluster, replicas, dir, submitter_key, tiles_addrs) = match &args.cluster {
         Some(path) => {
             let key = args
                 .key
                 .as_ref()
                 .map(|k| submitters::load_key_file(k))
                 .transpose()?;
-            (Cluster::load(path)?, Vec::new(), None, key)
+            (Cluster::load(path)?, Vec::new(), None, key, Vec::new())
         }
         None => {
             let dir = std::env::temp_dir().join(format!("bftlog-bench-{}", std::process::id()));
@@ -464,9 +505,17 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
             // that n runtimes do not each wake a worker per core. Measured
             // in docs/perf/journal.md (2026-12-03). A TOKIO_WORKER_THREADS
             // already set is passed on unchanged.
+            let mut tiles_addrs = Vec::new();
             let workers = std::env::var("TOKIO_WORKER_THREADS").unwrap_or_else(|_| {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                (cores / args.replicas.max(1)).max(1).to_string()
+                if args.tiles {
+                    // Only replica 0 works while tiles are measured: it
+                    // gets a worker per core, as a replica on a machine of
+                    // its own would.
+                    cores.to_string()
+                } else {
+                    (cores / args.replicas.max(1)).max(1).to_string()
+                }
             });
             let mut replicas = Vec::new();
             for i in 0..args.replicas {
@@ -474,6 +523,18 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
                 let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
                 enable_metrics(&config, metrics)
                     .with_context(|| format!("enabling metrics in {}", config.display()))?;
+                if let Some(mb) = args.cache_mb {
+                    set_cache_mb(&config, mb)
+                        .with_context(|| format!("setting cache_mb in {}", config.display()))?;
+                }
+                if args.tiles || args.publish.is_some() {
+                    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
+                    let publish = dir.join(format!("published-{i}"));
+                    let publishes = args.publish.is_some_and(|k| i < k);
+                    tiles::enable_tiles(&config, Some(listen), publishes.then_some(&*publish))
+                        .with_context(|| format!("enabling tiles in {}", config.display()))?;
+                    tiles_addrs.push(listen);
+                }
                 let child = spawn_replica(&exe, &dir, i, &workers)?;
                 replicas.push(Replica {
                     child,
@@ -489,6 +550,7 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
                 replicas,
                 Some(TempDir(dir, !args.keep)),
                 Some(keys.load),
+                tiles_addrs,
             )
         }
     };
@@ -507,8 +569,24 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
     )
     .await
     .context("the cluster did not commit within 60 s")??;
-    if args.read {
-        let result = read_bench(&args, json_output, &client).await;
+    if args.read || args.tiles {
+        let result = match tiles_addrs.first() {
+            Some(&addr) if args.tiles => {
+                let fill = fill_log(&client, args.log_size, args.entry_bytes).await?;
+                let size = client.checkpoint().await?.checkpoint().size;
+                tiles::tiles_bench(
+                    addr,
+                    size,
+                    args.clients,
+                    args.pipeline.max(1),
+                    args.seconds,
+                    fill.as_secs_f64(),
+                    json_output,
+                )
+                .await
+            }
+            _ => read_bench(&args, json_output, &client).await,
+        };
         // Stop the replicas before their directory goes.
         drop(replicas);
         drop(dir);
@@ -529,6 +607,16 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.seconds);
     let bench_cpu_start = cpu_seconds(std::process::id());
+    let stop_watching = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let published_watch = match (&dir, args.publish) {
+        (Some(TempDir(path, _)), Some(publishers)) if publishers > 0 => {
+            Some(tiles::watch_published(
+                path.join("published-0").join("checkpoint"),
+                stop_watching.clone(),
+            ))
+        }
+        _ => None,
+    };
     // The load generator's own hiccups (how late a 10 ms timer woke): a
     // late wake-up delays every client's appends too, so a latency spike
     // it explains is not the cluster's.
@@ -570,12 +658,23 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
             let mut entries = 0u64;
             let mut errors = 0u64;
             let mut n = 0u64;
-            let mut record = |outcome: (Result<u64, _>, Duration, Duration)| match outcome {
-                (Ok(count), started, latency) => {
-                    entries += count;
-                    latencies.push((started, latency));
-                }
-                (Err::<_, bftlog_server::client::ClientError>(_), _, _) => errors += 1,
+            // When each append's receipts came, and the largest index in
+            // them: for the latency to publication.
+            let mut receipts: Vec<(Instant, u64)> = Vec::new();
+            let mut record =
+                |outcome: (Result<(u64, u64), _>, Duration, Duration, Instant)| match outcome {
+                    (Ok((count, last)), started, latency, received) => {
+                        entries += count;
+                        latencies.push((started, latency));
+                        receipts.push((received, last));
+                    }
+                    (Err::<_, bftlog_server::client::ClientError>(_), _, _, _) => errors += 1,
+                };
+            let summary = |r: Vec<bftlog_server::client::AppendReceipt>| {
+                (
+                    r.len() as u64,
+                    r.iter().map(|x| x.index).max().unwrap_or_default(),
+                )
             };
             if let Some(period) = period {
                 // Clients start spread over one period; latency counts
@@ -592,7 +691,12 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
                     inflight.spawn(async move {
                         let result = client.append(&items).await;
                         let started = scheduled.into_std().saturating_duration_since(start);
-                        (result.map(|r| r.len() as u64), started, scheduled.elapsed())
+                        (
+                            result.map(summary),
+                            started,
+                            scheduled.elapsed(),
+                            Instant::now(),
+                        )
                     });
                     next += period;
                     while let Some(done) = inflight.try_join_next() {
@@ -608,18 +712,20 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
                     n += 1;
                     let t = Instant::now();
                     let result = client.append(&items).await;
-                    record((result.map(|r| r.len() as u64), t - start, t.elapsed()));
+                    record((result.map(summary), t - start, t.elapsed(), Instant::now()));
                 }
             }
-            (entries, latencies, errors)
+            (entries, latencies, errors, receipts)
         });
     }
     let (mut total, mut latencies, mut errors) = (0u64, Vec::new(), 0u64);
+    let mut receipts = Vec::new();
     while let Some(r) = tasks.join_next().await {
-        let (e, l, x) = r?;
+        let (e, l, x, received) = r?;
         total += e;
         latencies.extend(l);
         errors += x;
+        receipts.extend(received);
     }
     let elapsed = start.elapsed().as_secs_f64();
     watchdog.abort();
@@ -634,6 +740,25 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
     let mut latencies: Vec<Duration> = latencies.into_iter().map(|(_, l)| l).collect();
     latencies.sort();
     let size_end = settled_tree_size(&client, size_start + total).await?;
+    let publish_latency = match published_watch {
+        Some(watch) => {
+            // Give the last appends' publication time to land.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            stop_watching.store(true, Ordering::Relaxed);
+            let published = watch
+                .join()
+                .map_err(|_| anyhow::anyhow!("the watcher panicked"))?;
+            let (sorted, uncovered) = tiles::publish_latencies(&receipts, &published);
+            Some(json!({
+                "p50_ms": percentile(&sorted, 0.5),
+                "p99_ms": percentile(&sorted, 0.99),
+                "max_ms": percentile(&sorted, 1.0),
+                "appends": sorted.len(),
+                "never_published": uncovered,
+            }))
+        }
+        None => None,
+    };
     let mut consensus = Vec::new();
     for (r, start) in replicas.iter().zip(&counters_start) {
         let end = scrape_counters(r.metrics).await;
@@ -725,6 +850,9 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
             .map(|s| json!({"second": s.second, "appends": s.appends, "p50_ms": s.p50_ms, "max_ms": s.max_ms}))
             .collect::<Vec<_>>(),
         "tree_size": {"start": size_start, "end": size_end},
+        // With --publish: from an append's receipts to replica 0's
+        // published checkpoint covering it.
+        "receipt_to_published_ms": publish_latency,
         "disk_bytes_per_entry": disk_per_entry,
         // Replica 0's writes during the run per entry committed in it.
         "written_bytes_per_entry": written_per_entry,
@@ -764,6 +892,16 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
             percentile(&latencies, 0.99),
             percentile(&latencies, 1.0)
         );
+        if let Some(p) = report["receipt_to_published_ms"].as_object() {
+            let f = |k: &str| p.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+            println!(
+                "receipt -> published checkpoint (replica 0): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} appends never published)",
+                f("p50_ms"),
+                f("p99_ms"),
+                f("max_ms"),
+                p.get("never_published").cloned().unwrap_or_default()
+            );
+        }
         for r in &report["per_replica"]
             .as_array()
             .cloned()
@@ -859,23 +997,22 @@ fn cpu_us_per_entry(cpu_percent: Option<f64>, elapsed_s: f64, entries: u64) -> O
 /// Fills the log to `--log-size` entries, then has the clients request
 /// inclusion proofs of random indexes for `--seconds`; proofs are counted
 /// as served, and one in 64 is verified against the checkpoint.
-async fn read_bench(args: &BenchArgs, json_output: bool, client: &Client) -> Result<()> {
-    let per_request = args.proofs_per_request;
-    if per_request == 0 || per_request > bftlog_spec::wire::MAX_PROOF_BATCH {
-        bail!("--proofs-per-request must be 1 to 1024");
-    }
+/// Appends until the log holds `log_size` entries; returns how long it
+/// took.
+async fn fill_log(client: &Client, log_size: u64, entry_bytes: usize) -> Result<Duration> {
     let size = client.checkpoint().await?.checkpoint().size;
     let fill_start = Instant::now();
-    if size < args.log_size {
-        // Sixteen appends of 4,096 entries in flight: filling is a setup
-        // step, and one at a time it is bound by commit latency.
+    if size < log_size {
+        // Three appends of 4,096 entries in flight: filling is a setup
+        // step, and one at a time it is bound by commit latency; more
+        // would pass one client's share of the mempool (12,500 entries),
+        // whose `Overloaded` answers are waited out and retried.
         let next_batch = Arc::new(AtomicU64::new(0));
-        let batches = (args.log_size - size).div_ceil(4096);
-        let remaining = args.log_size - size;
+        let batches = (log_size - size).div_ceil(4096);
+        let remaining = log_size - size;
         let mut fills = tokio::task::JoinSet::new();
-        for _ in 0..16 {
+        for _ in 0..3 {
             let (client, next_batch) = (client.clone(), next_batch.clone());
-            let entry_bytes = args.entry_bytes;
             fills.spawn(async move {
                 loop {
                     let n = next_batch.fetch_add(1, Ordering::Relaxed);
@@ -890,7 +1027,14 @@ async fn read_bench(args: &BenchArgs, json_output: bool, client: &Client) -> Res
                             e
                         })
                         .collect();
-                    client.append(&items).await?;
+                    let mut attempt = 0;
+                    while let Err(e) = client.append(&items).await {
+                        attempt += 1;
+                        if attempt == 10 {
+                            return Err(e.into());
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
             });
         }
@@ -898,7 +1042,15 @@ async fn read_bench(args: &BenchArgs, json_output: bool, client: &Client) -> Res
             r??;
         }
     }
-    let fill = fill_start.elapsed();
+    Ok(fill_start.elapsed())
+}
+
+async fn read_bench(args: &BenchArgs, json_output: bool, client: &Client) -> Result<()> {
+    let per_request = args.proofs_per_request;
+    if per_request == 0 || per_request > bftlog_spec::wire::MAX_PROOF_BATCH {
+        bail!("--proofs-per-request must be 1 to 1024");
+    }
+    let fill = fill_log(client, args.log_size, args.entry_bytes).await?;
     let checkpoint = client.checkpoint().await?;
     let tree_size = checkpoint.checkpoint().size;
     let served = Arc::new(AtomicU64::new(0));

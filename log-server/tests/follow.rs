@@ -232,12 +232,24 @@ impl FakeLog {
     /// there).
     fn publish(&self, dir: &Path, entries: &[Vec<u8>]) {
         let _ = std::fs::remove_dir_all(dir);
-        let (tree, files) = tiles_of_entries(entries.iter().map(|e| e.as_slice())).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        self.add_tiles(dir, entries);
+        self.sign_checkpoint(dir, entries);
+    }
+
+    /// Writes every tile and bundle of a log of `entries` into `dir`.
+    fn add_tiles(&self, dir: &Path, entries: &[Vec<u8>]) {
+        let (_, files) = tiles_of_entries(entries.iter().map(|e| e.as_slice())).unwrap();
         for (tile, bytes) in files {
             let path = dir.join(tile.path());
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, bytes).unwrap();
         }
+    }
+
+    /// Writes the signed checkpoint of a log of `entries` into `dir`.
+    fn sign_checkpoint(&self, dir: &Path, entries: &[Vec<u8>]) {
+        let (tree, _) = tiles_of_entries(entries.iter().map(|e| e.as_slice())).unwrap();
         let note = Checkpoint::new("fake.example/log", tree.size(), tree.root())
             .sign(&self.key)
             .unwrap();
@@ -272,7 +284,9 @@ fn monitor_reports_a_split_view_with_evidence_and_keeps_its_state() {
             })
             .collect()
     };
-    log.publish(&served, &entries(300, ""));
+    // An empty log first: its checkpoint is verified, and growing from it
+    // needs no proof.
+    log.publish(&served, &[]);
     let server = StaticServer::start(&served);
     let args = [
         "monitor",
@@ -286,6 +300,12 @@ fn monitor_reports_a_split_view_with_evidence_and_keeps_its_state() {
     ];
     let (code, events) = bftlog_json(&args);
     assert_eq!(code, 0, "{events:?}");
+    assert_eq!(events[0]["checkpoint"]["size"], 0);
+    log.publish(&served, &entries(300, ""));
+    let (code, events) = bftlog_json(&args);
+    assert_eq!(code, 0, "{events:?}");
+    assert_eq!(events[0]["from_size"], 0);
+    assert_eq!(events[0]["checkpoint"]["size"], 300);
 
     // The log grows honestly: accepted.
     log.publish(&served, &entries(600, ""));
@@ -343,4 +363,29 @@ fn monitor_reports_a_split_view_with_evidence_and_keeps_its_state() {
     let (code, events) = bftlog_json(&args);
     assert_eq!(code, 0);
     assert_eq!(events[0]["event"], "behind");
+
+    // A log that has grown past its served checkpoint and deleted that
+    // checkpoint's partial level-0 tile and bundle, as C2SP allows once
+    // the full ones exist: the monitor cuts them from the full ones.
+    log.publish(&served, &entries(1100, ""));
+    log.add_tiles(&served, &entries(800, ""));
+    for partial in ["tile/0/003.p/32", "tile/entries/003.p/32"] {
+        std::fs::remove_file(served.join(partial)).unwrap();
+    }
+    log.sign_checkpoint(&served, &entries(800, ""));
+    let (code, events) = bftlog_json(&args);
+    assert_eq!(code, 0, "{events:?}");
+    assert_eq!(events[0]["from_size"], 700);
+    assert_eq!(events[0]["checkpoint"]["size"], 800);
+
+    // A state whose edge does not match its checkpoint is refused with a
+    // clear message, not blamed on the log.
+    let state_file = state.join("state");
+    let mut bytes = std::fs::read(&state_file).unwrap();
+    bytes.truncate(bytes.len() - 32);
+    std::fs::write(&state_file, &bytes).unwrap();
+    let out = bftlog(&args);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("not a monitor state file"), "{stderr}");
 }

@@ -24,8 +24,19 @@ mod test_dir;
 
 /// One HTTP/1.1 request on a fresh connection: (status, headers, body).
 async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String, Vec<u8>) {
+    http_with(addr, method, path, "").await
+}
+
+/// [`http`] with extra header lines (each ending in `\r\n`).
+async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+) -> (u16, String, Vec<u8>) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: tiles\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: tiles\r\nConnection: close\r\n{headers}\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.unwrap();
@@ -237,6 +248,40 @@ async fn replicas_serve_identical_tiles_that_prove_the_quorum_checkpoint() {
         merkle::root_from_leaf_hashes(&leaves[..256]).0.to_vec()
     );
     assert_eq!(merkle::root_from_leaf_hashes(&leaves), root);
+
+    // Bundles are gzip-compressed for clients that accept it; hash tiles
+    // (random bytes) never are.
+    let (status, head, gzipped) = http_with(
+        endpoints[0],
+        "GET",
+        "/tile/entries/000",
+        "Accept-Encoding: gzip, identity\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(head.contains("vary: accept-encoding"), "{head}");
+    let mut unzipped = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(gzipped.as_slice()),
+        &mut unzipped,
+    )
+    .unwrap();
+    assert_eq!(unzipped, bodies[3]);
+    assert!(
+        gzipped.len() < bodies[3].len() / 2,
+        "entries of text compress"
+    );
+    let (_, head, _) = http(endpoints[0], "GET", "/tile/entries/000").await;
+    assert!(!head.contains("content-encoding"), "{head}");
+    let (_, head, _) = http_with(
+        endpoints[0],
+        "GET",
+        "/tile/0/000",
+        "Accept-Encoding: gzip\r\n",
+    )
+    .await;
+    assert!(!head.contains("content-encoding"), "{head}");
 
     // Beyond the tree: 404; malformed: 400; other paths 404; HEAD has
     // the headers and no body; writes are refused.

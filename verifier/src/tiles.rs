@@ -152,11 +152,7 @@ impl TileTree {
     /// yet. The bundle must be the one at the tree's right edge and reach
     /// past it; the entries it repeats must hash to the leaves already held.
     /// Returns the hash tiles the bundle completes.
-    pub fn append_bundle(
-        &mut self,
-        tile: &Tile,
-        bytes: &[u8],
-    ) -> Result<Vec<TileFile>, TileError> {
+    pub fn append_bundle(&mut self, tile: &Tile, bytes: &[u8]) -> Result<Vec<TileFile>, TileError> {
         let first = self.size / TILE_WIDTH * TILE_WIDTH;
         let held = (self.size - first) as usize;
         if tile.kind != TileKind::Entries

@@ -19,8 +19,10 @@ pub enum FetchError {
     Status { url: String, status: u16 },
     #[error("{url}: the body is larger than {max} bytes")]
     TooLarge { url: String, max: usize },
-    #[error("{0:?} is not an http:// or https:// URL")]
+    #[error("{0:?} is not an http:// or https:// URL without a query")]
     BaseUrl(String),
+    #[error("a fetch task ended: {0}")]
+    Task(String),
 }
 
 /// A tiles log at a base URL: `<base>checkpoint`, `<base>tile/...`.
@@ -39,7 +41,7 @@ impl TilesSource {
         };
         let base = reqwest::Url::parse(&with_slash)
             .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.query().is_none())
             .ok_or_else(|| FetchError::BaseUrl(base.to_owned()))?;
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -109,7 +111,14 @@ impl TilesSource {
         {
             return Err(too_large());
         }
-        let mut body = BytesMut::new();
+        // Reserved up front: a body grown by doubling could hold twice
+        // its bytes.
+        let mut body = BytesMut::with_capacity(
+            response
+                .content_length()
+                .map_or(0, |l| l as usize)
+                .min(max_bytes),
+        );
         while let Some(chunk) = response.chunk().await.map_err(http)? {
             if body.len() + chunk.len() > max_bytes {
                 return Err(too_large());
@@ -124,6 +133,6 @@ fn retryable(error: &FetchError) -> bool {
     match error {
         FetchError::Http { .. } => true,
         FetchError::Status { status, .. } => *status >= 500 || *status == 429,
-        FetchError::TooLarge { .. } | FetchError::BaseUrl(_) => false,
+        FetchError::TooLarge { .. } | FetchError::BaseUrl(_) | FetchError::Task(_) => false,
     }
 }

@@ -1,8 +1,9 @@
 //! `bftlog mirror`: a verified copy of a tiles log that is itself a tiles
-//! log. Bundles and hash tiles are written before the checkpoint that needs
-//! them, each by an atomic rename, so a static server in front of the
-//! directory never serves a checkpoint whose tiles are missing or a torn
-//! file. The mirror's state is its own directory: on start it reads its
+//! log. A step's bundles and hash tiles are written under `.staging/` as
+//! they are checked and moved into place once the step's root matched,
+//! then the checkpoint is written: a static server in front of the
+//! directory never serves a checkpoint whose tiles are missing, a torn
+//! file, or a tile no checkpoint has verified. The mirror's state is its own directory: on start it reads its
 //! checkpoint back, verifies it under the policy and rebuilds the tree's
 //! edge from its partial tiles.
 
@@ -16,9 +17,14 @@ use bftlog_verify::tiles::TileTree;
 use super::monitor::{StateError, write_atomically};
 use super::{FollowError, Sink, Verified};
 
+/// Where a step's files wait for its root to match.
+const STAGING: &str = ".staging";
+
 /// Writes verified tiles and checkpoints under a directory.
 pub struct MirrorDir {
     root: PathBuf,
+    /// Tiles staged since the last checkpoint.
+    staged: Vec<Tile>,
     /// Files written, for reports.
     pub files_written: u64,
 }
@@ -27,6 +33,7 @@ impl MirrorDir {
     pub fn new(root: &Path) -> Self {
         MirrorDir {
             root: root.to_owned(),
+            staged: Vec::new(),
             files_written: 0,
         }
     }
@@ -34,6 +41,8 @@ impl MirrorDir {
     /// The verified state of an existing mirror, `None` for an empty
     /// directory.
     pub fn load(&self, policy: &Policy) -> Result<Option<Verified>, StateError> {
+        // What an interrupted step staged was never verified.
+        let _ = std::fs::remove_dir_all(self.root.join(STAGING));
         let path = self.root.join("checkpoint");
         let malformed = |reason: String| StateError::Malformed {
             path: path.display().to_string(),
@@ -76,14 +85,34 @@ impl MirrorDir {
 
 impl Sink for MirrorDir {
     fn tile(&mut self, tile: &Tile, bytes: &[u8]) -> Result<(), FollowError> {
-        write_atomically(&self.root.join(tile.path()), bytes)?;
-        self.files_written += 1;
+        write_atomically(&self.root.join(STAGING).join(tile.path()), bytes)?;
+        self.staged.push(*tile);
         Ok(())
     }
 
     fn checkpoint(&mut self, bytes: &[u8]) -> Result<(), FollowError> {
+        for tile in std::mem::take(&mut self.staged) {
+            let (from, to) = (
+                self.root.join(STAGING).join(tile.path()),
+                self.root.join(tile.path()),
+            );
+            let io = |error| FollowError::Write {
+                path: to.display().to_string(),
+                error,
+            };
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(io)?;
+            }
+            std::fs::rename(&from, &to).map_err(io)?;
+            self.files_written += 1;
+        }
         write_atomically(&self.root.join("checkpoint"), bytes)?;
         self.files_written += 1;
         Ok(())
+    }
+
+    fn abandon(&mut self) {
+        self.staged.clear();
+        let _ = std::fs::remove_dir_all(self.root.join(STAGING));
     }
 }

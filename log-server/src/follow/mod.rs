@@ -17,9 +17,10 @@ pub mod monitor;
 use std::collections::{HashMap, VecDeque};
 
 use bftlog_spec::evidence::{self, Comparison, Evidence};
+use bftlog_spec::merkle::MAX_STORED_TREE_SIZE;
 use bftlog_spec::note::{MAX_NOTE_BYTES, Note};
 use bftlog_spec::policy::Policy;
-use bftlog_spec::tiles::{FULL_TILE_BYTES, MAX_BUNDLE_BYTES, Tile, TileKind};
+use bftlog_spec::tiles::{self, FULL_TILE_BYTES, MAX_BUNDLE_BYTES, Tile, TileKind};
 use bftlog_verify::Status;
 use bftlog_verify::check::{CheckpointCheckError, check_checkpoint_note};
 use bftlog_verify::report::CheckpointReport;
@@ -62,6 +63,8 @@ pub enum FollowError {
     },
     #[error("{0}")]
     Tile(#[from] TileError),
+    #[error("the checkpoint claims {0} entries, beyond the 2^62 any tree here can hold")]
+    SizeBeyondLayout(u64),
     #[error("writing {path}: {error}")]
     Write { path: String, error: std::io::Error },
 }
@@ -78,6 +81,7 @@ impl FollowError {
             FollowError::SplitView(..) => Status::Equivocation,
             FollowError::Origin { .. }
             | FollowError::NoConsistency { .. }
+            | FollowError::SizeBeyondLayout(_)
             | FollowError::Tile(_) => Status::Invalid,
         }
     }
@@ -92,12 +96,17 @@ impl FollowError {
     }
 }
 
-/// Where verified bundles, tiles and checkpoints go: nowhere for the
-/// monitor, files for the mirror. Tiles and bundles come before the
-/// checkpoint that needs them.
+/// Where bundles, tiles and checkpoints go: nowhere for the monitor,
+/// files for the mirror. A step hands over each bundle and tile as it
+/// checks it, and the checkpoint only once the recomputed root matched:
+/// until then what it was given is not verified, and a failed step ends
+/// with [`Sink::abandon`].
 pub trait Sink {
     fn tile(&mut self, tile: &Tile, bytes: &[u8]) -> Result<(), FollowError>;
+    /// Everything given since the last checkpoint is verified by this one.
     fn checkpoint(&mut self, bytes: &[u8]) -> Result<(), FollowError>;
+    /// The step failed: drop what was given since the last checkpoint.
+    fn abandon(&mut self) {}
 }
 
 /// A sink that keeps nothing.
@@ -165,6 +174,19 @@ impl Follower {
         &mut self,
         source: &TilesSource,
         sink: &mut dyn Sink,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<StepReport, FollowError> {
+        let result = self.try_step(source, sink, progress).await;
+        if result.is_err() {
+            sink.abandon();
+        }
+        result
+    }
+
+    async fn try_step(
+        &mut self,
+        source: &TilesSource,
+        sink: &mut dyn Sink,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<StepReport, FollowError> {
         let bytes = source
@@ -175,6 +197,9 @@ impl Follower {
         let (verified_cp, report) =
             check_checkpoint_note(&self.policy, &note).map_err(FollowError::Checkpoint)?;
         let new = verified_cp.checkpoint().clone();
+        if new.size > MAX_STORED_TREE_SIZE {
+            return Err(FollowError::SizeBeyondLayout(new.size));
+        }
         let (old_size, tree) = match &self.verified {
             None => (0, TileTree::new()),
             Some(v) => {
@@ -192,7 +217,9 @@ impl Follower {
                         verified_size: old.size,
                     });
                 }
-                let path = if new.size > old.size {
+                // From an empty tree nothing needs proving (compare checks
+                // the empty root).
+                let path = if new.size > old.size && old.size > 0 {
                     Some(self.consistency_path(source, old.size, new.size).await?)
                 } else {
                     None
@@ -238,13 +265,13 @@ impl Follower {
         let mut tree = tree;
         let mut fetched = 0u64;
         let (mut bundles, mut hash_tiles) = (0u64, 0u64);
-        let mut queue: VecDeque<tokio::task::JoinHandle<FetchedBundle>> = VecDeque::new();
+        let mut queue = InFlight::default();
         let mut pending = bundles_between(old_size, new.size);
         loop {
-            while queue.len() < BUNDLES_IN_FLIGHT {
+            while queue.0.len() < BUNDLES_IN_FLIGHT {
                 let Some(bundle) = pending.next() else { break };
                 let source = source.clone();
-                queue.push_back(tokio::spawn(async move {
+                queue.0.push_back(tokio::spawn(async move {
                     let tile = Tile {
                         kind: TileKind::Hashes { level: 0 },
                         ..bundle
@@ -256,8 +283,12 @@ impl Follower {
                     Ok((bundle, b?, t?))
                 }));
             }
-            let Some(next) = queue.pop_front() else { break };
-            let (bundle, bundle_bytes, level0) = next.await.expect("fetch tasks do not panic")?;
+            let Some(next) = queue.0.pop_front() else {
+                break;
+            };
+            let (bundle, bundle_bytes, level0) = next
+                .await
+                .map_err(|e| FollowError::Fetch(FetchError::Task(e.to_string())))??;
             fetched += (bundle_bytes.len() + level0.len()) as u64;
             let completed = tree.append_bundle(&bundle, &bundle_bytes)?;
             sink.tile(&bundle, &bundle_bytes)?;
@@ -325,13 +356,47 @@ impl Follower {
     }
 }
 
+/// Fetches still running; dropping them (a step that failed) cancels them,
+/// so a server that fails one request cannot keep the others' bodies
+/// arriving into memory across steps.
+#[derive(Default)]
+struct InFlight(VecDeque<tokio::task::JoinHandle<FetchedBundle>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Fetches a tile or bundle. A partial one the log no longer has (C2SP
+/// lets a log delete partial tiles once the full tile exists) is cut from
+/// the full one.
 async fn fetch_required(
     source: &TilesSource,
     tile: &Tile,
     max_bytes: usize,
 ) -> Result<Bytes, FollowError> {
-    source
-        .get(&tile.path(), max_bytes)
+    if let Some(bytes) = source.get(&tile.path(), max_bytes).await? {
+        return Ok(bytes);
+    }
+    let missing = || FollowError::Missing(format!("{}{}", source.base(), tile.path()));
+    if tile.is_full() {
+        return Err(missing());
+    }
+    let full = Tile::full(tile.kind, tile.index);
+    let bytes = source
+        .get(&full.path(), max_bytes)
         .await?
-        .ok_or_else(|| FollowError::Missing(format!("{}{}", source.base(), tile.path())))
+        .ok_or_else(missing)?;
+    let width = usize::from(tile.width);
+    let prefix_len = match tile.kind {
+        TileKind::Hashes { .. } => (bytes.len() == FULL_TILE_BYTES).then_some(width * 32),
+        TileKind::Entries => tiles::parse_bundle(&bytes, 256)
+            .ok()
+            .map(|entries| entries[..width].iter().map(|e| 2 + e.len()).sum()),
+    };
+    // A malformed full tile is passed on whole, to be refused as such.
+    Ok(prefix_len.map_or(bytes.clone(), |len| bytes.slice(..len)))
 }

@@ -61,6 +61,13 @@ pub fn load_state(dir: &Path, policy: &Policy) -> Result<Option<Verified>, State
         .map_err(|e| malformed(format!("its checkpoint does not verify: {e}")))?;
     let tree = TileTree::decode_edge(edge, &verified.checkpoint().root)
         .map_err(|e| malformed(e.to_string()))?;
+    if tree.size() != verified.checkpoint().size {
+        return Err(malformed(format!(
+            "its tree edge is for size {}, its checkpoint for {}",
+            tree.size(),
+            verified.checkpoint().size
+        )));
+    }
     Ok(Some(Verified { note, tree }))
 }
 

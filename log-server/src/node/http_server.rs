@@ -59,6 +59,8 @@ pub(crate) async fn serve<H, F>(
             });
             let _ = http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
+                // Answers to pipelined requests leave in one write.
+                .pipeline_flush(true)
                 .header_read_timeout(timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;

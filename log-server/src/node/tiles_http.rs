@@ -8,6 +8,7 @@
 //! [`TILES_CONNECTIONS_PER_IP`] per address, a request head within
 //! [`TILES_TIMEOUT`] and a response taken within it too; entry bundles
 //! (up to 16 MiB each) are built at most [`BUNDLES_AT_ONCE`] at a time.
+//! Bundles are gzip-compressed for clients that accept it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -60,7 +61,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     };
     let handle = move |req: hyper::Request<hyper::body::Incoming>| {
         let (shared, bundles) = (shared.clone(), bundles.clone());
-        async move { respond(&shared, &bundles, req.method(), req.uri().path()).await }
+        let gzip = accepts_gzip(req.headers().get_all(hyper::header::ACCEPT_ENCODING));
+        async move { respond(&shared, &bundles, req.method(), req.uri().path(), gzip).await }
     };
     http_server::serve(listener, limits, refused, handle).await;
 }
@@ -100,15 +102,58 @@ impl AsRef<[u8]> for HeldBundle {
     }
 }
 
+/// Whether `Accept-Encoding` admits gzip: a `gzip` or `*` coding whose
+/// q-value is not zero. Anything unparsable counts as not admitting it.
+fn accepts_gzip(values: hyper::header::GetAll<'_, hyper::header::HeaderValue>) -> bool {
+    let mut gzip = None;
+    let mut any = None;
+    for value in values {
+        let Ok(text) = value.to_str() else { continue };
+        for item in text.split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let mut q_nonzero = true;
+            for param in parts {
+                if let Some((name, q)) = param.trim().split_once('=')
+                    && name.trim().eq_ignore_ascii_case("q")
+                {
+                    q_nonzero = q.trim().parse::<f32>().is_ok_and(|q| q > 0.0);
+                }
+            }
+            match coding.as_str() {
+                "gzip" | "x-gzip" => gzip = Some(q_nonzero),
+                "*" => any = Some(q_nonzero),
+                _ => {}
+            }
+        }
+    }
+    gzip.or(any).unwrap_or(false)
+}
+
+/// Compresses a bundle for `Content-Encoding: gzip`. The fastest level:
+/// entries are often already compressed or random (keys, signatures, hashes),
+/// so higher levels buy little and cost the replica CPU on every miss of a
+/// cache in front.
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 2 + 64),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(bytes).expect("writing to memory");
+    encoder.finish().expect("writing to memory")
+}
+
 async fn respond(
     shared: &Arc<Shared>,
     bundles: &Arc<tokio::sync::Semaphore>,
     method: &Method,
     path: &str,
+    gzip: bool,
 ) -> Response<Full<Bytes>> {
     let metrics = &shared.metrics;
     metrics.tile_requests.fetch_add(1, Ordering::Relaxed);
-    let response = answer(shared, bundles, method, path).await;
+    let response = answer(shared, bundles, method, path, gzip).await;
     if !response.status().is_success() {
         metrics.tile_requests_failed.fetch_add(1, Ordering::Relaxed);
     }
@@ -122,6 +167,7 @@ async fn answer(
     bundles: &Arc<tokio::sync::Semaphore>,
     method: &Method,
     path: &str,
+    accepts_gzip: bool,
 ) -> Response<Full<Bytes>> {
     if method != Method::GET && method != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD\n");
@@ -145,7 +191,8 @@ async fn answer(
         Err(_) => return plain(StatusCode::BAD_REQUEST, "malformed tile path\n"),
     };
     let store = shared.store.clone();
-    let read = match tile.kind {
+    let tile_kind = tile.kind;
+    let read = match tile_kind {
         // A hash tile is a few pages, almost always in redb's cache:
         // read inline, as proofs are.
         TileKind::Hashes { .. } => store.tile(&tile).map(|t| t.map(Bytes::from)),
@@ -156,29 +203,90 @@ async fn answer(
                     Ok(Err(_)) => return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
                     Err(_) => return plain(StatusCode::SERVICE_UNAVAILABLE, "busy: try again\n"),
                 };
-            tokio::task::spawn_blocking(move || store.tile(&tile))
-                .await
-                .expect("bundle read panicked")
-                .map(|t| {
-                    t.map(|bytes| {
-                        Bytes::from_owner(HeldBundle {
-                            bytes,
-                            _permit: permit,
-                        })
+            // Bundles SHOULD be compressed at the HTTP layer (C2SP
+            // tlog-tiles): gzip when the client accepts it.
+            tokio::task::spawn_blocking(move || {
+                store
+                    .tile(&tile)
+                    .map(|t| t.map(|b| if accepts_gzip { gzip(&b) } else { b }))
+            })
+            .await
+            .expect("bundle read panicked")
+            .map(|t| {
+                t.map(|bytes| {
+                    Bytes::from_owner(HeldBundle {
+                        bytes,
+                        _permit: permit,
                     })
                 })
+            })
         }
     };
     match read {
-        Ok(Some(bytes)) => Response::builder()
-            .header("content-type", "application/octet-stream")
-            .header("cache-control", IMMUTABLE)
-            .body(Full::new(bytes))
-            .expect("valid headers"),
+        Ok(Some(bytes)) => {
+            let mut response = Response::builder()
+                .header("content-type", "application/octet-stream")
+                .header("cache-control", IMMUTABLE);
+            if tile_kind == TileKind::Entries {
+                // A cache in front keeps the two encodings apart.
+                response = response.header("vary", "accept-encoding");
+                if accepts_gzip {
+                    response = response.header("content-encoding", "gzip");
+                }
+            }
+            response.body(Full::new(bytes)).expect("valid headers")
+        }
         Ok(None) => plain(StatusCode::NOT_FOUND, "beyond the committed tree\n"),
         Err(e) => {
             tracing::error!(error = %e, %tile, "reading a tile failed");
             plain(StatusCode::INTERNAL_SERVER_ERROR, "storage error\n")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepts(values: &[&str]) -> bool {
+        let mut headers = hyper::HeaderMap::new();
+        for v in values {
+            headers.append(
+                hyper::header::ACCEPT_ENCODING,
+                hyper::header::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        accepts_gzip(headers.get_all(hyper::header::ACCEPT_ENCODING))
+    }
+
+    #[test]
+    fn gzip_is_used_when_accept_encoding_admits_it() {
+        assert!(accepts(&["gzip"]));
+        assert!(accepts(&["identity, gzip"]));
+        assert!(accepts(&["br;q=1.0, GZIP;q=0.5"]));
+        assert!(accepts(&["br", "gzip"]));
+        assert!(accepts(&["*"]));
+        assert!(!accepts(&[]));
+        assert!(!accepts(&["identity"]));
+        assert!(!accepts(&["gzip;q=0"]));
+        assert!(!accepts(&["gzip;q=0.000"]));
+        assert!(
+            !accepts(&["*, gzip;q=0"]),
+            "an explicit gzip;q=0 wins over *"
+        );
+        assert!(!accepts(&["gzip;q=bogus"]));
+    }
+
+    #[test]
+    fn gzip_round_trips() {
+        use std::io::Read;
+        let bytes: Vec<u8> = (0..70_000u32)
+            .flat_map(|i| (i % 251).to_be_bytes())
+            .collect();
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(gzip(&bytes).as_slice())
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, bytes);
     }
 }

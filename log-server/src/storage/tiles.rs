@@ -3,10 +3,11 @@
 //! bundles from the stored entries. Tiles are a function of the committed
 //! tree, so every replica serves the same bytes.
 
-use bftlog_spec::merkle::{self, HashReader};
+use bftlog_spec::merkle;
 use bftlog_spec::tiles::{self, TILE_HEIGHT, TILE_WIDTH, Tile, TileKind};
 
 use super::blocks::read_entries;
+use super::hashes::HASH_CHUNK;
 use super::*;
 
 impl Store {
@@ -26,22 +27,59 @@ impl Store {
         let width = u64::from(tile.width);
         match tile.kind {
             TileKind::Hashes { level } => {
+                // Straight from the hash chunks: a tile's hashes are in
+                // ascending stored order, so each chunk is read once (about
+                // nine for a level-0 tile), and nothing else is touched.
                 let merkle_level = u32::from(level) * TILE_HEIGHT;
-                let positions: Vec<u64> = (first..first + width)
-                    .map(|i| merkle::stored_hash_index(merkle_level, i))
-                    .collect();
-                let hashes = self
-                    .hashes(&read)?
-                    .read_hashes(&positions)
-                    .map_err(|e| StoreError::Prove(merkle::ProveError::Storage(e)))?;
-                if hashes.len() != positions.len() {
-                    return Err(StoreError::Corrupt(format!(
-                        "tile {tile}: {} of {} hashes stored",
-                        hashes.len(),
-                        positions.len()
-                    )));
+                let table = read.open_table(HASH_CHUNKS)?;
+                let positions =
+                    (first..first + width).map(|i| merkle::stored_hash_index(merkle_level, i));
+                let first_chunk = merkle::stored_hash_index(merkle_level, first) / HASH_CHUNK;
+                let last_chunk =
+                    merkle::stored_hash_index(merkle_level, first + width - 1) / HASH_CHUNK;
+                let mut out = Vec::with_capacity(width as usize * 32);
+                let missing = |what: String| StoreError::Corrupt(format!("tile {tile}: {what}"));
+                if level == 0 {
+                    // A level-0 tile's hashes lie in about nine consecutive
+                    // chunks: one range scan.
+                    let mut chunks = table.range(first_chunk..=last_chunk)?;
+                    let mut current: Option<(u64, redb::AccessGuard<'_, &[u8]>)> = None;
+                    for position in positions {
+                        let chunk = position / HASH_CHUNK;
+                        while current.as_ref().is_none_or(|(c, _)| *c < chunk) {
+                            let (key, value) = chunks
+                                .next()
+                                .ok_or_else(|| missing(format!("hash chunk {chunk} missing")))??;
+                            current = Some((key.value(), value));
+                        }
+                        copy_hash(
+                            &mut out,
+                            current.as_ref().expect("read").1.value(),
+                            position,
+                        )
+                        .ok_or_else(|| missing(format!("stored hash {position} missing")))?;
+                    }
+                } else {
+                    // Higher levels' hashes are spread out: a read per
+                    // chunk.
+                    let mut current: Option<(u64, redb::AccessGuard<'_, &[u8]>)> = None;
+                    for position in positions {
+                        let chunk = position / HASH_CHUNK;
+                        if current.as_ref().is_none_or(|(c, _)| *c != chunk) {
+                            let bytes = table
+                                .get(chunk)?
+                                .ok_or_else(|| missing(format!("hash chunk {chunk} missing")))?;
+                            current = Some((chunk, bytes));
+                        }
+                        copy_hash(
+                            &mut out,
+                            current.as_ref().expect("read").1.value(),
+                            position,
+                        )
+                        .ok_or_else(|| missing(format!("stored hash {position} missing")))?;
+                    }
                 }
-                Ok(Some(hashes.iter().flat_map(|h| h.0).collect()))
+                Ok(Some(out))
             }
             TileKind::Entries => {
                 let entries = read_entries(&read, first, first + width)?;
@@ -57,6 +95,14 @@ impl Store {
             }
         }
     }
+}
+
+/// Appends the stored hash at `position` from its chunk's bytes; `None`
+/// if the chunk is short.
+fn copy_hash(out: &mut Vec<u8>, chunk: &[u8], position: u64) -> Option<()> {
+    let offset = (position % HASH_CHUNK) as usize * 32;
+    out.extend_from_slice(chunk.get(offset..offset + 32)?);
+    Some(())
 }
 
 #[cfg(test)]
