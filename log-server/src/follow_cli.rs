@@ -208,9 +208,12 @@ fn print_report(report: &StepReport, json: bool, follow: bool) {
             hash_tiles,
             bytes_fetched,
         } => println!(
-            "verified {} from {from_size} to {}: {entries_verified} entries, {bundles} bundles, {hash_tiles} hash tiles, {:.1} MiB; root {}; {} of {} replicas signed, {} witness cosignatures",
+            "verified {} from {from_size} to {}: {}, {}, {}, {:.1} MiB; root {}; {} of {} replicas signed, {} witness cosignatures",
             checkpoint.origin,
             checkpoint.size,
+            count(*entries_verified, "entry", "entries"),
+            count(*bundles, "bundle", "bundles"),
+            count(*hash_tiles, "hash tile", "hash tiles"),
             *bytes_fetched as f64 / (1 << 20) as f64,
             checkpoint.root,
             checkpoint.replica_signers.len(),
@@ -229,4 +232,9 @@ fn print_report(report: &StepReport, json: bool, follow: bool) {
             "the log serves size {served_size}, smaller than {verified_size} verified before (a lagging cache?); nothing to do"
         ),
     }
+}
+
+/// "1 entry", "2 entries".
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -189,6 +189,7 @@ async fn monitor_and_mirror_follow_a_cluster_through_its_tiles() {
 
     // The mirror is a tiles log: the offline audit passes, and a monitor
     // reads it through a plain static file server.
+    assert!(!mirror.join(".staging").exists(), "staging is cleared");
     let report = bftlog_verify::tiles_audit::audit_tiles_dir(&policy, &mirror, |_, _| {}).unwrap();
     assert_eq!(report.entries_checked, 1000);
     let server = StaticServer::start(&mirror);

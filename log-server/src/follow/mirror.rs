@@ -106,6 +106,7 @@ impl Sink for MirrorDir {
             std::fs::rename(&from, &to).map_err(io)?;
             self.files_written += 1;
         }
+        let _ = std::fs::remove_dir_all(self.root.join(STAGING));
         write_atomically(&self.root.join("checkpoint"), bytes)?;
         self.files_written += 1;
         Ok(())
