@@ -18,6 +18,8 @@
 //! - [`attack`]: attacks by one Byzantine replica or one hostile client,
 //!   for the hostile-load tests and `bftlog bench --attack`.
 //! - [`config`]: cluster and replica configuration files.
+//! - [`cluster_key`]: the cluster's FROST threshold key: dealing it, its
+//!   share files and its vkey.
 //! - [`follow`]: following a C2SP tlog-tiles log over HTTP, verified: the
 //!   engine of `bftlog monitor` and `bftlog mirror`.
 #![forbid(unsafe_code)]
@@ -35,6 +37,7 @@ pub fn system_rng() -> SystemRng {
 pub mod admission;
 pub mod attack;
 pub mod client;
+pub mod cluster_key;
 pub mod config;
 pub mod follow;
 pub mod net;

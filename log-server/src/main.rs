@@ -832,6 +832,16 @@ async fn dev(
                 dir.join("tiles-urls").display()
             );
         }
+        let vkey_path = dir.join(bftlog_server::config::CLUSTER_VKEY_FILE);
+        if let Ok(vkey) = std::fs::read_to_string(&vkey_path) {
+            println!(
+                "cluster key (FROST, any {} of {} replicas; not yet signing): {} ({})",
+                cluster.quorum(),
+                cluster.n(),
+                vkey.trim_end(),
+                vkey_path.display()
+            );
+        }
         if !cluster.witnesses.is_empty() {
             println!(
                 "checkpoints need {} of {} replica signatures and {} of {} witness cosignatures",

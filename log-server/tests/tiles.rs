@@ -16,6 +16,8 @@ use bftlog_spec::merkle::{self, Hash};
 use bftlog_spec::tiles::{self, Tile, TileKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[path = "support/go.rs"]
+mod go;
 #[path = "support/ports.rs"]
 mod ports;
 
@@ -81,38 +83,7 @@ fn start_config(dir: &Path, i: usize) -> ReplicaConfig {
 /// and Debian's golang-golang-x-mod-dev (.ci/run installs both); without
 /// them the test fails under CI=true and skips the Go part elsewhere.
 fn go_tiles_reader() -> Option<PathBuf> {
-    const GOPATH: &str = "/usr/share/gocode";
-    let have_go = Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let have_tlog = Path::new(GOPATH)
-        .join("src/golang.org/x/mod/sumdb/tlog")
-        .is_dir();
-    if !have_go || !have_tlog {
-        let why = format!("go available: {have_go}; golang.org/x/mod in {GOPATH}: {have_tlog}");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "Go tiles reader unavailable under CI: {why}"
-        );
-        eprintln!("SKIPPED the Go reader: {why}");
-        return None;
-    }
-    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go-tiles");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let binary = out_dir.join("tiles_reader");
-    let status = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&binary)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/tiles_reader.go"))
-        .env("GO111MODULE", "off")
-        .env("GOPATH", GOPATH)
-        .env("GOCACHE", out_dir.join("cache"))
-        .env("GOFLAGS", "")
-        .status()
-        .unwrap();
-    assert!(status.success(), "go build failed");
-    Some(binary)
+    go::go_build("tests/go/tiles_reader.go", "tiles_reader", "sumdb/tlog")
 }
 
 /// Go's TileHashReader reads the tiles at `addr` for a tree of `size`

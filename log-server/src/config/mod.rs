@@ -908,8 +908,39 @@ pub fn init_cluster_admitting(
         );
         write(dir.join(format!("replica-{i}.toml")), text)?;
     }
+    write_cluster_key(dir, &cluster)?;
     write_cluster_files(dir, &cluster)?;
     Ok(cluster)
+}
+
+/// Share file of replica `i`'s part of the cluster key.
+pub fn cluster_share_file(i: usize) -> String {
+    format!("replica-{i}.cluster-share")
+}
+
+/// The cluster key's vkey file.
+pub const CLUSTER_VKEY_FILE: &str = "log.vkey";
+
+/// Deals the cluster's threshold key (any quorum of replicas signs) with a
+/// trusted dealer: a share file per replica and `log.vkey`. A cluster
+/// whose quorum is one replica has no threshold key (FROST needs at least
+/// two signers); it writes neither.
+fn write_cluster_key(dir: &Path, cluster: &Cluster) -> Result<(), ConfigError> {
+    let threshold = cluster.quorum();
+    if threshold < 2 {
+        return Ok(());
+    }
+    let frost_error = |e: crate::cluster_key::ClusterKeyError| invalid(dir, e.to_string());
+    let shares =
+        crate::cluster_key::deal(cluster.n() as u16, threshold as u16).map_err(frost_error)?;
+    for (i, share) in shares.iter().enumerate() {
+        crate::cluster_key::write_share(&dir.join(cluster_share_file(i)), &cluster.origin, share)
+            .map_err(frost_error)?;
+    }
+    let vkey = crate::cluster_key::verifier_key(&cluster.origin, &shares[0].public)
+        .map_err(frost_error)?;
+    let path = dir.join(CLUSTER_VKEY_FILE);
+    std::fs::write(&path, format!("{vkey}\n")).map_err(|source| ConfigError::Read { path, source })
 }
 
 /// Rewrites a replica file with `change` applied (its comments become
@@ -988,6 +1019,31 @@ mod tests {
         }
         Policy::parse(&std::fs::read(dir.join("policy")).unwrap()).unwrap();
         assert!(init_cluster(&dir, "example.com/log", 4, [127, 0, 0, 1].into(), 7100).is_err());
+    }
+
+    /// `init` deals the cluster key: every replica's share loads and
+    /// belongs to the key in `log.vkey`; a one-replica cluster has none.
+    #[test]
+    fn init_deals_the_cluster_key() {
+        let dir = tempdir("cluster-key");
+        init_cluster(&dir, "example.com/log", 4, [127, 0, 0, 1].into(), 7170).unwrap();
+        let vkey_text = std::fs::read_to_string(dir.join(CLUSTER_VKEY_FILE)).unwrap();
+        let vkey = bftlog_spec::note::VerifierKey::parse(vkey_text.trim_end()).unwrap();
+        assert_eq!(vkey.name(), "example.com/log");
+        for i in 0..4 {
+            let share =
+                crate::cluster_key::load_share(&dir.join(cluster_share_file(i)), "example.com/log")
+                    .unwrap();
+            assert_eq!(
+                crate::cluster_key::verifier_key("example.com/log", &share.public).unwrap(),
+                vkey
+            );
+            assert_eq!(*share.key_package.min_signers(), 3);
+        }
+        let lone = tempdir("cluster-key-lone");
+        init_cluster(&lone, "example.com/log", 1, [127, 0, 0, 1].into(), 7180).unwrap();
+        assert!(!lone.join(CLUSTER_VKEY_FILE).exists());
+        assert!(!lone.join(cluster_share_file(0)).exists());
     }
 
     /// A replica key that others can read is refused at load, naming the
