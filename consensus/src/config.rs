@@ -59,6 +59,11 @@ pub struct Config {
     /// Sync answer bytes one peer may ask for at once, before the rate
     /// applies. Default 24 MiB: two full answers.
     pub sync_serve_burst_bytes: u64,
+    /// This replica's share of the cluster key: with one, it signs each
+    /// committed checkpoint with the others into one Ed25519 signature
+    /// under the cluster key (spec/consensus.md, "The cluster
+    /// signature"). Default none.
+    pub cluster_share: Option<crate::threshold::ClusterShare>,
 }
 
 impl Config {
@@ -84,6 +89,7 @@ impl Config {
             sync_serve_bytes_per_s: 32 << 20,
             sync_serve_burst_bytes: 2 * crate::SYNC_RESPONSE_BYTES as u64,
             status_interval_ms: 5000,
+            cluster_share: None,
         }
     }
 

@@ -23,6 +23,10 @@ pub struct Footprint {
     pub most_timeout_rounds_ahead: usize,
     /// The most checkpoint-signature rows one signer has.
     pub most_checkpoint_rows: usize,
+    /// The most heights of cluster-key commitments kept for one replica,
+    /// and the heights of shares kept.
+    pub most_commitment_heights: usize,
+    pub share_heights: usize,
     /// Committed blocks kept in memory, and their entry bytes.
     pub committed_window_blocks: usize,
     pub committed_window_bytes: usize,
@@ -87,6 +91,15 @@ impl Footprint {
             return fail(format!(
                 "a signer has {} checkpoint rows",
                 self.most_checkpoint_rows
+            ));
+        }
+        let threshold_window = (crate::threshold::THRESHOLD_LAG_HEIGHTS
+            + crate::threshold::COMMITMENTS_AHEAD_HEIGHTS) as usize;
+        if self.most_commitment_heights > threshold_window || self.share_heights > threshold_window
+        {
+            return fail(format!(
+                "cluster-key commitments for {} heights of one replica, shares for {} heights",
+                self.most_commitment_heights, self.share_heights
             ));
         }
         let window_over_bytes = self.committed_window_bytes > cfg.retain_committed_bytes

@@ -64,6 +64,7 @@ mod footprint;
 mod replica;
 mod safety;
 mod step;
+pub mod threshold;
 
 pub mod bugs;
 pub mod crypto;
@@ -81,7 +82,7 @@ pub use mempool::ClientId;
 pub use replica::CHECKPOINT_ROWS_PER_SIGNER;
 pub use replica::sync::{SYNC_RESPONSE_BYTES, SyncBudget};
 pub use replica::{Replica, SetupError};
-pub use safety::{Recovered, SafetyState, genesis_qc};
+pub use safety::{Recovered, SafetyState, SentShare, genesis_qc};
 pub use step::{
     CheckpointEvent, Committed, Event, Metrics, Outgoing, PersistRequest, Rejection, Step,
     SubmitResult, Target,

@@ -2,9 +2,10 @@
 //! recovers from storage after a restart.
 
 use bftlog_spec::merkle::{CompactRange, Hash};
-use bftlog_spec::wire::{Block, BoundedVec, QuorumCert, TimeoutCert};
+use bftlog_spec::wire::{Block, BoundedVec, Element32, QuorumCert, SignerCommitment, TimeoutCert};
 
 use crate::crypto;
+use crate::threshold::NonceSecret;
 
 /// What must be durable before dependent messages leave.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +19,21 @@ pub struct SafetyState {
     pub high_tc: Option<TimeoutCert>,
     /// Highest checkpoint this replica signed: (size, root).
     pub last_signed: Option<(u64, Hash)>,
+    /// The last cluster-key share this replica sent. Its height is the
+    /// highest whose nonce it used: nonces of that height and below are
+    /// never used again, so none signs two messages across restarts. It
+    /// is sent again after a restart, for combiners that missed it.
+    pub last_share: Option<SentShare>,
+}
+
+/// A cluster-key signature share as sent (`ConsensusMessage::ThresholdShare`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentShare {
+    pub height: u64,
+    pub size: u64,
+    pub root: Hash,
+    pub signers: Vec<SignerCommitment>,
+    pub share: Element32,
 }
 
 impl SafetyState {
@@ -29,6 +45,7 @@ impl SafetyState {
             high_qc: genesis_qc(epoch),
             high_tc: None,
             last_signed: None,
+            last_share: None,
         }
     }
 }
@@ -57,6 +74,10 @@ pub struct Recovered {
     /// Blocks from earlier [`PersistRequest`]s that were not committed
     /// yet (any order; those that no longer matter are dropped).
     pub voted_blocks: Vec<Block>,
+    /// This replica's cluster-key nonces from earlier
+    /// [`PersistRequest`]s, by height (those at or below
+    /// `safety.last_share`'s height are ignored).
+    pub nonces: Vec<(u64, NonceSecret)>,
 }
 
 impl Recovered {
@@ -67,6 +88,7 @@ impl Recovered {
             committed_blocks: Vec::new(),
             first_height: 1,
             voted_blocks: Vec::new(),
+            nonces: Vec::new(),
         }
     }
 }

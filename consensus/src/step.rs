@@ -20,6 +20,10 @@ pub struct PersistRequest {
     /// leaves: a certified block then survives crashes of its voters.
     /// Each with its id.
     pub blocks: Vec<(Hash, Arc<Block>)>,
+    /// Fresh cluster-key nonces, by the height whose checkpoint each is
+    /// for. Their commitments leave only once they are durable; the
+    /// driver may delete nonces at or below `state.last_share`'s height.
+    pub nonces: Vec<(u64, crate::threshold::NonceSecret)>,
 }
 
 /// Where a message goes.
@@ -201,6 +205,15 @@ pub struct Metrics {
     pub forwarded_dropped: u64,
     pub checkpoints_signed: u64,
     pub checkpoints_refused: u64,
+    /// Cluster-key shares this replica sent.
+    pub threshold_shares_sent: u64,
+    /// Cluster signatures this replica combined from shares.
+    pub cluster_signatures: u64,
+    /// Shares that FROST's identifiable abort found invalid (each also
+    /// counted as an invalid signature of its signer).
+    pub bad_threshold_shares: u64,
+    /// Cluster-key nonces generated (and made durable before use).
+    pub nonces_generated: u64,
     /// Rounds entered through a timeout certificate (the leader failed).
     pub view_changes: u64,
     /// Proposals by leaf hash that named entries this replica lacked.

@@ -22,6 +22,9 @@ fn hunt(
 ) -> Option<Failure> {
     for seed in seeds {
         let mut scenario = Scenario::from_seed(seed, n);
+        // The seeds named here were found without the cluster key, whose
+        // messages change every later draw of a run.
+        scenario.cluster_key = false;
         adjust(&mut scenario);
         bugs::set(Some(bug));
         let with_bug = Sim::new(scenario.clone()).run();

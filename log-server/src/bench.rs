@@ -31,7 +31,9 @@ use bftlog_spec::wire::{ClientRequest, ClientResponse, LeafRef};
 use serde_json::json;
 
 mod attack;
+mod read;
 mod tiles;
+use read::{fill_log, read_bench};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -96,6 +98,10 @@ pub struct BenchArgs {
     /// Entries to fill the log to before a --read or --tiles run.
     #[arg(long, default_value_t = 1_000_000)]
     pub log_size: u64,
+    /// Runs the cluster without its cluster key (no FROST signing), to
+    /// compare with the default run, which has one.
+    #[arg(long, conflicts_with = "cluster")]
+    pub no_cluster_key: bool,
     /// Inclusion proofs per request in a --read run: 1 uses
     /// `GetInclusionProof`, more `GetInclusionProofs` (at most 1,024).
     #[arg(long, default_value_t = 1)]
@@ -134,6 +140,10 @@ struct ConsensusCounters {
     store_writes: f64,
     store_flushes: f64,
     store_write_us: f64,
+    quorum_checkpoints: f64,
+    quorum_lag_us: f64,
+    cluster_signed: f64,
+    cluster_lag_us: f64,
 }
 
 impl ConsensusCounters {
@@ -151,6 +161,10 @@ impl ConsensusCounters {
             store_writes: value("bftlog_store_writes_total")?,
             store_flushes: value("bftlog_store_flushes_total")?,
             store_write_us: value("bftlog_store_write_microseconds_total")?,
+            quorum_checkpoints: value("bftlog_quorum_checkpoints_total")?,
+            quorum_lag_us: value("bftlog_quorum_checkpoint_lag_microseconds_total")?,
+            cluster_signed: value("bftlog_cluster_signed_checkpoints_total")?,
+            cluster_lag_us: value("bftlog_cluster_signature_lag_microseconds_total")?,
         })
     }
 
@@ -163,6 +177,10 @@ impl ConsensusCounters {
         let writes = delta(self.store_writes, end.store_writes)?;
         let flushes = delta(self.store_flushes, end.store_flushes)?;
         let write_us = delta(self.store_write_us, end.store_write_us)?;
+        let quorums = delta(self.quorum_checkpoints, end.quorum_checkpoints)?;
+        let quorum_lag_us = delta(self.quorum_lag_us, end.quorum_lag_us)?;
+        let signed = delta(self.cluster_signed, end.cluster_signed)?;
+        let cluster_lag_us = delta(self.cluster_lag_us, end.cluster_lag_us)?;
         let per = |x: f64, y: f64| if y > 0.0 { Some(x / y) } else { None };
         Some(json!({
             "rounds": rounds,
@@ -171,6 +189,13 @@ impl ConsensusCounters {
             "durable_writes_per_round": per(writes, rounds),
             "flushes_per_round": per(flushes, rounds),
             "ms_per_durable_write": per(write_us / 1000.0, writes),
+            "quorum_checkpoints": quorums,
+            // From this replica's commit of a size to its quorum
+            // checkpoint, and to the checkpoint's cluster signature (the
+            // threshold signing time per checkpoint), means.
+            "ms_commit_to_quorum_checkpoint": per(quorum_lag_us / 1000.0, quorums),
+            "cluster_signed_checkpoints": signed,
+            "ms_commit_to_cluster_signature": per(cluster_lag_us / 1000.0, signed),
         }))
     }
 }
@@ -499,6 +524,11 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
             let dir = std::env::temp_dir().join(format!("bftlog-bench-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             let (cluster, keys) = init_bench_cluster(&dir, args.replicas)?;
+            let cluster = if args.no_cluster_key {
+                bftlog_server::config::strip_cluster_key(&dir, cluster)?
+            } else {
+                cluster
+            };
             let exe = std::env::current_exe().context("locating the bftlog binary")?;
             // The replicas share this machine's cores: each gets its share
             // of tokio workers (at least one) rather than one per core, so
@@ -933,6 +963,23 @@ pub async fn run(args: BenchArgs, json_output: bool) -> Result<()> {
                 f("ms_per_durable_write")
             );
         }
+        if let Some(c) = report["per_replica"][0]["consensus"].as_object() {
+            let f = |k: &str| c.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+            let signed = if cluster.cluster_key.is_some() {
+                format!(
+                    "; cluster signature {:.1} ms after commit ({:.0} checkpoints signed)",
+                    f("ms_commit_to_cluster_signature"),
+                    f("cluster_signed_checkpoints"),
+                )
+            } else {
+                "; no cluster key".to_owned()
+            };
+            println!(
+                "checkpoints (replica 0, means): quorum checkpoint {:.1} ms after commit ({:.0} checkpoints){signed}",
+                f("ms_commit_to_quorum_checkpoint"),
+                f("quorum_checkpoints"),
+            );
+        }
         if let Some(worst) = timeline.iter().max_by(|a, b| a.max_ms.total_cmp(&b.max_ms)) {
             println!(
                 "slowest second: appends due in second {} (of {}) took up to {:.1} ms (p50 {:.1} ms, {} appends)",
@@ -994,140 +1041,6 @@ fn cpu_us_per_entry(cpu_percent: Option<f64>, elapsed_s: f64, entries: u64) -> O
         .then(|| cpu_percent / 100.0 * elapsed_s * 1e6 / entries as f64)
 }
 
-/// Fills the log to `--log-size` entries, then has the clients request
-/// inclusion proofs of random indexes for `--seconds`; proofs are counted
-/// as served, and one in 64 is verified against the checkpoint.
-/// Appends until the log holds `log_size` entries; returns how long it
-/// took.
-async fn fill_log(client: &Client, log_size: u64, entry_bytes: usize) -> Result<Duration> {
-    let size = client.checkpoint().await?.checkpoint().size;
-    let fill_start = Instant::now();
-    if size < log_size {
-        // Three appends of 4,096 entries in flight: filling is a setup
-        // step, and one at a time it is bound by commit latency; more
-        // would pass one client's share of the mempool (12,500 entries),
-        // whose `Overloaded` answers are waited out and retried.
-        let next_batch = Arc::new(AtomicU64::new(0));
-        let batches = (log_size - size).div_ceil(4096);
-        let remaining = log_size - size;
-        let mut fills = tokio::task::JoinSet::new();
-        for _ in 0..3 {
-            let (client, next_batch) = (client.clone(), next_batch.clone());
-            fills.spawn(async move {
-                loop {
-                    let n = next_batch.fetch_add(1, Ordering::Relaxed);
-                    if n >= batches {
-                        return Ok::<(), anyhow::Error>(());
-                    }
-                    let count = (remaining - n * 4096).min(4096);
-                    let items: Vec<Vec<u8>> = (0..count)
-                        .map(|i| {
-                            let mut e = format!("read bench fill {size} {n} {i} ").into_bytes();
-                            e.resize(entry_bytes, b'.');
-                            e
-                        })
-                        .collect();
-                    let mut attempt = 0;
-                    while let Err(e) = client.append(&items).await {
-                        attempt += 1;
-                        if attempt == 10 {
-                            return Err(e.into());
-                        }
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            });
-        }
-        while let Some(r) = fills.join_next().await {
-            r??;
-        }
-    }
-    Ok(fill_start.elapsed())
-}
-
-async fn read_bench(args: &BenchArgs, json_output: bool, client: &Client) -> Result<()> {
-    let per_request = args.proofs_per_request;
-    if per_request == 0 || per_request > bftlog_spec::wire::MAX_PROOF_BATCH {
-        bail!("--proofs-per-request must be 1 to 1024");
-    }
-    let fill = fill_log(client, args.log_size, args.entry_bytes).await?;
-    let checkpoint = client.checkpoint().await?;
-    let tree_size = checkpoint.checkpoint().size;
-    let served = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(args.seconds);
-    let mut tasks = tokio::task::JoinSet::new();
-    for c in 0..args.clients {
-        let client = client.clone();
-        let served = served.clone();
-        let root = checkpoint.checkpoint().root;
-        tasks.spawn(async move {
-            let mut x = (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let replica = c % client.cluster().n();
-            while Instant::now() < deadline {
-                let indexes: Vec<u64> = (0..per_request)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        x % tree_size
-                    })
-                    .collect();
-                let proofs = if per_request == 1 {
-                    let request = ClientRequest::GetInclusionProof {
-                        leaf: LeafRef::Index { index: indexes[0] },
-                        tree_size,
-                    };
-                    match client.request(replica, &request).await? {
-                        ClientResponse::InclusionProof { hashes, .. } => vec![hashes.into_inner()],
-                        _ => bail!("unexpected answer to an inclusion proof request"),
-                    }
-                } else {
-                    client
-                        .inclusion_proofs(replica, &indexes, tree_size)
-                        .await?
-                };
-                let before = served.fetch_add(per_request as u64, Ordering::Relaxed);
-                // Check one proof in 64 against the entry it proves.
-                if before / 64 != (before + per_request as u64) / 64 {
-                    let (index, hashes) = (indexes[0], &proofs[0]);
-                    let entry = client.entries(index, 1).await?;
-                    let leaf = bftlog_spec::merkle::leaf_hash(&entry[0]);
-                    bftlog_spec::merkle::verify_inclusion(index, tree_size, &leaf, hashes, &root)
-                        .map_err(|e| anyhow::anyhow!("a served proof does not verify: {e}"))?;
-                }
-            }
-            Ok(())
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r??;
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let total = served.load(Ordering::Relaxed);
-    let report = json!({
-        "mode": "read",
-        "tree_size": tree_size,
-        "fill_seconds": fill.as_secs_f64(),
-        "clients": args.clients,
-        "proofs_per_request": per_request,
-        "seconds": elapsed,
-        "proofs": total,
-        "proofs_per_second": total as f64 / elapsed,
-    });
-    if json_output {
-        println!("{report}");
-    } else {
-        println!(
-            "read: {total} inclusion proofs from a {tree_size}-entry log in {elapsed:.1} s = {:.0} proofs/s ({} clients, {per_request} proofs per request; filling took {:.0} s)",
-            total as f64 / elapsed,
-            args.clients,
-            fill.as_secs_f64()
-        );
-    }
-    Ok(())
-}
-
 /// The temporary cluster directory, removed when the bench ends unless
 /// `--keep` (the flag).
 struct TempDir(PathBuf, bool);
@@ -1151,6 +1064,10 @@ mod tests {
         bftlog_store_flushes_total 60\n\
         bftlog_store_write_microseconds_total 45000\n\
         bftlog_store_writes_slow_total 7\n\
+        bftlog_quorum_checkpoints_total 30\n\
+        bftlog_quorum_checkpoint_lag_microseconds_total 60000\n\
+        bftlog_cluster_signed_checkpoints_total 20\n\
+        bftlog_cluster_signature_lag_microseconds_total 50000\n\
         bftlog_rejected_messages_total{reason=\"stale\"} 3\n\
         bftlog_round 45\n";
 
@@ -1165,6 +1082,10 @@ mod tests {
                 store_writes: 90.0,
                 store_flushes: 60.0,
                 store_write_us: 45000.0,
+                quorum_checkpoints: 30.0,
+                quorum_lag_us: 60000.0,
+                cluster_signed: 20.0,
+                cluster_lag_us: 50000.0,
             }
         );
         // A missing counter is no reading, not a zero.
@@ -1202,6 +1123,10 @@ mod tests {
             store_writes: 490.0,
             store_flushes: 360.0,
             store_write_us: 445_000.0,
+            quorum_checkpoints: 130.0,
+            quorum_lag_us: 260_000.0,
+            cluster_signed: 120.0,
+            cluster_lag_us: 350_000.0,
         };
         let run = start.between(&end, 2.0).unwrap();
         assert_eq!(run["rounds"], 200.0);
@@ -1210,6 +1135,8 @@ mod tests {
         assert_eq!(run["durable_writes_per_round"], 2.0);
         assert_eq!(run["flushes_per_round"], 1.5);
         assert_eq!(run["ms_per_durable_write"], 1.0);
+        assert_eq!(run["ms_commit_to_quorum_checkpoint"], 2.0);
+        assert_eq!(run["ms_commit_to_cluster_signature"], 3.0);
         // A replica that restarted during the run has no figures.
         assert_eq!(end.between(&start, 2.0), None);
         // No rounds: no per-round figures, still a reading.

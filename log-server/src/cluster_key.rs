@@ -43,12 +43,9 @@ pub enum ClusterKeyError {
     },
 }
 
-/// One replica's share of the cluster key, with the public package.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClusterShare {
-    pub key_package: frost::keys::KeyPackage,
-    pub public: frost::keys::PublicKeyPackage,
-}
+/// One replica's share of the cluster key, with the public package (the
+/// consensus core signs with it).
+pub use bftlog_consensus::threshold::ClusterShare;
 
 /// The operating system's randomness for `frost-ed25519`, which takes
 /// rand_core 0.6's traits.

@@ -39,6 +39,7 @@ pub mod attack;
 pub mod client;
 pub mod cluster_key;
 pub mod config;
+pub mod dkg;
 pub mod follow;
 pub mod net;
 pub mod node;

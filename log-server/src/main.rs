@@ -34,6 +34,81 @@ struct Cli {
     command: Command,
 }
 
+/// One step of `bftlog dkg`; each reads `DIR/cluster.toml` and
+/// `DIR/replica-ID.toml` with its key.
+#[derive(Subcommand)]
+enum DkgStep {
+    /// Commit to this replica's secret: writes DIR/dkg/round1-ID.txt.
+    Round1 {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        id: u16,
+    },
+    /// Check everyone's round-1 files and send each replica its share,
+    /// sealed: writes DIR/dkg/round2-ID-to-J.txt for every other J.
+    Round2 {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        id: u16,
+    },
+    /// Open the round-2 files for this replica: writes its share file,
+    /// log.vkey and the key into cluster.toml, and prints the key (every
+    /// operator must print the same).
+    Finish {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        id: u16,
+    },
+}
+
+fn dkg_step(step: DkgStep, json: bool) -> Result<()> {
+    use bftlog_server::dkg;
+    match step {
+        DkgStep::Round1 { dir, id } => {
+            let path = dkg::round1(&dir, id)?;
+            if json {
+                println!("{}", json!({"published": path}));
+            } else {
+                println!(
+                    "wrote {}: give it to every other operator (to put in their {}/ folder), then run round2 once you hold theirs",
+                    path.display(),
+                    dkg::DKG_DIR
+                );
+            }
+        }
+        DkgStep::Round2 { dir, id } => {
+            let paths = dkg::round2(&dir, id)?;
+            if json {
+                println!("{}", json!({"published": paths}));
+            } else {
+                for path in &paths {
+                    println!("wrote {}", path.display());
+                }
+                println!(
+                    "give each round2-{id}-to-J.txt to operator J only (its share is sealed to J), then run finish once you hold the files addressed to replica {id}"
+                );
+            }
+        }
+        DkgStep::Finish { dir, id } => {
+            let vkey = dkg::finish(&dir, id)?;
+            if json {
+                println!("{}", json!({"cluster_key": vkey.to_string()}));
+            } else {
+                println!("cluster key: {vkey}");
+                println!(
+                    "replica {id}'s share is in {}; compare the key above with every other operator's before starting the replicas",
+                    dir.join(bftlog_server::config::cluster_share_file(id as usize))
+                        .display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Create keys and configuration for a new cluster.
@@ -57,6 +132,20 @@ enum Command {
         /// left out on a terminal.
         #[arg(long, value_enum)]
         admission: Option<AdmissionArg>,
+        /// Deal no cluster key: the replicas' operators make one with
+        /// `bftlog dkg` instead, so that no one ever holds it whole.
+        #[arg(long)]
+        no_cluster_key: bool,
+    },
+    /// Make the cluster key with the other operators, without anyone
+    /// holding it whole (FROST's distributed key generation): each
+    /// operator runs `round1`, publishes `DIR/dkg/round1-I.txt`, copies
+    /// everyone else's into `DIR/dkg/`, runs `round2`, gives each operator
+    /// J the file `DIR/dkg/round2-I-to-J.txt`, and runs `finish` once it
+    /// holds those addressed to it. docs/operating.md, "The cluster key".
+    Dkg {
+        #[command(subcommand)]
+        step: DkgStep,
     },
     /// Create a submitter key file (the client's identity for appends
     /// where replicas admit listed keys only) and print its public key.
@@ -189,12 +278,17 @@ async fn run(cli: Cli) -> Result<()> {
             host,
             base_port,
             admission,
+            no_cluster_key,
         } => {
             let mode = match admission {
                 Some(a) => a.into(),
                 None => ask_admission_mode()?,
             };
-            let cluster = init_cluster_admitting(&dir, &origin, replicas, host, base_port, mode)?;
+            let mut cluster =
+                init_cluster_admitting(&dir, &origin, replicas, host, base_port, mode)?;
+            if no_cluster_key {
+                cluster = bftlog_server::config::strip_cluster_key(&dir, cluster)?;
+            }
             if json {
                 println!(
                     "{}",
@@ -223,6 +317,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Dkg { step } => dkg_step(step, json),
         Command::SubmitterKey { file } => {
             let key = submitters::create_key_file(&file)?;
             let public = submitters::format_public_key(&key.verifying_key());
@@ -835,11 +930,13 @@ async fn dev(
         let vkey_path = dir.join(bftlog_server::config::CLUSTER_VKEY_FILE);
         if let Ok(vkey) = std::fs::read_to_string(&vkey_path) {
             println!(
-                "cluster key (FROST, any {} of {} replicas; not yet signing): {} ({})",
+                "cluster key (FROST, any {} of {} replicas sign together): {} ({}; policy {})",
                 cluster.quorum(),
                 cluster.n(),
                 vkey.trim_end(),
-                vkey_path.display()
+                vkey_path.display(),
+                dir.join(bftlog_server::config::CLUSTER_KEY_POLICY_FILE)
+                    .display()
             );
         }
         if !cluster.witnesses.is_empty() {

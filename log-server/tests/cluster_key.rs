@@ -4,6 +4,8 @@
 //! (OpenSSL's Ed25519) verifies as a plain RFC 8032 signature. Needs `go`
 //! with Debian's golang-golang-x-mod-dev and `cryptography` (which moto
 //! brings); `.ci/run` installs them, and under CI=true their absence fails.
+//! A running cluster signs every receipt's checkpoint with the cluster key
+//! too, across a replica's restart.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -20,6 +22,8 @@ use frost_ed25519 as frost;
 
 #[path = "support/go.rs"]
 mod go;
+#[path = "support/ports.rs"]
+mod ports;
 #[path = "../src/test_dir.rs"]
 mod test_dir;
 
@@ -162,4 +166,171 @@ fn a_quorum_of_shares_signs_checkpoints_go_and_openssl_verify_with_log_vkey() {
             );
         }
     }
+}
+
+/// A running cluster: every receipt's checkpoint carries the cluster
+/// signature, which the cluster-key policy (`policy.cluster-key`, one
+/// `log` line), Go's sumdb/note with `log.vkey` alone and Python's
+/// `cryptography` accept; so after a replica restarts from its stored
+/// nonces and `last_share`, and with one replica down (any 3 of 4 sign).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_cluster_signs_every_receipt_checkpoint_with_the_cluster_key() {
+    use bftlog_server::client::{Client, ClientOptions};
+    use bftlog_server::config::{CLUSTER_KEY_POLICY_FILE, ReplicaConfig};
+    use bftlog_server::node::Node;
+    use bftlog_spec::policy::Policy;
+    use bftlog_spec::proof::TlogProof;
+
+    let dir = test_dir::TestDir::new(&format!("cluster-key-run-{}", std::process::id()));
+    let origin = "run.example/log";
+    let cluster =
+        init_cluster(&dir, origin, 4, [127, 0, 0, 1].into(), ports::free_ports(4)).unwrap();
+    let vkey_line = std::fs::read_to_string(dir.join(CLUSTER_VKEY_FILE)).unwrap();
+    let vkey = VerifierKey::parse(vkey_line.trim_end()).unwrap();
+    let key_policy =
+        Policy::parse(&std::fs::read(dir.join(CLUSTER_KEY_POLICY_FILE)).unwrap()).unwrap();
+    let start = |i: usize| {
+        let mut cfg = ReplicaConfig::load(&dir.join(format!("replica-{i}.toml"))).unwrap();
+        cfg.consensus.round_timeout_ms = 300;
+        Node::start(cfg)
+    };
+    let mut nodes = Vec::new();
+    for i in 0..4 {
+        nodes.push(Some(start(i).await.unwrap()));
+    }
+    let client = Client::new(cluster.clone(), ClientOptions::default()).unwrap();
+    let oracle = go_oracle();
+    let mut checked = std::collections::BTreeSet::new();
+    let mut check_batch = async |client: &Client, tag: &str| {
+        for batch in 0..3 {
+            let entries: Vec<Vec<u8>> = (0..5)
+                .map(|i| format!("{tag} {batch} {i}").into_bytes())
+                .collect();
+            let receipts = client.append(&entries).await.unwrap();
+            for (receipt, entry) in receipts.iter().zip(&entries) {
+                let proof = TlogProof::parse(receipt.tlog_proof().as_bytes()).unwrap();
+                // The replica policy and the cluster key's both accept it.
+                proof.verify_entry(&cluster.policy(), entry).unwrap();
+                let verified = proof
+                    .verify_entry(&key_policy, entry)
+                    .unwrap_or_else(|e| panic!("{tag}: no valid cluster signature: {e}"));
+                let note = verified.checkpoint().note();
+                let size = verified.checkpoint().checkpoint().size;
+                if !checked.insert(size) {
+                    continue;
+                }
+                let line = note
+                    .signatures()
+                    .iter()
+                    .find(|s| s.key_id == vkey.key_id())
+                    .expect("checked by the policy");
+                if let Some(oracle) = &oracle {
+                    let answer =
+                        go_opens(oracle, &note.format(), &[vkey_line.trim_end().to_owned()]);
+                    assert_eq!(answer["ok"], true, "Go refused the checkpoint: {answer}");
+                }
+                let public_key = vkey.public_key().to_bytes();
+                if let Some(valid) =
+                    python_verifies(&public_key, &line.signature, note.text().as_bytes())
+                {
+                    assert!(valid, "cryptography refused the cluster signature");
+                }
+            }
+        }
+    };
+    check_batch(&client, "first").await;
+    // Replica 2 restarts: it must not sign with a nonce it used, and
+    // signs on with those it stored.
+    nodes[2].take().unwrap().shutdown().await.unwrap();
+    nodes[2] = Some(start(2).await.unwrap());
+    check_batch(&client, "after restart").await;
+    // Any 3 of 4: replica 0 stops. The first blocks after may still name
+    // it in their signing set (it voted for their parents), so two appends
+    // go first, unchecked.
+    nodes[0].take().unwrap().shutdown().await.unwrap();
+    for warm_up in 0..2 {
+        client
+            .append(&[format!("warm-up {warm_up}").into_bytes()])
+            .await
+            .unwrap();
+    }
+    check_batch(&client, "three of four").await;
+    assert!(checked.len() >= 3, "distinct checkpoints: {checked:?}");
+    for node in nodes.into_iter().flatten() {
+        node.shutdown().await.unwrap();
+    }
+}
+
+/// A C2SP witness that knows the log by its cluster key alone (one key,
+/// threshold 1, as for any single-key log) cosigns its checkpoints, and
+/// receipts that wait for it verify under `policy.cluster-key`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_configured_with_only_the_cluster_key_cosigns() {
+    use bftlog_server::client::{Client, ClientOptions};
+    use bftlog_server::config::{CLUSTER_KEY_POLICY_FILE, ReplicaConfig, write_cluster_files};
+    use bftlog_server::node::Node;
+    use bftlog_spec::policy::Policy;
+    use bftlog_witness::log_config::LogConfig;
+    use bftlog_witness::server::{Server, ServerConfig};
+
+    let dir = test_dir::TestDir::new(&format!("cluster-key-witness-{}", std::process::id()));
+    let origin = "witnessed.example/log";
+    let mut cluster =
+        init_cluster(&dir, origin, 4, [127, 0, 0, 1].into(), ports::free_ports(4)).unwrap();
+    let cluster_key = cluster
+        .cluster_key
+        .clone()
+        .expect("init deals a cluster key");
+    let wdir = dir.join("witness");
+    let witness_key = bftlog_witness::dir::init(&wdir, "witnessed.example/w").unwrap();
+    let log = LogConfig::new(origin, vec![cluster_key], None).unwrap();
+    bftlog_witness::dir::open_store(&wdir)
+        .unwrap()
+        .add_log(&log)
+        .unwrap();
+    let witness = std::sync::Arc::new(bftlog_witness::dir::open(&wdir).unwrap());
+    let server = Server::start(
+        witness,
+        "127.0.0.1:0".parse().unwrap(),
+        ServerConfig::default(),
+    )
+    .await
+    .unwrap();
+    cluster.witnesses.push(bftlog_server::config::Witness {
+        name: "w".into(),
+        key: witness_key,
+        url: format!("http://{}", server.local_addr()),
+    });
+    cluster.witness_quorum = 1;
+    write_cluster_files(&dir, &cluster).unwrap();
+    let key_policy =
+        Policy::parse(&std::fs::read(dir.join(CLUSTER_KEY_POLICY_FILE)).unwrap()).unwrap();
+    assert_eq!(key_policy.witnesses().len(), 1);
+    let mut nodes = Vec::new();
+    for i in 0..4 {
+        let mut cfg = ReplicaConfig::load(&dir.join(format!("replica-{i}.toml"))).unwrap();
+        cfg.consensus.round_timeout_ms = 300;
+        nodes.push(Node::start(cfg).await.unwrap());
+    }
+    let client = Client::new(cluster.clone(), ClientOptions::default()).unwrap();
+    for batch in 0..3 {
+        let entries: Vec<Vec<u8>> = (0..4)
+            .map(|i| format!("witnessed {batch} {i}").into_bytes())
+            .collect();
+        let receipts = client.append(&entries).await.unwrap();
+        for (r, e) in receipts.iter().zip(&entries) {
+            let verified = bftlog_verify::check::check_receipt(
+                &key_policy,
+                r.tlog_proof().as_bytes(),
+                &merkle::leaf_hash(e),
+            )
+            .unwrap();
+            assert_eq!(verified.checkpoint.cosignatures.len(), 1);
+            assert!(verified.checkpoint.witness_quorum_met);
+        }
+    }
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+    server.shutdown().await;
 }

@@ -103,8 +103,15 @@ impl CheckpointReport {
         for line in &self.extensions {
             out.push_str(&format!("extension: {line}\n"));
         }
+        // One listed log key is a single-key log (or a bftlog cluster key
+        // policy): its signature is not a replica's.
+        let label = if self.replicas_listed == 1 {
+            "log key signatures"
+        } else {
+            "replica signatures"
+        };
         out.push_str(&format!(
-            "replica signatures: {} of {} listed, {} required ({})\n",
+            "{label}: {} of {} listed, {} required ({})\n",
             self.replica_signers.len(),
             self.replicas_listed,
             self.replica_threshold,

@@ -32,6 +32,14 @@ pub(super) struct CheckpointQuorum {
     by_signer: Vec<BTreeMap<(u64, Hash), (Signature64, bool)>>,
     /// The size of the latest quorum note: smaller sizes are of no use.
     quorum_size: u64,
+    /// The cluster key as a note verifier, when the cluster has one.
+    cluster_verifier: Option<VerifierKey>,
+    /// The latest quorum note, until it carries the cluster signature.
+    latest: Option<(u64, Hash, Note)>,
+    /// Cluster signatures for sizes above `quorum_size`, waiting for their
+    /// quorum note; at most [`CHECKPOINT_ROWS_PER_SIGNER`], the smallest
+    /// going first.
+    cluster_signatures: BTreeMap<u64, (Hash, Signature64)>,
 }
 
 /// What became of a peer's checkpoint signature.
@@ -55,7 +63,22 @@ impl CheckpointQuorum {
             .map(|k| VerifierKey::new(&cfg.origin, KeyType::Ed25519, *k))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| SetupError::Origin(e.to_string()))?;
+        let cluster_verifier = match &cfg.cluster_share {
+            Some(share) => {
+                let key = share
+                    .verifying_key()
+                    .map_err(|e| SetupError::ClusterKey(e.to_string()))?;
+                Some(
+                    VerifierKey::new(&cfg.origin, KeyType::Ed25519, key)
+                        .map_err(|e| SetupError::Origin(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
         Ok(CheckpointQuorum {
+            cluster_verifier,
+            latest: None,
+            cluster_signatures: BTreeMap::new(),
             origin: cfg.origin.clone(),
             quorum: cfg.quorum(),
             note_key,
@@ -204,7 +227,51 @@ impl CheckpointQuorum {
         for rows in &mut self.by_signer {
             *rows = rows.split_off(&(size + 1, Hash([0; 32])));
         }
+        match self.cluster_signatures.remove(&size) {
+            Some((r, signature)) if r == root => self.add_cluster_line(&mut note, signature),
+            _ => self.latest = Some((size, root, note.clone())),
+        }
+        self.cluster_signatures = self.cluster_signatures.split_off(&(size + 1));
         (Accepted::Quorum { size, note }, invalid)
+    }
+
+    /// Adds the cluster signature `signature` (already verified) to the
+    /// quorum note of `(size, root)`: the latest note again with it, if
+    /// that is the note it signs; kept for the note if that has not
+    /// formed yet; dropped if a newer note formed meanwhile.
+    pub(super) fn attach_cluster_signature(
+        &mut self,
+        size: u64,
+        root: Hash,
+        signature: Signature64,
+    ) -> Accepted {
+        if let Some((latest_size, latest_root, mut note)) = self.latest.take() {
+            if (latest_size, latest_root) == (size, root) {
+                self.add_cluster_line(&mut note, signature);
+                return Accepted::Quorum { size, note };
+            }
+            self.latest = Some((latest_size, latest_root, note));
+        }
+        if size > self.quorum_size {
+            self.cluster_signatures.insert(size, (root, signature));
+            if self.cluster_signatures.len() > CHECKPOINT_ROWS_PER_SIGNER {
+                self.cluster_signatures.pop_first();
+            }
+        }
+        Accepted::Kept
+    }
+
+    fn add_cluster_line(&self, note: &mut Note, signature: Signature64) {
+        let verifier = self
+            .cluster_verifier
+            .as_ref()
+            .expect("cluster signatures exist only with a cluster key");
+        note.add_signature(NoteSignature {
+            name: self.origin.clone(),
+            key_id: verifier.key_id(),
+            signature: signature.0.to_vec(),
+        })
+        .expect("n + 1 ≤ MAX_CLUSTER_REPLICAS + 1 signatures fit a note");
     }
 }
 
@@ -288,7 +355,7 @@ impl<R: CryptoRng> Replica<R> {
 
     /// Reports a quorum note, and blames the signers whose signatures the
     /// check that preceded it found invalid.
-    fn report_quorum(&mut self, (accepted, invalid): (Accepted, Vec<ReplicaId>)) {
+    pub(super) fn report_quorum(&mut self, (accepted, invalid): (Accepted, Vec<ReplicaId>)) {
         for signer in invalid {
             self.reject_from(signer, Rejection::InvalidSignature);
         }

@@ -71,6 +71,7 @@ impl<R: CryptoRng> Replica<R> {
         }
         self.commit_evidence = child.map(|c| (c, qc));
         self.sign_checkpoint();
+        self.threshold_after_commit();
         self.prune();
     }
 
@@ -102,6 +103,7 @@ impl<R: CryptoRng> Replica<R> {
             self.committed_ids.remove(&old);
             self.window_first_height += 1;
         }
+        self.threshold_committed(height, &block);
         self.metrics.blocks_committed += 1;
         self.metrics.entries_committed += leaves.len() as u64;
         self.commits.push(Committed {

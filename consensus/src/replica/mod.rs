@@ -19,9 +19,10 @@ mod pacemaker;
 pub(crate) mod sync;
 #[cfg(test)]
 mod tests;
+mod threshold_signing;
 mod voting;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +53,7 @@ pub use checkpoints::CHECKPOINT_ROWS_PER_SIGNER;
 use checkpoints::CheckpointQuorum;
 use pacemaker::Pacemaker;
 use sync::SyncProgress;
+use threshold_signing::ThresholdSigning;
 
 /// The block with header `header` and these entries (all present).
 fn with_entries(header: Block, entries: Vec<Option<Vec<u8>>>) -> Block {
@@ -94,7 +96,9 @@ fn in_range(message: &ConsensusMessage) -> bool {
         ConsensusMessage::Timeout { timeout } => {
             timeout.round <= MAX_ROUND && qc_ok(&timeout.high_qc)
         }
-        ConsensusMessage::CheckpointSignature { size, .. } => *size <= merkle::MAX_STORED_TREE_SIZE,
+        ConsensusMessage::CheckpointSignature { size, .. }
+        | ConsensusMessage::ThresholdShare { size, .. } => *size <= merkle::MAX_STORED_TREE_SIZE,
+        ConsensusMessage::NonceCommitments { .. } => true,
         ConsensusMessage::Forward { .. }
         | ConsensusMessage::SyncRequest { .. }
         | ConsensusMessage::EntryRequest { .. } => true,
@@ -233,6 +237,10 @@ pub struct Replica<R> {
     /// Recently committed leaf hashes, to refuse an entry committed again.
     dedup: DedupWindow,
     checkpoints: CheckpointQuorum,
+    /// Cluster-key signing, when the configuration has a share.
+    threshold: Option<ThresholdSigning>,
+    /// Nonces made since the last write, for the next one.
+    persist_nonces: Vec<(u64, crate::threshold::NonceSecret)>,
     sync: SyncProgress,
     /// Per peer: the sync answer bytes it may still ask for.
     sync_serve: Vec<TokenBucket>,
@@ -255,6 +263,8 @@ pub enum SetupError {
     Origin(String),
     #[error("recovered committed blocks do not chain")]
     BrokenChain,
+    #[error("the cluster key share: {0}")]
+    ClusterKey(String),
 }
 
 impl<R: CryptoRng> Replica<R> {
@@ -279,6 +289,15 @@ impl<R: CryptoRng> Replica<R> {
         }
         let committee = Committee::new(&cfg.replicas)?;
         let checkpoints = CheckpointQuorum::new(&cfg, &key)?;
+        let threshold = match &cfg.cluster_share {
+            Some(share) => {
+                share
+                    .check_for(id, cfg.n(), cfg.quorum())
+                    .map_err(|e| SetupError::ClusterKey(e.to_string()))?;
+                Some(ThresholdSigning::new(share.clone(), cfg.n())?)
+            }
+            None => None,
+        };
         // Chain check of the recovered committed blocks.
         let mut committed_id = crypto::genesis_id(cfg.epoch);
         let mut committed_round = 0;
@@ -376,6 +395,8 @@ impl<R: CryptoRng> Replica<R> {
             mempool,
             dedup: DedupWindow::new(cfg.dedup_window_entries),
             checkpoints,
+            threshold,
+            persist_nonces: Vec::new(),
             sync: SyncProgress::new(id),
             sync_serve: vec![
                 TokenBucket::new(
@@ -407,6 +428,8 @@ impl<R: CryptoRng> Replica<R> {
             }
         }
         replica.arm_timer();
+        replica.start_threshold_signing(recovered.nonces);
+        replica.finish();
         Ok(replica)
     }
 
@@ -450,6 +473,10 @@ impl<R: CryptoRng> Replica<R> {
         let rounds = || self.blocks.values().map(|b| b.block.round);
         let stored_rounds = rounds().min().zip(rounds().max());
         let (mempool_most_by_one_peer, mempool_most_by_one_client) = self.mempool.most_held();
+        let threshold_footprint = self
+            .threshold
+            .as_ref()
+            .map_or((0, 0), ThresholdSigning::footprint);
         Footprint {
             round: self.round(),
             committed_round: self.committed_round,
@@ -467,6 +494,8 @@ impl<R: CryptoRng> Replica<R> {
                 .max()
                 .unwrap_or(0),
             most_checkpoint_rows: self.checkpoints.most_rows_of_one_signer(),
+            most_commitment_heights: threshold_footprint.0,
+            share_heights: threshold_footprint.1,
             committed_window_blocks: self.committed_window.len(),
             committed_window_bytes: self.committed_window_bytes,
             mempool_entries: self.mempool.len(),
@@ -636,6 +665,34 @@ impl<R: CryptoRng> Replica<R> {
                 high_tc,
                 committed_height,
             } => self.on_certificates(from, high_qc, high_tc, committed_height),
+            ConsensusMessage::NonceCommitments {
+                replica,
+                first_height,
+                commitments,
+                started,
+            } => self.on_nonce_commitments(
+                from,
+                replica,
+                first_height,
+                commitments.into_inner(),
+                started,
+            ),
+            ConsensusMessage::ThresholdShare {
+                height,
+                size,
+                root,
+                replica,
+                signers,
+                share,
+            } => self.on_threshold_share(
+                from,
+                height,
+                size,
+                root,
+                replica,
+                signers.into_inner(),
+                share,
+            ),
         }
         self.input_from = None;
         self.finish();
@@ -650,6 +707,7 @@ impl<R: CryptoRng> Replica<R> {
         if self.pacemaker.status_due(now) {
             self.send_certificates(Target::All);
             self.resend_checkpoint_signature();
+            self.resend_threshold_state();
         }
         if self.sync.deadline.is_some_and(|d| d <= now) {
             self.sync.deadline = None;
@@ -748,6 +806,7 @@ impl<R: CryptoRng> Replica<R> {
                 token: self.persist_issued,
                 state: self.safety.clone(),
                 blocks: std::mem::take(&mut self.persist_blocks),
+                nonces: std::mem::take(&mut self.persist_nonces),
             });
         }
         let token = self.persist_issued;

@@ -7,8 +7,8 @@ use bftlog_spec::checkpoint::Checkpoint;
 use bftlog_spec::merkle::Hash;
 use bftlog_spec::note::{KeyType, SignerKey};
 use bftlog_spec::wire::{
-    BoundedVec, ConsensusMessage, Entry, ReplicaId, Signature64, TimeoutCert, TimeoutSignature,
-    Vote,
+    BoundedVec, ConsensusMessage, Entry, NonceCommitment, ReplicaId, Signature64, TimeoutCert,
+    TimeoutSignature, Vote,
 };
 use rand::RngExt;
 use rand::rngs::StdRng;
@@ -72,10 +72,21 @@ pub enum Behaviour {
     /// fill only a peer's share of the mempool, so clients' entries still
     /// get in.
     ForwardFlood,
+    /// Sends every cluster-key share altered: combiners must name it
+    /// (FROST's identifiable abort) and drop it.
+    BadShares,
+    /// Never sends its cluster-key shares, though it votes and so is in
+    /// signing sets.
+    WithholdShares,
+    /// Sends half the replicas its nonce commitments with hiding and
+    /// binding swapped (valid points, another commitment for the same
+    /// heights), and replays old batches: receivers keep the first
+    /// commitment per height, and no honest nonce signs twice.
+    EquivocateCommitments,
 }
 
 /// Every behaviour.
-pub const ALL_BEHAVIOURS: [Behaviour; 15] = [
+pub const ALL_BEHAVIOURS: [Behaviour; 18] = [
     Behaviour::Silent,
     Behaviour::WithholdVotes,
     Behaviour::WithholdProposals,
@@ -91,6 +102,9 @@ pub const ALL_BEHAVIOURS: [Behaviour; 15] = [
     Behaviour::SyncFlood,
     Behaviour::LieCommittedHeight,
     Behaviour::ForwardFlood,
+    Behaviour::BadShares,
+    Behaviour::WithholdShares,
+    Behaviour::EquivocateCommitments,
 ];
 
 impl Behaviour {
@@ -319,6 +333,57 @@ pub(super) fn tamper(
                 }]
             }
             ConsensusMessage::Vote { .. } => Vec::new(),
+            _ => vec![out],
+        },
+        Behaviour::BadShares => {
+            let mut out = out;
+            if let ConsensusMessage::ThresholdShare { share, .. } = &mut out.message {
+                // Still a canonical scalar (the top byte stays small), so
+                // only the combination can tell.
+                share.0[0] ^= 1 << sim.rng.random_range(0..8);
+            }
+            vec![out]
+        }
+        Behaviour::WithholdShares => match out.message {
+            ConsensusMessage::ThresholdShare { .. } => Vec::new(),
+            _ => vec![out],
+        },
+        Behaviour::EquivocateCommitments => match &out.message {
+            ConsensusMessage::NonceCommitments {
+                replica,
+                first_height,
+                commitments,
+                started,
+            } => {
+                let (a, b) = split(n, *replica);
+                let swapped = ConsensusMessage::NonceCommitments {
+                    replica: *replica,
+                    first_height: *first_height,
+                    started: *started,
+                    commitments: BoundedVec::new(
+                        commitments
+                            .iter()
+                            .map(|c| NonceCommitment {
+                                hiding: c.binding,
+                                binding: c.hiding,
+                            })
+                            .collect(),
+                    )
+                    .expect("as many as before"),
+                };
+                let mut outs = to_each(&a, &out.message);
+                outs.extend(to_each(&b, &swapped));
+                sim.byz.recorded.push(swapped);
+                if sim.byz.recorded.len() > 512 {
+                    sim.byz.recorded.remove(0);
+                }
+                let i = sim.rng.random_range(0..sim.byz.recorded.len());
+                outs.push(Outgoing {
+                    to: Target::All,
+                    message: sim.byz.recorded[i].clone(),
+                });
+                outs
+            }
             _ => vec![out],
         },
         Behaviour::WithholdProposals => match out.message {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bftlog_spec::merkle::{self, Hash, MemoryTree};
 use bftlog_spec::note::{KeyRing, KeyType, Note, VerifierKey};
-use bftlog_spec::wire::{ConsensusMessage, ReplicaId};
+use bftlog_spec::wire::{ConsensusMessage, Element32, ReplicaId, SignerCommitment};
 
 use crate::{CheckpointEvent, Committed, Config};
 
@@ -43,6 +43,14 @@ pub enum Violation {
     /// An honest replica held more than a stated bound allows (see
     /// [`crate::Footprint::check`]), or served sync beyond its rate.
     OverBound { replica: ReplicaId, what: String },
+    /// An honest replica sent two different cluster-key shares for one
+    /// height: its nonce for that height signed twice.
+    NonceReuse { replica: ReplicaId, height: u64 },
+    /// A quorum note carries a cluster signature that does not verify.
+    BadClusterSignature { size: u64 },
+    /// After the heal, with every replica honest, the checkpoint of the
+    /// whole log never carried the cluster signature.
+    NoClusterSignature { size: u64 },
     /// After the heal, an honest replica did not catch up.
     Lagging {
         replica: ReplicaId,
@@ -73,7 +81,19 @@ pub struct Checker {
     submitted: BTreeMap<Hash, bool>,
     healed_at: Option<Duration>,
     violation: Option<Violation>,
+    /// The cluster key, when the cluster has one.
+    cluster_key: Option<(KeyRing, u32)>,
+    /// Sizes whose quorum note carried a valid cluster signature.
+    cluster_signed: BTreeSet<u64>,
+    /// Whether the checkpoint of the whole log must end up carrying the
+    /// cluster signature (every replica honest).
+    expect_cluster_signature: bool,
+    /// Each honest replica's cluster-key share per height.
+    shares: BTreeMap<(ReplicaId, u64), SentShare>,
 }
+
+/// A share as an honest replica sent it: size, root, signing set, share.
+type SentShare = (u64, Hash, Vec<SignerCommitment>, Element32);
 
 impl Checker {
     pub fn new(cfg: &Config, honest: Vec<ReplicaId>) -> Self {
@@ -100,7 +120,33 @@ impl Checker {
             submitted: BTreeMap::new(),
             healed_at: None,
             violation: None,
+            cluster_key: None,
+            cluster_signed: BTreeSet::new(),
+            expect_cluster_signature: false,
+            shares: BTreeMap::new(),
         }
+    }
+
+    /// Checks cluster signatures against `key`; with `expect`, the
+    /// checkpoint of the whole log must end up carrying one.
+    pub fn with_cluster_key(mut self, key: VerifierKey, expect: bool) -> Self {
+        let key_id = key.key_id();
+        self.cluster_key = Some((KeyRing::from_keys([key]).expect("one key"), key_id));
+        self.expect_cluster_signature = expect;
+        self
+    }
+
+    /// Sizes whose quorum note carried the cluster signature.
+    pub fn cluster_signed(&self) -> usize {
+        self.cluster_signed.len()
+    }
+
+    /// Whether nothing more is owed: the whole log's checkpoint carries
+    /// the cluster signature, if that is expected.
+    pub fn cluster_done(&self) -> bool {
+        !self.expect_cluster_signature
+            || self.log.is_empty()
+            || self.cluster_signed.contains(&(self.log.len() as u64))
     }
 
     fn fail(&mut self, v: Violation) {
@@ -242,6 +288,16 @@ impl Checker {
                 });
             }
         };
+        if let Some((ring, key_id)) = &self.cluster_key {
+            if note.signatures().iter().any(|s| s.key_id == *key_id) {
+                match note.verify(ring) {
+                    Ok(v) if !v.signatures().is_empty() => {
+                        self.cluster_signed.insert(size);
+                    }
+                    _ => return self.fail(Violation::BadClusterSignature { size }),
+                }
+            }
+        }
         if let Some(known) = self.quorums.get(&size) {
             if *known != root {
                 return self.fail(Violation::BadQuorumCheckpoint {
@@ -327,6 +383,23 @@ impl Checker {
                 let id = crate::crypto::block_id_from_header(header, leaves);
                 self.proposed(replica, header.round, id);
             }
+            ConsensusMessage::ThresholdShare {
+                height,
+                size,
+                root,
+                signers,
+                share,
+                ..
+            } => {
+                let sent = (*size, *root, signers.to_vec(), *share);
+                match self.shares.insert((replica, *height), sent.clone()) {
+                    Some(previous) if previous != sent => self.fail(Violation::NonceReuse {
+                        replica,
+                        height: *height,
+                    }),
+                    _ => {}
+                }
+            }
             _ => {}
         }
     }
@@ -370,6 +443,11 @@ impl Checker {
                     log: self.log.len() as u64,
                 });
             }
+        }
+        if !self.cluster_done() {
+            return Err(Violation::NoClusterSignature {
+                size: self.log.len() as u64,
+            });
         }
         Ok(())
     }

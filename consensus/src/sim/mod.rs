@@ -29,10 +29,12 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
 
 use bftlog_spec::merkle::{self, CompactRange};
+use bftlog_spec::note::{KeyType, VerifierKey};
 use bftlog_spec::wire::{self, Block, ConsensusMessage, ReplicaId};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+use crate::threshold::{ClusterShare, NonceSecret};
 use crate::{CheckpointEvent, ClientId, Config, Outgoing, Recovered, Replica, SafetyState, Target};
 pub use byzantine::{ALL_BEHAVIOURS, Behaviour};
 pub use checker::{Checker, Violation};
@@ -70,6 +72,10 @@ pub struct Scenario {
     pub round_timeout_ms: u64,
     /// Longest time a durable write takes, microseconds.
     pub write_latency_max_us: u64,
+    /// Whether the cluster has a cluster key (dealt from the seed) and
+    /// signs each checkpoint with it too. `from_seed` gives half the
+    /// seeds one.
+    pub cluster_key: bool,
 }
 
 impl Scenario {
@@ -111,6 +117,10 @@ impl Scenario {
             liveness_ms: 120_000,
             round_timeout_ms: 500,
             write_latency_max_us: 3000,
+            // Half the runs (drawn on a stream of their own, so the other
+            // draws stay as they were): the cluster key's FROST work
+            // doubled the suite's time when every run had it.
+            cluster_key: StdRng::seed_from_u64(seed ^ 0xc1a5_7e55).random_bool(0.5),
         }
     }
 }
@@ -125,6 +135,11 @@ pub struct Outcome {
     pub virtual_time_ms: u64,
     /// `EntryRequest`s honest replicas sent: how often the fetch path ran.
     pub entry_requests: u64,
+    /// Sizes whose quorum note carried the cluster signature.
+    pub cluster_signed_sizes: usize,
+    /// Bad cluster-key shares honest replicas identified (summed over
+    /// their latest incarnations).
+    pub bad_threshold_shares: u64,
 }
 
 /// A run that broke an invariant.
@@ -162,6 +177,7 @@ enum Event {
         token: u64,
         state: SafetyState,
         blocks: Vec<Block>,
+        nonces: Vec<(u64, NonceSecret)>,
     },
     Submit {
         entry: Vec<u8>,
@@ -194,6 +210,9 @@ struct Process {
     durable_blocks: Vec<Block>,
     /// Voted blocks made durable, by round (pruned as commits pass them).
     durable_voted: BTreeMap<u64, Vec<Block>>,
+    /// Cluster-key nonces made durable, by height (those at or below the
+    /// durable last share's height deleted, as the store does).
+    durable_nonces: BTreeMap<u64, NonceSecret>,
     /// Commits not durable yet, each with the token of the write that
     /// makes it durable: the write of its own step, or else the next one
     /// (a step without a state write stores its commits without a flush,
@@ -224,6 +243,8 @@ pub struct Sim {
     nodes: Vec<Process>,
     keys: Vec<ed25519_dalek::SigningKey>,
     cfg: Config,
+    /// Each replica's share of the cluster key, if it has one.
+    cluster_shares: Vec<ClusterShare>,
     /// Partition side per replica id, while partitioned.
     partition: Option<Vec<u8>>,
     healed: bool,
@@ -276,6 +297,7 @@ impl Sim {
                     durable_safety: SafetyState::genesis(cfg.epoch),
                     durable_blocks: Vec::new(),
                     durable_voted: BTreeMap::new(),
+                    durable_nonces: BTreeMap::new(),
                     pending_commits: Vec::new(),
                     last_token: 0,
                     timer_at: None,
@@ -290,7 +312,21 @@ impl Sim {
         let honest: Vec<ReplicaId> = (0..scenario.n as ReplicaId)
             .filter(|id| !byz_map.contains_key(id))
             .collect();
-        let checker = Checker::new(&cfg, honest);
+        let mut checker = Checker::new(&cfg, honest);
+        // Dealt from a stream of its own, so the cluster key leaves the
+        // run's other draws as they were.
+        let cluster_shares = if scenario.cluster_key {
+            let mut deal_rng = StdRng::seed_from_u64(scenario.seed ^ 0xc1a5_7e55);
+            let shares =
+                crate::threshold::deal(scenario.n as u16, cfg.quorum() as u16, &mut deal_rng)
+                    .expect("valid threshold");
+            let key = shares[0].verifying_key().expect("a valid key");
+            let vkey = VerifierKey::new(&cfg.origin, KeyType::Ed25519, key).expect("valid origin");
+            checker = checker.with_cluster_key(vkey, scenario.byzantine.is_empty());
+            shares
+        } else {
+            Vec::new()
+        };
         let mut sim = Sim {
             rng,
             now: Duration::ZERO,
@@ -301,6 +337,7 @@ impl Sim {
             nodes,
             keys,
             cfg,
+            cluster_shares,
             partition: None,
             healed: false,
             checker,
@@ -397,10 +434,17 @@ impl Sim {
             committed_blocks: node.durable_blocks.clone(),
             first_height: 1,
             voted_blocks: node.durable_voted.values().flatten().cloned().collect(),
+            nonces: node
+                .durable_nonces
+                .iter()
+                .map(|(h, n)| (*h, n.clone()))
+                .collect(),
         };
         let rng = StdRng::seed_from_u64(self.rng.random());
+        let mut cfg = self.cfg.clone();
+        cfg.cluster_share = self.cluster_shares.get(id as usize).cloned();
         let replica = Replica::new(
-            self.cfg.clone(),
+            cfg,
             id,
             self.keys[id as usize].clone(),
             rng,
@@ -436,7 +480,11 @@ impl Sim {
             if let Some(v) = self.checker.take_violation() {
                 return Err(self.failure(v));
             }
-            if self.healed && self.checker.all_done(self.scenario.entries) && self.queue_idle() {
+            if self.healed
+                && self.checker.all_done(self.scenario.entries)
+                && self.checker.cluster_done()
+                && self.queue_idle()
+            {
                 break;
             }
         }
@@ -455,6 +503,14 @@ impl Sim {
                 .unwrap_or(0),
             virtual_time_ms: self.now.as_millis() as u64,
             entry_requests: self.entry_requests,
+            cluster_signed_sizes: self.checker.cluster_signed(),
+            bad_threshold_shares: self
+                .nodes
+                .iter()
+                .filter(|n| n.byzantine.is_none())
+                .filter_map(|n| n.replica.as_ref())
+                .map(|r| r.metrics.bad_threshold_shares)
+                .sum(),
         })
     }
 
@@ -508,11 +564,15 @@ impl Sim {
                 token,
                 state,
                 blocks,
+                nonces,
             } => {
                 let n = &mut self.nodes[node];
                 if n.generation != generation {
                     return; // lost in a crash
                 }
+                n.durable_nonces.extend(nonces);
+                let used_through = state.last_share.as_ref().map_or(0, |s| s.height);
+                n.durable_nonces = n.durable_nonces.split_off(&(used_through + 1));
                 n.durable_safety = state;
                 for b in blocks {
                     n.durable_voted.entry(b.round).or_default().push(b);
@@ -626,6 +686,7 @@ impl Sim {
                 token: p.token,
                 state: p.state,
                 blocks: p.blocks.iter().map(|(_, b)| Block::clone(b)).collect(),
+                nonces: p.nonces,
             };
             self.schedule(done, ev);
         }

@@ -353,6 +353,8 @@ pub(super) fn start(
         committed_blocks: committed.to_vec(),
         first_height: 1,
         voted_blocks: voted.values().flatten().cloned().collect(),
+        // No cluster key here (the simulator target deals one).
+        nonces: Vec::new(),
     };
     Replica::new(
         cfg.clone(),

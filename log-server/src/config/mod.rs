@@ -11,11 +11,18 @@ use bftlog_spec::note::{KeyType, SignerKey, VerifierKey};
 use bftlog_spec::policy::Policy;
 use serde::{Deserialize, Serialize};
 
-use crate::admission::{AdmissionConfig, AdmissionMode, AdmissionSection};
+use crate::admission::{AdmissionConfig, AdmissionSection};
 use crate::net::Limits;
 
+mod init;
 mod tiles;
 use bftlog_consensus::MAX_CLUSTER_REPLICAS;
+pub(crate) use init::write_secret;
+pub use init::{
+    CLUSTER_KEY_POLICY_FILE, CLUSTER_VKEY_FILE, FIRST_SUBMITTER_KEY_FILE, SUBMITTERS_FILE,
+    cluster_share_file, edit_replica_file, init_cluster, init_cluster_admitting, strip_cluster_key,
+    write_cluster_files,
+};
 pub use tiles::{PublishTarget, TilesSection};
 
 /// Why a configuration was refused.
@@ -72,6 +79,11 @@ pub struct ClusterFile {
     /// C2SP tlog-witnesses every replica submits quorum checkpoints to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub witnesses: Vec<ClusterWitness>,
+    /// The cluster key (C2SP vkey, named after the origin): quorum
+    /// checkpoints also carry one signature under it, made by any quorum
+    /// of replicas together. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_key: Option<String>,
 }
 
 fn default_epoch() -> u64 {
@@ -126,6 +138,8 @@ pub struct Cluster {
     pub witness_quorum: usize,
     pub wait_for_witnesses: bool,
     pub witness_timeout_ms: u64,
+    /// The cluster key, if the cluster has one.
+    pub cluster_key: Option<VerifierKey>,
 }
 
 impl Cluster {
@@ -218,7 +232,28 @@ impl Cluster {
         if file.witness_timeout_ms == 0 {
             return Err(invalid(path, "witness_timeout_ms must be positive"));
         }
+        let cluster_key = match &file.cluster_key {
+            Some(text) => {
+                let key = VerifierKey::parse(text)
+                    .map_err(|e| invalid(path, format!("cluster_key: {e}")))?;
+                if key.name() != file.origin || key.key_type() != KeyType::Ed25519 {
+                    return Err(invalid(
+                        path,
+                        format!(
+                            "cluster_key must be an Ed25519 key named after the origin {:?}",
+                            file.origin
+                        ),
+                    ));
+                }
+                if !seen_keys.insert(key.public_key().to_bytes()) {
+                    return Err(invalid(path, "cluster_key is also a replica key"));
+                }
+                Some(key)
+            }
+            None => None,
+        };
         let cluster = Cluster {
+            cluster_key,
             origin: file.origin,
             epoch: file.epoch,
             keys,
@@ -259,6 +294,7 @@ impl Cluster {
                     address: *a,
                 })
                 .collect(),
+            cluster_key: self.cluster_key.as_ref().map(|k| k.to_string()),
         }
     }
 
@@ -313,24 +349,56 @@ impl Cluster {
             self.origin,
             self.quorum()
         ));
-        if witnesses {
-            let mut names = String::new();
-            for w in &self.witnesses {
-                out.push_str(&format!("witness {} {} {}\n", w.name, w.key, w.url));
-                names.push(' ');
-                names.push_str(&w.name);
-            }
-            out.push_str(&format!("group witnesses {}{names}\n", self.witness_quorum));
-            out.push_str("quorum witnesses\n");
-        } else {
-            out.push_str("quorum none\n");
+        out.push_str(&self.quorum_lines(witnesses));
+        out
+    }
+
+    /// A policy's witness lines and quorum line: the witnesses and a
+    /// `witnesses` group of `witness_quorum` when `witnesses`, else
+    /// `quorum none`.
+    fn quorum_lines(&self, witnesses: bool) -> String {
+        if !witnesses {
+            return "quorum none\n".into();
         }
+        let mut out = String::new();
+        let mut names = String::new();
+        for w in &self.witnesses {
+            out.push_str(&format!("witness {} {} {}\n", w.name, w.key, w.url));
+            names.push(' ');
+            names.push_str(&w.name);
+        }
+        out.push_str(&format!("group witnesses {}{names}\n", self.witness_quorum));
+        out.push_str("quorum witnesses\n");
         out
     }
 
     pub fn policy(&self) -> Policy {
         Policy::parse(self.policy_text().as_bytes())
             .expect("a validated cluster makes a valid policy")
+    }
+
+    /// The tlog-policy any C2SP client can use for this log: the cluster
+    /// key alone (`log <vkey>`), with the witness group if the cluster
+    /// has witnesses. `None` without a cluster key.
+    pub fn cluster_key_policy_text(&self) -> Option<String> {
+        let key = self.cluster_key.as_ref()?;
+        let mut out = format!(
+            "# bftlog trust policy for {}: checkpoints need the cluster key's signature (any {} of {} replicas together){}\nlog {key}\n",
+            self.origin,
+            self.quorum(),
+            self.n(),
+            if self.witnesses.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " and {} of {} witness cosignatures",
+                    self.witness_quorum,
+                    self.witnesses.len()
+                )
+            }
+        );
+        out.push_str(&self.quorum_lines(!self.witnesses.is_empty()));
+        Some(out)
     }
 
     /// Whether receipts and served checkpoints wait for the witness
@@ -391,6 +459,11 @@ pub struct ReplicaFile {
     pub admission: AdmissionSection,
     #[serde(default)]
     pub tiles: TilesSection,
+    /// This replica's share of the cluster key (written by `bftlog init`
+    /// or `bftlog dkg finish`), readable only by the replica. Default:
+    /// none; the cluster then has no cluster key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_share_file: Option<PathBuf>,
 }
 
 /// redb settings.
@@ -556,6 +629,38 @@ impl ReplicaConfig {
         }
         let mut c =
             bftlog_consensus::Config::new(cluster.epoch, &cluster.origin, cluster.public_keys());
+        c.cluster_share = match (&file.cluster_share_file, &cluster.cluster_key) {
+            (Some(share_path), Some(cluster_key)) => {
+                let share_path = base.join(share_path);
+                let share = crate::cluster_key::load_share(&share_path, &cluster.origin)
+                    .map_err(|e| invalid(&share_path, e.to_string()))?;
+                let key = crate::cluster_key::verifier_key(&cluster.origin, &share.public)
+                    .map_err(|e| invalid(&share_path, e.to_string()))?;
+                if key.to_string() != cluster_key.to_string() {
+                    return Err(invalid(
+                        &share_path,
+                        format!("a share of {key}, but the cluster's key is {cluster_key}"),
+                    ));
+                }
+                share
+                    .check_for(id, cluster.n(), cluster.quorum())
+                    .map_err(|e| invalid(&share_path, e.to_string()))?;
+                Some(share)
+            }
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(invalid(
+                    path,
+                    "the cluster has a cluster_key, but this replica has no cluster_share_file",
+                ));
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    path,
+                    "cluster_share_file is set, but the cluster file names no cluster_key",
+                ));
+            }
+        };
         let s = &file.consensus;
         macro_rules! set {
             ($($f:ident),*) => {$( if let Some(v) = s.$f { c.$f = v; } )*};
@@ -785,218 +890,6 @@ impl ReplicaConfig {
     }
 }
 
-/// [`init_cluster_admitting`] in open admission mode.
-pub fn init_cluster(
-    dir: &Path,
-    origin: &str,
-    replicas: usize,
-    host: std::net::IpAddr,
-    base_port: u16,
-) -> Result<Cluster, ConfigError> {
-    init_cluster_admitting(dir, origin, replicas, host, base_port, AdmissionMode::Open)
-}
-
-/// The submitters file `bftlog init` writes in keys mode.
-pub const SUBMITTERS_FILE: &str = "submitters.toml";
-/// The submitter key `bftlog init` creates and lists in keys mode.
-pub const FIRST_SUBMITTER_KEY_FILE: &str = "submitter.key";
-
-/// Writes keys and configuration for a new cluster into `dir`: one
-/// `replica-N.key` and `replica-N.toml` per replica, and `cluster.toml`;
-/// in keys mode also `submitters.toml`, listing one new submitter key
-/// (`submitter.key`). Refuses to overwrite an existing cluster.
-pub fn init_cluster_admitting(
-    dir: &Path,
-    origin: &str,
-    replicas: usize,
-    host: std::net::IpAddr,
-    base_port: u16,
-    admission: AdmissionMode,
-) -> Result<Cluster, ConfigError> {
-    let cluster_path = dir.join("cluster.toml");
-    if cluster_path.exists() {
-        return Err(invalid(
-            &cluster_path,
-            "a cluster already exists here; refusing to overwrite it",
-        ));
-    }
-    if replicas == 0 || replicas > MAX_CLUSTER_REPLICAS {
-        return Err(invalid(
-            dir,
-            format!("--replicas must be 1 to {MAX_CLUSTER_REPLICAS}"),
-        ));
-    }
-    std::fs::create_dir_all(dir).map_err(|source| ConfigError::Read {
-        path: dir.to_owned(),
-        source,
-    })?;
-    let mut rng = crate::system_rng();
-    let mut keys = Vec::new();
-    let mut signers = Vec::new();
-    let mut addresses = Vec::new();
-    for i in 0..replicas {
-        let signer = SignerKey::generate(origin, KeyType::Ed25519, &mut rng)
-            .map_err(|e| invalid(dir, format!("origin {origin:?}: {e}")))?;
-        keys.push(signer.verifier());
-        signers.push(signer);
-        let port = base_port
-            .checked_add(i as u16)
-            .ok_or_else(|| invalid(dir, "port range overflows"))?;
-        addresses.push(SocketAddr::new(host, port));
-    }
-    let cluster = Cluster {
-        origin: origin.to_owned(),
-        epoch: 1,
-        keys,
-        addresses,
-        witnesses: Vec::new(),
-        witness_quorum: 0,
-        wait_for_witnesses: true,
-        witness_timeout_ms: default_witness_timeout_ms(),
-    };
-    // Validate what we are about to write.
-    Cluster::from_file(cluster.to_file(), &cluster_path)?;
-    let write = |path: PathBuf, text: String| {
-        std::fs::write(&path, text).map_err(|source| ConfigError::Read { path, source })
-    };
-    let quota = crate::admission::Quota::DEFAULT;
-    let admission_section = AdmissionSection {
-        mode: Some(admission),
-        submitters_file: (admission == AdmissionMode::Keys).then(|| SUBMITTERS_FILE.into()),
-        entries_per_s: Some(quota.entries_per_s),
-        burst_entries: Some(quota.burst_entries),
-        bytes_per_day: Some(quota.bytes_per_day),
-        max_tracked_addresses: None,
-    };
-    if admission == AdmissionMode::Keys {
-        let key_path = dir.join(FIRST_SUBMITTER_KEY_FILE);
-        let key = crate::admission::submitters::create_key_file(&key_path)?;
-        let text = format!(
-            "# Submitter keys allowed to append, each with optional quotas of its own\n\
-             # (entries_per_s, burst_entries, bytes_per_day; the [admission] section's\n\
-             # otherwise). Replicas read this file again on SIGHUP.\n\
-             \n[[submitter]]\nname = \"first\"\nkey = \"{}\"\n",
-            crate::admission::submitters::format_public_key(&key.verifying_key())
-        );
-        write(dir.join(SUBMITTERS_FILE), text)?;
-    }
-    for (i, signer) in signers.iter().enumerate() {
-        let key_path = dir.join(format!("replica-{i}.key"));
-        write_secret(&key_path, &format!("{}\n", signer.to_skey_string())).map_err(|source| {
-            ConfigError::Read {
-                path: key_path.clone(),
-                source,
-            }
-        })?;
-        let file = ReplicaFile {
-            id: i as u16,
-            cluster: "cluster.toml".into(),
-            key_file: format!("replica-{i}.key").into(),
-            data_dir: format!("replica-{i}").into(),
-            listen: None,
-            metrics_listen: None,
-            tiles_listen: None,
-            consensus: ConsensusSection::default(),
-            limits: LimitsSection::default(),
-            storage: StorageSection::default(),
-            admission: admission_section.clone(),
-            tiles: TilesSection::default(),
-        };
-        let text = format!(
-            "# bftlog replica {i}; every field is described in docs/operating.md\n{}",
-            toml::to_string(&file).expect("serializable")
-        );
-        write(dir.join(format!("replica-{i}.toml")), text)?;
-    }
-    write_cluster_key(dir, &cluster)?;
-    write_cluster_files(dir, &cluster)?;
-    Ok(cluster)
-}
-
-/// Share file of replica `i`'s part of the cluster key.
-pub fn cluster_share_file(i: usize) -> String {
-    format!("replica-{i}.cluster-share")
-}
-
-/// The cluster key's vkey file.
-pub const CLUSTER_VKEY_FILE: &str = "log.vkey";
-
-/// Deals the cluster's threshold key (any quorum of replicas signs) with a
-/// trusted dealer: a share file per replica and `log.vkey`. A cluster
-/// whose quorum is one replica has no threshold key (FROST needs at least
-/// two signers); it writes neither.
-fn write_cluster_key(dir: &Path, cluster: &Cluster) -> Result<(), ConfigError> {
-    let threshold = cluster.quorum();
-    if threshold < 2 {
-        return Ok(());
-    }
-    let frost_error = |e: crate::cluster_key::ClusterKeyError| invalid(dir, e.to_string());
-    let shares =
-        crate::cluster_key::deal(cluster.n() as u16, threshold as u16).map_err(frost_error)?;
-    for (i, share) in shares.iter().enumerate() {
-        crate::cluster_key::write_share(&dir.join(cluster_share_file(i)), &cluster.origin, share)
-            .map_err(frost_error)?;
-    }
-    let vkey = crate::cluster_key::verifier_key(&cluster.origin, &shares[0].public)
-        .map_err(frost_error)?;
-    let path = dir.join(CLUSTER_VKEY_FILE);
-    std::fs::write(&path, format!("{vkey}\n")).map_err(|source| ConfigError::Read { path, source })
-}
-
-/// Rewrites a replica file with `change` applied (its comments become
-/// the header `init` writes).
-pub fn edit_replica_file(
-    path: &Path,
-    change: impl FnOnce(&mut ReplicaFile),
-) -> Result<(), ConfigError> {
-    let text = read(path)?;
-    let mut file: ReplicaFile = toml::from_str(&text).map_err(|e| invalid(path, e.to_string()))?;
-    change(&mut file);
-    let text = format!(
-        "# bftlog replica {}; every field is described in docs/operating.md\n{}",
-        file.id,
-        toml::to_string(&file).expect("serializable")
-    );
-    std::fs::write(path, text).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-/// Writes `cluster.toml`, `policy` and `log.vkeys` for `cluster` (after
-/// validating it as a freshly read file would be).
-pub fn write_cluster_files(dir: &Path, cluster: &Cluster) -> Result<(), ConfigError> {
-    let cluster_path = dir.join("cluster.toml");
-    let text = format!(
-        "# bftlog cluster: shared by replicas and clients\n{}",
-        toml::to_string(&cluster.to_file()).expect("serializable")
-    );
-    Cluster::parse(&text, &cluster_path)?;
-    let write = |path: PathBuf, text: String| {
-        std::fs::write(&path, text).map_err(|source| ConfigError::Read { path, source })
-    };
-    write(cluster_path, text)?;
-    write(dir.join("policy"), cluster.policy_text())?;
-    write(dir.join("log.vkeys"), cluster.vkeys_text())?;
-    Ok(())
-}
-
-/// Creates a file readable only by its owner (never briefly readable by
-/// others) and refuses to replace an existing one.
-pub(crate) fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1143,6 +1036,7 @@ mod tests {
                 witness_quorum: 0,
                 wait_for_witnesses: true,
                 witness_timeout_ms: 10_000,
+                cluster_key: None,
             };
             let consensus =
                 bftlog_consensus::Config::new(1, "example.com/log", cluster.public_keys());

@@ -32,6 +32,16 @@ pub const SLOW_WRITE: Duration = Duration::from_millis(100);
 /// append and timer of the replica waited for it.
 pub const SLOW_STEP: Duration = Duration::from_millis(100);
 
+/// How long receipts wait for the cluster signature on the checkpoint
+/// that covers their entries before they are answered with that
+/// checkpoint's replica signatures alone (a cluster signature normally
+/// forms within a round trip of the quorum; without a quorum of honest
+/// signers it never does).
+pub const CLUSTER_SIGNATURE_WAIT: Duration = Duration::from_millis(2000);
+
+/// Commit times kept for [`CoreLoop::commit_times`].
+const COMMIT_TIMES_KEPT: usize = 4096;
+
 /// Marks the node stopped when dropped (the core loop's end or unwind).
 struct StopOnExit(Arc<Shared>);
 
@@ -64,6 +74,10 @@ pub(super) fn spawn(
                 pending_quorum: BTreeMap::new(),
                 latest_checkpoint: None,
                 latest_witnessed: None,
+                latest_cluster_signed: None,
+                unsigned_since: None,
+                witness_notified: (0, false),
+                commit_times: std::collections::VecDeque::new(),
                 rejection_logged: HashMap::new(),
                 witness_tx,
             };
@@ -129,6 +143,18 @@ struct CoreLoop {
     latest_checkpoint: Option<ServedCheckpoint>,
     /// Latest stored checkpoint whose cosignatures meet the witness quorum.
     latest_witnessed: Option<ServedCheckpoint>,
+    /// Latest stored checkpoint carrying the cluster signature.
+    latest_cluster_signed: Option<ServedCheckpoint>,
+    /// Since when the latest checkpoint has lacked the cluster signature
+    /// (with a cluster key only).
+    unsigned_since: Option<Duration>,
+    /// The largest size sent to the witness tasks, and whether that note
+    /// carried the cluster signature (a witness that knows the log by its
+    /// cluster key alone needs the note again once it does).
+    witness_notified: (u64, bool),
+    /// When this replica committed each recent size (the newest
+    /// [`COMMIT_TIMES_KEPT`]), to time checkpoints against.
+    commit_times: std::collections::VecDeque<(u64, Duration)>,
     /// When each (peer, reason) rejection was last logged.
     rejection_logged: HashMap<(ReplicaId, Rejection), Instant>,
     /// Publishes each new stored quorum checkpoint to the witness tasks.
@@ -149,6 +175,10 @@ impl CoreLoop {
         };
         self.latest_checkpoint = served(self.writer.latest_checkpoint()?);
         self.latest_witnessed = served(self.writer.latest_witnessed_checkpoint()?);
+        self.latest_cluster_signed = self
+            .latest_checkpoint
+            .clone()
+            .filter(|c| self.is_cluster_signed(&c.note));
         self.drive()?;
         loop {
             let now = self.now();
@@ -181,6 +211,10 @@ impl CoreLoop {
                 self.replica.handle_timeout(now);
             }
             self.expire_waiters(now);
+            if self.unsigned_since.is_some() {
+                // Receipts held for the cluster signature go at its wait.
+                self.answer_covered();
+            }
             self.drive()?;
             let took = step.elapsed();
             if took >= SLOW_STEP {
@@ -420,10 +454,23 @@ impl CoreLoop {
                 commits: step.commits,
                 ..WriteBatch::default()
             };
+            let now = self.now();
+            for commit in &batch.commits {
+                self.commit_times.push_back((commit.size, now));
+            }
+            while self.commit_times.len() > COMMIT_TIMES_KEPT {
+                self.commit_times.pop_front();
+            }
             for event in step.checkpoints {
                 match event {
                     CheckpointEvent::Quorum { size, note } => {
-                        self.pending_quorum.insert(size, note);
+                        if size == self.latest_checkpoint_size() {
+                            // The stored note again with more signatures
+                            // (the cluster signature): merged into it.
+                            self.merge_signatures(&mut batch, size, &note);
+                        } else if size > self.latest_checkpoint_size() {
+                            self.pending_quorum.insert(size, note);
+                        }
                     }
                     CheckpointEvent::Signed { size, root } => {
                         debug!(replica = self.shared.cfg.id, size, %root, "signed checkpoint");
@@ -448,6 +495,7 @@ impl CoreLoop {
             for request in step.persist {
                 batch.safety = Some(request.state);
                 batch.voted_blocks.extend(request.blocks);
+                batch.nonces.extend(request.nonces);
                 tokens.push(request.token);
             }
             self.store_ready_checkpoints(&mut batch);
@@ -498,12 +546,115 @@ impl CoreLoop {
                 continue;
             }
             let note = note.format();
-            self.latest_checkpoint = Some(ServedCheckpoint {
+            self.set_latest(ServedCheckpoint {
                 size,
                 note: note.as_str().into(),
             });
             batch.checkpoints.push((size, note));
         }
+    }
+
+    /// Whether `note` carries the cluster signature (it was verified by
+    /// the core before it reached a note).
+    fn is_cluster_signed(&self, note: &str) -> bool {
+        let Some(key) = &self.shared.cfg.cluster.cluster_key else {
+            return false;
+        };
+        Note::parse(note.as_bytes()).is_ok_and(|n| {
+            n.signatures()
+                .iter()
+                .any(|s| s.key_id == key.key_id() && s.name == key.name())
+        })
+    }
+
+    /// Records a stored quorum checkpoint as the latest, and whether it
+    /// carries the cluster signature.
+    fn set_latest(&mut self, checkpoint: ServedCheckpoint) {
+        let metrics = &self.shared.metrics;
+        let since_commit = self
+            .commit_times
+            .binary_search_by_key(&checkpoint.size, |(size, _)| *size)
+            .ok()
+            .map(|i| {
+                self.now()
+                    .saturating_sub(self.commit_times[i].1)
+                    .as_micros() as u64
+            });
+        let cluster_signed = self.is_cluster_signed(&checkpoint.note);
+        let newly_signed = cluster_signed
+            && self
+                .latest_cluster_signed
+                .as_ref()
+                .is_none_or(|c| c.size < checkpoint.size);
+        if let Some(micros) = since_commit {
+            if checkpoint.size > self.latest_checkpoint_size() {
+                metrics.quorum_checkpoints.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .quorum_checkpoint_lag_micros
+                    .fetch_add(micros, Ordering::Relaxed);
+            }
+            if newly_signed {
+                metrics
+                    .cluster_signed_checkpoints
+                    .fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .cluster_signature_lag_micros
+                    .fetch_add(micros, Ordering::Relaxed);
+            }
+        }
+        if cluster_signed {
+            self.latest_cluster_signed = Some(checkpoint.clone());
+            self.unsigned_since = None;
+        } else if self.shared.cfg.cluster.cluster_key.is_some() && self.unsigned_since.is_none() {
+            self.unsigned_since = Some(self.now());
+        }
+        if self
+            .latest_witnessed
+            .as_ref()
+            .is_some_and(|w| w.size == checkpoint.size)
+        {
+            self.latest_witnessed = Some(checkpoint.clone());
+        }
+        self.latest_checkpoint = Some(checkpoint);
+    }
+
+    /// Adds the signatures of `note` that the stored latest checkpoint of
+    /// `size` lacks (the cluster signature) to it, in this step's write.
+    fn merge_signatures(&mut self, batch: &mut WriteBatch, size: u64, note: &Note) {
+        let Some(latest) = &self.latest_checkpoint else {
+            return;
+        };
+        let Ok(stored) = Note::parse(latest.note.as_bytes()) else {
+            return;
+        };
+        if stored.text() != note.text() {
+            error!(
+                replica = self.shared.cfg.id,
+                size, "SAFETY ALARM: two quorum checkpoint texts for one size; not merged"
+            );
+            return;
+        }
+        let mut merged = stored.clone();
+        let mut added = false;
+        for signature in note.signatures() {
+            let known = stored
+                .signatures()
+                .iter()
+                .any(|s| s.name == signature.name && s.key_id == signature.key_id);
+            if !known && merged.add_signature(signature.clone()).is_ok() {
+                added = true;
+            }
+        }
+        if !added {
+            return;
+        }
+        let text = merged.format();
+        batch.checkpoints.retain(|(s, _)| *s != size);
+        batch.checkpoints.push((size, text.clone()));
+        self.set_latest(ServedCheckpoint {
+            size,
+            note: text.into(),
+        });
     }
 
     /// Logs what the core reports (rejections rate-limited per peer).
@@ -628,8 +779,13 @@ impl CoreLoop {
         }
         if let Some((size, note)) = batch.checkpoints.last() {
             self.answer_covered();
-            if let (Some(tx), Ok(note)) = (&self.witness_tx, Note::parse(note.as_bytes())) {
-                tx.send_replace(Some((*size, Arc::new(note))));
+            let signed = self.is_cluster_signed(note);
+            let (notified_size, notified_signed) = self.witness_notified;
+            if *size > notified_size || (*size == notified_size && signed && !notified_signed) {
+                self.witness_notified = (*size, signed);
+                if let (Some(tx), Ok(note)) = (&self.witness_tx, Note::parse(note.as_bytes())) {
+                    tx.send_replace(Some((*size, Arc::new(note))));
+                }
             }
         }
     }
@@ -642,11 +798,20 @@ impl CoreLoop {
     /// cosignatures meet the policy when the cluster waits for witnesses,
     /// else the latest quorum checkpoint. An entry's request is answered
     /// once this covers the entry.
+    ///
+    /// With a cluster key, receipts take the latest checkpoint once it
+    /// carries the cluster signature, or once it has waited
+    /// [`CLUSTER_SIGNATURE_WAIT`] for it; until then, the latest that
+    /// carries it.
     fn receipt_checkpoint(&self) -> Option<&ServedCheckpoint> {
         if self.shared.cfg.cluster.receipts_wait_for_witnesses() {
-            self.latest_witnessed.as_ref()
-        } else {
-            self.latest_checkpoint.as_ref()
+            return self.latest_witnessed.as_ref();
+        }
+        match self.unsigned_since {
+            Some(since) if self.now().saturating_sub(since) < CLUSTER_SIGNATURE_WAIT => {
+                self.latest_cluster_signed.as_ref()
+            }
+            _ => self.latest_checkpoint.as_ref(),
         }
     }
 
@@ -704,7 +869,7 @@ impl CoreLoop {
         // built: keep the served copies current.
         let updated = ServedCheckpoint { size, note };
         if self.latest_checkpoint_size() == size {
-            self.latest_checkpoint = Some(updated.clone());
+            self.set_latest(updated.clone());
         }
         let witnessed_size = self.latest_witnessed.as_ref().map_or(0, |c| c.size);
         if witnessed && size >= witnessed_size {

@@ -37,7 +37,7 @@ pub(crate) fn render(shared: &Shared) -> String {
     let d = &shared.metrics;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::with_capacity(4096);
-    let counters: [(&str, &str, u64); 46] = [
+    let counters: [(&str, &str, u64); 54] = [
         (
             "blocks_committed_total",
             "blocks committed",
@@ -120,6 +120,26 @@ pub(crate) fn render(shared: &Shared) -> String {
             load(&d.runtime_stalls),
         ),
         (
+            "quorum_checkpoints_total",
+            "quorum checkpoints stored",
+            load(&d.quorum_checkpoints),
+        ),
+        (
+            "quorum_checkpoint_lag_microseconds_total",
+            "microseconds from this replica's commit of a size to storing its quorum checkpoint, summed",
+            load(&d.quorum_checkpoint_lag_micros),
+        ),
+        (
+            "cluster_signed_checkpoints_total",
+            "stored checkpoints that got the cluster signature",
+            load(&d.cluster_signed_checkpoints),
+        ),
+        (
+            "cluster_signature_lag_microseconds_total",
+            "microseconds from this replica's commit of a size to its checkpoint's cluster signature, summed",
+            load(&d.cluster_signature_lag_micros),
+        ),
+        (
             "core_steps_slow_total",
             "core loop steps (inputs handled, writes included) that took 100 ms or longer (each is also logged)",
             load(&d.core_steps_slow),
@@ -143,6 +163,26 @@ pub(crate) fn render(shared: &Shared) -> String {
             "checkpoints_refused_total",
             "checkpoints refused as contradicting one signed before (safety alarm)",
             c.checkpoints_refused,
+        ),
+        (
+            "cluster_key_shares_sent_total",
+            "cluster-key signature shares this replica sent",
+            c.threshold_shares_sent,
+        ),
+        (
+            "cluster_signatures_total",
+            "cluster signatures this replica combined from a signing set's shares",
+            c.cluster_signatures,
+        ),
+        (
+            "cluster_key_bad_shares_total",
+            "cluster-key shares found invalid by FROST's identifiable abort (their signers are also counted in invalid signatures)",
+            c.bad_threshold_shares,
+        ),
+        (
+            "cluster_key_nonces_generated_total",
+            "cluster-key nonces generated (each made durable before its commitment was published)",
+            c.nonces_generated,
         ),
         (
             "client_requests_total",

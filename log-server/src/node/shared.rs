@@ -92,6 +92,14 @@ pub struct DriverMetrics {
     /// Core loop steps (an input batch handled and the core drained,
     /// writes included) that took [`SLOW_STEP`] or longer.
     pub core_steps_slow: AtomicU64,
+    /// Quorum checkpoints stored, and the microseconds from this
+    /// replica's commit of their size to storing them, summed.
+    pub quorum_checkpoints: AtomicU64,
+    pub quorum_checkpoint_lag_micros: AtomicU64,
+    /// Checkpoints that got the cluster signature, and the microseconds
+    /// from this replica's commit of their size to it, summed.
+    pub cluster_signed_checkpoints: AtomicU64,
+    pub cluster_signature_lag_micros: AtomicU64,
     /// Times the network runtime woke a 10 ms timer [`SLOW_STEP`] late.
     pub runtime_stalls: AtomicU64,
     /// Outgoing peer connections established (reconnections included),

@@ -71,11 +71,14 @@ async fn submit_loop(
     // The witness's latest cosigned size as last learned; 0 until its
     // first answer (a 409 then tells the truth).
     let mut known = 0u64;
+    // The size this witness last cosigned here: the same checkpoint again
+    // (now with the cluster signature) is not submitted twice.
+    let mut cosigned = 0u64;
     let mut backoff = MIN_BACKOFF;
     let mut last_warning: Option<Instant> = None;
     loop {
         let current = latest.borrow_and_update().clone();
-        let Some((size, note)) = current else {
+        let Some((size, note)) = current.filter(|(size, _)| *size > cosigned) else {
             if latest.changed().await.is_err() {
                 return;
             }
@@ -83,6 +86,7 @@ async fn submit_loop(
         };
         match submit(&shared, &client, &mut known, size, &note).await {
             Ok(()) => {
+                cosigned = size;
                 backoff = MIN_BACKOFF;
                 if latest.changed().await.is_err() {
                     return;

@@ -140,6 +140,9 @@ const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoin
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 const SAFETY: TableDefinition<u8, &[u8]> = TableDefinition::new("safety");
+/// This replica's cluster-key nonces not used yet, by the height whose
+/// checkpoint each is for (frost-ed25519's encoding of `SigningNonces`).
+const NONCES: TableDefinition<u64, &[u8]> = TableDefinition::new("cluster_key_nonces");
 
 /// Most bytes of one `block_parts` row unless it is a single entry: the
 /// row, its 44-byte key and its leaf header fit one 64 KiB redb page. A
@@ -258,6 +261,43 @@ struct SafetyRecord {
     high_qc: QuorumCert,
     high_tc: Option<TimeoutCert>,
     last_signed: Option<(u64, Hash)>,
+    /// The last cluster-key share sent (its height retires its nonce).
+    #[serde(default)]
+    last_share: Option<ShareRecord>,
+}
+
+/// [`bftlog_consensus::SentShare`] as stored.
+#[derive(Serialize, Deserialize)]
+struct ShareRecord {
+    height: u64,
+    size: u64,
+    root: Hash,
+    signers: Vec<bftlog_spec::wire::SignerCommitment>,
+    share: bftlog_spec::wire::Element32,
+}
+
+impl From<bftlog_consensus::SentShare> for ShareRecord {
+    fn from(s: bftlog_consensus::SentShare) -> Self {
+        ShareRecord {
+            height: s.height,
+            size: s.size,
+            root: s.root,
+            signers: s.signers,
+            share: s.share,
+        }
+    }
+}
+
+impl From<ShareRecord> for bftlog_consensus::SentShare {
+    fn from(s: ShareRecord) -> Self {
+        bftlog_consensus::SentShare {
+            height: s.height,
+            size: s.size,
+            root: s.root,
+            signers: s.signers,
+            share: s.share,
+        }
+    }
 }
 
 /// A replica's database, read side: shared by every task that answers

@@ -7,7 +7,8 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bftlog_consensus::{Committed, Recovered, SafetyState};
+use bftlog_consensus::threshold::NonceSecret;
+use bftlog_consensus::{Committed, Recovered, SafetyState, SentShare};
 use bftlog_spec::merkle::{CompactRange, Hash, stored_hash_count};
 
 use super::hashes::TxnHashes;
@@ -28,6 +29,9 @@ pub struct WriteBatch {
     pub voted_blocks: Vec<(Hash, std::sync::Arc<Block>)>,
     /// Quorum checkpoints: (size, note text).
     pub checkpoints: Vec<(u64, String)>,
+    /// Fresh cluster-key nonces by height (secret: only this replica
+    /// reads them back, after a restart).
+    pub nonces: Vec<(u64, NonceSecret)>,
 }
 
 impl WriteBatch {
@@ -36,6 +40,7 @@ impl WriteBatch {
             && self.safety.is_none()
             && self.voted_blocks.is_empty()
             && self.checkpoints.is_empty()
+            && self.nonces.is_empty()
     }
 
     /// Whether the write must be flushed before the step's messages leave:
@@ -43,7 +48,7 @@ impl WriteBatch {
     /// for. Commits and quorum checkpoints alone need not be (see
     /// [`Store::write`]).
     pub fn needs_flush(&self) -> bool {
-        self.safety.is_some() || !self.voted_blocks.is_empty()
+        self.safety.is_some() || !self.voted_blocks.is_empty() || !self.nonces.is_empty()
     }
 }
 
@@ -139,6 +144,7 @@ impl StoreWriter {
                 high_qc: record.high_qc,
                 high_tc: record.high_tc,
                 last_signed: record.last_signed,
+                last_share: record.last_share.map(SentShare::from),
             };
         }
         recovered.tree = CompactRange::from_storage(self.size, &TxnHashes::new(&read)?)?;
@@ -171,6 +177,7 @@ impl StoreWriter {
             recovered.committed_blocks = newest_first;
         }
         recovered.voted_blocks = read_voted(&read)?;
+        recovered.nonces = read_nonces(&read)?;
         Ok(recovered)
     }
 
@@ -218,6 +225,7 @@ impl StoreWriter {
             size = self.write_commits(&txn, &batch.commits)?;
             leaf_index = self.write_leaf_index(&txn, size)?;
         }
+        write_nonces(&txn, &batch.nonces, batch.safety.as_ref())?;
         if let Some(state) = &batch.safety {
             write_safety(&txn, state)?;
         }
@@ -495,10 +503,46 @@ fn write_safety(txn: &redb::WriteTransaction, state: &SafetyState) -> Result<(),
         high_qc: state.high_qc.clone(),
         high_tc: state.high_tc.clone(),
         last_signed: state.last_signed,
+        last_share: state.last_share.clone().map(ShareRecord::from),
     };
     txn.open_table(SAFETY)?
         .insert(0u8, wire::encode(&record).as_slice())?;
     Ok(())
+}
+
+/// Stores fresh nonces, and deletes those the last share retired (at or
+/// below its height: never to be used again).
+fn write_nonces(
+    txn: &redb::WriteTransaction,
+    nonces: &[(u64, NonceSecret)],
+    state: Option<&SafetyState>,
+) -> Result<(), StoreError> {
+    let mut table = txn.open_table(NONCES)?;
+    for (height, secret) in nonces {
+        table.insert(*height, secret.as_bytes())?;
+    }
+    if let Some(share) = state.and_then(|s| s.last_share.as_ref()) {
+        table.retain_in(..=share.height, |_, _| false)?;
+    }
+    Ok(())
+}
+
+/// This replica's stored nonces, by height.
+fn read_nonces(read: &redb::ReadTransaction) -> Result<Vec<(u64, NonceSecret)>, StoreError> {
+    let table = match read.open_table(NONCES) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut nonces = Vec::new();
+    for row in table.iter()? {
+        let (height, secret) = row?;
+        nonces.push((
+            height.value(),
+            NonceSecret::from_bytes(secret.value().to_vec()),
+        ));
+    }
+    Ok(nonces)
 }
 
 fn write_checkpoints(

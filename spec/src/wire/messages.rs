@@ -95,6 +95,67 @@ impl<'de> Deserialize<'de> for Signature64 {
     }
 }
 
+/// 32 bytes of a FROST(Ed25519, SHA-512) value (RFC 9591): a compressed
+/// Edwards point (a nonce commitment) or a little-endian scalar (a
+/// signature share). Exactly 32 bytes on the wire; whether they decode
+/// to a valid element is checked where they are used.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Element32(pub [u8; 32]);
+
+impl fmt::Debug for Element32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Element32({:02x}{:02x}…)", self.0[0], self.0[1])
+    }
+}
+
+impl Serialize for Element32 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Element32 {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Element32;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a 32-byte group element or scalar")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Element32, E> {
+                let array: [u8; 32] = v
+                    .try_into()
+                    .map_err(|_| E::invalid_length(v.len(), &self))?;
+                Ok(Element32(array))
+            }
+        }
+        deserializer.deserialize_bytes(V)
+    }
+}
+
+/// One replica's FROST round-one commitment (RFC 9591 section 5.1) for
+/// the checkpoint of one block height: its hiding and binding nonce
+/// commitments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NonceCommitment {
+    pub hiding: Element32,
+    pub binding: Element32,
+}
+
+/// A signer's commitment within a signing set: the set a
+/// `ThresholdShare` was computed for, each member with the commitment
+/// its share used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignerCommitment {
+    pub replica: ReplicaId,
+    pub commitment: NonceCommitment,
+}
+
+/// Most nonce commitments in one `NonceCommitments` message.
+pub const MAX_NONCE_BATCH: usize = 256;
+
 // ---------------------------------------------------------------------------
 // Client protocol
 // ---------------------------------------------------------------------------
@@ -376,6 +437,30 @@ pub enum ConsensusMessage {
     EntryRequest {
         leaves: BoundedVec<Hash, MAX_APPEND_ENTRIES>,
     },
+    /// The sender's cluster-key nonce commitments for the checkpoints of
+    /// consecutive block heights from `first_height` on, published ahead
+    /// of the commits that use them (their secrets are durable first).
+    NonceCommitments {
+        replica: ReplicaId,
+        first_height: u64,
+        commitments: BoundedVec<NonceCommitment, MAX_NONCE_BATCH>,
+        /// Set by a replica that just started (it holds no one's
+        /// commitments): receivers answer with theirs.
+        started: bool,
+    },
+    /// The sender's FROST signature share on the checkpoint `(size, root)`
+    /// of block `height`, computed for the signing set `signers` (in
+    /// replica order, each with the commitment the share used): shares
+    /// that name one set combine into the cluster signature
+    /// (spec/consensus.md, "The cluster signature").
+    ThresholdShare {
+        height: u64,
+        size: u64,
+        root: Hash,
+        replica: ReplicaId,
+        signers: BoundedVec<SignerCommitment, MAX_REPLICAS>,
+        share: Element32,
+    },
 }
 
 impl ConsensusMessage {
@@ -392,6 +477,8 @@ impl ConsensusMessage {
             ConsensusMessage::Certificates { .. } => "Certificates",
             ConsensusMessage::ProposalLeaves { .. } => "ProposalLeaves",
             ConsensusMessage::EntryRequest { .. } => "EntryRequest",
+            ConsensusMessage::NonceCommitments { .. } => "NonceCommitments",
+            ConsensusMessage::ThresholdShare { .. } => "ThresholdShare",
         }
     }
 }

@@ -415,6 +415,41 @@ pub fn examples_markdown() -> String {
                 leaves: BoundedVec::new(vec![crate::merkle::leaf_hash(b"hello")]).expect("one"),
             }),
         ),
+        (
+            "ConsensusMessage::NonceCommitments (replica 1, one commitment for height 40: hiding 32 × 0x11, binding 32 × 0x22)",
+            encode(&ConsensusMessage::NonceCommitments {
+                replica: 1,
+                first_height: 40,
+                commitments: BoundedVec::new(vec![NonceCommitment {
+                    hiding: Element32([0x11; 32]),
+                    binding: Element32([0x22; 32]),
+                }])
+                .expect("one"),
+                started: false,
+            }),
+        ),
+        (
+            "ConsensusMessage::ThresholdShare (height 40, size 9, root leaf_hash(\"example\"), replica 1, signers 0 and 1 with that commitment each, share 32 × 0x33)",
+            encode(&ConsensusMessage::ThresholdShare {
+                height: 40,
+                size: 9,
+                root: hash,
+                replica: 1,
+                signers: BoundedVec::new(
+                    (0..2)
+                        .map(|replica| SignerCommitment {
+                            replica,
+                            commitment: NonceCommitment {
+                                hiding: Element32([0x11; 32]),
+                                binding: Element32([0x22; 32]),
+                            },
+                        })
+                        .collect(),
+                )
+                .expect("two"),
+                share: Element32([0x33; 32]),
+            }),
+        ),
     ];
     let mut out = String::new();
     for (title, bytes) in examples {
@@ -733,6 +768,59 @@ mod tests {
                     leaves: BoundedVec::new(leaves).unwrap(),
                 }
             }),
+            (
+                any::<u16>(),
+                any::<u64>(),
+                prop::collection::vec((any::<[u8; 32]>(), any::<[u8; 32]>()), 0..8),
+                any::<bool>()
+            )
+                .prop_map(|(replica, first_height, pairs, started)| {
+                    ConsensusMessage::NonceCommitments {
+                        replica,
+                        first_height,
+                        started,
+                        commitments: BoundedVec::new(
+                            pairs
+                                .into_iter()
+                                .map(|(h, b)| NonceCommitment {
+                                    hiding: Element32(h),
+                                    binding: Element32(b),
+                                })
+                                .collect(),
+                        )
+                        .unwrap(),
+                    }
+                }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                hash(),
+                any::<u16>(),
+                prop::collection::vec((any::<u16>(), any::<[u8; 32]>()), 0..5),
+                any::<[u8; 32]>()
+            )
+                .prop_map(|(height, size, root, replica, signers, share)| {
+                    ConsensusMessage::ThresholdShare {
+                        height,
+                        size,
+                        root,
+                        replica,
+                        signers: BoundedVec::new(
+                            signers
+                                .into_iter()
+                                .map(|(replica, point)| SignerCommitment {
+                                    replica,
+                                    commitment: NonceCommitment {
+                                        hiding: Element32(point),
+                                        binding: Element32([7; 32]),
+                                    },
+                                })
+                                .collect(),
+                        )
+                        .unwrap(),
+                        share: Element32(share),
+                    }
+                }),
         ]
     }
 
