@@ -346,12 +346,23 @@ pub fn round2(dir: &Path, id: u16) -> Result<Vec<PathBuf>, DkgError> {
     Ok(written)
 }
 
+/// What `finish` made: the cluster key, and a digest of the public
+/// package (every replica's verifying share). Operators compare both: a
+/// malicious operator could send different round-1 packages to
+/// different operators with one constant term, giving everyone the same
+/// key but public packages (and shares) that do not sign together.
+pub struct Finished {
+    pub key: VerifierKey,
+    /// SHA-256 of `frost-ed25519`'s encoding of the public package, hex.
+    pub public_package_sha256: String,
+}
+
 /// Finish: opens the round-2 packages addressed to this replica, derives
 /// its share and the cluster key, writes `replica-I.cluster-share` (and
 /// points `replica-I.toml` at it), `log.vkey`, and the key into
-/// `cluster.toml`. Every operator must get the same key: compare the
-/// printed vkeys.
-pub fn finish(dir: &Path, id: u16) -> Result<VerifierKey, DkgError> {
+/// `cluster.toml`. Every operator must get the same key and public
+/// package digest: compare them.
+pub fn finish(dir: &Path, id: u16) -> Result<Finished, DkgError> {
     let op = Operator::load(dir, id)?;
     let secret1 = read_secret(&op, &op.secret_path(1), SECRET1_LABEL, 2)?;
     let box_secret: [u8; 32] = decode(&op.secret_path(1), "the sealing secret", &secret1[1])?
@@ -420,7 +431,12 @@ pub fn finish(dir: &Path, id: u16) -> Result<VerifierKey, DkgError> {
     std::fs::write(&vkey_path, format!("{vkey}\n"))
         .map_err(|e| file_error(&vkey_path, e.to_string()))?;
     write_cluster_files(dir, &cluster)?;
-    Ok(vkey)
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(share.public.serialize()?);
+    Ok(Finished {
+        key: vkey,
+        public_package_sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+    })
 }
 
 #[cfg(test)]

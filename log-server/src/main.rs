@@ -93,13 +93,18 @@ fn dkg_step(step: DkgStep, json: bool) -> Result<()> {
             }
         }
         DkgStep::Finish { dir, id } => {
-            let vkey = dkg::finish(&dir, id)?;
+            let finished = dkg::finish(&dir, id)?;
+            let (vkey, digest) = (finished.key, finished.public_package_sha256);
             if json {
-                println!("{}", json!({"cluster_key": vkey.to_string()}));
+                println!(
+                    "{}",
+                    json!({"cluster_key": vkey.to_string(), "public_package_sha256": digest})
+                );
             } else {
                 println!("cluster key: {vkey}");
+                println!("public package (every replica's verifying share), SHA-256: {digest}");
                 println!(
-                    "replica {id}'s share is in {}; compare the key above with every other operator's before starting the replicas",
+                    "replica {id}'s share is in {}; compare both lines above with every other operator's before starting the replicas",
                     dir.join(bftlog_server::config::cluster_share_file(id as usize))
                         .display()
                 );

@@ -137,8 +137,9 @@ impl<R: CryptoRng> Replica<R> {
         let Some(signing) = self.threshold.as_mut() else {
             return;
         };
+        let floor = self.committed_height.saturating_sub(THRESHOLD_LAG_HEIGHTS);
         for (height, secret) in nonces {
-            if height <= used_through {
+            if height <= used_through.max(floor) {
                 continue;
             }
             // A stored nonce that does not parse is never used: its
@@ -291,6 +292,9 @@ impl<R: CryptoRng> Replica<R> {
                 *table = table.split_off(&(floor + 1));
             }
             signing.to_sign = signing.to_sign.split_off(&(floor + 1));
+            // Nonces of heights this far behind are never used: dropping
+            // an unused nonce is always safe (the store drops them too).
+            signing.own = signing.own.split_off(&(floor + 1));
             signing.shares = signing.shares.split_off(&(floor + 1));
             signing.combined = signing.combined.split_off(&(floor + 1));
         }
@@ -410,11 +414,11 @@ impl<R: CryptoRng> Replica<R> {
                 malformed = true;
                 break;
             };
-            if height + THRESHOLD_LAG_HEIGHTS <= committed {
+            if height.saturating_add(THRESHOLD_LAG_HEIGHTS) <= committed {
                 stale = true;
                 continue;
             }
-            if height > committed + COMMITMENTS_AHEAD_HEIGHTS {
+            if height > committed.saturating_add(COMMITMENTS_AHEAD_HEIGHTS) {
                 ahead = true;
                 break;
             }
@@ -467,11 +471,15 @@ impl<R: CryptoRng> Replica<R> {
         if self.threshold.is_none() {
             return;
         }
-        if height + THRESHOLD_LAG_HEIGHTS <= self.committed_height {
+        if height.saturating_add(THRESHOLD_LAG_HEIGHTS) <= self.committed_height {
             self.reject(Rejection::Stale);
             return;
         }
-        if height > self.committed_height + COMMITMENTS_AHEAD_HEIGHTS {
+        if height
+            > self
+                .committed_height
+                .saturating_add(COMMITMENTS_AHEAD_HEIGHTS)
+        {
             self.reject(Rejection::Ahead);
             return;
         }
@@ -575,9 +583,9 @@ impl<R: CryptoRng> Replica<R> {
                 self.report_quorum((accepted, Vec::new()));
             }
             Err(CombineError::Culprits(culprits)) => {
-                for culprit in &culprits {
-                    at_height.remove(culprit);
-                }
+                // The bad shares stay: a culprit's next share for this
+                // height is then equivocation, not another aggregation
+                // (each costs several scalar multiplications).
                 for culprit in culprits {
                     self.metrics.bad_threshold_shares += 1;
                     self.reject_from(culprit, Rejection::InvalidSignature);

@@ -74,10 +74,17 @@ fn four_operators_make_one_cluster_key_that_any_quorum_signs_with() {
             }
         }
     }
-    let keys: Vec<VerifierKey> = (0..4)
+    let finished: Vec<Finished> = (0..4)
         .map(|i| finish(&dirs[i], i as u16).unwrap())
         .collect();
-    assert!(keys.iter().all(|k| k.to_string() == keys[0].to_string()));
+    // One key and one public package for all.
+    assert!(
+        finished
+            .iter()
+            .all(|f| f.key.to_string() == finished[0].key.to_string()
+                && f.public_package_sha256 == finished[0].public_package_sha256)
+    );
+    let keys: Vec<VerifierKey> = finished.into_iter().map(|f| f.key).collect();
     // Each operator's files now name the key and its share.
     let shares: Vec<ClusterShare> = (0..4)
         .map(|i| {

@@ -225,7 +225,8 @@ impl StoreWriter {
             size = self.write_commits(&txn, &batch.commits)?;
             leaf_index = self.write_leaf_index(&txn, size)?;
         }
-        write_nonces(&txn, &batch.nonces, batch.safety.as_ref())?;
+        let committed_height = batch.commits.last().map(|c| c.height);
+        write_nonces(&txn, &batch.nonces, batch.safety.as_ref(), committed_height)?;
         if let Some(state) = &batch.safety {
             write_safety(&txn, state)?;
         }
@@ -511,11 +512,13 @@ fn write_safety(txn: &redb::WriteTransaction, state: &SafetyState) -> Result<(),
 }
 
 /// Stores fresh nonces, and deletes those the last share retired (at or
-/// below its height: never to be used again).
+/// below its height: never to be used again) and those too far below the
+/// committed height to be used (the core drops them too).
 fn write_nonces(
     txn: &redb::WriteTransaction,
     nonces: &[(u64, NonceSecret)],
     state: Option<&SafetyState>,
+    committed_height: Option<u64>,
 ) -> Result<(), StoreError> {
     let mut table = txn.open_table(NONCES)?;
     for (height, secret) in nonces {
@@ -523,6 +526,10 @@ fn write_nonces(
     }
     if let Some(share) = state.and_then(|s| s.last_share.as_ref()) {
         table.retain_in(..=share.height, |_, _| false)?;
+    }
+    if let Some(height) = committed_height {
+        let floor = height.saturating_sub(bftlog_consensus::threshold::THRESHOLD_LAG_HEIGHTS);
+        table.retain_in(..=floor, |_, _| false)?;
     }
     Ok(())
 }
