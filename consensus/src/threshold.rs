@@ -67,13 +67,7 @@ pub enum ClusterShareError {
 impl ClusterShare {
     /// The cluster key as an Ed25519 key.
     pub fn verifying_key(&self) -> Result<ed25519_dalek::VerifyingKey, ClusterShareError> {
-        let bytes = self.public.verifying_key().serialize()?;
-        let bytes: [u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| ClusterShareError::Key(format!("{} bytes, not 32", bytes.len())))?;
-        ed25519_dalek::VerifyingKey::from_bytes(&bytes)
-            .map_err(|e| ClusterShareError::Key(e.to_string()))
+        cluster_key_of(&self.public)
     }
 
     /// Checks that this is replica `id`'s share of a key that `quorum`
@@ -100,6 +94,19 @@ impl ClusterShare {
         }
         self.verifying_key().map(|_| ())
     }
+}
+
+/// The cluster key of a public package, as an Ed25519 key.
+pub fn cluster_key_of(
+    public: &frost::keys::PublicKeyPackage,
+) -> Result<ed25519_dalek::VerifyingKey, ClusterShareError> {
+    let bytes = public.verifying_key().serialize()?;
+    let bytes: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| ClusterShareError::Key(format!("{} bytes, not 32", bytes.len())))?;
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+        .map_err(|e| ClusterShareError::Key(e.to_string()))
 }
 
 /// Replica `id`'s FROST identifier: `id + 1` (identifiers are nonzero).

@@ -47,30 +47,15 @@ pub enum ClusterKeyError {
 /// consensus core signs with it).
 pub use bftlog_consensus::threshold::ClusterShare;
 
-/// The operating system's randomness for `frost-ed25519`, which takes
-/// rand_core 0.6's traits.
-fn frost_rng() -> rand_core06::OsRng {
-    rand_core06::OsRng
-}
-
-/// Deals a fresh cluster key into `n` shares, any `threshold` of which
-/// sign: share `i` (0-based, replica `i`) has FROST identifier `i + 1`.
+/// Deals a fresh cluster key from the operating system's randomness into
+/// `n` shares, any `threshold` of which sign: share `i` (0-based, replica
+/// `i`) has FROST identifier `i + 1`.
 pub fn deal(n: u16, threshold: u16) -> Result<Vec<ClusterShare>, ClusterKeyError> {
-    let (secret_shares, public) = frost::keys::generate_with_dealer(
+    Ok(bftlog_consensus::threshold::deal(
         n,
         threshold,
-        frost::keys::IdentifierList::Default,
-        frost_rng(),
-    )?;
-    secret_shares
-        .into_values()
-        .map(|secret| {
-            Ok(ClusterShare {
-                key_package: frost::keys::KeyPackage::try_from(secret)?,
-                public: public.clone(),
-            })
-        })
-        .collect()
+        &mut crate::system_rng(),
+    )?)
 }
 
 /// The cluster key as a C2SP vkey named after the log's origin.
@@ -78,12 +63,7 @@ pub fn verifier_key(
     origin: &str,
     public: &frost::keys::PublicKeyPackage,
 ) -> Result<VerifierKey, ClusterKeyError> {
-    let bytes = public.verifying_key().serialize()?;
-    let bytes: [u8; 32] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| ClusterKeyError::Key(format!("{} bytes, not 32", bytes.len())))?;
-    let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+    let key = bftlog_consensus::threshold::cluster_key_of(public)
         .map_err(|e| ClusterKeyError::Key(e.to_string()))?;
     VerifierKey::new(origin, KeyType::Ed25519, key).map_err(|e| ClusterKeyError::Key(e.to_string()))
 }

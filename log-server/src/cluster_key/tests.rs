@@ -20,7 +20,7 @@ fn sign(
     let mut commitments = BTreeMap::new();
     for &i in which {
         let kp = &shares[i].key_package;
-        let (n, c) = frost::round1::commit(kp.signing_share(), &mut frost_rng());
+        let (n, c) = frost::round1::commit(kp.signing_share(), &mut rand_core06::OsRng);
         nonces.insert(*kp.identifier(), n);
         commitments.insert(*kp.identifier(), c);
     }
@@ -72,7 +72,7 @@ fn a_bad_signature_share_is_named() {
     let mut commitments = BTreeMap::new();
     for share in &shares[..3] {
         let kp = &share.key_package;
-        let (n, c) = frost::round1::commit(kp.signing_share(), &mut frost_rng());
+        let (n, c) = frost::round1::commit(kp.signing_share(), &mut rand_core06::OsRng);
         nonces.insert(*kp.identifier(), n);
         commitments.insert(*kp.identifier(), c);
     }
