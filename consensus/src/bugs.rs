@@ -31,6 +31,11 @@ pub enum Bug {
     /// The mempool is bounded only in all, so one peer forwarding junk (or
     /// one client) fills it and everyone else's entries are refused.
     NoMempoolShares,
+    /// Checkpoints whose signing set did not deliver are never recovered.
+    NoClusterRecovery,
+    /// A member keeps a recovery nonce after signing with it, so a second
+    /// session naming it makes it sign another message.
+    KeepRecoveryNonce,
 }
 
 #[cfg(feature = "inject-bugs")]

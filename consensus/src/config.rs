@@ -64,6 +64,12 @@ pub struct Config {
     /// under the cluster key (spec/consensus.md, "The cluster
     /// signature"). Default none.
     pub cluster_share: Option<crate::threshold::ClusterShare>,
+    /// How long after its commit a checkpoint may lack its cluster
+    /// signature before recovery sessions start, and the first wait
+    /// between their stages (doubling up to 8 times this). Default 500
+    /// ms: the signing set answers within a round trip when its members
+    /// are honest and up.
+    pub cluster_recovery_ms: u64,
 }
 
 impl Config {
@@ -90,6 +96,7 @@ impl Config {
             sync_serve_burst_bytes: 2 * crate::SYNC_RESPONSE_BYTES as u64,
             status_interval_ms: 5000,
             cluster_share: None,
+            cluster_recovery_ms: 500,
         }
     }
 

@@ -27,6 +27,8 @@ pub struct Footprint {
     /// and the heights of shares kept.
     pub most_commitment_heights: usize,
     pub share_heights: usize,
+    /// Committed checkpoints kept without their cluster signature.
+    pub unsigned_checkpoints: usize,
     /// Committed blocks kept in memory, and their entry bytes.
     pub committed_window_blocks: usize,
     pub committed_window_bytes: usize,
@@ -95,11 +97,14 @@ impl Footprint {
         }
         let threshold_window = (crate::threshold::THRESHOLD_LAG_HEIGHTS
             + crate::threshold::COMMITMENTS_AHEAD_HEIGHTS) as usize;
-        if self.most_commitment_heights > threshold_window || self.share_heights > threshold_window
+        let recovery_window = crate::threshold::RECOVERY_WINDOW_HEIGHTS as usize;
+        if self.most_commitment_heights > threshold_window
+            || self.share_heights > threshold_window + recovery_window
+            || self.unsigned_checkpoints > recovery_window
         {
             return fail(format!(
-                "cluster-key commitments for {} heights of one replica, shares for {} heights",
-                self.most_commitment_heights, self.share_heights
+                "cluster-key commitments for {} heights of one replica, shares for {} heights, {} unsigned checkpoints",
+                self.most_commitment_heights, self.share_heights, self.unsigned_checkpoints
             ));
         }
         let window_over_bytes = self.committed_window_bytes > cfg.retain_committed_bytes

@@ -78,6 +78,11 @@ pub struct Recovered {
     /// [`PersistRequest`]s, by height (those at or below
     /// `safety.last_share`'s height are ignored).
     pub nonces: Vec<(u64, NonceSecret)>,
+    /// The committed checkpoints of the last
+    /// [`crate::threshold::RECOVERY_WINDOW_HEIGHTS`] heights with entries, as
+    /// (height, size, root), so a restarted replica can still help
+    /// recover their cluster signatures (only read with a cluster key).
+    pub recent_checkpoints: Vec<(u64, u64, Hash)>,
 }
 
 impl Recovered {
@@ -89,6 +94,7 @@ impl Recovered {
             first_height: 1,
             voted_blocks: Vec::new(),
             nonces: Vec::new(),
+            recent_checkpoints: Vec::new(),
         }
     }
 }

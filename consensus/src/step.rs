@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bftlog_spec::merkle::Hash;
-use bftlog_spec::note::Note;
+use bftlog_spec::note::{Note, NoteSignature};
 use bftlog_spec::wire::{Block, ConsensusMessage, ReplicaId};
 
 use crate::SafetyState;
@@ -155,8 +155,18 @@ pub struct Committed {
 pub enum CheckpointEvent {
     /// This replica signed (size, root); the signature is durable.
     Signed { size: u64, root: Hash },
-    /// ≥ quorum replica signatures on one checkpoint: a servable note.
+    /// ≥ quorum replica signatures on one checkpoint: a servable note
+    /// (with the cluster signature's line when that formed first).
     Quorum { size: u64, note: Note },
+    /// The cluster signature of the checkpoint `(size, root)` formed here
+    /// (verified): `line` is the note signature line to add to the stored
+    /// quorum note of that size, if there is one. A quorum note formed
+    /// later carries it already.
+    ClusterSigned {
+        size: u64,
+        root: Hash,
+        line: NoteSignature,
+    },
     /// Refused to sign: it would contradict what this replica signed before.
     /// A safety alarm.
     Refused {
@@ -214,6 +224,16 @@ pub struct Metrics {
     pub bad_threshold_shares: u64,
     /// Cluster-key nonces generated (and made durable before use).
     pub nonces_generated: u64,
+    /// Recovery sessions this replica started as a coordinator.
+    pub recovery_sessions: u64,
+    /// Shares this replica sent in recovery sessions.
+    pub recovery_shares_sent: u64,
+    /// Cluster signatures this replica received from a peer (after
+    /// asking to recover one) and verified.
+    pub cluster_signatures_received: u64,
+    /// Committed checkpoints that left the window of heights without
+    /// their cluster signature forming here.
+    pub cluster_signatures_abandoned: u64,
     /// Rounds entered through a timeout certificate (the leader failed).
     pub view_changes: u64,
     /// Proposals by leaf hash that named entries this replica lacked.

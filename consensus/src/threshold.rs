@@ -30,6 +30,13 @@ pub const COMMITMENTS_AHEAD_HEIGHTS: u64 = 4 * NONCE_BATCH_HEIGHTS;
 /// and commitments: a signer slower by more than this is no help.
 pub const THRESHOLD_LAG_HEIGHTS: u64 = 64;
 
+/// Heights below its committed height for which a replica keeps an
+/// unsigned checkpoint (and its recovery's shares) before giving its
+/// cluster signature up: recovery starts half a second after a commit
+/// and its stages last seconds, while a loaded cluster commits a hundred
+/// heights or more a second.
+pub const RECOVERY_WINDOW_HEIGHTS: u64 = 1024;
+
 /// One replica's share of the cluster key, with the cluster's public
 /// package (every replica's verifying share, which a combiner needs to
 /// name the signer of a bad share).

@@ -6,8 +6,9 @@
 //! QCs whose round is not bound to their block, a restart that recovers
 //! the QC but not the TC, and a restarted leader that forgets it may have
 //! proposed before its write; proposals stored for rounds no certificate
-//! reached, one checkpoint-signature bound shared by all signers, and a
-//! mempool bounded only in all (one peer's forwards fill it).
+//! reached, one checkpoint-signature bound shared by all signers, a
+//! mempool bounded only in all (one peer's forwards fill it), cluster
+//! signatures never recovered, and a recovery nonce kept after use.
 
 use bftlog_consensus::bugs::{self, Bug};
 use bftlog_consensus::sim::{Behaviour, Failure, Scenario, Sim, Violation};
@@ -23,7 +24,7 @@ fn hunt(
     for seed in seeds {
         let mut scenario = Scenario::from_seed(seed, n);
         // The seeds named here were found without the cluster key, whose
-        // messages change every later draw of a run.
+        // messages change every later draw of a run (`adjust` may set it).
         scenario.cluster_key = false;
         adjust(&mut scenario);
         bugs::set(Some(bug));
@@ -233,4 +234,50 @@ fn a_mempool_bounded_only_in_all_is_caught() {
         "{failure}"
     );
     eprintln!("caught: {failure}");
+}
+
+#[test]
+fn no_recovery_of_unsigned_checkpoints_is_caught() {
+    // A replica that votes but withholds its cluster-key shares leaves
+    // every height whose signing set includes it unsigned: without
+    // recovery sessions those quorum checkpoints never carry the cluster
+    // signature.
+    let found = hunt_with_cluster_key(Bug::NoClusterRecovery, 0..20, |s| {
+        s.byzantine = vec![(1, Behaviour::WithholdShares)];
+    });
+    let failure = found.expect("the simulator must catch checkpoints left unsigned");
+    assert!(
+        matches!(failure.violation, Violation::NoClusterSignature { .. }),
+        "{failure}"
+    );
+    eprintln!("caught: {failure}");
+}
+
+#[test]
+fn a_recovery_nonce_kept_after_use_is_caught() {
+    // A faulty coordinator sends each session again with one member's
+    // commitment altered: a member that kept its nonce signs a second
+    // package with it.
+    let found = hunt_with_cluster_key(Bug::KeepRecoveryNonce, 0..40, |s| {
+        s.byzantine = vec![(1, Behaviour::MisleadRecovery)];
+    });
+    let failure = found.expect("the simulator must catch a recovery nonce signing twice");
+    assert!(
+        matches!(failure.violation, Violation::NonceReuse { .. }),
+        "{failure}"
+    );
+    eprintln!("caught: {failure}");
+}
+
+/// [`hunt`] at n = 4 with the cluster key, many heights with entries.
+fn hunt_with_cluster_key(
+    bug: Bug,
+    seeds: std::ops::Range<u64>,
+    adjust: impl Fn(&mut Scenario),
+) -> Option<Failure> {
+    hunt(bug, 4, seeds, |s| {
+        s.cluster_key = true;
+        s.entries = 120;
+        adjust(s);
+    })
 }

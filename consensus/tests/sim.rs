@@ -102,45 +102,45 @@ fn regressions() {
     run_all(4, vec![13016], |_| {});
 }
 
-/// The cluster signature (spec/consensus.md §8): with every replica
-/// honest, each run already fails unless the checkpoint of the whole log
-/// ends up carrying it, and no honest replica ever sends two shares for
-/// one height (one nonce, two messages) across crashes and restarts.
-/// Here: a replica sending altered shares is named by FROST's
-/// identifiable abort on every run while cluster signatures still form
-/// (at heights whose signing set leaves it out); one withholding its
-/// shares, or equivocating and replaying its commitments, stops neither.
+/// The cluster signature (spec/consensus.md §8): every run already fails
+/// unless every quorum checkpoint ends up carrying it, and no honest nonce
+/// signs two messages, across crashes and restarts. Here each cluster-key
+/// behaviour is forced, on one replica at n = 4 and two at n = 7: the
+/// signing sets that include them fail, and recovery sessions sign those
+/// checkpoints (passing over faulty coordinators). Altered shares are
+/// named by FROST's identifiable abort.
 #[test]
 fn cluster_signature_under_byzantine_signers() {
-    let mut named = 0;
-    for seed in seeds(40_000..40_012) {
-        let mut scenario = Scenario::from_seed(seed, 4);
-        scenario.cluster_key = true;
-        scenario.byzantine = vec![(2, Behaviour::BadShares)];
-        scenario.entries = 60;
-        let outcome = Sim::new(scenario).run().unwrap_or_else(|f| panic!("{f}"));
-        named += outcome.bad_threshold_shares;
-        assert!(
-            outcome.cluster_signed_sizes > 0,
-            "seed {seed}: no cluster signature formed"
-        );
-    }
-    assert!(named > 0, "no bad share was named");
-    for behaviour in [Behaviour::WithholdShares, Behaviour::EquivocateCommitments] {
-        for seed in seeds(41_000..41_008) {
-            let mut scenario = Scenario::from_seed(seed, 4);
-            scenario.cluster_key = true;
-            scenario.byzantine = vec![(1, behaviour)];
-            // Enough heights with entries that some signing sets leave
-            // the faulty replica out (one in four, at n = 4).
-            scenario.entries = 240;
-            let outcome = Sim::new(scenario).run().unwrap_or_else(|f| panic!("{f}"));
-            assert!(
-                outcome.cluster_signed_sizes > 0,
-                "seed {seed}, {behaviour:?}: no cluster signature formed: {outcome:?}"
-            );
+    let (mut named, mut sessions) = (0, 0);
+    for (k, behaviour) in [
+        Behaviour::BadShares,
+        Behaviour::WithholdShares,
+        Behaviour::EquivocateCommitments,
+        Behaviour::MisleadRecovery,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let base = 40_000 + 1_000 * k as u64;
+        for (n, faulty, seeds) in [
+            (4, vec![1], seeds(base..base + 8)),
+            (7, vec![2, 5], seeds(base + 500..base + 503)),
+        ] {
+            for seed in seeds {
+                let mut scenario = Scenario::from_seed(seed, n);
+                scenario.cluster_key = true;
+                scenario.byzantine = faulty.iter().map(|id| (*id, behaviour)).collect();
+                scenario.entries = 120;
+                let outcome = Sim::new(scenario)
+                    .run()
+                    .unwrap_or_else(|f| panic!("n = {n}, {behaviour:?}: {f}"));
+                named += outcome.bad_threshold_shares;
+                sessions += outcome.recovery_sessions;
+            }
         }
     }
+    assert!(!all_seeds() || named > 0, "no bad share was named");
+    assert!(!all_seeds() || sessions > 0, "no recovery session ran");
 }
 
 /// Crashes and restarts with slow writes around nonce use: every honest

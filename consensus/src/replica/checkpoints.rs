@@ -34,8 +34,6 @@ pub(super) struct CheckpointQuorum {
     quorum_size: u64,
     /// The cluster key as a note verifier, when the cluster has one.
     cluster_verifier: Option<VerifierKey>,
-    /// The latest quorum note, until it carries the cluster signature.
-    latest: Option<(u64, Hash, Note)>,
     /// Cluster signatures for sizes above `quorum_size`, waiting for their
     /// quorum note; at most [`CHECKPOINT_ROWS_PER_SIGNER`], the smallest
     /// going first.
@@ -77,7 +75,6 @@ impl CheckpointQuorum {
         };
         Ok(CheckpointQuorum {
             cluster_verifier,
-            latest: None,
             cluster_signatures: BTreeMap::new(),
             origin: cfg.origin.clone(),
             quorum: cfg.quorum(),
@@ -229,49 +226,45 @@ impl CheckpointQuorum {
         }
         match self.cluster_signatures.remove(&size) {
             Some((r, signature)) if r == root => self.add_cluster_line(&mut note, signature),
-            _ => self.latest = Some((size, root, note.clone())),
+            _ => {}
         }
         self.cluster_signatures = self.cluster_signatures.split_off(&(size + 1));
         (Accepted::Quorum { size, note }, invalid)
     }
 
-    /// Adds the cluster signature `signature` (already verified) to the
-    /// quorum note of `(size, root)`: the latest note again with it, if
-    /// that is the note it signs; kept for the note if that has not
-    /// formed yet; dropped if a newer note formed meanwhile.
-    pub(super) fn attach_cluster_signature(
+    /// The note line of the cluster signature `signature` (already
+    /// verified) on `(size, root)`, which it also keeps for the quorum
+    /// note of that size if that has not formed yet.
+    pub(super) fn cluster_line(
         &mut self,
         size: u64,
         root: Hash,
         signature: Signature64,
-    ) -> Accepted {
-        if let Some((latest_size, latest_root, mut note)) = self.latest.take() {
-            if (latest_size, latest_root) == (size, root) {
-                self.add_cluster_line(&mut note, signature);
-                return Accepted::Quorum { size, note };
-            }
-            self.latest = Some((latest_size, latest_root, note));
-        }
+    ) -> NoteSignature {
         if size > self.quorum_size {
             self.cluster_signatures.insert(size, (root, signature));
             if self.cluster_signatures.len() > CHECKPOINT_ROWS_PER_SIGNER {
                 self.cluster_signatures.pop_first();
             }
         }
-        Accepted::Kept
+        self.line_of(signature)
     }
 
     fn add_cluster_line(&self, note: &mut Note, signature: Signature64) {
+        note.add_signature(self.line_of(signature))
+            .expect("n + 1 ≤ MAX_CLUSTER_REPLICAS + 1 signatures fit a note");
+    }
+
+    fn line_of(&self, signature: Signature64) -> NoteSignature {
         let verifier = self
             .cluster_verifier
             .as_ref()
             .expect("cluster signatures exist only with a cluster key");
-        note.add_signature(NoteSignature {
+        NoteSignature {
             name: self.origin.clone(),
             key_id: verifier.key_id(),
             signature: signature.0.to_vec(),
-        })
-        .expect("n + 1 ≤ MAX_CLUSTER_REPLICAS + 1 signatures fit a note");
+        }
     }
 }
 

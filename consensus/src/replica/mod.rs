@@ -13,6 +13,7 @@
 
 mod block_store;
 mod checkpoints;
+mod cluster_recovery;
 mod commit;
 mod entries;
 mod pacemaker;
@@ -22,7 +23,7 @@ mod tests;
 mod threshold_signing;
 mod voting;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,8 +98,12 @@ fn in_range(message: &ConsensusMessage) -> bool {
             timeout.round <= MAX_ROUND && qc_ok(&timeout.high_qc)
         }
         ConsensusMessage::CheckpointSignature { size, .. }
-        | ConsensusMessage::ThresholdShare { size, .. } => *size <= merkle::MAX_STORED_TREE_SIZE,
-        ConsensusMessage::NonceCommitments { .. } => true,
+        | ConsensusMessage::ThresholdShare { size, .. }
+        | ConsensusMessage::RecoveryRequest { size, .. }
+        | ConsensusMessage::ClusterSignature { size, .. } => *size <= merkle::MAX_STORED_TREE_SIZE,
+        ConsensusMessage::NonceCommitments { .. } | ConsensusMessage::RecoveryCommitment { .. } => {
+            true
+        }
         ConsensusMessage::Forward { .. }
         | ConsensusMessage::SyncRequest { .. }
         | ConsensusMessage::EntryRequest { .. } => true,
@@ -428,6 +433,17 @@ impl<R: CryptoRng> Replica<R> {
             }
         }
         replica.arm_timer();
+        // Whether their cluster signature formed while this replica was
+        // down is not known: each stays unsigned until it forms again or
+        // a peer that has it answers the first recovery stage.
+        let floor = replica
+            .committed_height
+            .saturating_sub(crate::threshold::RECOVERY_WINDOW_HEIGHTS);
+        for (height, size, root) in recovered.recent_checkpoints {
+            if height > floor && height <= replica.committed_height {
+                replica.track_unsigned(height, size, root);
+            }
+        }
         replica.start_threshold_signing(recovered.nonces);
         replica.finish();
         Ok(replica)
@@ -476,7 +492,7 @@ impl<R: CryptoRng> Replica<R> {
         let threshold_footprint = self
             .threshold
             .as_ref()
-            .map_or((0, 0), ThresholdSigning::footprint);
+            .map_or((0, 0, 0), ThresholdSigning::footprint);
         Footprint {
             round: self.round(),
             committed_round: self.committed_round,
@@ -496,6 +512,7 @@ impl<R: CryptoRng> Replica<R> {
             most_checkpoint_rows: self.checkpoints.most_rows_of_one_signer(),
             most_commitment_heights: threshold_footprint.0,
             share_heights: threshold_footprint.1,
+            unsigned_checkpoints: threshold_footprint.2,
             committed_window_blocks: self.committed_window.len(),
             committed_window_bytes: self.committed_window_bytes,
             mempool_entries: self.mempool.len(),
@@ -538,7 +555,7 @@ impl<R: CryptoRng> Replica<R> {
                 b.sort();
                 b
             }
-        )
+        ) + &self.describe_cluster_signing()
     }
 
     /// Entries from a client, charged to its share of the mempool.
@@ -684,6 +701,7 @@ impl<R: CryptoRng> Replica<R> {
                 replica,
                 signers,
                 share,
+                recovery_stage,
             } => self.on_threshold_share(
                 from,
                 height,
@@ -692,7 +710,27 @@ impl<R: CryptoRng> Replica<R> {
                 replica,
                 signers.into_inner(),
                 share,
+                recovery_stage,
             ),
+            ConsensusMessage::RecoveryCommitment {
+                replica,
+                height,
+                stage,
+                commitment,
+            } => self.on_recovery_commitment(from, replica, height, stage, commitment),
+            ConsensusMessage::RecoveryRequest {
+                height,
+                size,
+                root,
+                stage,
+                signers,
+            } => self.on_recovery_request(from, height, size, root, stage, signers.into_inner()),
+            ConsensusMessage::ClusterSignature {
+                height,
+                size,
+                root,
+                signature,
+            } => self.on_cluster_signature(from, height, size, root, signature),
         }
         self.input_from = None;
         self.finish();
@@ -717,6 +755,9 @@ impl<R: CryptoRng> Replica<R> {
             self.sync.cursor = self.committed_height + 1;
             let next = (self.sync.peer as usize + 1) % self.cfg.n();
             self.request_sync(next as ReplicaId);
+        }
+        if self.recovery_deadline().is_some_and(|d| d <= now) {
+            self.advance_recovery();
         }
         self.finish();
     }
@@ -749,6 +790,7 @@ impl<R: CryptoRng> Replica<R> {
             self.pacemaker.round_deadline(),
             self.sync.deadline,
             Some(self.pacemaker.status_deadline()),
+            self.recovery_deadline(),
         ]
         .into_iter()
         .flatten()

@@ -18,18 +18,32 @@ use super::*;
 use crate::SentShare;
 use crate::threshold::{
     self, COMMITMENTS_AHEAD_HEIGHTS, ClusterShare, CombineError, NONCE_BATCH_HEIGHTS, NonceSecret,
-    THRESHOLD_LAG_HEIGHTS,
+    RECOVERY_WINDOW_HEIGHTS, THRESHOLD_LAG_HEIGHTS,
 };
 use bftlog_spec::wire::{Element32, MAX_NONCE_BATCH, NonceCommitment, SignerCommitment};
 use frost_ed25519 as frost;
 
 /// A share received, with what it signs.
 #[derive(Clone, PartialEq, Eq)]
-struct ReceivedShare {
-    size: u64,
-    root: Hash,
-    signers: Vec<SignerCommitment>,
-    share: Element32,
+pub(super) struct ReceivedShare {
+    pub(super) size: u64,
+    pub(super) root: Hash,
+    pub(super) signers: Vec<SignerCommitment>,
+    pub(super) share: Element32,
+}
+
+/// Shares one signer may have kept for one height: one made with its
+/// nonce for the height, the rest in recovery sessions (at most
+/// `n - t + 1` per stage of an honest signer); beyond it the oldest go.
+pub(super) const SHARES_PER_SIGNER_HEIGHT: usize = 8;
+
+/// A cluster signature formed (or received) here.
+pub(super) struct Combined {
+    pub(super) size: u64,
+    pub(super) root: Hash,
+    pub(super) signature: Signature64,
+    /// Replicas already sent it (each at most once).
+    pub(super) sent_to: u64,
 }
 
 /// A replica's commitment for one height, as sent, decoded when first
@@ -73,8 +87,8 @@ struct ToSign {
 
 /// One replica's cluster-key signing state.
 pub(super) struct ThresholdSigning {
-    share: ClusterShare,
-    cluster_key: ed25519_dalek::VerifyingKey,
+    pub(super) share: ClusterShare,
+    pub(super) cluster_key: ed25519_dalek::VerifyingKey,
     /// This replica's nonces not used yet, by height.
     own: BTreeMap<u64, frost::round1::SigningNonces>,
     /// Nonces exist (used or not) for the heights below this.
@@ -85,11 +99,16 @@ pub(super) struct ThresholdSigning {
     /// Committed checkpoints this replica is in the signing set of and
     /// has not signed yet (waiting for the set's commitments).
     to_sign: BTreeMap<u64, ToSign>,
-    /// Shares received (and this replica's own), by height and signer.
-    shares: BTreeMap<u64, BTreeMap<ReplicaId, ReceivedShare>>,
-    /// Heights whose cluster signature formed here: later shares for them
-    /// are of no use.
-    combined: BTreeSet<u64>,
+    /// Shares received (and this replica's own), by height and signer,
+    /// at most [`SHARES_PER_SIGNER_HEIGHT`] each.
+    pub(super) shares: BTreeMap<u64, BTreeMap<ReplicaId, VecDeque<ReceivedShare>>>,
+    /// Cluster signatures formed here, by height: later shares for them
+    /// are of no use, and a replica recovering one is sent it.
+    pub(super) combined: BTreeMap<u64, Combined>,
+    /// Committed checkpoints without their cluster signature here, by
+    /// height: recovered in sessions if it does not form in time
+    /// (`cluster_recovery`).
+    pub(super) unsigned: BTreeMap<u64, super::cluster_recovery::Unsigned>,
     /// Per replica: when this replica last answered its start with its
     /// own commitments.
     answered_start: Vec<Option<Duration>>,
@@ -108,14 +127,15 @@ impl ThresholdSigning {
             commitments: vec![BTreeMap::new(); n],
             to_sign: BTreeMap::new(),
             shares: BTreeMap::new(),
-            combined: BTreeSet::new(),
+            combined: BTreeMap::new(),
+            unsigned: BTreeMap::new(),
             answered_start: vec![None; n],
         })
     }
 
-    /// The most heights of commitments kept for one replica, and of
-    /// shares kept (for [`crate::Footprint`]).
-    pub(super) fn footprint(&self) -> (usize, usize) {
+    /// The most heights of commitments kept for one replica, of shares
+    /// kept, and of unsigned checkpoints (for [`crate::Footprint`]).
+    pub(super) fn footprint(&self) -> (usize, usize, usize) {
         (
             self.commitments
                 .iter()
@@ -123,6 +143,7 @@ impl ThresholdSigning {
                 .max()
                 .unwrap_or(0),
             self.shares.len(),
+            self.unsigned.len(),
         )
     }
 }
@@ -218,6 +239,7 @@ impl<R: CryptoRng> Replica<R> {
             replica: self.id,
             signers: BoundedVec::new(share.signers.clone()).expect("a quorum of replicas"),
             share: share.share,
+            recovery_stage: None,
         };
         self.send(Target::All, message);
     }
@@ -259,12 +281,16 @@ impl<R: CryptoRng> Replica<R> {
     /// entries and this replica is in its height's signing set, its
     /// checkpoint is to be signed.
     pub(super) fn threshold_committed(&mut self, height: u64, block: &Block) {
-        if block.entries.is_empty() || height <= self.used_nonce_height() {
+        if block.entries.is_empty() {
+            return;
+        }
+        let (size, root) = (self.tree.size(), self.tree.root());
+        self.track_unsigned(height, size, root);
+        if height <= self.used_nonce_height() {
             return;
         }
         let n = self.cfg.n();
         let quorum = self.cfg.quorum();
-        let (size, root) = (self.tree.size(), self.tree.root());
         let id = self.id;
         let Some(signing) = self.threshold.as_mut() else {
             return;
@@ -295,8 +321,19 @@ impl<R: CryptoRng> Replica<R> {
             // Nonces of heights this far behind are never used: dropping
             // an unused nonce is always safe (the store drops them too).
             signing.own = signing.own.split_off(&(floor + 1));
-            signing.shares = signing.shares.split_off(&(floor + 1));
-            signing.combined = signing.combined.split_off(&(floor + 1));
+        }
+        let recovery_floor = self
+            .committed_height
+            .saturating_sub(RECOVERY_WINDOW_HEIGHTS);
+        self.drop_unsigned_below(recovery_floor + 1);
+        if let Some(signing) = self.threshold.as_mut() {
+            // Below the lag window, only shares of checkpoints still being
+            // recovered are of use.
+            let unsigned = &signing.unsigned;
+            signing
+                .shares
+                .retain(|h, _| *h > floor || unsigned.contains_key(h));
+            signing.combined = signing.combined.split_off(&(recovery_floor + 1));
         }
         self.sign_ready_checkpoints();
         self.replenish_nonces();
@@ -456,24 +493,66 @@ impl<R: CryptoRng> Replica<R> {
         replica: ReplicaId,
         signers: Vec<SignerCommitment>,
         share: Element32,
+        recovery_stage: Option<u32>,
     ) {
-        let n = self.cfg.n();
-        let well_formed = replica == from
-            && size > 0
-            && signers.len() == self.cfg.quorum()
-            && signers.windows(2).all(|w| w[0].replica < w[1].replica)
-            && signers.iter().all(|s| (s.replica as usize) < n)
-            && signers.iter().any(|s| s.replica == replica);
-        if !well_formed {
+        if replica != from || !self.well_formed_set(size, &signers, replica) {
             self.reject(Rejection::Malformed);
             return;
         }
         if self.threshold.is_none() {
             return;
         }
-        if height.saturating_add(THRESHOLD_LAG_HEIGHTS) <= self.committed_height {
-            self.reject(Rejection::Stale);
+        if !self.in_threshold_window(height) {
             return;
+        }
+        // The sender's own commitment in a set of its height's nonces is
+        // its word on it: a replica that restarted after the sender's
+        // nonce for the height was used (and so is no longer published)
+        // learns it here. A recovery share's commitment is another nonce.
+        if recovery_stage.is_none() {
+            if let Some(own) = signers.iter().find(|s| s.replica == replica) {
+                let signing = self.threshold.as_mut().expect("checked above");
+                let known = signing.commitments[replica as usize].contains_key(&height);
+                if !known {
+                    signing.commitments[replica as usize]
+                        .insert(height, Commitment::received(own.commitment));
+                }
+            }
+        }
+        self.keep_share(height, replica, size, root, signers, share);
+        if recovery_stage.is_some() {
+            self.coordinate(height);
+        }
+        self.sign_ready_checkpoints();
+    }
+
+    /// Whether `signers` can be a signing set for a checkpoint of `size`
+    /// that `member` belongs to: a quorum of distinct replicas, in order.
+    pub(super) fn well_formed_set(
+        &self,
+        size: u64,
+        signers: &[SignerCommitment],
+        member: ReplicaId,
+    ) -> bool {
+        let n = self.cfg.n();
+        size > 0
+            && signers.len() == self.cfg.quorum()
+            && signers.windows(2).all(|w| w[0].replica < w[1].replica)
+            && signers.iter().all(|s| (s.replica as usize) < n)
+            && signers.iter().any(|s| s.replica == member)
+    }
+
+    /// Whether `height` lies in the window of heights the cluster
+    /// signature is worked on (further back, only checkpoints still
+    /// being recovered); rejects the message being handled if not.
+    pub(super) fn in_threshold_window(&mut self, height: u64) -> bool {
+        let recovering = self
+            .threshold
+            .as_ref()
+            .is_some_and(|s| s.unsigned.contains_key(&height));
+        if height.saturating_add(THRESHOLD_LAG_HEIGHTS) <= self.committed_height && !recovering {
+            self.reject(Rejection::Stale);
+            return false;
         }
         if height
             > self
@@ -481,26 +560,15 @@ impl<R: CryptoRng> Replica<R> {
                 .saturating_add(COMMITMENTS_AHEAD_HEIGHTS)
         {
             self.reject(Rejection::Ahead);
-            return;
+            return false;
         }
-        // The sender's own commitment in its set is its word on it: a
-        // replica that restarted after the sender's nonce for the height
-        // was used (and so is no longer published) learns it here.
-        if let Some(own) = signers.iter().find(|s| s.replica == replica) {
-            let signing = self.threshold.as_mut().expect("checked above");
-            let known = signing.commitments[replica as usize].contains_key(&height);
-            if !known {
-                signing.commitments[replica as usize]
-                    .insert(height, Commitment::received(own.commitment));
-            }
-        }
-        self.keep_share(height, replica, size, root, signers, share);
-        self.sign_ready_checkpoints();
+        true
     }
 
-    /// Keeps a share (one per signer and height, the first) and combines
-    /// its signing set's shares once all are in.
-    fn keep_share(
+    /// Keeps a share (per signer and height, one per signing set, at most
+    /// [`SHARES_PER_SIGNER_HEIGHT`]) and combines its signing set's shares
+    /// once all are in.
+    pub(super) fn keep_share(
         &mut self,
         height: u64,
         replica: ReplicaId,
@@ -510,7 +578,7 @@ impl<R: CryptoRng> Replica<R> {
         share: Element32,
     ) {
         let signing = self.threshold.as_mut().expect("callers checked");
-        if signing.combined.contains(&height) {
+        if signing.combined.contains_key(&height) {
             return;
         }
         let received = ReceivedShare {
@@ -520,22 +588,32 @@ impl<R: CryptoRng> Replica<R> {
             share,
         };
         let at_height = signing.shares.entry(height).or_default();
-        match at_height.get(&replica) {
-            Some(known) if *known == received => return,
-            Some(_) => {
+        let of_signer = at_height.entry(replica).or_default();
+        let same_set = |r: &ReceivedShare| {
+            r.size == received.size && r.root == received.root && r.signers == received.signers
+        };
+        match of_signer.iter().find(|r| same_set(r)) {
+            // One nonce makes one share per message: another is a lie.
+            Some(known) if known.share != received.share => {
                 self.reject_from(replica, Rejection::Equivocation);
                 return;
             }
+            Some(_) => return,
             None => {}
         }
-        at_height.insert(replica, received.clone());
+        if of_signer.len() == SHARES_PER_SIGNER_HEIGHT {
+            of_signer.pop_front();
+        }
+        of_signer.push_back(received.clone());
         let group: Option<BTreeMap<ReplicaId, Element32>> = received
             .signers
             .iter()
             .map(|s| {
-                at_height.get(&s.replica).and_then(|r| {
-                    (r.size == size && r.root == root && r.signers == received.signers)
-                        .then_some((s.replica, r.share))
+                at_height.get(&s.replica).and_then(|shares| {
+                    shares
+                        .iter()
+                        .find(|r| same_set(r))
+                        .map(|r| (s.replica, r.share))
                 })
             })
             .collect();
@@ -571,34 +649,61 @@ impl<R: CryptoRng> Replica<R> {
             // for this set.
             None => Err(CombineError::Malformed),
         };
-        let at_height = signing.shares.entry(height).or_default();
         match combined {
             Ok(signature) => {
-                signing.combined.insert(height);
-                signing.shares.remove(&height);
                 self.metrics.cluster_signatures += 1;
-                let accepted = self
-                    .checkpoints
-                    .attach_cluster_signature(size, root, signature);
-                self.report_quorum((accepted, Vec::new()));
+                self.cluster_signature_formed(height, size, root, signature);
             }
             Err(CombineError::Culprits(culprits)) => {
                 // The bad shares stay: a culprit's next share for this
-                // height is then equivocation, not another aggregation
+                // set is then equivocation, not another aggregation
                 // (each costs several scalar multiplications).
                 for culprit in culprits {
                     self.metrics.bad_threshold_shares += 1;
                     self.reject_from(culprit, Rejection::InvalidSignature);
+                    self.exclude_from_recovery(height, culprit);
                 }
             }
             Err(CombineError::Malformed) => {
                 // Valid shares of valid commitments that still do not make
                 // a signature: the set is not what its members signed.
-                for s in &received.signers {
-                    at_height.remove(&s.replica);
+                let signing = self.threshold.as_mut().expect("callers checked");
+                if let Some(at_height) = signing.shares.get_mut(&height) {
+                    for s in &received.signers {
+                        if let Some(shares) = at_height.get_mut(&s.replica) {
+                            shares.retain(|r| !same_set(r));
+                        }
+                    }
                 }
                 self.reject(Rejection::Malformed);
             }
         }
+    }
+
+    /// A cluster signature formed for the checkpoint of `height` (combined
+    /// here, or received and verified): no more work on the height, and
+    /// the quorum note of that checkpoint carries it.
+    pub(super) fn cluster_signature_formed(
+        &mut self,
+        height: u64,
+        size: u64,
+        root: Hash,
+        signature: Signature64,
+    ) {
+        let signing = self.threshold.as_mut().expect("callers checked");
+        signing.combined.insert(
+            height,
+            Combined {
+                size,
+                root,
+                signature,
+                sent_to: 0,
+            },
+        );
+        signing.shares.remove(&height);
+        signing.unsigned.remove(&height);
+        let line = self.checkpoints.cluster_line(size, root, signature);
+        self.checkpoint_events
+            .push(CheckpointEvent::ClusterSigned { size, root, line });
     }
 }

@@ -83,10 +83,17 @@ pub enum Behaviour {
     /// heights), and replays old batches: receivers keep the first
     /// commitment per height, and no honest nonce signs twice.
     EquivocateCommitments,
+    /// Withholds its shares made with height nonces, so checkpoints need
+    /// recovery, and misleads that recovery: its recovery commitments are
+    /// not its nonces' (it can never sign with them), its
+    /// sessions name another root to half the replicas, each goes out
+    /// again with one member's commitment altered, and with each it sends
+    /// everyone a forged cluster signature.
+    MisleadRecovery,
 }
 
 /// Every behaviour.
-pub const ALL_BEHAVIOURS: [Behaviour; 18] = [
+pub const ALL_BEHAVIOURS: [Behaviour; 19] = [
     Behaviour::Silent,
     Behaviour::WithholdVotes,
     Behaviour::WithholdProposals,
@@ -105,6 +112,7 @@ pub const ALL_BEHAVIOURS: [Behaviour; 18] = [
     Behaviour::BadShares,
     Behaviour::WithholdShares,
     Behaviour::EquivocateCommitments,
+    Behaviour::MisleadRecovery,
 ];
 
 impl Behaviour {
@@ -347,6 +355,95 @@ pub(super) fn tamper(
         Behaviour::WithholdShares => match out.message {
             ConsensusMessage::ThresholdShare { .. } => Vec::new(),
             _ => vec![out],
+        },
+        Behaviour::MisleadRecovery => match out.message {
+            ConsensusMessage::ThresholdShare {
+                recovery_stage: None,
+                ..
+            } => Vec::new(),
+            ConsensusMessage::RecoveryCommitment {
+                replica,
+                height,
+                stage,
+                commitment,
+            } => vec![Outgoing {
+                to: out.to,
+                message: ConsensusMessage::RecoveryCommitment {
+                    replica,
+                    height,
+                    stage,
+                    commitment: NonceCommitment {
+                        hiding: commitment.binding,
+                        binding: commitment.hiding,
+                    },
+                },
+            }],
+            ConsensusMessage::RecoveryRequest {
+                height,
+                size,
+                root,
+                stage,
+                signers,
+            } => {
+                let (a, b) = split(n, sim.nodes[node].replica_id);
+                let mut other_root = root;
+                other_root.0[0] ^= 1;
+                let mut outs = to_each(
+                    &a,
+                    &ConsensusMessage::RecoveryRequest {
+                        height,
+                        size,
+                        root,
+                        stage,
+                        signers: signers.clone(),
+                    },
+                );
+                outs.extend(to_each(
+                    &b,
+                    &ConsensusMessage::RecoveryRequest {
+                        height,
+                        size,
+                        root: other_root,
+                        stage,
+                        signers: signers.clone(),
+                    },
+                ));
+                // The same session again with one member's commitment
+                // altered: a member must not sign twice with one nonce.
+                let mut altered = signers.clone().into_inner();
+                if let Some(last) = altered.last_mut() {
+                    last.commitment = NonceCommitment {
+                        hiding: last.commitment.binding,
+                        binding: last.commitment.hiding,
+                    };
+                }
+                outs.push(Outgoing {
+                    to: Target::All,
+                    message: ConsensusMessage::RecoveryRequest {
+                        height,
+                        size,
+                        root,
+                        stage,
+                        signers: BoundedVec::new(altered).expect("as many as before"),
+                    },
+                });
+                let mut forged = [0u8; 64];
+                sim.rng.fill(&mut forged[..]);
+                outs.push(Outgoing {
+                    to: Target::All,
+                    message: ConsensusMessage::ClusterSignature {
+                        height,
+                        size,
+                        root,
+                        signature: Signature64(forged),
+                    },
+                });
+                outs
+            }
+            message => vec![Outgoing {
+                to: out.to,
+                message,
+            }],
         },
         Behaviour::EquivocateCommitments => match &out.message {
             ConsensusMessage::NonceCommitments {

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use bftlog_spec::merkle::{self, Hash, MemoryTree};
 use bftlog_spec::note::{KeyRing, KeyType, Note, VerifierKey};
-use bftlog_spec::wire::{ConsensusMessage, Element32, ReplicaId, SignerCommitment};
+use bftlog_spec::wire::{
+    ConsensusMessage, Element32, NonceCommitment, ReplicaId, SignerCommitment,
+};
 
 use crate::{CheckpointEvent, Committed, Config};
 
@@ -43,13 +45,14 @@ pub enum Violation {
     /// An honest replica held more than a stated bound allows (see
     /// [`crate::Footprint::check`]), or served sync beyond its rate.
     OverBound { replica: ReplicaId, what: String },
-    /// An honest replica sent two different cluster-key shares for one
-    /// height: its nonce for that height signed twice.
+    /// An honest replica sent two different cluster-key shares made with
+    /// one nonce (the commitment it names for itself): that nonce signed
+    /// twice.
     NonceReuse { replica: ReplicaId, height: u64 },
     /// A quorum note carries a cluster signature that does not verify.
     BadClusterSignature { size: u64 },
-    /// After the heal, with every replica honest, the checkpoint of the
-    /// whole log never carried the cluster signature.
+    /// After the heal, a quorum checkpoint never carried the cluster
+    /// signature.
     NoClusterSignature { size: u64 },
     /// After the heal, an honest replica did not catch up.
     Lagging {
@@ -85,11 +88,12 @@ pub struct Checker {
     cluster_key: Option<(KeyRing, u32)>,
     /// Sizes whose quorum note carried a valid cluster signature.
     cluster_signed: BTreeSet<u64>,
-    /// Whether the checkpoint of the whole log must end up carrying the
-    /// cluster signature (every replica honest).
+    /// Whether every quorum checkpoint must end up carrying the cluster
+    /// signature.
     expect_cluster_signature: bool,
-    /// Each honest replica's cluster-key share per height.
-    shares: BTreeMap<(ReplicaId, u64), SentShare>,
+    /// Each honest replica's cluster-key share per nonce it used (named
+    /// by its commitment).
+    shares: BTreeMap<(ReplicaId, NonceCommitment), SentShare>,
 }
 
 /// A share as an honest replica sent it: size, root, signing set, share.
@@ -127,8 +131,8 @@ impl Checker {
         }
     }
 
-    /// Checks cluster signatures against `key`; with `expect`, the
-    /// checkpoint of the whole log must end up carrying one.
+    /// Checks cluster signatures against `key`; with `expect`, every
+    /// quorum checkpoint must end up carrying one.
     pub fn with_cluster_key(mut self, key: VerifierKey, expect: bool) -> Self {
         let key_id = key.key_id();
         self.cluster_key = Some((KeyRing::from_keys([key]).expect("one key"), key_id));
@@ -141,12 +145,21 @@ impl Checker {
         self.cluster_signed.len()
     }
 
-    /// Whether nothing more is owed: the whole log's checkpoint carries
-    /// the cluster signature, if that is expected.
+    /// Whether nothing more is owed: every quorum checkpoint, the whole
+    /// log's among them, carries the cluster signature, if expected.
     pub fn cluster_done(&self) -> bool {
-        !self.expect_cluster_signature
-            || self.log.is_empty()
-            || self.cluster_signed.contains(&(self.log.len() as u64))
+        self.unsigned_quorum().is_none()
+    }
+
+    /// A quorum checkpoint's size still without the cluster signature.
+    fn unsigned_quorum(&self) -> Option<u64> {
+        if !self.expect_cluster_signature || self.log.is_empty() {
+            return None;
+        }
+        let whole = self.log.len() as u64;
+        std::iter::once(whole)
+            .chain(self.quorums.keys().copied())
+            .find(|size| !self.cluster_signed.contains(size))
     }
 
     fn fail(&mut self, v: Violation) {
@@ -391,8 +404,11 @@ impl Checker {
                 share,
                 ..
             } => {
+                let Some(own) = signers.iter().find(|s| s.replica == replica) else {
+                    return;
+                };
                 let sent = (*size, *root, signers.to_vec(), *share);
-                match self.shares.insert((replica, *height), sent.clone()) {
+                match self.shares.insert((replica, own.commitment), sent.clone()) {
                     Some(previous) if previous != sent => self.fail(Violation::NonceReuse {
                         replica,
                         height: *height,
@@ -444,10 +460,8 @@ impl Checker {
                 });
             }
         }
-        if !self.cluster_done() {
-            return Err(Violation::NoClusterSignature {
-                size: self.log.len() as u64,
-            });
+        if let Some(size) = self.unsigned_quorum() {
+            return Err(Violation::NoClusterSignature { size });
         }
         Ok(())
     }

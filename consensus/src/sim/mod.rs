@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
 
 use bftlog_spec::merkle::{self, CompactRange};
-use bftlog_spec::note::{KeyType, VerifierKey};
+use bftlog_spec::note::{KeyType, Note, VerifierKey};
 use bftlog_spec::wire::{self, Block, ConsensusMessage, ReplicaId};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -140,6 +140,9 @@ pub struct Outcome {
     /// Bad cluster-key shares honest replicas identified (summed over
     /// their latest incarnations).
     pub bad_threshold_shares: u64,
+    /// Recovery sessions honest replicas started as coordinators (summed
+    /// over their latest incarnations).
+    pub recovery_sessions: u64,
 }
 
 /// A run that broke an invariant.
@@ -213,6 +216,9 @@ struct Process {
     /// Cluster-key nonces made durable, by height (those at or below the
     /// durable last share's height deleted, as the store does).
     durable_nonces: BTreeMap<u64, NonceSecret>,
+    /// Quorum notes as a driver stores them (kept across restarts): a
+    /// cluster signature that forms later is added to its size's note.
+    quorum_notes: BTreeMap<u64, Note>,
     /// Commits not durable yet, each with the token of the write that
     /// makes it durable: the write of its own step, or else the next one
     /// (a step without a state write stores its commits without a flush,
@@ -298,6 +304,7 @@ impl Sim {
                     durable_blocks: Vec::new(),
                     durable_voted: BTreeMap::new(),
                     durable_nonces: BTreeMap::new(),
+                    quorum_notes: BTreeMap::new(),
                     pending_commits: Vec::new(),
                     last_token: 0,
                     timer_at: None,
@@ -322,7 +329,7 @@ impl Sim {
                     .expect("valid threshold");
             let key = shares[0].verifying_key().expect("a valid key");
             let vkey = VerifierKey::new(&cfg.origin, KeyType::Ed25519, key).expect("valid origin");
-            checker = checker.with_cluster_key(vkey, scenario.byzantine.is_empty());
+            checker = checker.with_cluster_key(vkey, true);
             shares
         } else {
             Vec::new()
@@ -422,9 +429,13 @@ impl Sim {
         let node = &self.nodes[i];
         let id = node.replica_id;
         let mut tree = CompactRange::new();
-        for b in &node.durable_blocks {
+        let mut recent_checkpoints = Vec::new();
+        for (i, b) in node.durable_blocks.iter().enumerate() {
             for e in b.entries.iter() {
                 tree.append(merkle::leaf_hash(e));
+            }
+            if !b.entries.is_empty() {
+                recent_checkpoints.push((i as u64 + 1, tree.size(), tree.root()));
             }
         }
         let durable_size = tree.size();
@@ -439,6 +450,7 @@ impl Sim {
                 .iter()
                 .map(|(h, n)| (*h, n.clone()))
                 .collect(),
+            recent_checkpoints,
         };
         let rng = StdRng::seed_from_u64(self.rng.random());
         let mut cfg = self.cfg.clone();
@@ -504,14 +516,19 @@ impl Sim {
             virtual_time_ms: self.now.as_millis() as u64,
             entry_requests: self.entry_requests,
             cluster_signed_sizes: self.checker.cluster_signed(),
-            bad_threshold_shares: self
-                .nodes
-                .iter()
-                .filter(|n| n.byzantine.is_none())
-                .filter_map(|n| n.replica.as_ref())
-                .map(|r| r.metrics.bad_threshold_shares)
-                .sum(),
+            bad_threshold_shares: self.honest_total(|m| m.bad_threshold_shares),
+            recovery_sessions: self.honest_total(|m| m.recovery_sessions),
         })
+    }
+
+    /// A metric summed over the honest replicas' latest incarnations.
+    fn honest_total(&self, metric: impl Fn(&crate::Metrics) -> u64) -> u64 {
+        self.nodes
+            .iter()
+            .filter(|n| n.byzantine.is_none())
+            .filter_map(|n| n.replica.as_ref())
+            .map(|r| metric(&r.metrics))
+            .sum()
     }
 
     fn queue_idle(&self) -> bool {
@@ -704,7 +721,23 @@ impl Sim {
                 CheckpointEvent::Signed { size, root } if honest => {
                     self.checker.signed(id, *size, *root)
                 }
-                CheckpointEvent::Quorum { size, note } => self.checker.quorum(*size, note),
+                CheckpointEvent::Quorum { size, note } => {
+                    self.checker.quorum(*size, note);
+                    let notes = &mut self.nodes[i].quorum_notes;
+                    notes.insert(*size, note.clone());
+                    if notes.len() > 256 {
+                        notes.pop_first();
+                    }
+                }
+                CheckpointEvent::ClusterSigned { size, line, .. } => {
+                    if let Some(note) = self.nodes[i].quorum_notes.get_mut(size) {
+                        if !note.signatures().contains(line) {
+                            note.add_signature(line.clone()).expect("room for one more");
+                            let note = note.clone();
+                            self.checker.quorum(*size, &note);
+                        }
+                    }
+                }
                 CheckpointEvent::Refused { .. } if honest => self.checker.refused(id, &ev),
                 _ => {}
             }

@@ -275,6 +275,8 @@ impl Process {
                     }
                     self.quorums += 1;
                 }
+                // No cluster key in these modes.
+                CheckpointEvent::ClusterSigned { .. } => {}
             }
         }
         let mut sent = Vec::with_capacity(step.sends.len());
@@ -355,6 +357,7 @@ pub(super) fn start(
         voted_blocks: voted.values().flatten().cloned().collect(),
         // No cluster key here (the simulator target deals one).
         nonces: Vec::new(),
+        recent_checkpoints: Vec::new(),
     };
     Replica::new(
         cfg.clone(),

@@ -499,6 +499,7 @@ pub struct ConsensusSection {
     pub sync_timeout_ms: Option<u64>,
     pub sync_serve_bytes_per_s: Option<u64>,
     pub sync_serve_burst_bytes: Option<u64>,
+    pub cluster_recovery_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -681,13 +682,14 @@ impl ReplicaConfig {
             status_interval_ms,
             sync_timeout_ms,
             sync_serve_bytes_per_s,
-            sync_serve_burst_bytes
+            sync_serve_burst_bytes,
+            cluster_recovery_ms
         );
         let l = &file.limits;
         if let Some(v) = l.max_entry_bytes {
             c.max_entry_bytes = v;
         }
-        let checks: [(bool, &str); 18] = [
+        let checks: [(bool, &str); 19] = [
             (
                 c.mempool_max_bytes >= c.max_entry_bytes,
                 "consensus.mempool_max_bytes must be at least limits.max_entry_bytes",
@@ -754,6 +756,10 @@ impl ReplicaConfig {
             (
                 c.status_interval_ms >= 10,
                 "consensus.status_interval_ms must be at least 10",
+            ),
+            (
+                c.cluster_recovery_ms >= 10,
+                "consensus.cluster_recovery_ms must be at least 10",
             ),
             (
                 c.sync_serve_bytes_per_s >= 1 << 20,

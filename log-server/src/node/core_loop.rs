@@ -464,12 +464,24 @@ impl CoreLoop {
             for event in step.checkpoints {
                 match event {
                     CheckpointEvent::Quorum { size, note } => {
-                        if size == self.latest_checkpoint_size() {
-                            // The stored note again with more signatures
-                            // (the cluster signature): merged into it.
-                            self.merge_signatures(&mut batch, size, &note);
-                        } else if size > self.latest_checkpoint_size() {
+                        if size > self.latest_checkpoint_size()
+                            && !self.pending_quorum.contains_key(&size)
+                        {
                             self.pending_quorum.insert(size, note);
+                        } else {
+                            // Formed again (after a restart): whatever
+                            // it has that the held note lacks.
+                            self.merge_signatures(&mut batch, size, &note);
+                        }
+                    }
+                    CheckpointEvent::ClusterSigned { size, root, line } => {
+                        let text =
+                            Checkpoint::new(&self.shared.cfg.cluster.origin, size, root).format();
+                        let Ok(mut note) = Note::new(&text) else {
+                            continue;
+                        };
+                        if note.add_signature(line).is_ok() {
+                            self.merge_signatures(&mut batch, size, &note);
                         }
                     }
                     CheckpointEvent::Signed { size, root } => {
@@ -618,43 +630,71 @@ impl CoreLoop {
         self.latest_checkpoint = Some(checkpoint);
     }
 
-    /// Adds the signatures of `note` that the stored latest checkpoint of
-    /// `size` lacks (the cluster signature) to it, in this step's write.
+    /// Adds the signatures of `note` that this replica's quorum note of
+    /// the same size lacks (a cluster signature that formed after it) to
+    /// that note, wherever it is: waiting for the tree, in this step's
+    /// write, or stored (its witness cosignatures kept). Without a quorum
+    /// note of that size here there is nothing to add to.
     fn merge_signatures(&mut self, batch: &mut WriteBatch, size: u64, note: &Note) {
-        let Some(latest) = &self.latest_checkpoint else {
-            return;
-        };
-        let Ok(stored) = Note::parse(latest.note.as_bytes()) else {
-            return;
-        };
-        if stored.text() != note.text() {
-            error!(
-                replica = self.shared.cfg.id,
-                size, "SAFETY ALARM: two quorum checkpoint texts for one size; not merged"
-            );
-            return;
-        }
-        let mut merged = stored.clone();
-        let mut added = false;
-        for signature in note.signatures() {
-            let known = stored
-                .signatures()
-                .iter()
-                .any(|s| s.name == signature.name && s.key_id == signature.key_id);
-            if !known && merged.add_signature(signature.clone()).is_ok() {
-                added = true;
+        let add_missing = |held: &mut Note| {
+            let mut added = false;
+            for signature in note.signatures() {
+                let known = held
+                    .signatures()
+                    .iter()
+                    .any(|s| s.name == signature.name && s.key_id == signature.key_id);
+                if !known && held.add_signature(signature.clone()).is_ok() {
+                    added = true;
+                }
             }
+            added
+        };
+        let alarm = |id| {
+            error!(
+                replica = id,
+                size, "SAFETY ALARM: two quorum checkpoint texts for one size; not merged"
+            )
+        };
+        if let Some(pending) = self.pending_quorum.get_mut(&size) {
+            if pending.text() == note.text() {
+                add_missing(pending);
+            } else {
+                alarm(self.shared.cfg.id);
+            }
+            return;
         }
-        if !added {
+        let held = match batch.checkpoints.iter().find(|(s, _)| *s == size) {
+            Some((_, text)) => Some(text.clone()),
+            None if size == self.latest_checkpoint_size() => {
+                self.latest_checkpoint.as_ref().map(|c| c.note.to_string())
+            }
+            None => match self.writer.checkpoint_at(size) {
+                Ok(stored) => stored,
+                Err(e) => {
+                    warn!(size, error = %e, "cannot read a quorum checkpoint to add a signature to");
+                    None
+                }
+            },
+        };
+        let Some(Ok(mut merged)) = held.map(|t| Note::parse(t.as_bytes())) else {
+            return;
+        };
+        if merged.text() != note.text() {
+            alarm(self.shared.cfg.id);
+            return;
+        }
+        if !add_missing(&mut merged) {
             return;
         }
         let text = merged.format();
         batch.checkpoints.retain(|(s, _)| *s != size);
         batch.checkpoints.push((size, text.clone()));
-        self.set_latest(ServedCheckpoint {
-            size,
-            note: text.into(),
-        });
+        if size == self.latest_checkpoint_size() {
+            self.set_latest(ServedCheckpoint {
+                size,
+                note: text.into(),
+            });
+        }
     }
 
     /// Logs what the core reports (rejections rate-limited per peer).

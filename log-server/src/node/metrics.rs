@@ -37,7 +37,7 @@ pub(crate) fn render(shared: &Shared) -> String {
     let d = &shared.metrics;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::with_capacity(4096);
-    let counters: [(&str, &str, u64); 54] = [
+    let counters: [(&str, &str, u64); 58] = [
         (
             "blocks_committed_total",
             "blocks committed",
@@ -183,6 +183,26 @@ pub(crate) fn render(shared: &Shared) -> String {
             "cluster_key_nonces_generated_total",
             "cluster-key nonces generated (each made durable before its commitment was published)",
             c.nonces_generated,
+        ),
+        (
+            "cluster_recovery_sessions_total",
+            "recovery sessions this replica started as a coordinator for a checkpoint whose signing set did not deliver",
+            c.recovery_sessions,
+        ),
+        (
+            "cluster_recovery_shares_sent_total",
+            "cluster-key shares this replica sent in recovery sessions",
+            c.recovery_shares_sent,
+        ),
+        (
+            "cluster_signatures_received_total",
+            "cluster signatures a peer sent this replica and it verified",
+            c.cluster_signatures_received,
+        ),
+        (
+            "cluster_signatures_abandoned_total",
+            "committed checkpoints that left the recovery window without their cluster signature",
+            c.cluster_signatures_abandoned,
         ),
         (
             "client_requests_total",

@@ -183,6 +183,15 @@ fn proofs_from_storage_match_the_in_memory_tree_and_survive_reopen() {
     // size, an older block is recovered only if it fits.
     let all = store.recover(1, 100, usize::MAX).unwrap();
     assert_eq!((all.committed_blocks.len(), all.first_height), (18, 1));
+    // The checkpoint of each recovered height, newest first, for the
+    // cluster signature's recovery: each root is the tree's at its size.
+    assert_eq!(all.recent_checkpoints.len(), 18);
+    assert_eq!(all.recent_checkpoints[0].1, size);
+    for (i, (height, s, root)) in all.recent_checkpoints.iter().enumerate() {
+        assert_eq!(*height, 18 - i as u64);
+        assert_eq!(*root, merkle::tree_root(*s, &tree).unwrap());
+    }
+    assert!(all.recent_checkpoints.windows(2).all(|w| w[0].1 > w[1].1));
     let kept = store.recover(1, 100, 0).unwrap();
     assert_eq!(
         kept.committed_blocks.len(),

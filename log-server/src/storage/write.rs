@@ -172,6 +172,25 @@ impl StoreWriter {
                 newest_first.push(block);
                 next -= 1;
             }
+            // The checkpoints of the last heights with entries, for the
+            // cluster signature's recovery.
+            let hashes = TxnHashes::new(&read)?;
+            let mut size = self.size;
+            let lag_floor =
+                height.saturating_sub(bftlog_consensus::threshold::RECOVERY_WINDOW_HEIGHTS);
+            for (i, block) in newest_first.iter().enumerate() {
+                let block_height = height - i as u64;
+                if block_height <= lag_floor {
+                    break;
+                }
+                if !block.entries.is_empty() {
+                    let root = CompactRange::from_storage(size, &hashes)?.root();
+                    recovered
+                        .recent_checkpoints
+                        .push((block_height, size, root));
+                    size -= block.entries.len() as u64;
+                }
+            }
             newest_first.reverse();
             recovered.first_height = next + 1;
             recovered.committed_blocks = newest_first;

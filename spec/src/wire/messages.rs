@@ -136,7 +136,7 @@ impl<'de> Deserialize<'de> for Element32 {
 /// One replica's FROST round-one commitment (RFC 9591 section 5.1) for
 /// the checkpoint of one block height: its hiding and binding nonce
 /// commitments.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NonceCommitment {
     pub hiding: Element32,
@@ -460,6 +460,39 @@ pub enum ConsensusMessage {
         replica: ReplicaId,
         signers: BoundedVec<SignerCommitment, MAX_REPLICAS>,
         share: Element32,
+        /// `None` for a share made with the sender's nonce for `height`
+        /// (published ahead); the stage for a share made in a recovery
+        /// session (`RecoveryRequest`).
+        recovery_stage: Option<u32>,
+    },
+    /// A nonce commitment for recovering the cluster signature of the
+    /// checkpoint of block `height`, which went unsigned: sent to the
+    /// stage's coordinator (replica `(height + stage) mod n`). Its secret
+    /// lives only in the sender's memory.
+    RecoveryCommitment {
+        replica: ReplicaId,
+        height: u64,
+        stage: u32,
+        commitment: NonceCommitment,
+    },
+    /// A coordinator's recovery session: the members of `signers` sign the
+    /// checkpoint `(size, root)` with the commitments named, each sending a
+    /// `ThresholdShare` with `recovery_stage` set to `stage`.
+    RecoveryRequest {
+        height: u64,
+        size: u64,
+        root: Hash,
+        stage: u32,
+        signers: BoundedVec<SignerCommitment, MAX_REPLICAS>,
+    },
+    /// The cluster signature of the checkpoint `(size, root)` of block
+    /// `height`, sent to a replica that asked to recover it after it had
+    /// formed.
+    ClusterSignature {
+        height: u64,
+        size: u64,
+        root: Hash,
+        signature: Signature64,
     },
 }
 
@@ -479,6 +512,9 @@ impl ConsensusMessage {
             ConsensusMessage::EntryRequest { .. } => "EntryRequest",
             ConsensusMessage::NonceCommitments { .. } => "NonceCommitments",
             ConsensusMessage::ThresholdShare { .. } => "ThresholdShare",
+            ConsensusMessage::RecoveryCommitment { .. } => "RecoveryCommitment",
+            ConsensusMessage::RecoveryRequest { .. } => "RecoveryRequest",
+            ConsensusMessage::ClusterSignature { .. } => "ClusterSignature",
         }
     }
 }

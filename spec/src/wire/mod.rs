@@ -234,6 +234,19 @@ pub fn examples_markdown() -> String {
     use crate::merkle::leaf_hash;
     let hash = leaf_hash(b"example");
     let sig = Signature64([0xab; 64]);
+    // Replicas 0 and 1, each with hiding 32 × 0x11 and binding 32 × 0x22.
+    let two_signers: BoundedVec<SignerCommitment, MAX_REPLICAS> = BoundedVec::new(
+        (0..2)
+            .map(|replica| SignerCommitment {
+                replica,
+                commitment: NonceCommitment {
+                    hiding: Element32([0x11; 32]),
+                    binding: Element32([0x22; 32]),
+                },
+            })
+            .collect(),
+    )
+    .expect("two");
     let qc = QuorumCert {
         epoch: 1,
         round: 6,
@@ -435,19 +448,40 @@ pub fn examples_markdown() -> String {
                 size: 9,
                 root: hash,
                 replica: 1,
-                signers: BoundedVec::new(
-                    (0..2)
-                        .map(|replica| SignerCommitment {
-                            replica,
-                            commitment: NonceCommitment {
-                                hiding: Element32([0x11; 32]),
-                                binding: Element32([0x22; 32]),
-                            },
-                        })
-                        .collect(),
-                )
-                .expect("two"),
+                signers: two_signers.clone(),
                 share: Element32([0x33; 32]),
+                recovery_stage: None,
+            }),
+        ),
+        (
+            "ConsensusMessage::RecoveryCommitment (replica 1, height 40, stage 2, hiding 32 × 0x11, binding 32 × 0x22)",
+            encode(&ConsensusMessage::RecoveryCommitment {
+                replica: 1,
+                height: 40,
+                stage: 2,
+                commitment: NonceCommitment {
+                    hiding: Element32([0x11; 32]),
+                    binding: Element32([0x22; 32]),
+                },
+            }),
+        ),
+        (
+            "ConsensusMessage::RecoveryRequest (height 40, size 9, root leaf_hash(\"example\"), stage 2, signers 0 and 1 with that commitment each)",
+            encode(&ConsensusMessage::RecoveryRequest {
+                height: 40,
+                size: 9,
+                root: hash,
+                stage: 2,
+                signers: two_signers.clone(),
+            }),
+        ),
+        (
+            "ConsensusMessage::ClusterSignature (height 40, size 9, root leaf_hash(\"example\"), signature 64 × 0xab)",
+            encode(&ConsensusMessage::ClusterSignature {
+                height: 40,
+                size: 9,
+                root: hash,
+                signature: sig,
             }),
         ),
     ];
@@ -797,14 +831,60 @@ mod tests {
                 hash(),
                 any::<u16>(),
                 prop::collection::vec((any::<u16>(), any::<[u8; 32]>()), 0..5),
-                any::<[u8; 32]>()
+                any::<[u8; 32]>(),
+                prop::option::of(any::<u32>())
             )
-                .prop_map(|(height, size, root, replica, signers, share)| {
-                    ConsensusMessage::ThresholdShare {
+                .prop_map(
+                    |(height, size, root, replica, signers, share, recovery_stage)| {
+                        ConsensusMessage::ThresholdShare {
+                            height,
+                            size,
+                            root,
+                            replica,
+                            signers: BoundedVec::new(
+                                signers
+                                    .into_iter()
+                                    .map(|(replica, point)| SignerCommitment {
+                                        replica,
+                                        commitment: NonceCommitment {
+                                            hiding: Element32(point),
+                                            binding: Element32([7; 32]),
+                                        },
+                                    })
+                                    .collect(),
+                            )
+                            .unwrap(),
+                            share: Element32(share),
+                            recovery_stage,
+                        }
+                    }
+                ),
+            (any::<u16>(), any::<u64>(), any::<u32>(), any::<[u8; 32]>()).prop_map(
+                |(replica, height, stage, point)| {
+                    ConsensusMessage::RecoveryCommitment {
+                        replica,
+                        height,
+                        stage,
+                        commitment: NonceCommitment {
+                            hiding: Element32(point),
+                            binding: Element32([3; 32]),
+                        },
+                    }
+                }
+            ),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                hash(),
+                any::<u32>(),
+                prop::collection::vec((any::<u16>(), any::<[u8; 32]>()), 0..5)
+            )
+                .prop_map(|(height, size, root, stage, signers)| {
+                    ConsensusMessage::RecoveryRequest {
                         height,
                         size,
                         root,
-                        replica,
+                        stage,
                         signers: BoundedVec::new(
                             signers
                                 .into_iter()
@@ -812,15 +892,24 @@ mod tests {
                                     replica,
                                     commitment: NonceCommitment {
                                         hiding: Element32(point),
-                                        binding: Element32([7; 32]),
+                                        binding: Element32([5; 32]),
                                     },
                                 })
                                 .collect(),
                         )
                         .unwrap(),
-                        share: Element32(share),
                     }
                 }),
+            (any::<u64>(), any::<u64>(), hash(), sig()).prop_map(
+                |(height, size, root, signature)| {
+                    ConsensusMessage::ClusterSignature {
+                        height,
+                        size,
+                        root,
+                        signature,
+                    }
+                }
+            ),
         ]
     }
 
