@@ -70,6 +70,11 @@ pub struct Config {
     /// ms: the signing set answers within a round trip when its members
     /// are honest and up.
     pub cluster_recovery_ms: u64,
+    /// Heights of nonces made at once, kept that many to twice that many
+    /// heights ahead. Default and largest
+    /// [`crate::threshold::NONCE_BATCH_HEIGHTS`] (64); smaller batches
+    /// cost less at start (the fuzz harness uses 2).
+    pub cluster_nonce_batch_heights: u64,
 }
 
 impl Config {
@@ -97,6 +102,7 @@ impl Config {
             status_interval_ms: 5000,
             cluster_share: None,
             cluster_recovery_ms: 500,
+            cluster_nonce_batch_heights: crate::threshold::NONCE_BATCH_HEIGHTS,
         }
     }
 

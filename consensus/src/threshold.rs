@@ -17,7 +17,8 @@ use zeroize::Zeroizing;
 
 /// Heights of nonces a replica generates at once, and how far ahead of
 /// its committed height it keeps them: it publishes the next batch once
-/// fewer than this many heights ahead remain.
+/// fewer than this many heights ahead remain. The default and the
+/// largest `Config::cluster_nonce_batch_heights`.
 pub const NONCE_BATCH_HEIGHTS: u64 = 64;
 
 /// Heights beyond its committed height for which a replica keeps a peer's

@@ -17,9 +17,8 @@ pub struct MonitorArgs {
     /// The log's tiles base URL (what `checkpoint` and `tile/` are under).
     #[arg(long, value_name = "URL")]
     tiles: String,
-    /// The trust policy the checkpoints must satisfy.
-    #[arg(long)]
-    policy: PathBuf,
+    #[command(flatten)]
+    trust: Trust,
     /// Where the verified state is kept between runs; without it every run
     /// verifies the log from its first entry.
     #[arg(long, value_name = "DIR")]
@@ -36,9 +35,8 @@ pub struct MirrorArgs {
     /// The log's tiles base URL.
     #[arg(long, value_name = "URL")]
     tiles: String,
-    /// The trust policy the checkpoints must satisfy.
-    #[arg(long)]
-    policy: PathBuf,
+    #[command(flatten)]
+    trust: Trust,
     /// The mirror: a tiles directory any static web server can serve.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -49,8 +47,39 @@ pub struct MirrorArgs {
     poll_ms: u64,
 }
 
+/// What the checkpoints must satisfy: a tlog-policy, or the log's one key.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct Trust {
+    /// The trust policy the checkpoints must satisfy.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// The log's verifier key alone (a file holding one C2SP vkey line,
+    /// such as a bftlog cluster's `log.vkey`): the policy `log <vkey>`,
+    /// no witnesses.
+    #[arg(long, value_name = "FILE")]
+    log_key: Option<PathBuf>,
+}
+
+impl Trust {
+    fn policy(&self) -> Result<bftlog_spec::policy::Policy> {
+        if let Some(path) = &self.policy {
+            return load_policy(path).map_err(|e| anyhow::anyhow!("{e}"));
+        }
+        let path = self.log_key.as_ref().expect("clap requires one of the two");
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the log key {}", path.display()))?;
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        let (Some(vkey), None) = (lines.next(), lines.next()) else {
+            anyhow::bail!("{}: expected one C2SP vkey line", path.display());
+        };
+        bftlog_spec::policy::Policy::parse(format!("log {vkey}\nquorum none\n").as_bytes())
+            .map_err(|e| anyhow::anyhow!("{}: not a C2SP vkey: {e}", path.display()))
+    }
+}
+
 pub async fn monitor(args: MonitorArgs, json: bool) -> Result<()> {
-    let policy = load_policy(&args.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let policy = args.trust.policy()?;
     let source = TilesSource::new(&args.tiles)?;
     let verified = match &args.state {
         Some(dir) => load_state(dir, &policy)?,
@@ -77,7 +106,7 @@ pub async fn monitor(args: MonitorArgs, json: bool) -> Result<()> {
 }
 
 pub async fn mirror(args: MirrorArgs, json: bool) -> Result<()> {
-    let policy = load_policy(&args.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let policy = args.trust.policy()?;
     let source = TilesSource::new(&args.tiles)?;
     let mut dir = MirrorDir::new(&args.out);
     let verified = dir.load(&policy)?;

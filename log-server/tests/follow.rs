@@ -214,6 +214,28 @@ async fn monitor_and_mirror_follow_a_cluster_through_its_tiles() {
         "{text}"
     );
 
+    // A client that knows the log by its cluster key alone (`log.vkey`):
+    // the served checkpoint carries the cluster signature.
+    let out = bftlog(&[
+        "monitor",
+        "--tiles",
+        &url,
+        "--log-key",
+        s(&dir.join("log.vkey")),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("verified test.example/log from 0 to 1000"),
+        "{text}"
+    );
+    let out = bftlog(&["monitor", "--tiles", &url]);
+    assert!(!out.status.success(), "a policy or a log key is required");
+
     for node in nodes {
         node.shutdown().await.unwrap();
     }

@@ -23,7 +23,7 @@
 //! has the signature gets it (`ClusterSignature`).
 
 use super::*;
-use crate::threshold;
+use crate::threshold::{self, COMMITMENTS_AHEAD_HEIGHTS};
 use bftlog_spec::wire::{NonceCommitment, SignerCommitment};
 use frost_ed25519 as frost;
 
@@ -180,7 +180,17 @@ impl<R: CryptoRng> Replica<R> {
             unsigned.next_stage_at = now + Duration::from_millis(recovery_ms * factor);
             let stage = unsigned.stage;
             unsigned.nonces.retain(|n| n.stage + 1 >= stage);
-            self.offer_recovery_nonce(height, stage);
+            // Shares that arrived in a set this replica had not tried
+            // (a share kept while an earlier set was still open): tried
+            // first.
+            self.combine_complete_sets(height);
+            let signed = self
+                .threshold
+                .as_ref()
+                .is_some_and(|s| s.combined.contains_key(&height));
+            if !signed {
+                self.offer_recovery_nonce(height, stage);
+            }
         }
     }
 
@@ -512,8 +522,11 @@ impl<R: CryptoRng> Replica<R> {
         format!("\n  unsigned {unsigned:?} combined {combined:?}")
     }
 
-    /// A cluster signature from a replica this one asked: verified before
-    /// use, once per sender and height.
+    /// A cluster signature from a coordinator this replica asked:
+    /// verified strictly before use, once per sender and height. Also for
+    /// a height this replica has not committed yet, within the heights
+    /// ahead it keeps commitments for: a valid signature proves that `q`
+    /// replicas, so at least one honest, committed that checkpoint.
     pub(super) fn on_cluster_signature(
         &mut self,
         from: ReplicaId,
@@ -523,18 +536,29 @@ impl<R: CryptoRng> Replica<R> {
         signature: Signature64,
     ) {
         let text = Checkpoint::new(&self.cfg.origin, size, root).format();
+        let committed = self.committed_height;
         let Some(signing) = self.threshold.as_mut() else {
             return;
         };
-        let Some(unsigned) = signing.unsigned.get_mut(&height) else {
-            return;
-        };
-        if (unsigned.size, unsigned.root) != (size, root)
-            || unsigned.signature_from & (1 << from) != 0
-        {
+        if size == 0 || signing.combined.contains_key(&height) {
             return;
         }
-        unsigned.signature_from |= 1 << from;
+        let tried = match signing.unsigned.get_mut(&height) {
+            // A checkpoint other than the one committed here is not taken.
+            Some(unsigned) if (unsigned.size, unsigned.root) != (size, root) => return,
+            Some(unsigned) => &mut unsigned.signature_from,
+            None if height > committed
+                && height <= committed.saturating_add(COMMITMENTS_AHEAD_HEIGHTS) =>
+            {
+                signing.early_signature_from.entry(height).or_default()
+            }
+            // Given up, or a height without entries.
+            None => return,
+        };
+        if *tried & (1 << from) != 0 {
+            return;
+        }
+        *tried |= 1 << from;
         let valid = signing
             .cluster_key
             .verify_strict(

@@ -13,6 +13,7 @@
 
 mod block_store;
 mod checkpoints;
+mod cluster_combine;
 mod cluster_recovery;
 mod commit;
 mod entries;
@@ -299,6 +300,13 @@ impl<R: CryptoRng> Replica<R> {
                 share
                     .check_for(id, cfg.n(), cfg.quorum())
                     .map_err(|e| SetupError::ClusterKey(e.to_string()))?;
+                if !(1..=crate::threshold::NONCE_BATCH_HEIGHTS)
+                    .contains(&cfg.cluster_nonce_batch_heights)
+                {
+                    return Err(SetupError::ClusterKey(
+                        "cluster_nonce_batch_heights must be 1 to 64".into(),
+                    ));
+                }
                 Some(ThresholdSigning::new(share.clone(), cfg.n())?)
             }
             None => None,

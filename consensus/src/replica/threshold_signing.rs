@@ -17,8 +17,8 @@
 use super::*;
 use crate::SentShare;
 use crate::threshold::{
-    self, COMMITMENTS_AHEAD_HEIGHTS, ClusterShare, CombineError, NONCE_BATCH_HEIGHTS, NonceSecret,
-    RECOVERY_WINDOW_HEIGHTS, THRESHOLD_LAG_HEIGHTS,
+    self, COMMITMENTS_AHEAD_HEIGHTS, ClusterShare, NonceSecret, RECOVERY_WINDOW_HEIGHTS,
+    THRESHOLD_LAG_HEIGHTS,
 };
 use bftlog_spec::wire::{Element32, MAX_NONCE_BATCH, NonceCommitment, SignerCommitment};
 use frost_ed25519 as frost;
@@ -50,8 +50,8 @@ pub(super) struct Combined {
 /// used: decoding checks both points' torsion, a scalar multiplication
 /// each, and most commitments published are never used by this replica.
 #[derive(Clone)]
-struct Commitment {
-    wire: NonceCommitment,
+pub(super) struct Commitment {
+    pub(super) wire: NonceCommitment,
     decoded: std::cell::OnceCell<Option<frost::round1::SigningCommitments>>,
 }
 
@@ -71,7 +71,7 @@ impl Commitment {
     }
 
     /// The commitment decoded, if both its points are valid.
-    fn decoded(&self) -> Option<frost::round1::SigningCommitments> {
+    pub(super) fn decoded(&self) -> Option<frost::round1::SigningCommitments> {
         *self
             .decoded
             .get_or_init(|| threshold::from_wire(&self.wire).ok())
@@ -87,6 +87,9 @@ struct ToSign {
 
 /// One replica's cluster-key signing state.
 pub(super) struct ThresholdSigning {
+    /// Per height ahead of the committed one, the replicas whose
+    /// `ClusterSignature` for it was checked (each at most once).
+    pub(super) early_signature_from: BTreeMap<u64, u64>,
     pub(super) share: ClusterShare,
     pub(super) cluster_key: ed25519_dalek::VerifyingKey,
     /// This replica's nonces not used yet, by height.
@@ -95,7 +98,7 @@ pub(super) struct ThresholdSigning {
     generated_end: u64,
     /// Per replica (this one included): its commitments by height, the
     /// first received kept, within the window of heights kept.
-    commitments: Vec<BTreeMap<u64, Commitment>>,
+    pub(super) commitments: Vec<BTreeMap<u64, Commitment>>,
     /// Committed checkpoints this replica is in the signing set of and
     /// has not signed yet (waiting for the set's commitments).
     to_sign: BTreeMap<u64, ToSign>,
@@ -129,6 +132,7 @@ impl ThresholdSigning {
             shares: BTreeMap::new(),
             combined: BTreeMap::new(),
             unsigned: BTreeMap::new(),
+            early_signature_from: BTreeMap::new(),
             answered_start: vec![None; n],
         })
     }
@@ -244,23 +248,24 @@ impl<R: CryptoRng> Replica<R> {
         self.send(Target::All, message);
     }
 
-    /// Keeps nonces for the next [`NONCE_BATCH_HEIGHTS`] to twice that
-    /// many heights: when fewer remain, makes a batch, which goes into
-    /// this input's write before its commitments leave.
+    /// Keeps nonces for the next `cluster_nonce_batch_heights` to twice
+    /// that many heights: when fewer remain, makes a batch, which goes
+    /// into this input's write before its commitments leave.
     fn replenish_nonces(&mut self) {
         let committed = self.committed_height;
+        let batch = self.cfg.cluster_nonce_batch_heights;
         let used_through = self.used_nonce_height();
         let Some(signing) = self.threshold.as_mut() else {
             return;
         };
-        if signing.generated_end > committed + NONCE_BATCH_HEIGHTS {
+        if signing.generated_end > committed + batch {
             return;
         }
         let first = signing
             .generated_end
             .max(committed + 1)
             .max(used_through + 1);
-        let end = committed + 2 * NONCE_BATCH_HEIGHTS + 1;
+        let end = committed + 2 * batch + 1;
         let fresh = threshold::fresh_nonces(&signing.share, &mut self.rng, end - first);
         let mut published = Vec::with_capacity(fresh.len());
         for (height, nonces) in (first..end).zip(fresh) {
@@ -334,6 +339,9 @@ impl<R: CryptoRng> Replica<R> {
                 .shares
                 .retain(|h, _| *h > floor || unsigned.contains_key(h));
             signing.combined = signing.combined.split_off(&(recovery_floor + 1));
+            signing.early_signature_from = signing
+                .early_signature_from
+                .split_off(&(self.committed_height + 1));
         }
         self.sign_ready_checkpoints();
         self.replenish_nonces();
@@ -605,105 +613,6 @@ impl<R: CryptoRng> Replica<R> {
             of_signer.pop_front();
         }
         of_signer.push_back(received.clone());
-        let group: Option<BTreeMap<ReplicaId, Element32>> = received
-            .signers
-            .iter()
-            .map(|s| {
-                at_height.get(&s.replica).and_then(|shares| {
-                    shares
-                        .iter()
-                        .find(|r| same_set(r))
-                        .map(|r| (s.replica, r.share))
-                })
-            })
-            .collect();
-        let Some(group) = group else {
-            return;
-        };
-        let text = Checkpoint::new(&self.cfg.origin, size, root).format();
-        // The set's commitments, decoded: those this replica holds (the
-        // same bytes) as they are, others decoded now.
-        let decoded: Option<Vec<(ReplicaId, frost::round1::SigningCommitments)>> = received
-            .signers
-            .iter()
-            .map(|s| {
-                let known = signing.commitments[s.replica as usize]
-                    .get(&height)
-                    .filter(|c| c.wire == s.commitment);
-                match known {
-                    Some(c) => c.decoded(),
-                    None => threshold::from_wire(&s.commitment).ok(),
-                }
-                .map(|d| (s.replica, d))
-            })
-            .collect();
-        let combined = match decoded {
-            Some(decoded) => threshold::combine(
-                &signing.share.public,
-                &signing.cluster_key,
-                &threshold::signing_package(decoded, text.as_bytes()),
-                &group,
-                text.as_bytes(),
-            ),
-            // A commitment that is not a point: no honest member signed
-            // for this set.
-            None => Err(CombineError::Malformed),
-        };
-        match combined {
-            Ok(signature) => {
-                self.metrics.cluster_signatures += 1;
-                self.cluster_signature_formed(height, size, root, signature);
-            }
-            Err(CombineError::Culprits(culprits)) => {
-                // The bad shares stay: a culprit's next share for this
-                // set is then equivocation, not another aggregation
-                // (each costs several scalar multiplications).
-                for culprit in culprits {
-                    self.metrics.bad_threshold_shares += 1;
-                    self.reject_from(culprit, Rejection::InvalidSignature);
-                    self.exclude_from_recovery(height, culprit);
-                }
-            }
-            Err(CombineError::Malformed) => {
-                // Valid shares of valid commitments that still do not make
-                // a signature: the set is not what its members signed.
-                let signing = self.threshold.as_mut().expect("callers checked");
-                if let Some(at_height) = signing.shares.get_mut(&height) {
-                    for s in &received.signers {
-                        if let Some(shares) = at_height.get_mut(&s.replica) {
-                            shares.retain(|r| !same_set(r));
-                        }
-                    }
-                }
-                self.reject(Rejection::Malformed);
-            }
-        }
-    }
-
-    /// A cluster signature formed for the checkpoint of `height` (combined
-    /// here, or received and verified): no more work on the height, and
-    /// the quorum note of that checkpoint carries it.
-    pub(super) fn cluster_signature_formed(
-        &mut self,
-        height: u64,
-        size: u64,
-        root: Hash,
-        signature: Signature64,
-    ) {
-        let signing = self.threshold.as_mut().expect("callers checked");
-        signing.combined.insert(
-            height,
-            Combined {
-                size,
-                root,
-                signature,
-                sent_to: 0,
-            },
-        );
-        signing.shares.remove(&height);
-        signing.unsigned.remove(&height);
-        let line = self.checkpoints.cluster_line(size, root, signature);
-        self.checkpoint_events
-            .push(CheckpointEvent::ClusterSigned { size, root, line });
+        self.combine_set(height, &received);
     }
 }

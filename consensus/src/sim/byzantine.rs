@@ -73,10 +73,11 @@ pub enum Behaviour {
     /// get in.
     ForwardFlood,
     /// Sends every cluster-key share altered: combiners must name it
-    /// (FROST's identifiable abort) and drop it.
+    /// (FROST's identifiable abort) and drop it; answering a recovery, sends
+    /// altered cluster signatures.
     BadShares,
     /// Never sends its cluster-key shares, though it votes and so is in
-    /// signing sets.
+    /// signing sets, nor the cluster signature to a replica recovering one.
     WithholdShares,
     /// Sends half the replicas its nonce commitments with hiding and
     /// binding swapped (valid points, another commitment for the same
@@ -345,15 +346,24 @@ pub(super) fn tamper(
         },
         Behaviour::BadShares => {
             let mut out = out;
-            if let ConsensusMessage::ThresholdShare { share, .. } = &mut out.message {
-                // Still a canonical scalar (the top byte stays small), so
-                // only the combination can tell.
-                share.0[0] ^= 1 << sim.rng.random_range(0..8);
+            match &mut out.message {
+                ConsensusMessage::ThresholdShare { share, .. } => {
+                    // Still a canonical scalar (the top byte stays small),
+                    // so only the combination can tell.
+                    share.0[0] ^= 1 << sim.rng.random_range(0..8);
+                }
+                // Answering a recovery: a signature that does not verify.
+                ConsensusMessage::ClusterSignature { signature, .. } => {
+                    signature.0[0] ^= 1 << sim.rng.random_range(0..8);
+                }
+                _ => {}
             }
             vec![out]
         }
         Behaviour::WithholdShares => match out.message {
-            ConsensusMessage::ThresholdShare { .. } => Vec::new(),
+            ConsensusMessage::ThresholdShare { .. } | ConsensusMessage::ClusterSignature { .. } => {
+                Vec::new()
+            }
             _ => vec![out],
         },
         Behaviour::MisleadRecovery => match out.message {

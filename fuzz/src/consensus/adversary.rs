@@ -558,7 +558,7 @@ impl Adversary {
             }
             18 => {
                 if input.u8().is_multiple_of(4) {
-                    self.node.restart(&self.cfg, self.now, &mut self.checker);
+                    self.node.restart(self.now, &mut self.checker);
                 }
             }
             _ => {

@@ -15,9 +15,10 @@ pub fn cluster(input: &mut Input) -> Progress {
     let quorum = cfg.quorum();
     let mut now = Duration::from_millis(1);
     let mut nodes: Vec<Process> = (0..REPLICAS)
-        .map(|i| Process::new(&cfg, i as ReplicaId, now))
+        .map(|i| Process::new(&cluster_config(i as ReplicaId), i as ReplicaId, now))
         .collect();
-    let mut checker = Checker::new(&cfg, (0..REPLICAS as ReplicaId).collect());
+    let mut checker = Checker::new(&cfg, (0..REPLICAS as ReplicaId).collect())
+        .with_cluster_key(cluster_verifier(), false);
     let mut net: Vec<InFlight> = Vec::new();
     let flush =
         |nodes: &mut Vec<Process>, i: usize, checker: &mut Checker, net: &mut Vec<InFlight>| {
@@ -103,7 +104,7 @@ pub fn cluster(input: &mut Input) -> Progress {
             13 => {
                 let i = input.below(REPLICAS);
                 if input.u8().is_multiple_of(4) {
-                    nodes[i].restart(&cfg, now, &mut checker);
+                    nodes[i].restart(now, &mut checker);
                     net.retain(|m| m.to != i || input.bool());
                     flush(&mut nodes, i, &mut checker, &mut net);
                 }

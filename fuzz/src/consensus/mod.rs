@@ -15,13 +15,15 @@
 //!   in a round it timed out in, never two roots for one size, commits that
 //!   extend each other, and quorum checkpoints that really carry a quorum
 //!   of valid signatures.
-//! - [`cluster`]: four honest replicas; the input is the schedule (which
+//! - [`cluster`]: four honest replicas with a cluster key (nonce batches
+//!   of 2, so starting costs little); the input is the schedule (which
 //!   message is delivered, dropped or duplicated, whose timer fires, whose
 //!   write completes, who crashes). Besides the checks above, the
 //!   simulator's [`Checker`] must see no safety violation: committed logs
-//!   are prefixes of one another, quorum checkpoints match them, and no
-//!   replica proposes twice in a round; a leader's proposal leaves only once
-//!   its vote in the round before is durable (its own vote for it, in
+//!   are prefixes of one another, quorum checkpoints match them, no
+//!   replica proposes twice in a round, no nonce signs two messages, and
+//!   every cluster signature verifies; a leader's proposal leaves only
+//!   once its vote in the round before is durable (its own vote for it, in
 //!   round 1). Liveness is not checked: the schedule may be unfair.
 //! - [`simulate`]: the simulator itself, with its seed and fault plan (delays,
 //!   loss, duplication, partitions, crashes, Byzantine replicas within f)
@@ -38,6 +40,7 @@ use std::time::Duration;
 
 use bftlog_consensus::crypto::{self, Signer};
 use bftlog_consensus::sim::{ALL_BEHAVIOURS, Checker, Scenario, Sim};
+use bftlog_consensus::threshold::{ClusterShare, NonceSecret};
 use bftlog_consensus::{
     CheckpointEvent, ClientId, Config, Outgoing, PersistRequest, Recovered, Replica, SafetyState,
     Target,
@@ -74,6 +77,15 @@ pub fn run(data: &[u8]) -> Progress {
 }
 
 static CONFIG: LazyLock<Config> = LazyLock::new(make_config);
+/// The cluster key of mode 1, dealt once.
+static CLUSTER_SHARES: LazyLock<Vec<ClusterShare>> = LazyLock::new(|| {
+    bftlog_consensus::threshold::deal(
+        REPLICAS as u16,
+        CONFIG.quorum() as u16,
+        &mut StdRng::seed_from_u64(0xc1a5),
+    )
+    .expect("a valid threshold")
+});
 static KEYS: LazyLock<KeyRing> = LazyLock::new(|| replica_keyring(&CONFIG));
 
 /// The cluster the core runs in: small limits, so pruning, windows,
@@ -105,6 +117,22 @@ pub(super) fn make_config() -> Config {
     cfg
 }
 
+/// Replica `id`'s configuration in mode 1: [`config`] with its share of
+/// the cluster key.
+pub(super) fn cluster_config(id: ReplicaId) -> Config {
+    let mut cfg = config();
+    cfg.cluster_share = Some(CLUSTER_SHARES[id as usize].clone());
+    cfg.cluster_nonce_batch_heights = 2;
+    cfg.cluster_recovery_ms = 200;
+    cfg
+}
+
+/// The cluster key of mode 1.
+pub(super) fn cluster_verifier() -> VerifierKey {
+    let key = CLUSTER_SHARES[0].verifying_key().expect("a valid key");
+    VerifierKey::new(ORIGIN, KeyType::Ed25519, key).expect("a valid origin")
+}
+
 pub(super) fn replica_keyring(cfg: &Config) -> KeyRing {
     KeyRing::from_keys(
         cfg.replicas
@@ -117,11 +145,14 @@ pub(super) fn replica_keyring(cfg: &Config) -> KeyRing {
 /// One simulated process: a replica plus what its disk holds.
 struct Process {
     id: ReplicaId,
+    cfg: Config,
     replica: Replica<StdRng>,
     /// Writes requested and not yet durable, oldest first.
     unacked: VecDeque<PersistRequest>,
     durable_safety: SafetyState,
     durable_voted: BTreeMap<u64, Vec<Block>>,
+    /// Cluster-key nonces that are durable, by height.
+    durable_nonces: BTreeMap<u64, NonceSecret>,
     /// Committed blocks that are durable.
     committed: Vec<Block>,
     /// Commits not durable yet, each with the token of the write that
@@ -140,13 +171,26 @@ struct Process {
 impl Process {
     pub(super) fn new(cfg: &Config, id: ReplicaId, now: Duration) -> Self {
         let durable_safety = SafetyState::genesis(cfg.epoch);
-        let replica = start(cfg, id, &durable_safety, &BTreeMap::new(), &[], 0, now);
+        let replica = start(
+            cfg,
+            id,
+            Disk {
+                safety: &durable_safety,
+                voted: &BTreeMap::new(),
+                nonces: &BTreeMap::new(),
+                committed: &[],
+            },
+            0,
+            now,
+        );
         Process {
             id,
+            cfg: cfg.clone(),
             replica,
             unacked: VecDeque::new(),
             durable_safety,
             durable_voted: BTreeMap::new(),
+            durable_nonces: BTreeMap::new(),
             committed: Vec::new(),
             pending_commits: Vec::new(),
             last_token: 0,
@@ -158,7 +202,7 @@ impl Process {
     /// Crash (unacknowledged writes and the commits they would have made
     /// durable are lost) and restart from disk. The checker learns the
     /// durable log's size: lost commits come again and are checked again.
-    pub(super) fn restart(&mut self, cfg: &Config, now: Duration, checker: &mut Checker) {
+    pub(super) fn restart(&mut self, now: Duration, checker: &mut Checker) {
         self.unacked.clear();
         self.pending_commits.clear();
         self.last_token = 0;
@@ -166,11 +210,14 @@ impl Process {
         let durable_size: usize = self.committed.iter().map(|b| b.entries.len()).sum();
         checker.restarted(self.id, durable_size as u64);
         self.replica = start(
-            cfg,
+            &self.cfg,
             self.id,
-            &self.durable_safety,
-            &self.durable_voted,
-            &self.committed,
+            Disk {
+                safety: &self.durable_safety,
+                voted: &self.durable_voted,
+                nonces: &self.durable_nonces,
+                committed: &self.committed,
+            },
             self.restarts,
             now,
         );
@@ -179,6 +226,10 @@ impl Process {
     /// The oldest outstanding write completes.
     pub(super) fn ack_one(&mut self) {
         if let Some(p) = self.unacked.pop_front() {
+            self.durable_nonces.extend(p.nonces);
+            // The store drops nonces its last share retired.
+            let used_through = p.state.last_share.as_ref().map_or(0, |s| s.height);
+            self.durable_nonces = self.durable_nonces.split_off(&(used_through + 1));
             self.durable_safety = p.state;
             for (_, b) in p.blocks {
                 self.durable_voted
@@ -275,8 +326,23 @@ impl Process {
                     }
                     self.quorums += 1;
                 }
-                // No cluster key in these modes.
-                CheckpointEvent::ClusterSigned { .. } => {}
+                CheckpointEvent::ClusterSigned { size, root, line } => {
+                    let share = self
+                        .cfg
+                        .cluster_share
+                        .as_ref()
+                        .expect("only a replica with a share signs");
+                    let key = share.verifying_key().expect("a valid key");
+                    let text = Checkpoint::new(ORIGIN, *size, *root).format();
+                    let signature = ed25519_dalek::Signature::from_bytes(
+                        &line.signature.clone().try_into().expect("64 bytes"),
+                    );
+                    // Peers holding a quorum of keys (mode 0 has no
+                    // cluster key) cannot make one; honest ones must not
+                    // make a bad one.
+                    key.verify_strict(text.as_bytes(), &signature)
+                        .expect("a cluster signature verifies strictly");
+                }
             }
         }
         let mut sent = Vec::with_capacity(step.sends.len());
@@ -334,19 +400,35 @@ impl Process {
     }
 }
 
+/// What a process's disk holds when it starts.
+pub(super) struct Disk<'a> {
+    safety: &'a SafetyState,
+    voted: &'a BTreeMap<u64, Vec<Block>>,
+    nonces: &'a BTreeMap<u64, NonceSecret>,
+    committed: &'a [Block],
+}
+
 pub(super) fn start(
     cfg: &Config,
     id: ReplicaId,
-    safety: &SafetyState,
-    voted: &BTreeMap<u64, Vec<Block>>,
-    committed: &[Block],
+    disk: Disk,
     incarnation: u64,
     now: Duration,
 ) -> Replica<StdRng> {
+    let Disk {
+        safety,
+        voted,
+        nonces,
+        committed,
+    } = disk;
     let mut tree = CompactRange::new();
-    for b in committed {
+    let mut recent_checkpoints = Vec::new();
+    for (i, b) in committed.iter().enumerate() {
         for e in b.entries.iter() {
             tree.append(merkle::leaf_hash(e));
+        }
+        if !b.entries.is_empty() {
+            recent_checkpoints.push((i as u64 + 1, tree.size(), tree.root()));
         }
     }
     let recovered = Recovered {
@@ -355,9 +437,8 @@ pub(super) fn start(
         committed_blocks: committed.to_vec(),
         first_height: 1,
         voted_blocks: voted.values().flatten().cloned().collect(),
-        // No cluster key here (the simulator target deals one).
-        nonces: Vec::new(),
-        recent_checkpoints: Vec::new(),
+        nonces: nonces.iter().map(|(h, n)| (*h, n.clone())).collect(),
+        recent_checkpoints,
     };
     Replica::new(
         cfg.clone(),

@@ -19,7 +19,6 @@ use tracing::debug;
 
 use super::shared::{AppendOutcome, CoreInput, ServedCheckpoint, Shared};
 use crate::admission::{Charge, Refusal};
-use crate::config::Cluster;
 use crate::net::{self, FrameReadError};
 use crate::storage::ReadError;
 use crate::storage::{Store, StoreError};
@@ -281,7 +280,7 @@ async fn handle_request(
         ClientRequest::AppendMultiproof { entries } => {
             append(shared, caller, entries.into_inner()).await
         }
-        ClientRequest::GetCheckpoint => match served_checkpoint(&store, &shared.cfg.cluster) {
+        ClientRequest::GetCheckpoint => match served_checkpoint(shared) {
             Ok(Some((_, note))) => ClientResponse::Checkpoint {
                 note: BoundedBytes::new(note.into_bytes()).expect("stored notes are bounded"),
             },
@@ -368,14 +367,14 @@ async fn handle_request(
 /// The checkpoint handed to clients: the latest one whose witness
 /// cosignatures meet the policy when the cluster waits for witnesses, else
 /// the latest quorum checkpoint (with whatever cosignatures it has).
-pub(super) fn served_checkpoint(
-    store: &Store,
-    cluster: &Cluster,
-) -> Result<Option<(u64, String)>, StoreError> {
-    if cluster.receipts_wait_for_witnesses() {
-        store.latest_witnessed_checkpoint()
-    } else {
-        store.latest_checkpoint()
+pub(super) fn served_checkpoint(shared: &Shared) -> Result<Option<(u64, String)>, StoreError> {
+    let store = &shared.store;
+    if shared.cfg.cluster.receipts_wait_for_witnesses() {
+        return store.latest_witnessed_checkpoint();
+    }
+    match shared.served_checkpoint_size.load(Ordering::Acquire) {
+        0 => store.latest_checkpoint(),
+        size => Ok(store.checkpoint_at(size)?.map(|note| (size, note))),
     }
 }
 

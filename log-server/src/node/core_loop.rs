@@ -3,7 +3,7 @@
 //! the input to the core, then drains the core's steps until it is quiet
 //! (see the module docs of `node` for the order of a step).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -75,7 +75,7 @@ pub(super) fn spawn(
                 latest_checkpoint: None,
                 latest_witnessed: None,
                 latest_cluster_signed: None,
-                unsigned_since: None,
+                awaiting_cluster: VecDeque::new(),
                 witness_notified: (0, false),
                 commit_times: std::collections::VecDeque::new(),
                 rejection_logged: HashMap::new(),
@@ -145,9 +145,12 @@ struct CoreLoop {
     latest_witnessed: Option<ServedCheckpoint>,
     /// Latest stored checkpoint carrying the cluster signature.
     latest_cluster_signed: Option<ServedCheckpoint>,
-    /// Since when the latest checkpoint has lacked the cluster signature
-    /// (with a cluster key only).
-    unsigned_since: Option<Duration>,
+    /// With a cluster key: the stored checkpoints newer than
+    /// `latest_cluster_signed`, by increasing size, with when each was
+    /// stored. An entry's receipt waits [`CLUSTER_SIGNATURE_WAIT`] from
+    /// the storing of the first checkpoint covering it. Only the newest
+    /// one stored that long ago matters, so older ones are dropped.
+    awaiting_cluster: VecDeque<(u64, Duration)>,
     /// The largest size sent to the witness tasks, and whether that note
     /// carried the cluster signature (a witness that knows the log by its
     /// cluster key alone needs the note again once it does).
@@ -179,6 +182,14 @@ impl CoreLoop {
             .latest_checkpoint
             .clone()
             .filter(|c| self.is_cluster_signed(&c.note));
+        if let Some(latest) = &self.latest_checkpoint {
+            if self.shared.cfg.cluster.cluster_key.is_some() && self.latest_cluster_signed.is_none()
+            {
+                // Its entries' receipts wait from now.
+                self.awaiting_cluster.push_back((latest.size, self.now()));
+            }
+        }
+        self.publish_served();
         self.drive()?;
         loop {
             let now = self.now();
@@ -211,9 +222,11 @@ impl CoreLoop {
                 self.replica.handle_timeout(now);
             }
             self.expire_waiters(now);
-            if self.unsigned_since.is_some() {
-                // Receipts held for the cluster signature go at its wait.
+            if !self.awaiting_cluster.is_empty() {
+                // Receipts held for the cluster signature go at its wait,
+                // and so does the served checkpoint.
                 self.answer_covered();
+                self.publish_served();
             }
             self.drive()?;
             let took = step.elapsed();
@@ -365,7 +378,7 @@ impl CoreLoop {
     fn indexed(&mut self, id: u64) {
         let waiter = &self.waiters.requests[&id];
         let highest = waiter.indexes.iter().map(|i| i.expect("indexed")).max();
-        let covered_below = self.receipt_checkpoint().map_or(0, |c| c.size);
+        let covered_below = self.covered_below();
         match highest {
             Some(h) if h < covered_below => self.answer(id),
             // Answered by `answer_covered` once a checkpoint covers it (an
@@ -379,7 +392,16 @@ impl CoreLoop {
 
     /// Answers a request whose entries the receipt checkpoint covers.
     fn answer(&mut self, id: u64) {
-        let Some(checkpoint) = self.receipt_checkpoint().cloned() else {
+        let Some(highest) = self.waiters.requests.get(&id).map(|w| {
+            w.indexes
+                .iter()
+                .map(|i| i.expect("indexed"))
+                .max()
+                .unwrap_or(0)
+        }) else {
+            return;
+        };
+        let Some(checkpoint) = self.receipt_checkpoint(highest).cloned() else {
             return;
         };
         if let Some(waiter) = self.waiters.take(id) {
@@ -579,46 +601,41 @@ impl CoreLoop {
         })
     }
 
-    /// Records a stored quorum checkpoint as the latest, and whether it
-    /// carries the cluster signature.
-    fn set_latest(&mut self, checkpoint: ServedCheckpoint) {
-        let metrics = &self.shared.metrics;
-        let since_commit = self
-            .commit_times
-            .binary_search_by_key(&checkpoint.size, |(size, _)| *size)
+    /// Microseconds from the commit that made a tree of `size` to now,
+    /// if that commit is among those remembered.
+    fn since_commit_micros(&self, size: u64) -> Option<u64> {
+        self.commit_times
+            .binary_search_by_key(&size, |(s, _)| *s)
             .ok()
             .map(|i| {
                 self.now()
                     .saturating_sub(self.commit_times[i].1)
                     .as_micros() as u64
-            });
-        let cluster_signed = self.is_cluster_signed(&checkpoint.note);
-        let newly_signed = cluster_signed
-            && self
-                .latest_cluster_signed
-                .as_ref()
-                .is_none_or(|c| c.size < checkpoint.size);
-        if let Some(micros) = since_commit {
-            if checkpoint.size > self.latest_checkpoint_size() {
+            })
+    }
+
+    /// Records a stored quorum checkpoint as the latest, and whether it
+    /// carries the cluster signature.
+    fn set_latest(&mut self, checkpoint: ServedCheckpoint) {
+        if checkpoint.size > self.latest_checkpoint_size() {
+            if let Some(micros) = self.since_commit_micros(checkpoint.size) {
+                let metrics = &self.shared.metrics;
                 metrics.quorum_checkpoints.fetch_add(1, Ordering::Relaxed);
                 metrics
                     .quorum_checkpoint_lag_micros
                     .fetch_add(micros, Ordering::Relaxed);
             }
-            if newly_signed {
-                metrics
-                    .cluster_signed_checkpoints
-                    .fetch_add(1, Ordering::Relaxed);
-                metrics
-                    .cluster_signature_lag_micros
-                    .fetch_add(micros, Ordering::Relaxed);
-            }
         }
-        if cluster_signed {
-            self.latest_cluster_signed = Some(checkpoint.clone());
-            self.unsigned_since = None;
-        } else if self.shared.cfg.cluster.cluster_key.is_some() && self.unsigned_since.is_none() {
-            self.unsigned_since = Some(self.now());
+        if self.is_cluster_signed(&checkpoint.note) {
+            self.cluster_signed_stored(&checkpoint);
+        } else if self.shared.cfg.cluster.cluster_key.is_some()
+            && self
+                .awaiting_cluster
+                .back()
+                .is_none_or(|(size, _)| *size < checkpoint.size)
+        {
+            let now = self.now();
+            self.awaiting_cluster.push_back((checkpoint.size, now));
         }
         if self
             .latest_witnessed
@@ -628,6 +645,36 @@ impl CoreLoop {
             self.latest_witnessed = Some(checkpoint.clone());
         }
         self.latest_checkpoint = Some(checkpoint);
+    }
+
+    /// A stored checkpoint now carries the cluster signature (when it was
+    /// stored, or later): counted with its lag from commit, and if it is
+    /// the newest such, what receipts take.
+    fn cluster_signed_stored(&mut self, checkpoint: &ServedCheckpoint) {
+        if self
+            .latest_cluster_signed
+            .as_ref()
+            .is_some_and(|c| c.size >= checkpoint.size)
+        {
+            return;
+        }
+        if let Some(micros) = self.since_commit_micros(checkpoint.size) {
+            let metrics = &self.shared.metrics;
+            metrics
+                .cluster_signed_checkpoints
+                .fetch_add(1, Ordering::Relaxed);
+            metrics
+                .cluster_signature_lag_micros
+                .fetch_add(micros, Ordering::Relaxed);
+        }
+        while self
+            .awaiting_cluster
+            .front()
+            .is_some_and(|(size, _)| *size <= checkpoint.size)
+        {
+            self.awaiting_cluster.pop_front();
+        }
+        self.latest_cluster_signed = Some(checkpoint.clone());
     }
 
     /// Adds the signatures of `note` that this replica's quorum note of
@@ -689,11 +736,16 @@ impl CoreLoop {
         let text = merged.format();
         batch.checkpoints.retain(|(s, _)| *s != size);
         batch.checkpoints.push((size, text.clone()));
+        let checkpoint = ServedCheckpoint {
+            size,
+            note: text.into(),
+        };
         if size == self.latest_checkpoint_size() {
-            self.set_latest(ServedCheckpoint {
-                size,
-                note: text.into(),
-            });
+            self.set_latest(checkpoint);
+        } else if self.is_cluster_signed(&checkpoint.note) {
+            // An older checkpoint: receipts of the entries it covers need
+            // not wait for the latest's cluster signature.
+            self.cluster_signed_stored(&checkpoint);
         }
     }
 
@@ -817,8 +869,9 @@ impl CoreLoop {
                 }
             }
         }
-        if let Some((size, note)) = batch.checkpoints.last() {
+        if let Some((size, note)) = batch.checkpoints.iter().max_by_key(|(size, _)| *size) {
             self.answer_covered();
+            self.publish_served();
             let signed = self.is_cluster_signed(note);
             let (notified_size, notified_signed) = self.witness_notified;
             if *size > notified_size || (*size == notified_size && signed && !notified_signed) {
@@ -834,32 +887,77 @@ impl CoreLoop {
         self.latest_checkpoint.as_ref().map_or(0, |c| c.size)
     }
 
-    /// The checkpoint receipts are built on: the latest whose witness
-    /// cosignatures meet the policy when the cluster waits for witnesses,
-    /// else the latest quorum checkpoint. An entry's request is answered
-    /// once this covers the entry.
-    ///
-    /// With a cluster key, receipts take the latest checkpoint once it
-    /// carries the cluster signature, or once it has waited
-    /// [`CLUSTER_SIGNATURE_WAIT`] for it; until then, the latest that
-    /// carries it.
-    fn receipt_checkpoint(&self) -> Option<&ServedCheckpoint> {
+    /// Entries below this size can be answered now: those the latest
+    /// checkpoint whose witness cosignatures meet the policy covers, when
+    /// the cluster waits for witnesses; else those the latest quorum
+    /// checkpoint covers. With a cluster key, only those the latest
+    /// checkpoint carrying the cluster signature covers, and those whose
+    /// first covering checkpoint was stored [`CLUSTER_SIGNATURE_WAIT`] ago
+    /// or more.
+    fn covered_below(&self) -> u64 {
+        let size = |c: &Option<ServedCheckpoint>| c.as_ref().map_or(0, |c| c.size);
+        if self.shared.cfg.cluster.receipts_wait_for_witnesses() {
+            return size(&self.latest_witnessed);
+        }
+        if self.shared.cfg.cluster.cluster_key.is_none() {
+            return self.latest_checkpoint_size();
+        }
+        size(&self.latest_cluster_signed).max(self.waited_below())
+    }
+
+    /// The checkpoint a receipt whose highest entry is `highest` is built
+    /// on, once [`Self::covered_below`] covers it: the latest carrying the
+    /// cluster signature if that covers it, else the latest.
+    fn receipt_checkpoint(&self, highest: u64) -> Option<&ServedCheckpoint> {
         if self.shared.cfg.cluster.receipts_wait_for_witnesses() {
             return self.latest_witnessed.as_ref();
         }
-        match self.unsigned_since {
-            Some(since) if self.now().saturating_sub(since) < CLUSTER_SIGNATURE_WAIT => {
-                self.latest_cluster_signed.as_ref()
+        self.latest_cluster_signed
+            .as_ref()
+            .filter(|c| highest < c.size)
+            .or(self.latest_checkpoint.as_ref())
+    }
+
+    /// Publishes which stored checkpoint is served as the latest: with a
+    /// cluster key, the latest carrying the cluster signature, so that a
+    /// client knowing the log by that key alone can check it, unless a
+    /// newer one has waited [`CLUSTER_SIGNATURE_WAIT`] for it (then the
+    /// latest, as for receipts). Called once what it names is durable.
+    fn publish_served(&self) {
+        let size = match &self.latest_cluster_signed {
+            Some(signed)
+                if self.shared.cfg.cluster.cluster_key.is_some() && self.waited_below() == 0 =>
+            {
+                signed.size
             }
-            _ => self.latest_checkpoint.as_ref(),
-        }
+            _ => self.latest_checkpoint_size(),
+        };
+        self.shared
+            .served_checkpoint_size
+            .store(size, Ordering::Release);
+    }
+
+    /// With a cluster key: entries below this size have waited
+    /// [`CLUSTER_SIGNATURE_WAIT`] since a checkpoint covering them was
+    /// stored (0 if none has).
+    fn waited_below(&self) -> u64 {
+        let due = self.now().saturating_sub(CLUSTER_SIGNATURE_WAIT);
+        self.awaiting_cluster
+            .iter()
+            .take_while(|(_, stored)| *stored <= due)
+            .last()
+            .map_or(0, |(size, _)| *size)
     }
 
     fn answer_covered(&mut self) {
+        let due = self.now().saturating_sub(CLUSTER_SIGNATURE_WAIT);
+        while self.awaiting_cluster.len() >= 2 && self.awaiting_cluster[1].1 <= due {
+            self.awaiting_cluster.pop_front();
+        }
         let covered: Vec<u64> = self
             .waiters
             .by_index
-            .range(..self.receipt_checkpoint().map_or(0, |c| c.size))
+            .range(..self.covered_below())
             .map(|(i, _)| *i)
             .collect();
         for index in covered {

@@ -174,6 +174,7 @@ impl Node {
             ),
             outboxes,
             oldest_retained_height: AtomicU64::new(replica.oldest_retained_height()),
+            served_checkpoint_size: AtomicU64::new(0),
             storage_sync_rate: sync_from_storage::StorageSyncRate::new(&cfg.consensus),
             peer_message_rate: queues::PeerMessageRate::new(n, cfg.queues.peer_messages_per_s),
             connections: connections::ConnectionTable::new(&cfg.limits, &cfg.cluster.addresses),

@@ -156,6 +156,10 @@ pub(crate) struct Shared {
     /// The lowest committed height the core holds in memory, as of its
     /// last step: sync below it is served from storage.
     pub oldest_retained_height: AtomicU64,
+    /// The size of the stored checkpoint served as the latest
+    /// (`/checkpoint`, `GetCheckpoint`, published tiles), set by the core
+    /// loop once durable; 0 until its first step (the latest stored).
+    pub served_checkpoint_size: AtomicU64,
     pub storage_sync_rate: StorageSyncRate,
     pub peer_message_rate: PeerMessageRate,
     /// Client connections open, in all and per address.

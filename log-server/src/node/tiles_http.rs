@@ -173,7 +173,7 @@ async fn answer(
         return plain(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD\n");
     }
     if path == "/checkpoint" {
-        return match served_checkpoint(&shared.store, &shared.cfg.cluster) {
+        return match served_checkpoint(shared) {
             Ok(Some((_, note))) => Response::builder()
                 .header("content-type", "text/plain; charset=utf-8")
                 .header("cache-control", CHECKPOINT_CACHE)

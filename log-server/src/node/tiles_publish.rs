@@ -126,15 +126,14 @@ pub(crate) async fn run(shared: Arc<Shared>, store: Arc<dyn ObjectStore>, prefix
             last_recheck = tokio::time::Instant::now();
             if let Ok(remote) = remote_size(&*store, &checkpoint_path, &shared).await
                 && remote < published
-                && let Ok(Some((size, note))) =
-                    served_checkpoint(&shared.store, &shared.cfg.cluster)
+                && let Ok(Some((size, note))) = served_checkpoint(&shared)
                 && size >= published
             {
                 let _ = publish(&shared, &store, &prefix, published, size, note).await;
                 published = size;
             }
         }
-        let latest = match served_checkpoint(&shared.store, &shared.cfg.cluster) {
+        let latest = match served_checkpoint(&shared) {
             Ok(Some(latest)) => latest,
             Ok(None) => continue,
             Err(e) => {
