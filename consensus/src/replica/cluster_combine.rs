@@ -102,12 +102,21 @@ impl<R: CryptoRng> Replica<R> {
     }
 
     /// Combines each set of `height` whose shares are all here, until the
-    /// signature forms (a set found bad is dropped and the next tried).
+    /// signature forms. Sets with a member named bad are not tried again
+    /// (their shares stay, so each try would repeat the aggregation).
     pub(super) fn combine_complete_sets(&mut self, height: u64) {
         let Some(sets) = self.threshold.as_ref().and_then(|s| {
             let at_height = s.shares.get(&height)?;
+            let unsigned = s.unsigned.get(&height)?;
             let mut sets: Vec<ReceivedShare> = Vec::new();
             for share in at_height.values().flatten() {
+                if share
+                    .signers
+                    .iter()
+                    .any(|m| unsigned.is_excluded(m.replica))
+                {
+                    continue;
+                }
                 if !sets.iter().any(|k| {
                     k.size == share.size && k.root == share.root && k.signers == share.signers
                 }) {

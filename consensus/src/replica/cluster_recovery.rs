@@ -7,23 +7,24 @@
 //! coordinator (replica `(height + stage) mod n`) that runs ROAST's
 //! sessions:
 //!
-//! - each replica sends the coordinator a commitment to a fresh nonce
+//! - each replica sends all a commitment to a fresh nonce
 //!   held only in its memory (`RecoveryCommitment`): a crash loses the
 //!   nonce, so it can never sign twice;
 //! - once `t` members it does not know as culprits are ready, the
 //!   coordinator names them and their commitments (`RecoveryRequest`);
-//! - each member signs with that nonce, forgets it, sends its share to
-//!   all and a commitment to a new nonce to the coordinator, which takes
-//!   the member as ready again once its share for the last session is in.
+//! - each member signs with that nonce, forgets it, and sends all its
+//!   share and a commitment to a new nonce; the coordinator takes the
+//!   member as ready again once its share for the last session is in.
 //!
 //! A member that withholds its share is never ready again, and a bad share
 //! names its sender, so with at most f faulty replicas a coordinator's
 //! sessions succeed within `n - t + 1`. A faulty coordinator is passed
-//! over at the next stage. A replica that asks a coordinator that already
+//! over at the next stage. Stages drift (each replica times them from its
+//! own commit); a replica behind f + 1 others' stages catches up. A replica that asks a coordinator that already
 //! has the signature gets it (`ClusterSignature`).
 
 use super::*;
-use crate::threshold::{self, COMMITMENTS_AHEAD_HEIGHTS};
+use crate::threshold;
 use bftlog_spec::wire::{NonceCommitment, SignerCommitment};
 use frost_ed25519 as frost;
 
@@ -62,8 +63,13 @@ pub(super) struct Unsigned {
     /// This replica's unused nonces, for its current stage and the one
     /// before (a coordinator a little behind may still ask for it).
     nonces: Vec<RecoveryNonce>,
-    /// The stage this replica last signed in, and how many times.
-    signed: (u32, u32),
+    /// Per stage (the current one and the one before): how many times
+    /// this replica signed in it.
+    signed: Vec<(u32, u32)>,
+    /// Per replica: the highest stage its recovery commitments for this
+    /// height named (this replica's own included), so a replica whose
+    /// stages lag behind those of f + 1 others catches up.
+    stages: Vec<u32>,
     /// Replicas whose share for this height FROST named bad.
     excluded: u64,
     /// This replica's sessions, when it coordinates a stage.
@@ -73,7 +79,7 @@ pub(super) struct Unsigned {
 }
 
 impl Unsigned {
-    fn is_excluded(&self, replica: ReplicaId) -> bool {
+    pub(super) fn is_excluded(&self, replica: ReplicaId) -> bool {
         self.excluded & (1 << replica) != 0
     }
 }
@@ -87,13 +93,15 @@ impl<R: CryptoRng> Replica<R> {
 
     /// The coordinator of `stage` of the recovery of `height`.
     fn coordinator(&self, height: u64, stage: u32) -> ReplicaId {
-        ((height + u64::from(stage)) % self.cfg.n() as u64) as ReplicaId
+        let n = self.cfg.n() as u64;
+        ((height % n + u64::from(stage) % n) % n) as ReplicaId
     }
 
     /// Notes a committed checkpoint as unsigned until its cluster
     /// signature forms.
     pub(super) fn track_unsigned(&mut self, height: u64, size: u64, root: Hash) {
         let start = self.now + Duration::from_millis(self.cfg.cluster_recovery_ms);
+        let n = self.cfg.n();
         let Some(signing) = self.threshold.as_mut() else {
             return;
         };
@@ -106,7 +114,8 @@ impl<R: CryptoRng> Replica<R> {
             stage: 0,
             next_stage_at: start,
             nonces: Vec::new(),
-            signed: (0, 0),
+            signed: Vec::new(),
+            stages: vec![0; n],
             excluded: 0,
             coordination: None,
             signature_from: 0,
@@ -162,40 +171,75 @@ impl<R: CryptoRng> Replica<R> {
             }
             return;
         }
-        let recovery_ms = self.cfg.cluster_recovery_ms.max(1);
         let Some(signing) = self.threshold.as_mut() else {
             return;
         };
-        let due: Vec<u64> = signing
+        let due: Vec<(u64, u32)> = signing
             .unsigned
             .iter()
             .filter(|(_, u)| u.next_stage_at <= now)
-            .map(|(h, _)| *h)
+            .map(|(h, u)| (*h, u.stage.saturating_add(1)))
             .collect();
-        for height in due {
-            let signing = self.threshold.as_mut().expect("checked above");
-            let unsigned = signing.unsigned.get_mut(&height).expect("listed");
-            unsigned.stage = unsigned.stage.saturating_add(1);
-            let factor = (1u64 << unsigned.stage.min(8)).min(MAX_STAGE_INTERVAL_FACTOR);
-            unsigned.next_stage_at = now + Duration::from_millis(recovery_ms * factor);
-            let stage = unsigned.stage;
-            unsigned.nonces.retain(|n| n.stage + 1 >= stage);
-            // Shares that arrived in a set this replica had not tried
-            // (a share kept while an earlier set was still open): tried
-            // first.
-            self.combine_complete_sets(height);
-            let signed = self
-                .threshold
-                .as_ref()
-                .is_some_and(|s| s.combined.contains_key(&height));
-            if !signed {
-                self.offer_recovery_nonce(height, stage);
-            }
+        for (height, stage) in due {
+            self.enter_stage(height, stage);
+        }
+    }
+
+    /// Moves the recovery of `height` to `stage` (later than its current
+    /// one): a fresh nonce, its commitment to all (the stage's coordinator
+    /// uses it; the others learn the stage).
+    fn enter_stage(&mut self, height: u64, stage: u32) {
+        let now = self.now;
+        let recovery_ms = self.cfg.cluster_recovery_ms.max(1);
+        let id = self.id as usize;
+        let Some(unsigned) = self
+            .threshold
+            .as_mut()
+            .and_then(|s| s.unsigned.get_mut(&height))
+        else {
+            return;
+        };
+        unsigned.stage = stage;
+        unsigned.stages[id] = stage;
+        let factor = (1u64 << stage.min(8)).min(MAX_STAGE_INTERVAL_FACTOR);
+        unsigned.next_stage_at = now + Duration::from_millis(recovery_ms * factor);
+        unsigned.nonces.retain(|n| n.stage + 1 >= stage);
+        unsigned.signed.retain(|(s, _)| s + 1 >= stage);
+        // Shares that arrived in a set this replica had not tried (kept
+        // while an earlier set was still open): tried first.
+        self.combine_complete_sets(height);
+        let signed = self
+            .threshold
+            .as_ref()
+            .is_some_and(|s| s.combined.contains_key(&height));
+        if !signed {
+            self.offer_recovery_nonce(height, stage);
+        }
+    }
+
+    /// Stages are timed from each replica's own commit (or restart), so
+    /// they can drift apart; a replica whose stage is below the (f+1)-th
+    /// highest its peers and it named moves up to it: at least one honest
+    /// replica is that far, and f faulty ones cannot move it further.
+    fn catch_up_stage(&mut self, height: u64) {
+        let f = self.cfg.f();
+        let Some(unsigned) = self
+            .threshold
+            .as_ref()
+            .and_then(|s| s.unsigned.get(&height))
+        else {
+            return;
+        };
+        let mut stages = unsigned.stages.clone();
+        stages.sort_unstable_by(|a, b| b.cmp(a));
+        let target = stages[f.min(stages.len() - 1)];
+        if target > unsigned.stage {
+            self.enter_stage(height, target);
         }
     }
 
     /// Makes a nonce for `stage` of the recovery of `height` and sends its
-    /// commitment to the stage's coordinator.
+    /// commitment to all: the stage's coordinator puts it in sessions.
     fn offer_recovery_nonce(&mut self, height: u64, stage: u32) {
         let coordinator = self.coordinator(height, stage);
         let id = self.id;
@@ -214,18 +258,17 @@ impl<R: CryptoRng> Replica<R> {
             nonces,
             commitment,
         });
+        self.send(
+            Target::All,
+            ConsensusMessage::RecoveryCommitment {
+                replica: id,
+                height,
+                stage,
+                commitment,
+            },
+        );
         if coordinator == id {
             self.on_recovery_commitment_from(id, height, stage, commitment);
-        } else {
-            self.send(
-                Target::One(coordinator),
-                ConsensusMessage::RecoveryCommitment {
-                    replica: id,
-                    height,
-                    stage,
-                    commitment,
-                },
-            );
         }
     }
 
@@ -244,11 +287,18 @@ impl<R: CryptoRng> Replica<R> {
         if self.threshold.is_none() || !self.in_threshold_window(height) {
             return;
         }
-        if self.coordinator(height, stage) != self.id {
-            self.reject(Rejection::Malformed);
-            return;
+        if let Some(unsigned) = self
+            .threshold
+            .as_mut()
+            .and_then(|s| s.unsigned.get_mut(&height))
+        {
+            let known = &mut unsigned.stages[from as usize];
+            *known = (*known).max(stage);
+            self.catch_up_stage(height);
         }
-        self.on_recovery_commitment_from(from, height, stage, commitment);
+        if self.coordinator(height, stage) == self.id {
+            self.on_recovery_commitment_from(from, height, stage, commitment);
+        }
     }
 
     /// A member's commitment for a stage this replica coordinates.
@@ -276,13 +326,22 @@ impl<R: CryptoRng> Replica<R> {
         }
         // Not committed here yet: the member tries the next stage's
         // coordinator.
-        let Some(unsigned) = signing.unsigned.get_mut(&height) else {
+        let Some(unsigned) = signing.unsigned.get(&height) else {
             return;
         };
         // A stage far ahead of this replica's is not one it is in yet.
         if stage > unsigned.stage.saturating_add(1) || unsigned.is_excluded(from) {
             return;
         }
+        // A commitment that is not two valid points would make every
+        // session naming it fail at its members: its sender is left out.
+        if threshold::from_wire(&commitment).is_err() {
+            self.reject_from(from, Rejection::Malformed);
+            self.exclude_from_recovery(height, from);
+            return;
+        }
+        let signing = self.threshold.as_mut().expect("callers checked");
+        let unsigned = signing.unsigned.get_mut(&height).expect("found above");
         let coordination = match &mut unsigned.coordination {
             Some(c) if c.stage == stage => c,
             Some(c) if c.stage > stage => return,
@@ -414,11 +473,11 @@ impl<R: CryptoRng> Replica<R> {
     ) {
         let id = self.id;
         let max_sessions = self.sessions_per_stage();
-        let text_of = |size, root| Checkpoint::new(&self.cfg.origin, size, root).format();
         let signing = self.threshold.as_mut().expect("callers checked");
         let Some(unsigned) = signing.unsigned.get_mut(&height) else {
             return;
         };
+        let (size, root) = (unsigned.size, unsigned.root);
         let Some(own) = signers.iter().find(|s| s.replica == id) else {
             return;
         };
@@ -428,16 +487,6 @@ impl<R: CryptoRng> Replica<R> {
             .position(|n| n.stage == stage && n.commitment == own.commitment)
         else {
             return;
-        };
-        let nonce = if bug(Bug::KeepRecoveryNonce) {
-            let kept = &unsigned.nonces[index];
-            RecoveryNonce {
-                stage: kept.stage,
-                nonces: kept.nonces.clone(),
-                commitment: kept.commitment,
-            }
-        } else {
-            unsigned.nonces.swap_remove(index)
         };
         let decoded: Result<Vec<_>, ReplicaId> = signers
             .iter()
@@ -449,21 +498,38 @@ impl<R: CryptoRng> Replica<R> {
             .collect();
         let Ok(decoded) = decoded else {
             // Not points: the coordinator named commitments no member
-            // made. The nonce is dropped all the same.
+            // made. The nonce stays for an honest session.
             self.reject_from(coordinator, Rejection::Malformed);
             return;
         };
-        let (size, root) = (unsigned.size, unsigned.root);
-        let text = text_of(size, root);
+        let text = Checkpoint::new(&self.cfg.origin, size, root).format();
+        let signing = self.threshold.as_mut().expect("callers checked");
+        let unsigned = signing.unsigned.get_mut(&height).expect("found above");
+        let nonce = if bug(Bug::KeepRecoveryNonce) {
+            let kept = &unsigned.nonces[index];
+            RecoveryNonce {
+                stage: kept.stage,
+                nonces: kept.nonces.clone(),
+                commitment: kept.commitment,
+            }
+        } else {
+            unsigned.nonces.swap_remove(index)
+        };
         let package = threshold::signing_package(decoded, text.as_bytes());
         let Ok(share) = threshold::sign_share(&signing.share, &nonce.nonces, &package) else {
             return;
         };
-        unsigned.signed = match unsigned.signed {
-            (s, count) if s == stage => (s, count + 1),
-            _ => (stage, 1),
+        let count = match unsigned.signed.iter_mut().find(|(s, _)| *s == stage) {
+            Some((_, count)) => {
+                *count += 1;
+                *count
+            }
+            None => {
+                unsigned.signed.push((stage, 1));
+                1
+            }
         };
-        let more = unsigned.signed.1 < max_sessions;
+        let more = count < max_sessions;
         self.metrics.recovery_shares_sent += 1;
         self.send(
             Target::All,
@@ -522,11 +588,11 @@ impl<R: CryptoRng> Replica<R> {
         format!("\n  unsigned {unsigned:?} combined {combined:?}")
     }
 
-    /// A cluster signature from a coordinator this replica asked:
-    /// verified strictly before use, once per sender and height. Also for
-    /// a height this replica has not committed yet, within the heights
-    /// ahead it keeps commitments for: a valid signature proves that `q`
-    /// replicas, so at least one honest, committed that checkpoint.
+    /// A cluster signature from a coordinator this replica asked, for a
+    /// checkpoint it committed and has not seen signed: verified strictly
+    /// before use, once per sender and height. (The signed text does not
+    /// name the height, so a signature for a height not committed here
+    /// could be an old one of another height: never taken.)
     pub(super) fn on_cluster_signature(
         &mut self,
         from: ReplicaId,
@@ -536,29 +602,19 @@ impl<R: CryptoRng> Replica<R> {
         signature: Signature64,
     ) {
         let text = Checkpoint::new(&self.cfg.origin, size, root).format();
-        let committed = self.committed_height;
         let Some(signing) = self.threshold.as_mut() else {
             return;
         };
-        if size == 0 || signing.combined.contains_key(&height) {
+        let Some(unsigned) = signing.unsigned.get_mut(&height) else {
             return;
-        }
-        let tried = match signing.unsigned.get_mut(&height) {
-            // A checkpoint other than the one committed here is not taken.
-            Some(unsigned) if (unsigned.size, unsigned.root) != (size, root) => return,
-            Some(unsigned) => &mut unsigned.signature_from,
-            None if height > committed
-                && height <= committed.saturating_add(COMMITMENTS_AHEAD_HEIGHTS) =>
-            {
-                signing.early_signature_from.entry(height).or_default()
-            }
-            // Given up, or a height without entries.
-            None => return,
         };
-        if *tried & (1 << from) != 0 {
+        // A checkpoint other than the one committed here is not taken.
+        if (unsigned.size, unsigned.root) != (size, root)
+            || unsigned.signature_from & (1 << from) != 0
+        {
             return;
         }
-        *tried |= 1 << from;
+        unsigned.signature_from |= 1 << from;
         let valid = signing
             .cluster_key
             .verify_strict(

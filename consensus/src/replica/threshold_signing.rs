@@ -87,9 +87,6 @@ struct ToSign {
 
 /// One replica's cluster-key signing state.
 pub(super) struct ThresholdSigning {
-    /// Per height ahead of the committed one, the replicas whose
-    /// `ClusterSignature` for it was checked (each at most once).
-    pub(super) early_signature_from: BTreeMap<u64, u64>,
     pub(super) share: ClusterShare,
     pub(super) cluster_key: ed25519_dalek::VerifyingKey,
     /// This replica's nonces not used yet, by height.
@@ -132,7 +129,6 @@ impl ThresholdSigning {
             shares: BTreeMap::new(),
             combined: BTreeMap::new(),
             unsigned: BTreeMap::new(),
-            early_signature_from: BTreeMap::new(),
             answered_start: vec![None; n],
         })
     }
@@ -339,9 +335,6 @@ impl<R: CryptoRng> Replica<R> {
                 .shares
                 .retain(|h, _| *h > floor || unsigned.contains_key(h));
             signing.combined = signing.combined.split_off(&(recovery_floor + 1));
-            signing.early_signature_from = signing
-                .early_signature_from
-                .split_off(&(self.committed_height + 1));
         }
         self.sign_ready_checkpoints();
         self.replenish_nonces();
@@ -554,10 +547,11 @@ impl<R: CryptoRng> Replica<R> {
     /// signature is worked on (further back, only checkpoints still
     /// being recovered); rejects the message being handled if not.
     pub(super) fn in_threshold_window(&mut self, height: u64) -> bool {
+        // Signed ones too: a replica recovering one is sent it.
         let recovering = self
             .threshold
             .as_ref()
-            .is_some_and(|s| s.unsigned.contains_key(&height));
+            .is_some_and(|s| s.unsigned.contains_key(&height) || s.combined.contains_key(&height));
         if height.saturating_add(THRESHOLD_LAG_HEIGHTS) <= self.committed_height && !recovering {
             self.reject(Rejection::Stale);
             return false;

@@ -7,8 +7,8 @@ use bftlog_spec::checkpoint::Checkpoint;
 use bftlog_spec::merkle::Hash;
 use bftlog_spec::note::{KeyType, SignerKey};
 use bftlog_spec::wire::{
-    BoundedVec, ConsensusMessage, Entry, NonceCommitment, ReplicaId, Signature64, TimeoutCert,
-    TimeoutSignature, Vote,
+    BoundedVec, ConsensusMessage, Element32, Entry, NonceCommitment, ReplicaId, Signature64,
+    TimeoutCert, TimeoutSignature, Vote,
 };
 use rand::RngExt;
 use rand::rngs::StdRng;
@@ -86,7 +86,7 @@ pub enum Behaviour {
     EquivocateCommitments,
     /// Withholds its shares made with height nonces, so checkpoints need
     /// recovery, and misleads that recovery: its recovery commitments are
-    /// not its nonces' (it can never sign with them), its
+    /// not its nonces' (it can never sign with them) or not points, its
     /// sessions name another root to half the replicas, each goes out
     /// again with one member's commitment altered, and with each it sends
     /// everyone a forged cluster signature.
@@ -382,9 +382,18 @@ pub(super) fn tamper(
                     replica,
                     height,
                     stage,
-                    commitment: NonceCommitment {
-                        hiding: commitment.binding,
-                        binding: commitment.hiding,
+                    // Another commitment (swapped points), or no points
+                    // at all.
+                    commitment: if sim.rng.random_bool(0.5) {
+                        NonceCommitment {
+                            hiding: commitment.binding,
+                            binding: commitment.hiding,
+                        }
+                    } else {
+                        NonceCommitment {
+                            hiding: Element32([0xff; 32]),
+                            binding: Element32([0xff; 32]),
+                        }
                     },
                 },
             }],

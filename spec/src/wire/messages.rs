@@ -466,9 +466,10 @@ pub enum ConsensusMessage {
         recovery_stage: Option<u32>,
     },
     /// A nonce commitment for recovering the cluster signature of the
-    /// checkpoint of block `height`, which went unsigned: sent to the
-    /// stage's coordinator (replica `(height + stage) mod n`). Its secret
-    /// lives only in the sender's memory.
+    /// checkpoint of block `height`, which went unsigned: sent to all; the
+    /// stage's coordinator (replica `(height + stage) mod n`) uses it, the
+    /// others learn the sender's stage. Its secret lives only in the
+    /// sender's memory.
     RecoveryCommitment {
         replica: ReplicaId,
         height: u64,

@@ -141,7 +141,7 @@ fn request(signers: &[SignerCommitment], root: Hash) -> ConsensusMessage {
 }
 
 /// A checkpoint unsigned `cluster_recovery_ms` after its commit enters
-/// stage 1: replica 0 sends a commitment to the stage's coordinator,
+/// stage 1: replica 0 sends all a commitment for the stage's coordinator,
 /// replica (9 + 1) mod 4 = 2. It signs the coordinator's session once,
 /// with that nonce, and sends the coordinator a fresh commitment; the same
 /// session again, a session from another replica, or one for another
@@ -157,8 +157,12 @@ fn a_member_signs_each_recovery_nonce_once() {
     let at = Duration::from_millis(500);
     replica.handle_timeout(at);
     let offered = recovery_commitments(&drain(&mut replica).0);
-    assert_eq!(offered.len(), 1, "one commitment, to the coordinator");
-    assert_eq!(offered[0].0, Target::One(2));
+    assert_eq!(
+        offered.len(),
+        1,
+        "one commitment, to all (the coordinator uses it)"
+    );
+    assert_eq!(offered[0].0, Target::All);
     let own = offered[0].1;
 
     let (nonces_2, commitment_2) = c.nonce(2);
@@ -201,7 +205,7 @@ fn a_member_signs_each_recovery_nonce_once() {
         1,
         "and a fresh commitment for the next session"
     );
-    assert_eq!(fresh[0].0, Target::One(2));
+    assert_eq!(fresh[0].0, Target::All);
     assert_ne!(fresh[0].1, own);
 
     // The nonce is gone: the same session signs nothing.
@@ -306,4 +310,91 @@ fn a_cluster_signature_from_a_peer_is_verified() {
         [CheckpointEvent::ClusterSigned { size: SIZE, .. }]
     ));
     assert!(replica.recovery_deadline().is_none());
+}
+
+/// Stages are timed from each replica's own commit, so they drift; a
+/// replica moves up to the (f+1)-th highest stage that it and its peers
+/// named: one faulty peer naming a far stage does not move it, two peers
+/// do (f = 1), and it then offers a nonce for that stage.
+#[test]
+fn a_replica_behind_f_plus_one_peers_catches_up_their_stage() {
+    let c = cluster();
+    let mut replica = c.replica(0);
+    drain(&mut replica);
+    let commitment_at = |replica: ReplicaId, stage: u32| ConsensusMessage::RecoveryCommitment {
+        replica,
+        height: HEIGHT,
+        stage,
+        commitment: c.nonce(replica).1,
+    };
+    let own_stages = |sends: &[Outgoing]| -> Vec<u32> {
+        sends
+            .iter()
+            .filter_map(|o| match &o.message {
+                ConsensusMessage::RecoveryCommitment {
+                    replica: 0, stage, ..
+                } => Some(*stage),
+                _ => None,
+            })
+            .collect()
+    };
+    replica.handle_message(Duration::ZERO, 1, commitment_at(1, 40));
+    assert!(
+        own_stages(&drain(&mut replica).0).is_empty(),
+        "one peer alone"
+    );
+    replica.handle_message(Duration::ZERO, 2, commitment_at(2, 5));
+    assert_eq!(
+        own_stages(&drain(&mut replica).0),
+        vec![5],
+        "f + 1 peers at 5 or more"
+    );
+}
+
+/// A recovery coordinator leaves out a member whose commitment is not
+/// two valid points (a session naming it would fail at every member),
+/// and a cluster signature for a height not committed here is not taken
+/// (the signed text does not name the height).
+#[test]
+fn bad_recovery_inputs_are_refused() {
+    let c = cluster();
+    // Replica 2 coordinates stage 1 of height 9.
+    let mut coordinator = c.replica(2);
+    drain(&mut coordinator);
+    coordinator.handle_timeout(Duration::from_millis(500));
+    drain(&mut coordinator);
+    let garbage = NonceCommitment {
+        hiding: Element32([0xff; 32]),
+        binding: Element32([0xff; 32]),
+    };
+    coordinator.handle_message(
+        Duration::from_millis(500),
+        3,
+        ConsensusMessage::RecoveryCommitment {
+            replica: 3,
+            height: HEIGHT,
+            stage: 1,
+            commitment: garbage,
+        },
+    );
+    let (_, _, events) = drain(&mut coordinator);
+    assert!(events.contains(&Event::Rejected {
+        from: 3,
+        reason: Rejection::Malformed
+    }));
+
+    let mut replica = c.replica(1);
+    drain(&mut replica);
+    replica.handle_message(
+        Duration::ZERO,
+        2,
+        ConsensusMessage::ClusterSignature {
+            height: HEIGHT + 1,
+            size: SIZE,
+            root: c.root,
+            signature: Signature64([7; 64]),
+        },
+    );
+    let (_, checkpoints, events) = drain(&mut replica);
+    assert!(checkpoints.is_empty() && events.is_empty(), "not looked at");
 }
